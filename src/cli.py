@@ -1,0 +1,76 @@
+"""Shared CLI plumbing: logging setup and exception → exit-code mapping.
+
+Every ``src/*.py`` module exposes ``main(argv=None) -> int`` built on :func:`run_cli`, so
+bad input becomes one line on stderr (no traceback unless ``-v``) and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+from src.errors import GroceryError
+
+log = logging.getLogger(__name__)
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """``-v``/``-q`` and ``--json``, the same on every command."""
+    g = parser.add_argument_group("output")
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks on errors")
+    g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    g.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+                        force=True)
+    for noisy in ("PIL", "matplotlib", "urllib3", "git", "optuna"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=_json_default, sort_keys=False))
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(o, "__fspath__"):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+            command: Callable[[argparse.Namespace], int | None],
+            normalize: Callable[[list[str]], list[str]] | None = None) -> int:
+    """Parse ``argv``, run ``command(args)``, and turn project errors into exit codes."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if normalize:
+        argv = normalize(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed its one-line usage error
+        return int(e.code or 0)
+    setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
+    try:
+        return int(command(args) or 0)
+    except GroceryError as e:
+        if getattr(args, "verbose", False):
+            log.exception("failed")
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
