@@ -1,0 +1,449 @@
+"""Dataset versions that understand images and labels, on the local store, mirrored to W&B.
+
+A version is an immutable, content-addressed manifest (per file: path, split, class,
+sha256, size, dimensions, mode) of an ImageFolder dataset; the bytes live once in the
+store's blobs whatever the number of versions. The same content never makes a second
+version; ``find_or_create_version`` is what training calls to pin its input data.
+
+    python src/data_versioning.py --data-dir DS2GROCERIES --artifact-name grocery-dataset
+    python src/data_versioning.py --quality-check --data-dir DS2GROCERIES --fail-on-issues
+    python src/data_versioning.py --list | --show v2 | --diff v1 v2 | --restore v1 --to DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from src.dataset_scan import dataset_digest
+from src.errors import ConfigError, DataError, StoreError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_dataset_artifact", "load_dataset_artifact", "find_or_create_version", "dataset_digest",
+           "diff_versions", "restore_version", "list_versions", "quality_check", "main"]
+
+DEFAULT_NAME = "grocery-dataset"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "DS2GROCERIES"
+DEFAULT_SAMPLES_PER_CLASS = 4
+DDL = """
+CREATE TABLE IF NOT EXISTS dataset_versions (
+    name TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL, created_at TEXT NOT NULL,
+    description TEXT, data_dir TEXT, metadata TEXT NOT NULL, quality TEXT NOT NULL,
+    PRIMARY KEY (name, version), UNIQUE (name, digest)
+);
+CREATE TABLE IF NOT EXISTS dataset_files (
+    name TEXT NOT NULL, version INTEGER NOT NULL, path TEXT NOT NULL, split TEXT NOT NULL,
+    class TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL, width INTEGER, height INTEGER,
+    mode TEXT, format TEXT, dhash TEXT, error TEXT, error_detail TEXT,
+    PRIMARY KEY (name, version, path),
+    FOREIGN KEY (name, version) REFERENCES dataset_versions (name, version)
+);
+"""
+FILE_COLS = ("path", "split", "class", "sha256", "size", "width", "height", "mode", "format", "dhash",
+             "error", "error_detail")
+
+
+# -- helpers -----------------------------------------------------------------------------
+def _store(store=None):
+    from src.store import Store
+
+    st = store if isinstance(store, Store) else Store(store)
+    st.ensure_schema("dataset_versions", DDL)
+    return st
+
+
+def parse_version(value: str | int) -> int:
+    """``v3`` / ``3`` → 3."""
+    s = str(value).strip()
+    s = s[1:] if s[:1] in ("v", "V") else s
+    if not s.isdigit() or int(s) < 1:
+        raise ConfigError(f"invalid dataset version {value!r}", hint="use vN, for example v1, or 'latest'")
+    return int(s)
+
+
+def _resolve(con, name: str, version: str | int) -> int:
+    if str(version) == "latest":
+        row = con.execute("SELECT MAX(version) FROM dataset_versions WHERE name=?", (name,)).fetchone()
+        if row[0] is None:
+            raise StoreError(f"no versions of dataset {name!r} in the store",
+                             hint="create one with --data-dir DIR --artifact-name NAME")
+        return row[0]
+    v = parse_version(version)
+    if not con.execute("SELECT 1 FROM dataset_versions WHERE name=? AND version=?", (name, v)).fetchone():
+        raise StoreError(f"dataset {name}:v{v} does not exist", hint="see the versions with --list")
+    return v
+
+
+def build_metadata(manifest: list[dict]) -> dict[str, Any]:
+    """Counts a user looks at first: samples, classes, splits, imbalance."""
+    from collections import Counter
+
+    from src.quality import imbalance_ratio
+
+    valid = [e for e in manifest if not e.get("error")]
+    classes = Counter(e["class"] for e in valid)
+    split_class: dict[str, dict[str, int]] = {}
+    for e in valid:
+        d = split_class.setdefault(e["split"], {})
+        d[e["class"]] = d.get(e["class"], 0) + 1
+    return {
+        "total_samples": len(valid),
+        "total_files": len(manifest),
+        "invalid_files": len(manifest) - len(valid),
+        "total_bytes": sum(e["size"] for e in manifest),
+        "num_classes": len(classes),
+        "classes": sorted(classes),
+        "class_distribution": dict(sorted(classes.items())),
+        "split_counts": {s: sum(c.values()) for s, c in sorted(split_class.items())},
+        "split_class_counts": {s: dict(sorted(c.items())) for s, c in sorted(split_class.items())},
+        "imbalance_ratio": imbalance_ratio(classes),
+    }
+
+
+# -- create --------------------------------------------------------------------------------
+def _lookup_digest(con, name: str, digest: str) -> int | None:
+    row = con.execute("SELECT version FROM dataset_versions WHERE name=? AND digest=?", (name, digest)).fetchone()
+    return row[0] if row else None
+
+
+def _insert_version(st, name: str, want: int | None, digest: str, manifest: list[dict], meta: dict,
+                    quality: dict, description: str | None, data_dir: str) -> tuple[int, bool]:
+    """Allocate the version number and insert, atomically; returns (version, created)."""
+    from datetime import datetime, timezone
+
+    with st.transaction() as con:
+        same = _lookup_digest(con, name, digest)
+        if same is not None:
+            return same, False
+        if want is not None:
+            row = con.execute("SELECT digest FROM dataset_versions WHERE name=? AND version=?",
+                              (name, want)).fetchone()
+            if row:
+                raise StoreError(f"dataset {name}:v{want} already exists with other content",
+                                 hint="versions are immutable; omit --version to create the next one")
+            v = want
+        else:
+            v = (con.execute("SELECT MAX(version) FROM dataset_versions WHERE name=?", (name,)).fetchone()[0] or 0) + 1
+        con.execute("INSERT INTO dataset_versions VALUES (?,?,?,?,?,?,?,?)",
+                    (name, v, digest, datetime.now(timezone.utc).isoformat(timespec="seconds"), description,
+                     data_dir, json.dumps(meta), json.dumps(quality)))
+        con.executemany(f"INSERT INTO dataset_files VALUES (?,?,{','.join('?' * len(FILE_COLS))})",
+                        [(name, v, *(e.get(c) for c in FILE_COLS)) for e in manifest])
+    return v, True
+
+
+def _mirror(tracker, name: str, version: int, root: Path, manifest: list[dict], meta: dict, quality: dict,
+            description: str | None, samples_per_class: int, st) -> None:
+    """Log the version as a W&B ``dataset`` artifact plus sample and statistics tables."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=st.root / "tmp") as tmp:
+        (Path(tmp) / "manifest.json").write_text(json.dumps(manifest))
+        (Path(tmp) / "quality.json").write_text(json.dumps(quality))
+        files = {"manifest.json": Path(tmp) / "manifest.json", "quality.json": Path(tmp) / "quality.json"}
+        files.update({f"data/{e['path']}": st.blob_path(e["sha256"]) for e in manifest})
+        tracker.log_artifact(name, "dataset", files=files, metadata={**meta, "local_version": f"v{version}"},
+                             aliases=["latest", f"v{version}"], description=description)
+    rows, seen = [], {}
+    for e in manifest:
+        key = (e["split"], e["class"])
+        if not e.get("error") and seen.get(key, 0) < samples_per_class:
+            seen[key] = seen.get(key, 0) + 1
+            rows.append([e["split"], e["class"], e["path"], str(root / e["path"])])
+    if rows:
+        tracker.image_table("dataset/samples", ["split", "class", "path", "image"], rows, image_col=3)
+    stats = [[s, c, n] for s, cc in meta["split_class_counts"].items() for c, n in cc.items()]
+    tracker.table("dataset/statistics", ["split", "class", "count"], stats)
+    tracker.summary({f"dataset/{k}": v for k, v in meta.items() if isinstance(v, (int, float, str))}
+                    | {"dataset/quality_issues": quality["issue_count"]})
+
+
+def _create(data_dir, name: str, version, description, samples_per_class: int, store, wandb_mode,
+            tracker, link: bool) -> dict:
+    from src.dataset_scan import scan_dataset
+    from src.quality import analyze
+    from src.store import validate_name
+
+    validate_name(name, "artifact name")
+    want = parse_version(version) if version not in (None, "") else None
+    if samples_per_class < 0:
+        raise ConfigError(f"--samples-per-class must be >= 0, got {samples_per_class}")
+    st = _store(store)
+    scan = scan_dataset(data_dir, st)
+    manifest, root = scan["manifest"], Path(scan["root"])
+    digest = dataset_digest(manifest)
+    result = {"name": name, "digest": digest, "scan": scan["stats"]}
+    with st.read() as con:
+        same = _lookup_digest(con, name, digest)
+    if same is None:
+        quality = analyze(manifest, scan["notes"])
+        meta = build_metadata(manifest) | {"digest": digest, "data_dir": str(root)}
+        stored = 0
+        for sha, e in {e["sha256"]: e for e in manifest}.items():
+            if not st.has_blob(sha):
+                st.put_file(root / e["path"], sha, link=link)
+                stored += 1
+        result["new_blobs"] = stored
+        same, created = _insert_version(st, name, want, digest, manifest, meta, quality, description, str(root))
+        if created:
+            log.info("created %s:v%d (%d files, %d new blobs)", name, same, len(manifest), stored)
+            own = tracker is None
+            tr = tracker
+            if own:
+                from src.wandb_config import Tracker
+
+                tr = Tracker("dataset-version", {"artifact_name": name, "data_dir": str(root),
+                                                 "version": f"v{same}"}, mode=wandb_mode, name=f"{name}-v{same}")
+            try:
+                _mirror(tr, name, same, root, manifest, meta, quality, description, samples_per_class, st)
+                result["run_dir"] = tr.run_dir
+            finally:
+                if own:
+                    tr.finish()
+            return result | {"version": f"v{same}", "created": True, "quality": quality, "metadata": meta}
+    if want is not None and want != same:
+        log.warning("content equals %s:v%d; v%d not created", name, same, want)
+    return result | {"version": f"v{same}", "created": False, "equals": f"v{same}"}
+
+
+def create_dataset_artifact(data_dir: str | os.PathLike, artifact_name: str = DEFAULT_NAME,
+                            version: str | None = None, description: str | None = None,
+                            samples_per_class: int = DEFAULT_SAMPLES_PER_CLASS, store=None,
+                            wandb_mode: str | None = None, link: bool = False) -> dict:
+    """Version ``data_dir`` (or find the version with the same content).
+
+    Returns ``{"name", "version", "digest", "created", ...}``; a new version also carries
+    ``metadata`` and its ``quality`` report. ``version`` (``vN``) must be new unless the
+    content is the same. Bytes are copied into the store once per distinct content;
+    ``link=True`` hard-links instead (no extra space, but the dataset files become
+    read-only and editing one in place as root would corrupt the stored version).
+    """
+    return _create(data_dir, artifact_name, version, description, samples_per_class, store, wandb_mode,
+                   None, link)
+
+
+def find_or_create_version(data_dir: str | os.PathLike, artifact_name: str = DEFAULT_NAME, store=None,
+                           tracker=None) -> dict:
+    """The version whose content digest matches ``data_dir``, created if none; for lineage."""
+    r = _create(data_dir, artifact_name, None, None, DEFAULT_SAMPLES_PER_CLASS, store, None, tracker, False)
+    return {k: r[k] for k in ("name", "version", "digest", "created")}
+
+
+# -- read back -----------------------------------------------------------------------------
+def _manifest(con, name: str, v: int) -> list[dict]:
+    rows = con.execute(f"SELECT {','.join(FILE_COLS)} FROM dataset_files WHERE name=? AND version=? "
+                       "ORDER BY path", (name, v))
+    return [{k: r[k] for k in FILE_COLS} for r in rows]
+
+
+def list_versions(name: str | None = None, store=None) -> list[dict]:
+    """Every version (of ``name``, or of all datasets), oldest first."""
+    st = _store(store)
+    with st.read() as con:
+        rows = con.execute("SELECT * FROM dataset_versions WHERE ? IS NULL OR name=? ORDER BY name, version",
+                           (name, name)).fetchall()
+    out = []
+    for r in rows:
+        meta = json.loads(r["metadata"])
+        out.append({"name": r["name"], "version": f"v{r['version']}", "digest": r["digest"],
+                    "created_at": r["created_at"], "description": r["description"],
+                    "total_samples": meta["total_samples"], "num_classes": meta["num_classes"],
+                    "quality_issues": json.loads(r["quality"])["issue_count"]})
+    return out
+
+
+def load_dataset_artifact(name: str = DEFAULT_NAME, version: str = "latest", store=None) -> dict:
+    """Metadata, manifest, quality report and version history of ``name:version``, offline."""
+    from src.store import validate_name
+
+    validate_name(name, "artifact name")
+    st = _store(store)
+    with st.read() as con:
+        v = _resolve(con, name, version)
+        r = con.execute("SELECT * FROM dataset_versions WHERE name=? AND version=?", (name, v)).fetchone()
+        manifest = _manifest(con, name, v)
+    return {"name": name, "version": f"v{v}", "digest": r["digest"], "created_at": r["created_at"],
+            "description": r["description"], "data_dir": r["data_dir"], "metadata": json.loads(r["metadata"]),
+            "quality": json.loads(r["quality"]), "manifest": manifest, "history": list_versions(name, st)}
+
+
+def diff_versions(name: str, a: str, b: str, store=None) -> dict:
+    """Added, removed, modified (same path, new bytes), relabeled (same bytes, other class)
+    and moved (same bytes and class, other path) files, plus per-class count changes."""
+    A = {e["path"]: e for e in load_dataset_artifact(name, a, store)["manifest"]}
+    B = {e["path"]: e for e in load_dataset_artifact(name, b, store)["manifest"]}
+    added = sorted(set(B) - set(A))
+    removed = sorted(set(A) - set(B))
+    modified = sorted(p for p in set(A) & set(B) if A[p]["sha256"] != B[p]["sha256"])
+    relabeled, moved = [], []
+    pool: dict[str, list[str]] = {}
+    for p in removed:
+        pool.setdefault(A[p]["sha256"], []).append(p)
+    for p in list(added):
+        cands = pool.get(B[p]["sha256"])
+        if cands:
+            src = next((c for c in cands if A[c]["class"] != B[p]["class"]), cands[0])
+            cands.remove(src)
+            added.remove(p)
+            removed.remove(src)
+            rec = {"from": src, "to": p, "from_class": A[src]["class"], "to_class": B[p]["class"]}
+            (relabeled if rec["from_class"] != rec["to_class"] else moved).append(rec)
+    classes: dict[str, dict[str, int]] = {}
+    for side, m in (("a", A), ("b", B)):
+        for e in m.values():
+            c = classes.setdefault(e["class"], {"a": 0, "b": 0})
+            c[side] += 1
+    changes = {c: {**n, "delta": n["b"] - n["a"]} for c, n in sorted(classes.items()) if n["a"] != n["b"]}
+    return {"name": name, "a": load_dataset_artifact(name, a, store)["version"],
+            "b": load_dataset_artifact(name, b, store)["version"], "added": added, "removed": removed,
+            "modified": modified, "relabeled": relabeled, "moved": moved, "class_changes": changes,
+            "counts": {"added": len(added), "removed": len(removed), "modified": len(modified),
+                       "relabeled": len(relabeled), "moved": len(moved)}}
+
+
+def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=None) -> dict:
+    """Rebuild the exact tree of ``name:version`` in ``to_dir`` (new or empty), verifying bytes."""
+    import shutil
+
+    from src.store import sha256_file
+
+    info = load_dataset_artifact(name, version, store)
+    st = _store(store)
+    dest = Path(to_dir).expanduser()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DataError(f"restore target {dest} exists and is not empty",
+                        hint="pass --to a new or empty folder; nothing is overwritten")
+    total = 0
+    for e in info["manifest"]:
+        src = st.blob_path(e["sha256"])
+        if not src.exists():
+            raise StoreError(f"blob {e['sha256'][:12]} of {e['path']} is missing from the store",
+                             hint="the store was edited by hand; restore it from a backup")
+        out = dest / e["path"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out)
+        if sha256_file(out) != e["sha256"]:
+            raise StoreError(f"blob {e['sha256'][:12]} of {e['path']} is corrupted (digest mismatch)",
+                             hint="a hard-linked source file was edited in place; re-create the version")
+        total += e["size"]
+    return {"name": name, "version": info["version"], "to": str(dest), "files": len(info["manifest"]),
+            "bytes": total, "digest": info["digest"]}
+
+
+def quality_check(data_dir: str | os.PathLike, store=None) -> dict:
+    """Quality report of ``data_dir`` without creating a version (see :mod:`src.quality`)."""
+    from src.quality import quality_check as _qc
+
+    return _qc(data_dir, store=_store(store))
+
+
+# -- CLI -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from src.cli import add_common_flags
+
+    p = argparse.ArgumentParser(prog="data_versioning.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None, help=f"dataset folder (default {DEFAULT_DATA_DIR.name}/)")
+    p.add_argument("--artifact-name", help=f"dataset name (default {DEFAULT_NAME}; --list: all)")
+    p.add_argument("--version", help="explicit version vN for a new version (default: next)")
+    p.add_argument("--description", help="free-text description stored with the version")
+    p.add_argument("--samples-per-class", type=int, default=DEFAULT_SAMPLES_PER_CLASS,
+                   help="sample images per class logged to W&B (default %(default)s)")
+    p.add_argument("--link", action="store_true",
+                   help="hard-link new bytes into the store instead of copying (files become read-only; "
+                        "never edit them in place afterwards)")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--quality-check", action="store_true", help="check the dataset only; no version")
+    act.add_argument("--list", action="store_true", help="list versions")
+    act.add_argument("--show", metavar="VERSION", help="show one version (vN or latest)")
+    act.add_argument("--diff", nargs=2, metavar=("A", "B"), help="compare two versions")
+    act.add_argument("--restore", metavar="VERSION", help="rebuild a version's tree (with --to)")
+    p.add_argument("--to", help="target folder for --restore (new or empty)")
+    p.add_argument("--fail-on-issues", action="store_true", help="exit 1 when the quality check finds anything")
+    p.add_argument("--store", help="local store folder (default $MLOPS_STORE or .mlops/)")
+    p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), help="W&B mode")
+    add_common_flags(p)
+    return p
+
+
+def _data_dir(args) -> Path:
+    return Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
+
+
+def _print_diff(d: dict) -> None:
+    print(f"{d['name']}: {d['a']} -> {d['b']}: " + ", ".join(f"{n} {k}" for k, n in d["counts"].items()))
+    for k in ("added", "removed", "modified"):
+        for p in d[k]:
+            print(f"  {k:9s} {p}")
+    for r in d["relabeled"] + d["moved"]:
+        kind = "relabeled" if r in d["relabeled"] else "moved"
+        print(f"  {kind:9s} {r['from']} -> {r['to']}")
+    for c, n in d["class_changes"].items():
+        print(f"  class {c}: {n['a']} -> {n['b']} ({n['delta']:+d})")
+
+
+def _command(args) -> int:
+    from src.cli import print_json
+    from src.quality import format_report
+
+    out = print_json if args.json else None
+    name, store = args.artifact_name or DEFAULT_NAME, args.store
+    if args.list:
+        vs = list_versions(args.artifact_name, store)
+        if out:
+            return out(vs) or 0
+        for v in vs:
+            print(f"{v['name']}:{v['version']}  {v['created_at']}  {v['total_samples']} samples  "
+                  f"{v['num_classes']} classes  {v['quality_issues']} issues  {v['digest'][:12]}"
+                  f"{'  ' + v['description'] if v['description'] else ''}")
+        return 0
+    if args.show:
+        info = load_dataset_artifact(name, args.show, store)
+        if out:
+            return out(info) or 0
+        m = info["metadata"]
+        print(f"{name}:{info['version']}  digest {info['digest'][:12]}  created {info['created_at']}")
+        print(f"  {m['total_samples']} samples, {m['num_classes']} classes, splits {m['split_counts']}, "
+              f"imbalance ratio {m['imbalance_ratio']:.2f}")
+        print(f"  classes {m['class_distribution']}")
+        print(format_report(info["quality"]))
+        print("  history: " + ", ".join(h["version"] for h in info["history"]))
+        return 0
+    if args.diff:
+        d = diff_versions(name, args.diff[0], args.diff[1], store)
+        return (out(d) or 0) if out else (_print_diff(d) or 0)
+    if args.restore:
+        if not args.to:
+            raise ConfigError("--restore needs --to DIR", hint="give a new or empty target folder")
+        r = restore_version(name, args.restore, args.to, store)
+        return (out(r) or 0) if out else (print(f"restored {name}:{r['version']} ({r['files']} files) to {r['to']}") or 0)
+    if args.quality_check:
+        rep = quality_check(_data_dir(args), store)
+        print_json(rep) if out else print(format_report(rep, rep["data_dir"]))
+        return 1 if args.fail_on_issues and not rep["ok"] else 0
+    r = create_dataset_artifact(_data_dir(args), name, args.version, args.description, args.samples_per_class,
+                                store, args.wandb_mode, link=args.link)
+    if out:
+        out(r)
+    elif r["created"]:
+        print(f"created {name}:{r['version']} ({r['metadata']['total_samples']} samples, "
+              f"{r['new_blobs']} new blobs, digest {r['digest'][:12]})")
+        print(format_report(r["quality"]))
+    else:
+        print(f"unchanged: content equals {name}:{r['equals']} (digest {r['digest'][:12]})")
+    return 1 if args.fail_on_issues and r.get("quality") and not r["quality"]["ok"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from src.cli import run_cli
+
+    return run_cli(build_parser(), argv, _command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

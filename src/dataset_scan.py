@@ -1,0 +1,178 @@
+"""Scan an ImageFolder dataset into a per-file manifest, re-hashing only what changed.
+
+A dataset is ``DATA_DIR/{train,test[,val]}/{class_name}/{files}``. Every file under a
+class folder becomes one manifest entry (path, split, class, sha256, size, and for
+decodable images width, height, mode, format and a 64-bit dHash); files that are not
+usable images are kept too, with an ``error`` kind, so a restore rebuilds the exact tree
+and the quality gate can name them. A stat cache in the store (absolute path, size,
+mtime_ns → sha256 + probe) makes re-versioning a large dataset cost one ``stat`` per
+unchanged file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from src.errors import DataError
+from src.images import MAX_PIXELS, is_image_name
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+CACHE_DDL = """
+CREATE TABLE IF NOT EXISTS dataset_stat_cache (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, probe TEXT NOT NULL
+);
+"""
+PROBE_KEYS = ("width", "height", "mode", "format", "dhash", "error", "error_detail")
+
+
+def dataset_digest(manifest: list[dict]) -> str:
+    """Content digest of a dataset: sha256 over the sorted (relative path, sha256) pairs."""
+    h = hashlib.sha256()
+    for path, sha in sorted((e["path"], e["sha256"]) for e in manifest):
+        h.update(f"{path}\0{sha}\n".encode())
+    return h.hexdigest()
+
+
+def dhash(img) -> str:
+    """64-bit difference hash (hex): sign of horizontal gradients on a 9x8 grey thumbnail."""
+    import numpy as np
+    from PIL import Image
+
+    from src.images import to_rgb
+
+    small = to_rgb(img).convert("L").resize((9, 8), Image.Resampling.LANCZOS)
+    a = np.asarray(small, dtype=np.int16)
+    bits = (a[:, 1:] > a[:, :-1]).flatten()
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def probe_bytes(data: bytes, name: str) -> dict[str, Any]:
+    """Decode fully and describe; never raises for bad content (it is recorded instead)."""
+    from PIL import Image, UnidentifiedImageError
+
+    out: dict[str, Any] = dict.fromkeys(PROBE_KEYS)
+    if not data:
+        out.update(error="zero_byte", error_detail="file is empty (0 bytes)")
+        return out
+    if not is_image_name(name):
+        out.update(error="non_image", error_detail="not an image file extension")
+        return out
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                out.update(width=w, height=h, mode=img.mode, format=img.format)
+                if w * h > MAX_PIXELS:
+                    out.update(error="too_large", error_detail=f"{w}x{h} pixels, possible decompression bomb")
+                    return out
+                img.load()
+                out["dhash"] = dhash(img)
+    except UnidentifiedImageError:
+        out.update(error="non_image", error_detail="not an image PIL can read")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        out.update(error="too_large", error_detail=str(e))
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        out.update(error="corrupt", error_detail=f"corrupted or truncated ({e})")
+    return out
+
+
+def _hash_and_probe(path: Path, rel: str) -> tuple[str, dict]:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror})",
+                        hint="fix its permissions or remove it from the dataset") from e
+    return hashlib.sha256(data).hexdigest(), probe_bytes(data, rel)
+
+
+def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str, str, str]], list[str]]:
+    """(root, [(abs path, rel path, split, class)], warnings) — validates the layout."""
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"dataset folder {root} does not exist",
+                        hint="pass --data-dir pointing at a folder with train/ and test/ sub-folders")
+    splits = [s for s in SPLITS if (root / s).is_dir()]
+    if not splits:
+        raise DataError(f"{root} has no train/, val/ or test/ folder",
+                        hint="lay the dataset out as DATA_DIR/{train,test}/{class_name}/{images}")
+    notes = [f"stray:{p.name}" for p in sorted(root.iterdir()) if p.name not in splits]
+    files: list[tuple[Path, str, str, str]] = []
+    for split in splits:
+        for cdir in sorted((root / split).iterdir()):
+            if not cdir.is_dir():
+                notes.append(f"stray:{split}/{cdir.name}")
+                continue
+            n0 = len(files)
+            for dirpath, dirnames, filenames in os.walk(cdir):
+                dirnames.sort()
+                for fn in sorted(filenames):
+                    p = Path(dirpath) / fn
+                    files.append((p, p.relative_to(root).as_posix(), split, cdir.name))
+            if len(files) == n0:
+                notes.append(f"empty_class:{split}/{cdir.name}")
+    if not files:
+        raise DataError(f"{root} contains no files under {{split}}/{{class}}/ folders",
+                        hint="add images as DATA_DIR/train/<class>/<image>.jpg")
+    return root, files, notes
+
+
+def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = None) -> dict:
+    """Manifest of ``data_dir`` plus scan statistics (files hashed vs served from cache).
+
+    Returns ``{"root", "manifest": [entry...], "notes": [...], "stats": {...}}``.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    root, files, notes = list_files(data_dir)
+    cache: dict[str, tuple] = {}
+    if store is not None:
+        store.ensure_schema("dataset_stat_cache", CACHE_DDL)
+        with store.read() as con:
+            cache = {r["path"]: (r["size"], r["mtime_ns"], r["sha256"], r["probe"])
+                     for r in con.execute("SELECT * FROM dataset_stat_cache")}
+    manifest, todo = [], []
+    for p, rel, split, cls in files:
+        try:
+            st = p.stat()
+        except OSError as e:
+            raise DataError(f"{p}: cannot stat file ({e.strerror})", hint="check the dataset folder") from e
+        entry = {"path": rel, "split": split, "class": cls, "size": st.st_size}
+        key = str(p.resolve())
+        hit = cache.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            entry["sha256"] = hit[2]
+            entry.update(json.loads(hit[3]))
+        else:
+            todo.append((entry, p, key, st.st_size, st.st_mtime_ns))
+        manifest.append(entry)
+    workers = workers or min(4, os.cpu_count() or 1)
+    bytes_hashed = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda t: _hash_and_probe(t[1], t[0]["path"]), todo)
+        updates = []
+        for (entry, p, key, size, mtime_ns), (sha, probe) in zip(todo, results):
+            entry["sha256"] = sha
+            entry.update(probe)
+            bytes_hashed += entry["size"]
+            updates.append((key, size, mtime_ns, sha, json.dumps(probe)))
+    if store is not None and updates:
+        with store.transaction() as con:
+            con.executemany("INSERT OR REPLACE INTO dataset_stat_cache VALUES (?,?,?,?,?)", updates)
+    secs = time.perf_counter() - t0
+    stats = {"files": len(manifest), "hashed": len(todo), "cached": len(manifest) - len(todo),
+             "bytes_hashed": bytes_hashed, "seconds": round(secs, 3)}
+    log.debug("scanned %s: %s", root, stats)
+    return {"root": str(root), "manifest": manifest, "notes": notes, "stats": stats}

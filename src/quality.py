@@ -1,0 +1,191 @@
+"""The dataset quality gate: what would silently hurt training or inflate test accuracy.
+
+Findings (each a small dict with ``kind``, ``severity``, ``paths`` and ``message``):
+undecodable/truncated files, zero-byte and non-image files, images over the pixel limit,
+exact duplicates inside a split, the same bytes in train and test/val (leakage), near
+duplicates by 64-bit dHash (Hamming distance ≤ ``near_threshold``), class imbalance,
+tiny images, unusual colour modes, empty class folders and stray files. Works on a
+manifest from :mod:`src.dataset_scan`, so a version's check costs no extra decoding.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+FILE_ERRORS = {
+    "corrupt": ("error", "undecodable or truncated image"),
+    "zero_byte": ("error", "zero-byte file"),
+    "non_image": ("error", "not an image"),
+    "too_large": ("error", "image over the pixel limit (possible decompression bomb)"),
+}
+MAX_LISTED = 200  # findings of one kind beyond this are counted, not listed
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    near_threshold: int = 4      # dHash Hamming distance counted as a near duplicate
+    min_side: int = 32           # images with a shorter side below this are "tiny"
+    max_imbalance: float = 3.0   # largest / smallest class count above this is flagged
+    ok_modes: tuple[str, ...] = ("RGB",)
+
+
+def _finding(kind: str, severity: str, paths: list[str], message: str, **extra: Any) -> dict:
+    return {"kind": kind, "severity": severity, "paths": paths, "message": message, **extra}
+
+
+def imbalance_ratio(counts: dict[str, int]) -> float:
+    vals = [v for v in counts.values() if v > 0]
+    return round(max(vals) / min(vals), 4) if vals else 0.0
+
+
+def _hamming_pairs(hashes: list[int], threshold: int, block: int = 2048) -> list[tuple[int, int, int]]:
+    """All (i, j, distance) with i < j and distance ≤ threshold, vectorised in blocks."""
+    import numpy as np
+
+    if len(hashes) < 2:
+        return []
+    h = np.array(hashes, dtype=np.uint64)
+    bits = ((h[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(np.float32)
+    out = []
+    for s in range(0, len(h), block):
+        a = bits[s:s + block]
+        # Hamming = |a| + |b| - 2 a.b
+        d = a.sum(1)[:, None] + bits.sum(1)[None, :] - 2.0 * (a @ bits.T)
+        ii, jj = np.nonzero(d <= threshold + 0.5)
+        for i, j in zip(ii.tolist(), jj.tolist()):
+            if s + i < j:
+                out.append((s + i, j, int(round(float(d[i, j])))))
+    return out
+
+
+def _file_findings(manifest: list[dict], cfg: QualityConfig) -> list[dict]:
+    found = []
+    for e in manifest:
+        err = e.get("error")
+        if err:
+            sev, what = FILE_ERRORS.get(err, ("error", err))
+            found.append(_finding(err, sev, [e["path"]], f"{what}: {e['path']} ({e.get('error_detail')})"))
+            continue
+        w, h = e.get("width") or 0, e.get("height") or 0
+        if min(w, h) < cfg.min_side:
+            found.append(_finding("tiny_image", "warning", [e["path"]],
+                                  f"tiny image {w}x{h} (< {cfg.min_side} px): {e['path']}"))
+        if e.get("mode") not in cfg.ok_modes:
+            found.append(_finding("unusual_mode", "warning", [e["path"]],
+                                  f"unusual colour mode {e.get('mode')}: {e['path']}"))
+    return found
+
+
+def _duplicate_findings(manifest: list[dict]) -> list[dict]:
+    by_sha: dict[str, list[dict]] = defaultdict(list)
+    for e in manifest:
+        if not e.get("error"):
+            by_sha[e["sha256"]].append(e)
+    found = []
+    for sha, group in by_sha.items():
+        if len(group) < 2:
+            continue
+        per_split: dict[str, list[str]] = defaultdict(list)
+        for e in group:
+            per_split[e["split"]].append(e["path"])
+        for split, paths in sorted(per_split.items()):
+            if len(paths) > 1:
+                found.append(_finding("duplicate", "warning", paths,
+                                      f"{len(paths)} identical files in {split}: {', '.join(paths)}"))
+        if "train" in per_split and len(per_split) > 1:
+            others = [p for s, ps in sorted(per_split.items()) if s != "train" for p in ps]
+            found.append(_finding("leakage", "error", per_split["train"] + others,
+                                  f"same bytes in train and evaluation split: "
+                                  f"{per_split['train'][0]} == {', '.join(others)}"))
+    return found
+
+
+def _near_duplicate_findings(manifest: list[dict], cfg: QualityConfig) -> list[dict]:
+    # one representative per distinct content; exact copies are reported above
+    reps: dict[str, dict] = {}
+    for e in manifest:
+        if e.get("dhash") and not e.get("error"):
+            reps.setdefault(e["sha256"], e)
+    items = list(reps.values())
+    found = []
+    for i, j, d in _hamming_pairs([int(e["dhash"], 16) for e in items], cfg.near_threshold):
+        a, b = items[i], items[j]
+        cross = a["split"] != b["split"] and "train" in (a["split"], b["split"])
+        found.append(_finding("near_duplicate", "warning", [a["path"], b["path"]],
+                              f"near duplicates (dHash distance {d}){' across splits' if cross else ''}: "
+                              f"{a['path']} ~ {b['path']}", distance=d, cross_split=cross))
+    return found
+
+
+def analyze(manifest: list[dict], notes: list[str] = (), config: QualityConfig | None = None) -> dict:
+    """Quality report for a scanned manifest (see module docstring)."""
+    cfg = config or QualityConfig()
+    findings = _file_findings(manifest, cfg) + _duplicate_findings(manifest)
+    findings += _near_duplicate_findings(manifest, cfg)
+    for note in notes:
+        kind, _, where = note.partition(":")
+        msg = {"empty_class": f"class folder with no files: {where}",
+               "stray": f"ignored: {where} is not inside a split/class folder"}.get(kind, note)
+        findings.append(_finding(kind, "warning", [where], msg))
+    valid = [e for e in manifest if not e.get("error")]
+    split_counts = Counter(e["split"] for e in valid)
+    for split in ("train", "test"):
+        if split_counts.get(split, 0) == 0:
+            findings.append(_finding("missing_split", "warning", [split],
+                                     f"no usable images in the {split} split"))
+    per_class = Counter(e["class"] for e in valid)
+    ratio = imbalance_ratio(per_class)
+    if ratio > cfg.max_imbalance:
+        lo, hi = min(per_class, key=per_class.get), max(per_class, key=per_class.get)
+        findings.append(_finding("class_imbalance", "warning", [],
+                                 f"class imbalance ratio {ratio:.2f} > {cfg.max_imbalance} "
+                                 f"({hi}: {per_class[hi]}, {lo}: {per_class[lo]})", ratio=ratio))
+    counts = Counter(f["kind"] for f in findings)
+    listed, seen = [], Counter()
+    for f in findings:
+        seen[f["kind"]] += 1
+        if seen[f["kind"]] <= MAX_LISTED:
+            listed.append(f)
+    return {
+        "ok": not findings,
+        "issue_count": len(findings),
+        "counts": dict(sorted(counts.items())),
+        "findings": listed,
+        "stats": {"files": len(manifest), "valid_images": len(valid), "split_counts": dict(split_counts),
+                  "imbalance_ratio": ratio, "modes": dict(Counter(e.get("mode") for e in valid))},
+        "config": asdict(cfg),
+    }
+
+
+def format_report(report: dict, where: str = "") -> str:
+    """A human-readable report, grouped by kind."""
+    lines = [f"Quality report{' for ' + where if where else ''}: "
+             f"{report['stats']['files']} files, {report['stats']['valid_images']} usable images, "
+             f"imbalance ratio {report['stats']['imbalance_ratio']:.2f}"]
+    if report["ok"]:
+        lines.append("  no issues found")
+        return "\n".join(lines)
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    for f in report["findings"]:
+        by_kind[f["kind"]].append(f)
+    for kind, n in report["counts"].items():
+        sev = by_kind[kind][0]["severity"] if by_kind[kind] else "warning"
+        lines.append(f"  [{sev}] {kind}: {n}")
+        for f in by_kind[kind][:20]:
+            lines.append(f"      {f['message']}")
+        if n > 20:
+            lines.append(f"      ... and {n - 20} more (use --json for all)")
+    return "\n".join(lines)
+
+
+def quality_check(data_dir: str | os.PathLike, store=None, config: QualityConfig | None = None) -> dict:
+    """Scan ``data_dir`` (using the store's stat cache when given) and return the report."""
+    from src.dataset_scan import scan_dataset
+
+    scan = scan_dataset(data_dir, store=store)
+    report = analyze(scan["manifest"], scan["notes"], config)
+    report["data_dir"] = scan["root"]
+    return report
