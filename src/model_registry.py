@@ -1,0 +1,361 @@
+"""Model registry: versions, aliases, gated promotion, lineage and digest-checked loading.
+
+The local store is the system of record (SQLite tables in :mod:`src.registry_store`, model
+and extractor files as content-addressed blobs); every registration is mirrored to W&B as
+a ``model`` artifact (offline files to sync later; online it is also linked to the W&B
+model registry with its aliases).
+
+    python src/model_registry.py register models/label_spreading_model.pkl \\
+        --name label-spreading-classifier --accuracy 0.91 --f1 0.90 --alias staging
+    python src/model_registry.py register-all --models-dir models
+    python src/model_registry.py list | compare A B:staging C:v2 | history NAME | lineage NAME:production
+    python src/model_registry.py promote NAME --to-alias production [--version v3] [--force --reason "..."]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from src.errors import ConfigError, ModelError, StoreError
+
+log = logging.getLogger(__name__)
+
+EXTRACTOR_FILE = "feature_extractor.pth"
+RESULTS_FILE = "training_results.json"
+METRIC_ALIASES = {"accuracy": "test_accuracy", "acc": "test_accuracy", "f1": "f1_score"}
+UNIT_METRICS = ("test_accuracy", "f1_score", "precision", "recall", "unlabeled_accuracy")
+KEY_METRICS = ("test_accuracy", "f1_score", "precision", "recall")
+PAUSE_ENV = "MLOPS_REGISTRY_PAUSE"  # test hook: "point[:marker-file]" sleeps there (crash tests)
+
+
+class PromotionRefused(StoreError):
+    """A protected alias would move to a worse model; the attempt is in the audit log."""
+
+
+# -- helpers --------------------------------------------------------------------------------
+def normalize_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """Canonical metric names (accuracy → test_accuracy, f1 → f1_score), finite floats."""
+    out: dict[str, float] = {}
+    for key, value in dict(metrics or {}).items():
+        key = METRIC_ALIASES.get(key, key)
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"metric {key} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"metric {key} must be finite, got {value!r}")
+        if key in UNIT_METRICS and not 0.0 <= number <= 1.0:
+            raise ConfigError(f"metric {key} must be in [0, 1], got {number}",
+                              hint="pass accuracy as a fraction, e.g. 0.91 not 91")
+        out[key] = number
+    return out
+
+
+def _pause(point: str) -> None:
+    spec = os.environ.get(PAUSE_ENV, "")
+    if spec.split(":", 1)[0] == point:
+        marker = spec.split(":", 1)[1] if ":" in spec else ""
+        if marker:
+            Path(marker).write_text(str(os.getpid()))
+        time.sleep(120)
+
+
+def _tracker(mode: str | None, command: str, config: Mapping[str, Any] | None = None):
+    from src.wandb_config import Tracker
+
+    return Tracker("model-registry", {"command": command, **dict(config or {})}, mode=mode)
+
+
+@contextlib.contextmanager
+def _mirror(tracker, mode: str | None, command: str) -> Iterator[Any]:
+    """Use the caller's tracker, or open (and finish) one for this call."""
+    if tracker is not None:
+        yield tracker
+        return
+    t = _tracker(mode, command)
+    try:
+        yield t
+    finally:
+        t.finish()
+
+
+def _lineage_metadata(bundle: Mapping[str, Any], context: Mapping[str, Any] | None) -> dict[str, Any]:
+    meta = {k: bundle.get(k) for k in ("algorithm", "class_names", "config", "seed", "dataset", "run_id",
+                                       "code_version", "preprocessing")}
+    meta.update({k: v for k, v in dict(context or {}).items() if v is not None})
+    return json.loads(json.dumps(meta, default=str))  # JSON-safe (numpy scalars, paths)
+
+
+def _publish(tracker, mv, store) -> None:
+    if not tracker.enabled:
+        return
+    files = {"model.pkl": store.blob_path(mv.digest), EXTRACTOR_FILE: store.blob_path(mv.extractor_digest)}
+    meta = {"registry_version": f"v{mv.version}", "digest": mv.digest, "extractor_digest": mv.extractor_digest,
+            "metrics": mv.metrics, **{k: mv.metadata.get(k) for k in ("run_id", "dataset", "code_version")}}
+    tracker.log_artifact(mv.name, "model", files=files, metadata=meta, aliases=sorted(mv.aliases))
+    if tracker.mode == "online":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            for arcname, src in files.items():
+                Path(d, arcname).write_bytes(Path(src).read_bytes())
+            tracker.link_model(d, mv.name, sorted(mv.aliases))
+
+
+# -- Python API -----------------------------------------------------------------------------
+def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapping[str, Any] | None,
+                   aliases: Iterable[str] | None = None, *, extractor_path: str | os.PathLike | None = None,
+                   context: Mapping[str, Any] | None = None, store: Any = None, wandb_mode: str | None = None,
+                   tracker: Any = None) -> dict[str, Any]:
+    """Register a model bundle as the next version of ``model_name`` (idempotent by digest).
+
+    ``latest`` moves to a new version automatically; ``aliases`` (e.g. staging, production)
+    move too, production only past the metric gate. ``context`` adds lineage (run_id,
+    dataset, config, seed, code_version) over what the bundle records.
+    """
+    from src.modelio import load_model_bundle
+    from src.registry_store import (LATEST, insert_version, move_alias, open_registry, get_version,
+                                    validate_alias)
+    from src.store import sha256_file, validate_name
+
+    validate_name(model_name, "model name")
+    aliases = [validate_alias(a) for a in dict.fromkeys(aliases or [])]
+    metrics = normalize_metrics(metrics)
+    path = Path(model_path)
+    bundle = load_model_bundle(path)
+    metrics = {**normalize_metrics(bundle.get("metrics") or {}), **metrics}
+    ext = Path(extractor_path) if extractor_path else path.parent / EXTRACTOR_FILE
+    if not ext.is_file():
+        raise ModelError(f"feature extractor {ext} not found", hint="pass --extractor PATH to the extractor "
+                                                                    "the model was trained with")
+    ext_digest = sha256_file(ext)
+    if bundle.get("extractor_digest") and bundle["extractor_digest"] != ext_digest:
+        raise ModelError(f"extractor {ext} (sha256 {ext_digest[:12]}) is not the one model {path} was trained "
+                         f"with ({str(bundle['extractor_digest'])[:12]})", hint="pass the matching --extractor")
+    st = open_registry(store)
+    with _mirror(tracker, wandb_mode, "register") as t:
+        st.put_file(path, bundle["_digest"], link=False)
+        st.put_file(ext, ext_digest, link=False)
+        meta = {**_lineage_metadata(bundle, context), "source_path": str(path.resolve()),
+                "size_bytes": path.stat().st_size, "wandb_run_id": t.run_id}
+        _pause("before-commit-blobs")
+        with st.transaction() as con:
+            version, created = insert_version(con, model_name, bundle["_digest"], ext_digest, metrics, meta)
+            events = [move_alias(con, model_name, LATEST, version, reason=f"registered v{version}")] if created else []
+            _pause("in-transaction")
+            events += [move_alias(con, model_name, a, version, reason=f"registered with --alias {a}")
+                       for a in aliases]
+            mv = get_version(con, model_name, version)
+        log.info("%s %s (digest %s)", "registered" if created else "already registered", mv.ref, mv.digest[:12])
+        if created or any(e["action"] in ("moved", "forced") for e in events):
+            _publish(t, mv, st)
+    result = {**mv.to_dict(), "created": created, "events": events}
+    refused = [e for e in events if e["action"] == "refused"]
+    if refused:
+        raise PromotionRefused(f"registered {mv.ref} but did not move {refused[0]['alias']}: "
+                               f"{refused[0]['details']['refusal']}",
+                               hint=f"use `promote {model_name} --to-alias {refused[0]['alias']} "
+                                    f"--version v{version} --force --reason ...` to override")
+    return result
+
+
+def register_all(models_dir: str | os.PathLike = "models", aliases: Iterable[str] | None = None, *,
+                 store: Any = None, wandb_mode: str | None = None) -> list[dict[str, Any]]:
+    """Register every trained model in ``models_dir`` with its metrics from training_results.json."""
+    d = Path(models_dir)
+    results_path = d / RESULTS_FILE
+    if not results_path.is_file():
+        raise ModelError(f"no {RESULTS_FILE} in {d}", hint="train first: python src/train_with_wandb.py")
+    try:
+        results = json.loads(results_path.read_text())
+        algorithms = results["algorithms"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ModelError(f"{results_path} is not a training results file ({e})") from e
+    if not algorithms:
+        raise ModelError(f"{results_path} lists no trained models", hint="train first")
+    context = {"run_id": (results.get("run") or {}).get("id"), "dataset": results.get("dataset"),
+               "config": results.get("config"), "seed": results.get("seed"),
+               "code_version": results.get("code_version")}
+    ext = d / ((results.get("extractor") or {}).get("path") or EXTRACTOR_FILE)
+    out = []
+    with _mirror(None, wandb_mode, "register-all") as t:
+        for algo, info in algorithms.items():
+            model_path = d / (info.get("model_path") or f"{algo}_model.pkl")
+            if info.get("model_digest"):
+                from src.store import sha256_file
+
+                if model_path.is_file() and sha256_file(model_path) != info["model_digest"]:
+                    raise ModelError(f"{model_path} does not match the digest in {results_path}",
+                                     hint="the file was modified or swapped; retrain")
+            metrics = {k: v for k, v in info.items() if k not in ("model_path", "model_digest")}
+            out.append(register_model(model_path, model_name_for(algo), metrics, aliases, extractor_path=ext,
+                                      context=context, store=store, tracker=t))
+    return out
+
+
+def model_name_for(algorithm: str) -> str:
+    """``label_spreading`` → ``label-spreading-classifier``."""
+    return f"{algorithm.replace('_', '-')}-classifier"
+
+
+def list_models(name: str | None = None, *, store: Any = None) -> list[dict[str, Any]]:
+    """Every registered name with its versions, aliases and key metrics."""
+    from src.registry_store import all_versions, open_registry
+
+    st = open_registry(store)
+    with st.read() as con:
+        versions = all_versions(con, name)
+    if name and not versions:
+        raise StoreError(f"no model named {name!r} in the registry", hint="see `list` without a name")
+    out: dict[str, dict[str, Any]] = {}
+    for mv in versions:
+        entry = out.setdefault(mv.name, {"name": mv.name, "aliases": {}, "versions": []})
+        for a in mv.aliases:
+            entry["aliases"][a] = f"v{mv.version}"
+        entry["versions"].append({"version": f"v{mv.version}", "digest": mv.digest, "aliases": sorted(mv.aliases),
+                                  "created_at": mv.to_dict(False)["created_at"],
+                                  "metrics": {k: mv.metrics[k] for k in KEY_METRICS if k in mv.metrics}})
+    return list(out.values())
+
+
+def get_model_version(ref: str, *, store: Any = None):
+    """The :class:`~src.registry_store.ModelVersion` for ``NAME[:alias|:vK]`` (default latest)."""
+    from src.registry_store import open_registry, parse_ref, resolve
+
+    name, tag = parse_ref(ref)
+    st = open_registry(store)
+    with st.read() as con:
+        return resolve(con, name, tag)
+
+
+def compare_models(refs: Iterable[str], *, store: Any = None) -> dict[str, Any]:
+    """Metrics side by side; ``best`` names the winner per metric. A lone bare NAME compares all its versions."""
+    from src.registry_store import all_versions, open_registry, parse_ref, resolve
+
+    refs = list(refs)
+    if not refs:
+        raise ConfigError("compare needs at least one NAME[:alias|:vK]")
+    st = open_registry(store)
+    with st.read() as con:
+        if len(refs) == 1 and parse_ref(refs[0])[1] is None:
+            rows = [mv for mv in all_versions(con, parse_ref(refs[0])[0])] or [resolve(con, refs[0])]
+        else:
+            rows = [resolve(con, *parse_ref(r)) for r in refs]
+    metrics = [k for k in KEY_METRICS if any(k in mv.metrics for mv in rows)]
+    best = {}
+    for k in metrics:
+        have = [mv for mv in rows if k in mv.metrics]
+        best[k] = max(have, key=lambda mv: mv.metrics[k]).ref
+    return {"metrics": metrics, "best": best,
+            "models": [{"ref": mv.ref, "aliases": sorted(mv.aliases), "metrics": mv.metrics,
+                        "best": [k for k in metrics if best[k] == mv.ref]} for mv in rows]}
+
+
+def promote_model(name: str, to_alias: str, version: str | int | None = None, *, force: bool = False,
+                  reason: str | None = None, tolerance: float | None = None, store: Any = None,
+                  wandb_mode: str | None = None) -> dict[str, Any]:
+    """Move ``name:to_alias`` to ``version`` (default: latest); protected aliases are metric-gated."""
+    from src.registry_store import DEFAULT_TOLERANCE, move_alias, open_registry, resolve, validate_alias
+
+    validate_alias(to_alias)
+    st = open_registry(store)
+    tag = f"v{version}" if isinstance(version, int) else version
+    with st.transaction() as con:
+        target = resolve(con, name, tag)
+        event = move_alias(con, name, to_alias, target.version, reason=reason, force=force,
+                           tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance)
+    if event["action"] == "refused":
+        raise PromotionRefused(f"refused to move {name}:{to_alias} to {event['to']}: {event['details']['refusal']}",
+                               hint="pass --force --reason '...' to override (the audit log keeps it)")
+    if event["action"] in ("moved", "forced"):
+        target.aliases = sorted(set(target.aliases) | {to_alias})
+        with _mirror(None, wandb_mode, "promote") as t:
+            _publish(t, target, st)
+    return event
+
+
+def model_history(name: str, *, store: Any = None) -> list[dict[str, Any]]:
+    """The audit log of every alias move for ``name`` (moved, forced and refused), oldest first."""
+    from src.registry_store import history, open_registry, resolve
+
+    st = open_registry(store)
+    with st.read() as con:
+        resolve(con, name)  # unknown names are an error, not an empty log
+        return history(con, name)
+
+
+def model_lineage(ref: str, *, store: Any = None) -> dict[str, Any]:
+    """The chain model → training run → dataset version → extractor for ``NAME:alias``."""
+    st_mv = get_model_version(ref, store=store)
+    m = st_mv.metadata
+    dataset = m.get("dataset") or {}
+    return {"model": {k: v for k, v in st_mv.to_dict(False).items()},
+            "run": {"id": m.get("run_id"), "code_version": m.get("code_version"), "seed": m.get("seed"),
+                    "config": m.get("config"), "registered_by": m.get("wandb_run_id")},
+            "dataset": {"version": dataset.get("version"), "digest": dataset.get("digest")},
+            "extractor": {"digest": st_mv.extractor_digest}}
+
+
+def _verified_blob(st, digest: str, what: str) -> Path:
+    from src.store import sha256_file
+
+    p = st.blob_path(digest)
+    if not p.is_file():
+        raise ModelError(f"stored {what} {digest[:12]} is missing from {st.blob_root}",
+                         hint="the store was edited by hand; re-register the model")
+    actual = sha256_file(p)
+    if actual != digest:
+        raise ModelError(f"stored {what} fails its digest check (expected {digest[:12]}, found {actual[:12]})",
+                         hint="the store was tampered with; re-register the model from a trusted file")
+    return p
+
+
+def load_registered_bundle(name: str, alias: str = "production", *, store: Any = None) -> dict[str, Any]:
+    """The model bundle of ``name:alias``, digest-checked before it is unpickled."""
+    from src.modelio import load_model_bundle
+    from src.registry_store import open_registry
+
+    mv = get_model_version(f"{name}:{alias}", store=store)
+    st = open_registry(store)
+    model = _verified_blob(st, mv.digest, "model")
+    _verified_blob(st, mv.extractor_digest, "extractor")
+    return load_model_bundle(model, mv.digest)
+
+
+def load_model_from_registry(name: str, alias: str = "production", *, store: Any = None):
+    """A ready :class:`~src.predictor.Predictor` for ``name:alias`` (model + its extractor).
+
+    Both stored files are checked against their recorded digests before anything is unpickled.
+    """
+    from src.registry_store import open_registry
+
+    mv = get_model_version(f"{name}:{alias}", store=store)
+    st = open_registry(store)
+    model = _verified_blob(st, mv.digest, "model")
+    extractor = _verified_blob(st, mv.extractor_digest, "extractor")
+    try:
+        from src.predictor import Predictor
+    except ImportError as e:
+        raise ModelError("src.predictor is not available", hint="update the checkout") from e
+    return Predictor.load(model, extractor, model_digest=mv.digest, extractor_digest=mv.extractor_digest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (see :mod:`src.registry_cli`)."""
+    from src.registry_cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Command line for the model registry: parses flags, calls :mod:`src.model_registry`, prints.
+
+Entry point is ``python src/model_registry.py`` (its ``main`` delegates here).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Sequence
+
+from src.cli import add_common_flags, print_json, run_cli
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    add_common_flags(p)
+    g = p.add_argument_group("storage")
+    g.add_argument("--store", metavar="DIR", help="local store directory (default: $MLOPS_STORE or .mlops)")
+    g.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
+                   help="W&B mirror mode (default: $WANDB_MODE, online with an API key, else offline)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="model_registry.py",
+                                     description="Model versions, aliases, gated promotion, lineage.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("register", parents=[common], help="register a model file as a new version")
+    p.add_argument("path", metavar="PATH", help="a models/*_model.pkl bundle")
+    p.add_argument("--name", required=True, help="registered model name, e.g. label-spreading-classifier")
+    p.add_argument("--accuracy", type=float, required=True, help="test accuracy in [0, 1]")
+    p.add_argument("--f1", type=float, required=True, help="F1 score in [0, 1]")
+    p.add_argument("--alias", action="append", default=[], help="alias to set (repeatable): staging, production")
+    p.add_argument("--extractor", metavar="PATH", help="feature extractor (default: feature_extractor.pth beside PATH)")
+
+    p = sub.add_parser("register-all", parents=[common], help="register every model in a models folder")
+    p.add_argument("--models-dir", default="models", help="folder with training_results.json (default: models)")
+    p.add_argument("--alias", action="append", default=[], help="alias to set on every model (repeatable)")
+
+    p = sub.add_parser("list", parents=[common], help="names, versions, aliases and key metrics")
+    p.add_argument("name", nargs="?", help="only this model")
+
+    p = sub.add_parser("compare", parents=[common], help="metrics side by side, best marked")
+    p.add_argument("refs", nargs="+", metavar="NAME[:alias|:vK]",
+                   help="models to compare (a lone bare NAME compares all its versions)")
+
+    p = sub.add_parser("promote", parents=[common], help="move an alias (production is metric-gated)")
+    p.add_argument("name")
+    p.add_argument("--to-alias", required=True, help="alias to move, e.g. staging or production")
+    p.add_argument("--version", help="version to point at, e.g. v3 or an alias (default: latest)")
+    p.add_argument("--force", action="store_true", help="override the metric gate (needs --reason)")
+    p.add_argument("--reason", help="why; kept in the audit log")
+    p.add_argument("--tolerance", type=float, help="allowed test-accuracy drop for protected aliases (0.01)")
+
+    p = sub.add_parser("history", parents=[common], help="audit log of every alias move")
+    p.add_argument("name")
+
+    p = sub.add_parser("lineage", parents=[common], help="model -> run -> dataset version -> extractor")
+    p.add_argument("ref", metavar="NAME[:alias|:vK]")
+    return parser
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
+def _print_version(r: dict[str, Any]) -> None:
+    state = "registered" if r["created"] else "already registered as"
+    aliases = ", ".join(r["aliases"]) or "-"
+    print(f"{state} {r['ref']}  digest {r['digest'][:12]}  aliases: {aliases}")
+
+
+def _print_list(models: list[dict[str, Any]]) -> None:
+    if not models:
+        print("registry is empty (register a model first)")
+    for m in models:
+        aliases = ", ".join(f"{a}={v}" for a, v in sorted(m["aliases"].items()))
+        print(f"{m['name']}  ({len(m['versions'])} versions; {aliases})")
+        for v in m["versions"]:
+            mets = "  ".join(f"{k}={_fmt(x)}" for k, x in v["metrics"].items())
+            print(f"  {v['version']:>5}  {v['created_at']}  {v['digest'][:12]}  {mets}  {' '.join(v['aliases'])}")
+
+
+def _print_compare(res: dict[str, Any]) -> None:
+    cols = res["metrics"]
+    width = max(len(m["ref"]) for m in res["models"]) + 2
+    print("model".ljust(width) + "".join(c.rjust(16) for c in cols))
+    for m in res["models"]:
+        cells = [(_fmt(m["metrics"].get(c)) + ("*" if c in m["best"] else " ")).rjust(16) for c in cols]
+        print(m["ref"].ljust(width) + "".join(cells))
+    print("* best per metric")
+
+
+def _print_history(events: list[dict[str, Any]]) -> None:
+    for e in events:
+        why = f"  reason: {e['reason']}" if e["reason"] else ""
+        gate = e["details"].get("refusal")
+        print(f"{e['at']}  {e['action']:<8} {e['alias']}: {e['from'] or '-'} -> {e['to']}{why}"
+              + (f"  [{gate}]" if gate else ""))
+
+
+def _print_lineage(lin: dict[str, Any]) -> None:
+    m, r, d, x = lin["model"], lin["run"], lin["dataset"], lin["extractor"]
+    print(f"model     {m['ref']}  aliases: {', '.join(m['aliases']) or '-'}  digest {m['digest'][:12]}")
+    print(f"run       {r['id'] or '-'}  code {r['code_version'] or '-'}  seed {_fmt(r['seed'])}")
+    print(f"dataset   {d['version'] or '-'}  digest {(d['digest'] or '-')[:12]}")
+    print(f"extractor {x['digest'][:12]}")
+
+
+def command(args: argparse.Namespace) -> int:
+    from src import model_registry as mr
+
+    store = args.store
+    if args.command == "register":
+        res = mr.register_model(args.path, args.name, {"test_accuracy": args.accuracy, "f1_score": args.f1},
+                                args.alias, extractor_path=args.extractor, store=store, wandb_mode=args.wandb_mode)
+        print_json(res) if args.json else _print_version(res)
+    elif args.command == "register-all":
+        res = mr.register_all(args.models_dir, args.alias, store=store, wandb_mode=args.wandb_mode)
+        if args.json:
+            print_json(res)
+        else:
+            for r in res:
+                _print_version(r)
+    elif args.command == "list":
+        res = mr.list_models(args.name, store=store)
+        print_json(res) if args.json else _print_list(res)
+    elif args.command == "compare":
+        res = mr.compare_models(args.refs, store=store)
+        print_json(res) if args.json else _print_compare(res)
+    elif args.command == "promote":
+        res = mr.promote_model(args.name, args.to_alias, args.version, force=args.force, reason=args.reason,
+                               tolerance=args.tolerance, store=store, wandb_mode=args.wandb_mode)
+        if args.json:
+            print_json(res)
+        else:
+            print(f"{res['action']}: {args.name}:{res['alias']} {res['from'] or '-'} -> {res['to']}")
+    elif args.command == "history":
+        res = mr.model_history(args.name, store=store)
+        print_json(res) if args.json else _print_history(res)
+    elif args.command == "lineage":
+        res = mr.model_lineage(args.ref, store=store)
+        print_json(res) if args.json else _print_lineage(res)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(build_parser(), argv, command)

@@ -1,0 +1,363 @@
+"""Model registry: versions, aliases, gated promotion, lineage, tamper detection, concurrency, crashes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.linear_model import LogisticRegression
+
+from src import model_registry as mr
+from src.errors import ConfigError, ModelError, StoreError
+from src.modelio import save_model_bundle
+from src.store import Store, sha256_file
+
+NAME = "label-spreading-classifier"
+EXTRACTOR_BYTES = b"dummy feature extractor weights"
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging():
+    """main() binds a log handler to the (captured) stderr of its test; drop it afterwards."""
+    yield
+    import logging
+
+    for h in logging.getLogger().handlers[:]:
+        logging.getLogger().removeHandler(h)
+
+
+def make_bundle(folder: Path, seed: int = 0, accuracy: float | None = None, **extra) -> Path:
+    """A tiny real bundle (LogisticRegression on blobs) next to a dummy extractor file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = folder / "feature_extractor.pth"
+    if not ext.exists():
+        ext.write_bytes(EXTRACTOR_BYTES)
+    X, y = make_blobs(n_samples=30, centers=3, n_features=4, random_state=seed)
+    bundle = {"algorithm": "label_spreading", "classifier": LogisticRegression(max_iter=200).fit(X, y),
+              "class_names": ["apple", "milk", "bread"], "extractor_digest": sha256_file(ext),
+              "preprocessing": {"image_size": 224}, "seed": seed, "run_id": f"run{seed}",
+              "dataset": {"digest": "d" * 64, "version": "groceries:v2"}, "config": {"labeled_ratio": 0.1},
+              "code_version": "abc123", **extra}
+    if accuracy is not None:
+        bundle["metrics"] = {"test_accuracy": accuracy, "f1_score": accuracy - 0.01}
+    path = folder / f"m{seed}_model.pkl"
+    save_model_bundle(path, bundle)
+    return path
+
+
+def reg(path, acc=0.9, aliases=None, name=NAME, **kw):
+    return mr.register_model(path, name, {"accuracy": acc, "f1": acc - 0.02}, aliases, wandb_mode="disabled", **kw)
+
+
+def cli(capsys, *args):
+    rc = mr.main([*args, "--wandb-mode", "disabled"] if args[0] in ("register", "register-all", "promote")
+                 else list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+# -- register -----------------------------------------------------------------------------
+def test_register_versions_latest_and_idempotence(tmp_path):
+    a, b = make_bundle(tmp_path / "m", 0), make_bundle(tmp_path / "m", 1)
+    r0 = reg(a)
+    assert (r0["version"], r0["created"], r0["aliases"]) == ("v0", True, ["latest"])
+    again = reg(a, acc=0.1)
+    assert (again["version"], again["created"]) == ("v0", False)
+    assert again["metrics"]["test_accuracy"] == 0.9  # first registration's record is kept
+    r1 = reg(b, aliases=["staging"])
+    assert (r1["version"], sorted(r1["aliases"])) == ("v1", ["latest", "staging"])
+    [entry] = mr.list_models()
+    assert entry["aliases"] == {"latest": "v1", "staging": "v1"}
+    assert [v["version"] for v in entry["versions"]] == ["v0", "v1"]
+    assert entry["versions"][0]["metrics"] == {"test_accuracy": 0.9, "f1_score": pytest.approx(0.88)}
+
+
+def test_register_records_lineage(tmp_path, capsys):
+    path = make_bundle(tmp_path / "m", 3)
+    reg(path, aliases=["production"], context={"run_id": "train-42"})
+    lin = mr.model_lineage(f"{NAME}:production")
+    assert lin["model"]["ref"] == f"{NAME}:v0"
+    assert lin["run"]["id"] == "train-42" and lin["run"]["code_version"] == "abc123" and lin["run"]["seed"] == 3
+    assert lin["dataset"] == {"version": "groceries:v2", "digest": "d" * 64}
+    assert lin["extractor"]["digest"] == sha256_file(tmp_path / "m" / "feature_extractor.pth")
+    rc, out, _ = cli(capsys, "lineage", f"{NAME}:production")
+    assert rc == 0 and "groceries:v2" in out and "train-42" in out
+
+
+def test_register_refuses_non_models(tmp_path):
+    folder = tmp_path / "m"
+    make_bundle(folder, 0)
+    (folder / "notes_model.pkl").write_text("not a pickle")
+    with pytest.raises(ModelError, match="not a model"):
+        reg(folder / "notes_model.pkl")
+    (folder / "list_model.pkl").write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(ModelError, match="not a grocery-mlops model bundle"):
+        reg(folder / "list_model.pkl")
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"a different extractor")
+    with pytest.raises(ModelError, match="not the one"):
+        reg(folder / "m0_model.pkl", extractor_path=other)
+    lone = tmp_path / "lone"
+    make_bundle(lone, 1)
+    (lone / "feature_extractor.pth").unlink()
+    with pytest.raises(ModelError, match="extractor"):
+        reg(lone / "m1_model.pkl")
+    assert mr.list_models() == []
+
+
+def test_register_all_uses_training_results(tmp_path, capsys):
+    models = tmp_path / "models"
+    algos = {}
+    for i, algo in enumerate(["label_spreading", "self_training"]):
+        p = make_bundle(models, i)
+        target = models / f"{algo}_model.pkl"
+        p.rename(target)
+        algos[algo] = {"test_accuracy": 0.8 + i / 10, "f1_score": 0.75, "precision": 0.7, "recall": 0.72,
+                       "fit_seconds": 1.5, "model_path": target.name, "model_digest": sha256_file(target)}
+    results = {"config": {"labeled_ratio": 0.2}, "seed": 7, "dataset": {"digest": "e" * 64, "version": "ds:v1"},
+               "extractor": {"path": "feature_extractor.pth", "digest": sha256_file(models / "feature_extractor.pth")},
+               "run": {"id": "r-77", "mode": "offline", "dir": None}, "code_version": "deadbeef",
+               "algorithms": algos, "summary": {"best_algorithm": "self_training", "best_test_accuracy": 0.9}}
+    (models / "training_results.json").write_text(json.dumps(results))
+    rc, out, err = cli(capsys, "register-all", "--models-dir", str(models), "--json")
+    assert rc == 0, err
+    res = json.loads(out)
+    assert [r["name"] for r in res] == ["label-spreading-classifier", "self-training-classifier"]
+    assert res[1]["metrics"]["test_accuracy"] == pytest.approx(0.9) and res[1]["metrics"]["fit_seconds"] == 1.5
+    lin = mr.model_lineage("self-training-classifier:latest")
+    assert lin["run"]["id"] == "r-77" and lin["dataset"]["version"] == "ds:v1" and lin["run"]["seed"] == 7
+    # the cross-model comparison marks the best
+    cmp_ = mr.compare_models(["label-spreading-classifier", "self-training-classifier:latest"])
+    assert cmp_["best"]["test_accuracy"] == "self-training-classifier:v0"
+    rc, _, err = cli(capsys, "register-all", "--models-dir", str(tmp_path / "nothing"))
+    assert rc != 0 and "training_results.json" in one_error_line(err)
+
+
+# -- CLI ----------------------------------------------------------------------------------
+def test_cli_subcommands_json(tmp_path, capsys):
+    a, b = make_bundle(tmp_path / "m", 0), make_bundle(tmp_path / "m", 1)
+    assert cli(capsys, "register", str(a), "--name", NAME, "--accuracy", "0.9", "--f1", "0.88",
+               "--alias", "production")[0] == 0
+    rc, out, _ = cli(capsys, "register", str(b), "--name", NAME, "--accuracy", "0.92", "--f1", "0.9", "--json")
+    assert rc == 0 and json.loads(out)["version"] == "v1"
+    rc, out, _ = cli(capsys, "list", "--json")
+    assert rc == 0 and json.loads(out)[0]["aliases"] == {"latest": "v1", "production": "v0"}
+    rc, out, _ = cli(capsys, "list")
+    assert rc == 0 and "production=v0" in out
+    rc, out, _ = cli(capsys, "compare", NAME, "--json")
+    res = json.loads(out)
+    assert [m["ref"] for m in res["models"]] == [f"{NAME}:v0", f"{NAME}:v1"]
+    assert res["best"]["test_accuracy"] == f"{NAME}:v1"
+    rc, out, _ = cli(capsys, "compare", f"{NAME}:production", f"{NAME}:v1")
+    assert rc == 0 and "0.9200*" in out
+    rc, out, _ = cli(capsys, "promote", NAME, "--to-alias", "production", "--json")
+    assert rc == 0 and json.loads(out)["action"] == "moved"
+    rc, out, _ = cli(capsys, "history", NAME, "--json")
+    hist = json.loads(out)
+    assert [(e["alias"], e["from"], e["to"], e["action"]) for e in hist] == [
+        ("latest", None, "v0", "moved"), ("production", None, "v0", "moved"),
+        ("latest", "v0", "v1", "moved"), ("production", "v0", "v1", "moved")]
+    rc, out, _ = cli(capsys, "history", NAME)
+    assert rc == 0 and out.count("\n") == 4
+    rc, out, _ = cli(capsys, "lineage", f"{NAME}:production", "--json")
+    assert json.loads(out)["model"]["version"] == "v1"
+
+
+@pytest.mark.parametrize("args", [
+    ["register", "MISSING", "--name", NAME, "--accuracy", "0.9", "--f1", "0.9"],
+    ["register", "MODEL", "--name", "a/b", "--accuracy", "0.9", "--f1", "0.9"],
+    ["register", "MODEL", "--name", "", "--accuracy", "0.9", "--f1", "0.9"],
+    ["register", "MODEL", "--name", "..", "--accuracy", "0.9", "--f1", "0.9"],
+    ["register", "MODEL", "--name", NAME, "--accuracy", "91", "--f1", "0.9"],
+    ["register", "MODEL", "--name", NAME, "--accuracy", "nan", "--f1", "0.9"],
+    ["register", "MODEL", "--name", NAME, "--accuracy", "0.9", "--f1", "0.9", "--alias", "../prod"],
+    ["register", "MODEL", "--name", NAME, "--accuracy", "0.9", "--f1", "0.9", "--alias", "v3"],
+    ["register", "MODEL", "--name", NAME, "--accuracy", "0.9", "--f1", "0.9", "--extractor", "MISSING"],
+    ["promote", NAME, "--to-alias", "latest"],
+    ["promote", NAME, "--to-alias", "pro/duction"],
+    ["promote", NAME, "--to-alias", "staging", "--version", "v9"],
+    ["promote", NAME, "--to-alias", "staging", "--version", "nosuchalias"],
+    ["promote", "unknown-model", "--to-alias", "staging"],
+    ["list", "unknown-model"],
+    ["compare", f"{NAME}:v5"],
+    ["history", "unknown-model"],
+    ["lineage", f"{NAME}:production"],
+    ["lineage", "a\\b:latest"],
+])
+def test_bad_input_one_error_line(tmp_path, capsys, args):
+    model = make_bundle(tmp_path / "m", 0)
+    reg(model)
+    args = [str(model) if a == "MODEL" else str(tmp_path / "missing") if a == "MISSING" else a for a in args]
+    rc, out, err = cli(capsys, *args)
+    assert rc != 0
+    one_error_line(err)
+    assert len(mr.list_models()[0]["versions"]) == 1  # nothing stored changed
+
+
+# -- promotion gate -----------------------------------------------------------------------
+def test_promotion_gate_refuses_then_force_and_audit(tmp_path, capsys):
+    good, worse, close = (make_bundle(tmp_path / "m", i) for i in range(3))
+    reg(good, acc=0.90, aliases=["production"])
+    reg(worse, acc=0.80)
+    rc, _, err = cli(capsys, "promote", NAME, "--to-alias", "production", "--version", "v1")
+    line = one_error_line(err)
+    assert rc == StoreError.exit_code and "0.8000" in line and "0.9000" in line and "0.1000" in line
+    with pytest.raises(ConfigError, match="reason"):
+        mr.promote_model(NAME, "production", "v1", force=True)
+    rc, out, err = cli(capsys, "promote", NAME, "--to-alias", "production", "--version", "v1",
+                       "--force", "--reason", "hotfix for label bug")
+    assert rc == 0 and "forced" in out
+    assert mr.list_models()[0]["aliases"]["production"] == "v1"
+    reg(close, acc=0.795)  # within the 0.01 tolerance of the current holder (0.80)
+    assert mr.promote_model(NAME, "production", "v2", wandb_mode="disabled")["action"] == "moved"
+    prod = [e for e in mr.model_history(NAME) if e["alias"] == "production"]
+    assert [(e["from"], e["to"], e["action"]) for e in prod] == [
+        (None, "v0", "moved"), ("v0", "v1", "refused"), ("v0", "v1", "forced"), ("v1", "v2", "moved")]
+    assert prod[1]["details"]["from_value"] == 0.9 and prod[1]["details"]["to_value"] == 0.8
+    assert prod[2]["reason"] == "hotfix for label bug"
+    # non-protected aliases are not gated
+    assert mr.promote_model(NAME, "staging", "v1", wandb_mode="disabled")["action"] == "moved"
+
+
+def test_register_with_production_alias_is_gated(tmp_path):
+    reg(make_bundle(tmp_path / "m", 0), acc=0.9, aliases=["production"])
+    with pytest.raises(mr.PromotionRefused, match="did not move production"):
+        reg(make_bundle(tmp_path / "m", 1), acc=0.5, aliases=["production"])
+    [entry] = mr.list_models()
+    assert entry["aliases"] == {"latest": "v1", "production": "v0"}
+
+
+# -- safe loading -------------------------------------------------------------------------
+@pytest.fixture
+def fake_predictor(monkeypatch):
+    """Stands in for src.predictor until/unless the real one is needed."""
+    calls = []
+
+    class Predictor:
+        @classmethod
+        def load(cls, model_path, extractor_path=None, *, model_digest=None, extractor_digest=None):
+            calls.append((Path(model_path), Path(extractor_path), model_digest, extractor_digest))
+            return cls()
+
+    monkeypatch.setitem(sys.modules, "src.predictor", types.SimpleNamespace(Predictor=Predictor))
+    return calls
+
+
+def test_load_model_from_registry_passes_verified_blobs(tmp_path, fake_predictor):
+    path = make_bundle(tmp_path / "m", 0)
+    rec = reg(path, aliases=["production"])
+    mr.load_model_from_registry(NAME)  # alias defaults to production
+    [(model, ext, md, ed)] = fake_predictor
+    assert md == rec["digest"] == sha256_file(model) and ed == rec["extractor_digest"] == sha256_file(ext)
+    bundle = mr.load_registered_bundle(NAME, "latest")
+    assert bundle["class_names"] == ["apple", "milk", "bread"] and bundle["_digest"] == rec["digest"]
+
+
+@pytest.mark.parametrize("victim", ["model", "extractor"])
+def test_tampered_blob_refused_before_unpickle(tmp_path, monkeypatch, fake_predictor, victim):
+    rec = reg(make_bundle(tmp_path / "m", 0), aliases=["production"])
+    swapped = make_bundle(tmp_path / "other", 1)  # a valid bundle with different bytes
+    blob = Store().blob_path(rec["digest"] if victim == "model" else rec["extractor_digest"])
+    os.chmod(blob, 0o644)
+    blob.write_bytes(swapped.read_bytes() if victim == "model" else b"evil")
+
+    def no_unpickle(*a, **k):
+        raise AssertionError("unpickled before the digest check")
+
+    monkeypatch.setattr(pickle, "load", no_unpickle)
+    monkeypatch.setattr(pickle, "loads", no_unpickle)
+    with pytest.raises(ModelError, match="digest check"):
+        mr.load_model_from_registry(NAME, "production")
+    with pytest.raises(ModelError, match="digest check"):
+        mr.load_registered_bundle(NAME, "v0")
+    assert fake_predictor == []
+    blob.unlink()
+    with pytest.raises(ModelError, match="missing"):
+        mr.load_model_from_registry(NAME, "production")
+
+
+@pytest.mark.slow
+def test_end_to_end_predict_from_trained_models(tmp_path):
+    pytest.importorskip("src.predictor")
+    models = Path(__file__).resolve().parents[1] / "models"
+    images = sorted((Path(__file__).resolve().parents[1] / "DS2GROCERIES" / "test").glob("*/*"))
+    if not (models / "training_results.json").is_file() or not images:
+        pytest.skip("no trained models / dataset (run training first)")
+    res = mr.register_all(models, ["production"], wandb_mode="disabled")
+    predictor = mr.load_model_from_registry(res[0]["name"], "production")
+    label, confidence, probs = predictor.predict(images[0])
+    assert label in predictor.class_names and 0.0 <= confidence <= 1.0 and len(probs) == len(predictor.class_names)
+
+
+# -- W&B mirror ---------------------------------------------------------------------------
+def test_offline_mirror_writes_model_artifact(tmp_path):
+    rec = mr.register_model(make_bundle(tmp_path / "m", 0), NAME, {"accuracy": 0.9, "f1": 0.8}, ["staging"],
+                            wandb_mode="offline")
+    assert rec["metadata"]["wandb_run_id"]
+    runs = list((tmp_path / "wandb_root" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+# -- concurrency and crashes ---------------------------------------------------------------
+def _register_at_barrier(path: str, barrier, store: str) -> None:
+    barrier.wait(timeout=60)
+    mr.register_model(path, NAME, {"accuracy": 0.9, "f1": 0.9}, store=store, wandb_mode="disabled")
+
+
+def test_eight_concurrent_registrations(tmp_path):
+    paths = [str(make_bundle(tmp_path / "m", i)) for i in range(8)]
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(8)
+    procs = [ctx.Process(target=_register_at_barrier, args=(p, barrier, os.environ["MLOPS_STORE"])) for p in paths]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 8
+    [entry] = mr.list_models()
+    assert [v["version"] for v in entry["versions"]] == [f"v{i}" for i in range(8)]
+    assert len({v["digest"] for v in entry["versions"]}) == 8
+    latest_moves = [e for e in mr.model_history(NAME) if e["alias"] == "latest"]
+    assert [e["to"] for e in latest_moves] == [f"v{i}" for i in range(8)]
+    assert [e["from"] for e in latest_moves] == [None] + [f"v{i}" for i in range(7)]
+    assert entry["aliases"]["latest"] == latest_moves[-1]["to"]
+
+
+def _register_paused(path: str, point: str, marker: str) -> None:
+    os.environ[mr.PAUSE_ENV] = f"{point}:{marker}"
+    reg(path)
+
+
+@pytest.mark.parametrize("point", ["before-commit-blobs", "in-transaction"])
+def test_kill_9_mid_registration_leaves_consistent_registry(tmp_path, point):
+    reg(make_bundle(tmp_path / "m", 0))
+    marker = tmp_path / "paused"
+    proc = mp.get_context("fork").Process(target=_register_paused,
+                                          args=(str(make_bundle(tmp_path / "m", 1)), point, str(marker)))
+    proc.start()
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), "child never reached the pause point"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    assert proc.exitcode == -signal.SIGKILL
+    [entry] = mr.list_models()
+    assert [v["version"] for v in entry["versions"]] == ["v0"] and entry["aliases"] == {"latest": "v0"}
+    assert reg(make_bundle(tmp_path / "m", 2))["version"] == "v1"
+    assert [e["to"] for e in mr.model_history(NAME)] == ["v0", "v1"]
