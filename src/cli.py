@@ -52,6 +52,20 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make argparse (and its subparsers) report usage errors as one ``error:`` line."""
+
+    def error(message: str):
+        print(f"error: {message} (see {parser.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _one_line_errors(sub)
+
+
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
             command: Callable[[argparse.Namespace], int | None],
             normalize: Callable[[list[str]], list[str]] | None = None) -> int:
@@ -59,6 +73,7 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     argv = list(sys.argv[1:] if argv is None else argv)
     if normalize:
         argv = normalize(argv)
+    _one_line_errors(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse already printed its one-line usage error

@@ -1,0 +1,150 @@
+"""Batched feature extraction with parallel decoding and a persistent feature cache.
+
+Decoding runs in a thread pool (PIL releases the GIL) overlapped with inference, JPEGs
+are decoded at reduced size with ``Image.draft``, and the network runs channels_last
+(plain NCHW is 2–3× slower on CPU). Features are cached in the store keyed by
+(image sha256, extractor key), where the extractor key covers the weights digest and
+the preprocessing, so a rerun with the same extractor extracts nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from src.backbone import NUM_FEATURES, Preprocessing
+from src.images import open_image
+from src.store import Store, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def decode_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def load_batch(paths: Sequence[Path], pre: Preprocessing, pool: ThreadPoolExecutor) -> np.ndarray:
+    """Decode and preprocess ``paths`` in parallel → float32 NHWC batch."""
+    draft = pre.resize
+
+    def one(p):
+        return pre(open_image(p, draft_size=draft))
+
+    return np.stack(list(pool.map(one, paths)))
+
+
+class TorchExtractor:
+    """Pooled 1280-d features from a torch model (eval mode, channels_last, no grad)."""
+
+    def __init__(self, model, preprocessing: Preprocessing, key: str):
+        import torch
+
+        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.preprocessing = preprocessing
+        self.key = key  # identifies weights + preprocessing for the cache
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return self.model(x).float().numpy()
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def extract(extractor, paths: Sequence[Path], batch_size: int = 32, progress: bool = True,
+            desc: str = "extracting features") -> np.ndarray:
+    """Features for ``paths`` in order; decoding of batch k+1 overlaps inference on batch k."""
+    from tqdm import tqdm
+
+    out = np.empty((len(paths), NUM_FEATURES), dtype=np.float32)
+    if not paths:
+        return out
+    batches = list(_batches(list(paths), batch_size))
+    with ThreadPoolExecutor(decode_workers()) as pool, ThreadPoolExecutor(1) as prefetch, \
+            tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or len(paths) < 64) as bar:
+        pending = prefetch.submit(load_batch, batches[0], extractor.preprocessing, pool)
+        start = 0
+        for i in range(len(batches)):
+            batch = pending.result()
+            if i + 1 < len(batches):
+                pending = prefetch.submit(load_batch, batches[i + 1], extractor.preprocessing, pool)
+            feats = extractor(batch)
+            out[start:start + len(feats)] = feats
+            start += len(feats)
+            bar.update(len(feats))
+    return out
+
+
+class FeatureCache:
+    """(image sha256, extractor key) → float32 vector, in ``<store>/features.db``."""
+
+    def __init__(self, store: Store | None = None):
+        self.store = store or Store()
+        self.path = self.store.root / "features.db"
+        con = self._connect()
+        con.execute("CREATE TABLE IF NOT EXISTS features (image_sha TEXT, extractor TEXT, vec BLOB, "
+                    "PRIMARY KEY (image_sha, extractor)) WITHOUT ROWID")
+        con.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=60)
+        con.execute("PRAGMA journal_mode = WAL")
+        con.execute("PRAGMA busy_timeout = 60000")
+        return con
+
+    def get(self, digests: Sequence[str], extractor: str) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        con = self._connect()
+        try:
+            uniq = list(dict.fromkeys(digests))
+            for chunk in _batches(uniq, 500):
+                q = f"SELECT image_sha, vec FROM features WHERE extractor = ? AND image_sha IN ({','.join('?' * len(chunk))})"
+                for sha, vec in con.execute(q, [extractor, *chunk]):
+                    found[sha] = np.frombuffer(vec, dtype=np.float32)
+        finally:
+            con.close()
+        return found
+
+    def put(self, digests: Sequence[str], extractor: str, feats: np.ndarray) -> None:
+        con = self._connect()
+        try:
+            with con:
+                con.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?)",
+                                [(d, extractor, f.astype(np.float32).tobytes()) for d, f in zip(digests, feats)])
+        finally:
+            con.close()
+
+
+def cached_features(extractor, paths: Sequence[Path], digests: Sequence[str], cache: FeatureCache | None,
+                    batch_size: int = 32, progress: bool = True, desc: str = "extracting features"
+                    ) -> tuple[np.ndarray, int]:
+    """Features for ``paths`` using the cache; returns (features, number extracted)."""
+    found = cache.get(digests, extractor.key) if cache else {}
+    missing = [i for i, d in enumerate(digests) if d not in found]
+    new = extract(extractor, [paths[i] for i in missing], batch_size, progress, desc) if missing else None
+    if cache and missing:
+        cache.put([digests[i] for i in missing], extractor.key, new)
+    out = np.empty((len(paths), NUM_FEATURES), dtype=np.float32)
+    for i, d in enumerate(digests):
+        if d in found:
+            out[i] = found[d]
+    if missing:
+        out[missing] = new
+    log.info("%s: %d from cache, %d extracted", desc, len(paths) - len(missing), len(missing))
+    return out, len(missing)
+
+
+def digest_files(paths: Sequence[Path]) -> list[str]:
+    with ThreadPoolExecutor(decode_workers()) as pool:
+        return list(pool.map(sha256_file, paths))

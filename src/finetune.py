@@ -1,0 +1,176 @@
+"""Fine-tuning EfficientNet-Lite0 on the labeled images, with a cache of the results.
+
+A linear head is trained together with the backbone (head at 10× the learning rate,
+BatchNorm statistics frozen because labeled sets are small) with light augmentation.
+Part of the labeled set is held out and its accuracy is reported after every epoch
+(``epoch_callback`` — sweeps feed it to their pruner); the best epoch's weights win.
+Results are cached in the store by (labeled images, epochs, lr, seed, preprocessing),
+so a sweep trial whose extractor settings were seen before pays only for the classifier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from src.backbone import Preprocessing, create_model, save_extractor, state_digest
+from src.features import decode_workers
+from src.images import open_image
+from src.store import Store
+
+log = logging.getLogger(__name__)
+EpochCallback = Callable[[int, float], None]
+
+
+@dataclass
+class FineTuneResult:
+    epochs_run: int = 0
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, val_accuracy
+    best_val_accuracy: float | None = None
+    cached: bool = False
+
+
+def _augment(img, pre: Preprocessing, rng: random.Random) -> np.ndarray:
+    """Random resized crop, horizontal flip and mild colour jitter, then the standard transform."""
+    from PIL import ImageEnhance
+
+    w, h = img.size
+    scale = rng.uniform(0.6, 1.0)
+    cw, ch = max(8, int(w * scale ** 0.5)), max(8, int(h * scale ** 0.5))
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    img = img.crop((x, y, x + cw, y + ch))
+    if rng.random() < 0.5:
+        img = img.transpose(0)  # FLIP_LEFT_RIGHT
+    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.8, 1.2))
+    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.8, 1.2))
+    return pre(img)
+
+
+def _to_tensor(batch: np.ndarray):
+    import torch
+
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
+def _freeze_bn(model) -> None:
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+
+
+def finetune_key(paths_digests: Sequence[str], labels: Sequence[int], epochs: int, lr: float, seed: int,
+                 pre: Preprocessing, batch_size: int) -> str:
+    h = hashlib.sha256()
+    for d, y in sorted(zip(paths_digests, labels)):
+        h.update(f"{d}:{y}\n".encode())
+    h.update(json.dumps({"epochs": epochs, "lr": lr, "seed": seed, "pre": pre.key(), "bs": batch_size,
+                         "recipe": 1}).encode())
+    return h.hexdigest()
+
+
+def fine_tune(paths: Sequence[Path], labels: np.ndarray, fit_idx: np.ndarray, val_idx: np.ndarray,
+              n_classes: int, epochs: int, lr: float, seed: int, pre: Preprocessing, batch_size: int = 16,
+              epoch_callback: EpochCallback | None = None, progress: bool = True):
+    """Fine-tune from ImageNet weights; returns (model without head, FineTuneResult)."""
+    import torch
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = create_model(num_classes=n_classes, pretrained=True)
+    result = FineTuneResult()
+    if epochs <= 0 or lr <= 0:
+        model.reset_classifier(0)
+        return model.eval(), result
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier.")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier.")]
+    opt = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": lr * 10}], weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    images = {}
+    with ThreadPoolExecutor(decode_workers()) as pool:  # labeled sets are small: decode once
+        for i, img in zip(range(len(paths)), pool.map(lambda p: open_image(p, draft_size=pre.resize), paths)):
+            images[i] = img
+    val_x = _to_tensor(np.stack([pre(images[i]) for i in val_idx])) if len(val_idx) else None
+    best_state, best_acc = None, -1.0
+    t0 = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        _freeze_bn(model)
+        order = list(fit_idx)
+        rng.shuffle(order)
+        losses = []
+        for s in tqdm(range(0, len(order), batch_size), desc=f"fine-tune epoch {epoch}/{epochs}",
+                      disable=not progress, leave=False):
+            idx = order[s:s + batch_size]
+            x = _to_tensor(np.stack([_augment(images[i], pre, rng) for i in idx]))
+            y = torch.as_tensor(labels[idx])
+            loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        sched.step()
+        entry = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0}
+        if val_x is not None:
+            model.eval()
+            with torch.inference_mode():
+                pred = model(val_x).argmax(1).numpy()
+            entry["val_accuracy"] = float((pred == labels[val_idx]).mean())
+            if entry["val_accuracy"] > best_acc:
+                best_acc = entry["val_accuracy"]
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        result.history.append(entry)
+        result.epochs_run = epoch
+        log.info("fine-tune epoch %d/%d: %s", epoch, epochs, entry)
+        if epoch_callback is not None:
+            epoch_callback(epoch, entry.get("val_accuracy", 0.0))
+    result.seconds = time.perf_counter() - t0
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        result.best_val_accuracy = best_acc
+    model.reset_classifier(0)
+    return model.eval(), result
+
+
+class ExtractorCache:
+    """Fine-tuned extractors stored as blobs in the store, keyed by ``finetune_key``."""
+
+    DDL = """CREATE TABLE IF NOT EXISTS finetune_cache (
+        key TEXT PRIMARY KEY, blob TEXT NOT NULL, weights_digest TEXT NOT NULL, result TEXT NOT NULL,
+        created_at REAL NOT NULL)"""
+
+    def __init__(self, store: Store | None = None):
+        self.store = store or Store()
+        self.store.ensure_schema("finetune_cache", self.DDL)
+
+    def get(self, key: str) -> tuple[Path, str, FineTuneResult] | None:
+        with self.store.read() as con:
+            row = con.execute("SELECT blob, weights_digest, result FROM finetune_cache WHERE key = ?", (key,)).fetchone()
+        if row is None or not self.store.has_blob(row["blob"]):
+            return None
+        res = FineTuneResult(**json.loads(row["result"]))
+        res.cached = True
+        return self.store.blob_path(row["blob"]), row["weights_digest"], res
+
+    def put(self, key: str, path: Path, weights_digest: str, result: FineTuneResult) -> None:
+        blob = self.store.put_file(path, link=False)
+        data = {k: v for k, v in result.__dict__.items() if k != "cached"}
+        with self.store.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO finetune_cache VALUES (?, ?, ?, ?, ?)",
+                        (key, blob, weights_digest, json.dumps(data), time.time()))
+
+
+def weights_digest(model) -> str:
+    return state_digest(model.state_dict())

@@ -1,0 +1,40 @@
+"""Plain-text summaries printed by the CLIs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [headers] + [[_f(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_training_summary(results: dict[str, Any]) -> str:
+    best = results["summary"]["best_algorithm"]
+    rows = [[("* " if a == best else "  ") + a, m["test_accuracy"], m["f1_score"], m["unlabeled_accuracy"],
+             m["fit_seconds"]] for a, m in results["algorithms"].items()]
+    b = results["baseline"]
+    rows.append(["  baseline (labeled only)", b["test_accuracy"], b["f1_score"], b["unlabeled_accuracy"], b["fit_seconds"]])
+    d, ft = results["dataset"], results["extractor"]["fine_tune"]
+    out = [
+        f"dataset {d['root']}: {d['train_samples']} train ({d['labeled_samples']} labeled), "
+        f"{d['test_samples']} test, {len(d['classes'])} classes" + (f", version {d['version']}" if d["version"] else ""),
+        f"fine-tuning: {ft['epochs']} epochs, {ft['seconds']:.1f} s" + (" (cached)" if ft["cached"] else ""),
+        "",
+        format_table(["algorithm", "test_acc", "macro_f1", "unlabeled_acc", "fit_s"], rows),
+        "",
+        f"best: {best} with test accuracy {results['summary']['best_test_accuracy']:.4f} "
+        f"({results['summary']['gain_over_baseline']:+.4f} vs labeled-only baseline)",
+        f"models:  {results['models_dir']}/{{algorithm}}_model.pkl, feature_extractor.pth, training_results.json",
+    ]
+    if results["run"].get("dir"):
+        out.append(f"W&B run ({results['run']['mode']}): {results['run']['dir']}")
+    return "\n".join(out)

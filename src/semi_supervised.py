@@ -1,0 +1,141 @@
+"""The semi-supervised classifiers: a name → factory table over scikit-learn estimators.
+
+Every estimator follows fit/predict with ``-1`` marking unlabeled rows and is a
+``Pipeline`` of L2-normalise → PCA → L2-normalise → classifier, so inference needs
+nothing but the pipeline. On strong pretrained features a plain logistic regression on
+the labeled images alone is a hard baseline for graph methods, whose own ``predict`` is a
+k-NN vote over transduced labels. Here the graph methods earn their place by being used
+for what they are good at — transduction: their transduced labels (confidence-weighted,
+labeled points kept as given) train the same logistic regression inductively.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import Normalizer
+from sklearn.semi_supervised import LabelPropagation, LabelSpreading, SelfTrainingClassifier
+
+from src.errors import ConfigError
+
+UNLABELED = -1
+
+
+class InductiveGraphClassifier(ClassifierMixin, BaseEstimator):
+    """Transduce labels with a graph method, then fit ``final_estimator`` on all points.
+
+    Learned state: ``graph_`` (the fitted graph estimator), ``transduction_``,
+    ``label_confidence_`` and ``final_`` (the fitted inductive classifier).
+    """
+
+    def __init__(self, graph_estimator=None, final_estimator=None, min_confidence: float = 0.0):
+        self.graph_estimator = graph_estimator
+        self.final_estimator = final_estimator
+        self.min_confidence = min_confidence
+
+    def fit(self, X, y):
+        y = np.asarray(y)
+        labeled = y != UNLABELED
+        if not labeled.any():
+            raise ValueError("at least one labeled sample (y != -1) is required")
+        if not 0.0 <= self.min_confidence < 1.0:
+            raise ValueError(f"min_confidence must be in [0, 1), got {self.min_confidence}")
+        self.graph_ = clone(self.graph_estimator).fit(X, y)
+        dist = self.graph_.label_distributions_
+        conf = np.nan_to_num(dist.max(axis=1), nan=0.0)
+        self.transduction_ = np.where(labeled, y, self.graph_.transduction_)
+        self.label_confidence_ = np.where(labeled, 1.0, conf)
+        keep = labeled | (self.label_confidence_ >= self.min_confidence)
+        # labeled points count fully; pseudo-labels by their confidence relative to the mean
+        w = np.where(labeled, 1.0, conf / max(conf[~labeled].mean(), 1e-12) if (~labeled).any() else 1.0)
+        self.final_ = clone(self.final_estimator).fit(X[keep], self.transduction_[keep], sample_weight=w[keep])
+        self.classes_ = self.final_.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.final_.predict_proba(X)
+
+    def predict(self, X):
+        return self.final_.predict(X)
+
+
+def _logreg(seed: int) -> LogisticRegression:
+    return LogisticRegression(C=10.0, max_iter=3000, random_state=seed)
+
+
+def _features(shape: tuple[int, int], seed: int) -> list:
+    n_comp = max(1, min(128, shape[0] - 1, shape[1]))
+    return [("l2", Normalizer()), ("pca", PCA(n_components=n_comp, random_state=seed)), ("l2b", Normalizer())]
+
+
+def make_label_propagation(n_neighbors: int, seed: int, shape: tuple[int, int]):
+    graph = LabelPropagation(kernel="knn", n_neighbors=n_neighbors, max_iter=2000)
+    return Pipeline(_features(shape, seed) + [("clf", InductiveGraphClassifier(graph, _logreg(seed)))])
+
+
+def make_label_spreading(n_neighbors: int, seed: int, shape: tuple[int, int]):
+    graph = LabelSpreading(kernel="knn", n_neighbors=n_neighbors, alpha=0.2, max_iter=200)
+    return Pipeline(_features(shape, seed) + [("clf", InductiveGraphClassifier(graph, _logreg(seed)))])
+
+
+def make_self_training(n_neighbors: int, seed: int, shape: tuple[int, int]):
+    clf = SelfTrainingClassifier(_logreg(seed), threshold=0.8, max_iter=10)
+    return Pipeline(_features(shape, seed) + [("clf", clf)])
+
+
+def make_baseline(n_neighbors: int, seed: int, shape: tuple[int, int]):
+    """Labeled-only logistic regression: the start point of self-training."""
+    return Pipeline(_features(shape, seed) + [("clf", _logreg(seed))])
+
+
+ALGORITHMS: dict[str, Callable] = {
+    "label_propagation": make_label_propagation,
+    "label_spreading": make_label_spreading,
+    "self_training": make_self_training,
+}
+
+
+def validate_algorithms(names) -> list[str]:
+    names = [names] if isinstance(names, str) else list(names or [])
+    if not names:
+        raise ConfigError("no algorithm given", hint=f"choose from {', '.join(sorted(ALGORITHMS))}")
+    bad = [n for n in names if n not in ALGORITHMS]
+    if bad:
+        raise ConfigError(f"unknown algorithm {bad[0]!r}", hint=f"choose from {', '.join(sorted(ALGORITHMS))}")
+    return list(dict.fromkeys(names))
+
+
+def validate_n_neighbors(k: int, n_samples: int) -> int:
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"n_neighbors must be a positive integer, got {k!r}", hint="for example --n-neighbors 10")
+    if k >= n_samples:
+        raise ConfigError(f"n_neighbors {k} must be below the number of training images ({n_samples})",
+                          hint="lower --n-neighbors")
+    return int(k)
+
+
+def build(name: str, n_neighbors: int, seed: int, shape: tuple[int, int]):
+    validate_algorithms([name])
+    return ALGORITHMS[name](n_neighbors, seed, shape)
+
+
+def fit_semi_supervised(name: str, X: np.ndarray, y_partial: np.ndarray, n_neighbors: int, seed: int):
+    """Fit algorithm ``name`` on all training features, ``-1`` for unlabeled rows."""
+    model = build(name, n_neighbors, seed, X.shape)
+    return model.fit(X, y_partial)
+
+
+def fit_baseline(X: np.ndarray, y_partial: np.ndarray, seed: int):
+    labeled = y_partial != UNLABELED
+    model = make_baseline(0, seed, (int(labeled.sum()), X.shape[1]))
+    return model.fit(X[labeled], y_partial[labeled])
+
+
+def transduced_labels(model) -> np.ndarray | None:
+    """The labels a fitted pipeline assigned to its training rows (None for the baseline)."""
+    return getattr(model[-1], "transduction_", None)
