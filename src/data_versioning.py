@@ -181,8 +181,11 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
     with st.read() as con:
         same = _lookup_digest(con, name, digest)
     if same is None:
-        quality = analyze(manifest, scan["notes"])
         meta = build_metadata(manifest) | {"digest": digest, "data_dir": str(root)}
+        if not meta["total_samples"]:
+            raise DataError(f"{root} has no usable images ({len(manifest)} unreadable or non-image files)",
+                            hint="run --quality-check to see what is wrong with them")
+        quality = analyze(manifest, scan["notes"])
         stored = 0
         for sha, e in {e["sha256"]: e for e in manifest}.items():
             if not st.has_blob(sha):

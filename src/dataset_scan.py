@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from src.errors import DataError
-from src.images import MAX_PIXELS, is_image_name
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,8 @@ def dhash(img) -> str:
 def probe_bytes(data: bytes, name: str) -> dict[str, Any]:
     """Decode fully and describe; never raises for bad content (it is recorded instead)."""
     from PIL import Image, UnidentifiedImageError
+
+    from src.images import MAX_PIXELS, is_image_name
 
     out: dict[str, Any] = dict.fromkeys(PROBE_KEYS)
     if not data:

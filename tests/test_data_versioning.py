@@ -156,6 +156,15 @@ def test_incremental_rehashes_only_changed_files(ds):
     assert create(ds)["scan"]["hashed"] == 0
 
 
+def test_hard_links_share_bytes_with_the_dataset(ds):
+    r = create(ds, link=True)
+    e = dv.load_dataset_artifact("groc", r["version"])["manifest"][0]
+    from src.store import Store
+
+    blob = Store().blob_path(e["sha256"])
+    assert os.stat(blob).st_ino == os.stat(ds / e["path"]).st_ino  # tmp_path and store share a file system
+
+
 def _bad_dataset(root: Path) -> Path:
     make_dataset(root, per_class=3)
     tr, te = root / "train", root / "test"
@@ -227,7 +236,7 @@ def test_concurrent_creation_gets_distinct_versions(tmp_path):
     assert [v["version"] for v in dv.list_versions("groc")] == ["v1", "v2"]
 
 
-@pytest.mark.parametrize("case", ["missing", "no_splits", "empty", "bad_name", "bad_version", "no_to",
+@pytest.mark.parametrize("case", ["missing", "no_splits", "empty", "no_images", "bad_name", "bad_version", "no_to",
                                   "unknown_version", "restore_into_file"])
 def test_bad_input_one_line_nonzero_and_nothing_lost(case, ds, tmp_path, capsys):
     create(ds)
@@ -235,6 +244,7 @@ def test_bad_input_one_line_nonzero_and_nothing_lost(case, ds, tmp_path, capsys)
         "missing": ["--data-dir", str(tmp_path / "nope")],
         "no_splits": ["--data-dir", str(tmp_path)],
         "empty": ["--data-dir", str(make_empty(tmp_path / "e"))],
+        "no_images": ["--data-dir", str(make_empty(tmp_path / "t", text=True))],
         "bad_name": ["--data-dir", str(ds), "--artifact-name", "../evil"],
         "bad_version": ["--data-dir", str(ds), "--version", "x1"],
         "no_to": ["--artifact-name", "groc", "--restore", "v1"],
@@ -250,9 +260,11 @@ def test_bad_input_one_line_nonzero_and_nothing_lost(case, ds, tmp_path, capsys)
     assert dv.load_dataset_artifact("groc", "v1")["metadata"]["total_samples"] == 12
 
 
-def make_empty(root: Path) -> Path:
+def make_empty(root: Path, text: bool = False) -> Path:
     (root / "train" / "apple").mkdir(parents=True)
     (root / "test").mkdir()
+    if text:
+        (root / "train" / "apple" / "readme.txt").write_text("no images here")
     return root
 
 
