@@ -138,8 +138,12 @@ def _insert_version(st, name: str, want: int | None, digest: str, manifest: list
 
 
 def _mirror(tracker, name: str, version: int, root: Path, manifest: list[dict], meta: dict, quality: dict,
-            description: str | None, samples_per_class: int, st) -> None:
-    """Log the version as a W&B ``dataset`` artifact plus sample and statistics tables."""
+            description: str | None, samples_per_class: int, st, tables: bool = True) -> None:
+    """Log the version as a W&B ``dataset`` artifact plus sample and statistics tables.
+
+    ``tables=False`` (a caller's run, e.g. training) logs only the artifact, so the
+    caller's step counter is left alone.
+    """
     import tempfile
 
     with tempfile.TemporaryDirectory(dir=st.root / "tmp") as tmp:
@@ -149,6 +153,8 @@ def _mirror(tracker, name: str, version: int, root: Path, manifest: list[dict], 
         files.update({f"data/{e['path']}": st.blob_path(e["sha256"]) for e in manifest})
         tracker.log_artifact(name, "dataset", files=files, metadata={**meta, "local_version": f"v{version}"},
                              aliases=["latest", f"v{version}"], description=description)
+    if not tables:
+        return
     rows, seen = [], {}
     for e in manifest:
         key = (e["split"], e["class"])
@@ -203,7 +209,8 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
                 tr = Tracker("dataset-version", {"artifact_name": name, "data_dir": str(root),
                                                  "version": f"v{same}"}, mode=wandb_mode, name=f"{name}-v{same}")
             try:
-                _mirror(tr, name, same, root, manifest, meta, quality, description, samples_per_class, st)
+                _mirror(tr, name, same, root, manifest, meta, quality, description, samples_per_class, st,
+                        tables=own)
                 result["run_dir"] = tr.run_dir
             finally:
                 if own:

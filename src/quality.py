@@ -41,24 +41,29 @@ def imbalance_ratio(counts: dict[str, int]) -> float:
     return round(max(vals) / min(vals), 4) if vals else 0.0
 
 
-def _hamming_pairs(hashes: list[int], threshold: int, block: int = 2048) -> list[tuple[int, int, int]]:
-    """All (i, j, distance) with i < j and distance ≤ threshold, vectorised in blocks."""
-    import numpy as np
+def _hamming_pairs(hashes: list[int], threshold: int) -> list[tuple[int, int, int]]:
+    """All (i, j, distance) with i < j and Hamming distance ≤ threshold.
 
-    if len(hashes) < 2:
-        return []
-    h = np.array(hashes, dtype=np.uint64)
-    bits = ((h[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).astype(np.float32)
-    out = []
-    for s in range(0, len(h), block):
-        a = bits[s:s + block]
-        # Hamming = |a| + |b| - 2 a.b
-        d = a.sum(1)[:, None] + bits.sum(1)[None, :] - 2.0 * (a @ bits.T)
-        ii, jj = np.nonzero(d <= threshold + 0.5)
-        for i, j in zip(ii.tolist(), jj.tolist()):
-            if s + i < j:
-                out.append((s + i, j, int(round(float(d[i, j])))))
-    return out
+    Pigeonhole: two 64-bit hashes within distance t agree exactly on at least one of t+1
+    disjoint bit bands, so only hashes sharing a band value are compared (near-linear).
+    """
+    bands = threshold + 1
+    edges = [round(64 * k / bands) for k in range(bands + 1)]
+    found: dict[tuple[int, int], int] = {}
+    for lo, hi in zip(edges, edges[1:]):
+        mask = (1 << (hi - lo)) - 1
+        buckets: dict[int, list[int]] = defaultdict(list)
+        for i, h in enumerate(hashes):
+            buckets[(h >> lo) & mask].append(i)
+        for idx in buckets.values():
+            for a in range(len(idx)):
+                for b in idx[a + 1:]:
+                    key = (idx[a], b)
+                    if key not in found:
+                        d = (hashes[idx[a]] ^ hashes[b]).bit_count()
+                        if d <= threshold:
+                            found[key] = d
+    return sorted((i, j, d) for (i, j), d in found.items())
 
 
 def _file_findings(manifest: list[dict], cfg: QualityConfig) -> list[dict]:

@@ -224,6 +224,26 @@ def test_find_or_create_version(ds):
     assert dv.find_or_create_version(ds, "groc")["created"] is False
 
 
+def test_find_or_create_version_logs_through_callers_tracker(ds):
+    class FakeTracker:
+        run_dir = None
+
+        def __init__(self):
+            self.calls = []
+
+        def __getattr__(self, name):
+            return lambda *a, **k: self.calls.append((name, a, k))
+
+    tr = FakeTracker()
+    dv.find_or_create_version(ds, "groc", tracker=tr)
+    assert [c[0] for c in tr.calls] == ["log_artifact"]  # no tables: the caller owns the step counter
+    _, (name, type_), kw = tr.calls[0]
+    assert (name, type_) == ("groc", "dataset") and kw["metadata"]["total_samples"] == 12
+    assert "manifest.json" in kw["files"] and "v1" in kw["aliases"]
+    dv.find_or_create_version(ds, "groc", tracker=tr)
+    assert len(tr.calls) == 1
+
+
 def test_concurrent_creation_gets_distinct_versions(tmp_path):
     dirs = [make_dataset(tmp_path / f"d{i}", per_class=2, seed=i + 1) for i in range(2)]
     code = ("import sys; from src.data_versioning import create_dataset_artifact as c; "
