@@ -14,7 +14,6 @@ model registry with its aliases).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -43,6 +42,8 @@ class PromotionRefused(StoreError):
 # -- helpers --------------------------------------------------------------------------------
 def normalize_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     """Canonical metric names (accuracy → test_accuracy, f1 → f1_score), finite floats."""
+    if metrics is not None and not isinstance(metrics, Mapping):
+        raise ConfigError(f"metrics must be a mapping such as {{'accuracy': 0.9, 'f1': 0.88}}, got {metrics!r}")
     out: dict[str, float] = {}
     for key, value in dict(metrics or {}).items():
         key = METRIC_ALIASES.get(key, key)
@@ -104,6 +105,9 @@ def _publish(tracker, mv, store) -> None:
             "metrics": mv.metrics, **{k: mv.metadata.get(k) for k in ("run_id", "dataset", "code_version")}}
     tracker.log_artifact(mv.name, "model", files=files, metadata=meta, aliases=sorted(mv.aliases))
     if tracker.mode == "online":
+        dataset_version = (mv.metadata.get("dataset") or {}).get("version")
+        if dataset_version:
+            tracker.use_artifact(dataset_version)  # lineage edge dataset -> model in the W&B UI
         import tempfile
 
         with tempfile.TemporaryDirectory() as d:

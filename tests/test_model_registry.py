@@ -304,6 +304,30 @@ def test_end_to_end_predict_from_trained_models(tmp_path):
     assert label in predictor.class_names and 0.0 <= confidence <= 1.0 and len(probs) == len(predictor.class_names)
 
 
+@pytest.mark.slow
+def test_end_to_end_predict_with_random_weight_extractor(tmp_path):
+    pytest.importorskip("src.predictor")
+    import numpy as np
+    from PIL import Image
+
+    from src.backbone import Preprocessing, create_model, save_extractor
+
+    models = tmp_path / "models"
+    ext = models / "feature_extractor.pth"
+    save_extractor(create_model(num_classes=0, pretrained=False), ext, Preprocessing.for_size(32))
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 1280)), np.arange(30) % 3
+    save_model_bundle(models / "self_training_model.pkl", {
+        "algorithm": "self_training", "classifier": LogisticRegression(max_iter=50).fit(X, y),
+        "class_names": ["apple", "milk", "bread"], "extractor_digest": sha256_file(ext), "preprocessing": {}})
+    reg(models / "self_training_model.pkl", aliases=["production"])
+    image = tmp_path / "img.png"
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(image)
+    predictor = mr.load_model_from_registry(NAME)
+    label, confidence, probs = predictor.predict(image)
+    assert label in ["apple", "milk", "bread"] and 0 <= confidence <= 1 and probs.shape == (3,)
+
+
 # -- W&B mirror ---------------------------------------------------------------------------
 def test_offline_mirror_writes_model_artifact(tmp_path):
     rec = mr.register_model(make_bundle(tmp_path / "m", 0), NAME, {"accuracy": 0.9, "f1": 0.8}, ["staging"],
