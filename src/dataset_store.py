@@ -1,0 +1,195 @@
+"""Dataset versions in the local store: schema, version allocation, read back, diff, restore.
+
+The write side (scanning, blobs, W&B mirror, CLI) is :mod:`src.data_versioning`, which
+re-exports the public functions here. Tables: ``dataset_versions`` (one row per
+immutable version, unique per content digest) and ``dataset_files`` (its manifest).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from src.errors import ConfigError, DataError, StoreError
+
+DEFAULT_NAME = "grocery-dataset"
+
+DDL = """
+CREATE TABLE IF NOT EXISTS dataset_versions (
+    name TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL, created_at TEXT NOT NULL,
+    description TEXT, data_dir TEXT, metadata TEXT NOT NULL, quality TEXT NOT NULL,
+    PRIMARY KEY (name, version), UNIQUE (name, digest)
+);
+CREATE TABLE IF NOT EXISTS dataset_files (
+    name TEXT NOT NULL, version INTEGER NOT NULL, path TEXT NOT NULL, split TEXT NOT NULL,
+    class TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL, width INTEGER, height INTEGER,
+    mode TEXT, format TEXT, dhash TEXT, error TEXT, error_detail TEXT,
+    PRIMARY KEY (name, version, path),
+    FOREIGN KEY (name, version) REFERENCES dataset_versions (name, version)
+);
+"""
+FILE_COLS = ("path", "split", "class", "sha256", "size", "width", "height", "mode", "format", "dhash",
+             "error", "error_detail")
+
+
+def open_store(store=None):
+    """A :class:`~src.store.Store` (given, or from a folder / ``MLOPS_STORE``) with our tables."""
+    from src.store import Store
+
+    st = store if isinstance(store, Store) else Store(store)
+    st.ensure_schema("dataset_versions", DDL)
+    return st
+
+
+def parse_version(value: str | int) -> int:
+    """``v3`` / ``3`` → 3."""
+    s = str(value).strip()
+    s = s[1:] if s[:1] in ("v", "V") else s
+    if not s.isdigit() or int(s) < 1:
+        raise ConfigError(f"invalid dataset version {value!r}", hint="use vN, for example v1, or 'latest'")
+    return int(s)
+
+
+def _resolve(con, name: str, version: str | int) -> int:
+    if str(version) == "latest":
+        row = con.execute("SELECT MAX(version) FROM dataset_versions WHERE name=?", (name,)).fetchone()
+        if row[0] is None:
+            raise StoreError(f"no versions of dataset {name!r} in the store",
+                             hint="create one with --data-dir DIR --artifact-name NAME")
+        return row[0]
+    v = parse_version(version)
+    if not con.execute("SELECT 1 FROM dataset_versions WHERE name=? AND version=?", (name, v)).fetchone():
+        raise StoreError(f"dataset {name}:v{v} does not exist", hint="see the versions with --list")
+    return v
+
+
+def lookup_digest(con, name: str, digest: str) -> int | None:
+    row = con.execute("SELECT version FROM dataset_versions WHERE name=? AND digest=?", (name, digest)).fetchone()
+    return row[0] if row else None
+
+
+def insert_version(st, name: str, want: int | None, digest: str, manifest: list[dict], meta: dict,
+                    quality: dict, description: str | None, data_dir: str) -> tuple[int, bool]:
+    """Allocate the version number and insert, atomically; returns (version, created)."""
+    from datetime import datetime, timezone
+
+    with st.transaction() as con:
+        same = lookup_digest(con, name, digest)
+        if same is not None:
+            return same, False
+        if want is not None:
+            row = con.execute("SELECT digest FROM dataset_versions WHERE name=? AND version=?",
+                              (name, want)).fetchone()
+            if row:
+                raise StoreError(f"dataset {name}:v{want} already exists with other content",
+                                 hint="versions are immutable; omit --version to create the next one")
+            v = want
+        else:
+            v = (con.execute("SELECT MAX(version) FROM dataset_versions WHERE name=?", (name,)).fetchone()[0] or 0) + 1
+        con.execute("INSERT INTO dataset_versions VALUES (?,?,?,?,?,?,?,?)",
+                    (name, v, digest, datetime.now(timezone.utc).isoformat(timespec="seconds"), description,
+                     data_dir, json.dumps(meta), json.dumps(quality)))
+        con.executemany(f"INSERT INTO dataset_files VALUES (?,?,{','.join('?' * len(FILE_COLS))})",
+                        [(name, v, *(e.get(c) for c in FILE_COLS)) for e in manifest])
+    return v, True
+
+
+def _manifest(con, name: str, v: int) -> list[dict]:
+    rows = con.execute(f"SELECT {','.join(FILE_COLS)} FROM dataset_files WHERE name=? AND version=? "
+                       "ORDER BY path", (name, v))
+    return [{k: r[k] for k in FILE_COLS} for r in rows]
+
+
+def list_versions(name: str | None = None, store=None) -> list[dict]:
+    """Every version (of ``name``, or of all datasets), oldest first."""
+    st = open_store(store)
+    with st.read() as con:
+        rows = con.execute("SELECT * FROM dataset_versions WHERE ? IS NULL OR name=? ORDER BY name, version",
+                           (name, name)).fetchall()
+    out = []
+    for r in rows:
+        meta = json.loads(r["metadata"])
+        out.append({"name": r["name"], "version": f"v{r['version']}", "digest": r["digest"],
+                    "created_at": r["created_at"], "description": r["description"],
+                    "total_samples": meta["total_samples"], "num_classes": meta["num_classes"],
+                    "quality_issues": json.loads(r["quality"])["issue_count"]})
+    return out
+
+
+def load_dataset_artifact(name: str = DEFAULT_NAME, version: str = "latest", store=None) -> dict:
+    """Metadata, manifest, quality report and version history of ``name:version``, offline."""
+    from src.store import validate_name
+
+    validate_name(name, "artifact name")
+    st = open_store(store)
+    with st.read() as con:
+        v = _resolve(con, name, version)
+        r = con.execute("SELECT * FROM dataset_versions WHERE name=? AND version=?", (name, v)).fetchone()
+        manifest = _manifest(con, name, v)
+    return {"name": name, "version": f"v{v}", "digest": r["digest"], "created_at": r["created_at"],
+            "description": r["description"], "data_dir": r["data_dir"], "metadata": json.loads(r["metadata"]),
+            "quality": json.loads(r["quality"]), "manifest": manifest, "history": list_versions(name, st)}
+
+
+def diff_versions(name: str, a: str, b: str, store=None) -> dict:
+    """Added, removed, modified (same path, new bytes), relabeled (same bytes, other class)
+    and moved (same bytes and class, other path) files, plus per-class count changes."""
+    A = {e["path"]: e for e in load_dataset_artifact(name, a, store)["manifest"]}
+    B = {e["path"]: e for e in load_dataset_artifact(name, b, store)["manifest"]}
+    added = sorted(set(B) - set(A))
+    removed = sorted(set(A) - set(B))
+    modified = sorted(p for p in set(A) & set(B) if A[p]["sha256"] != B[p]["sha256"])
+    relabeled, moved = [], []
+    pool: dict[str, list[str]] = {}
+    for p in removed:
+        pool.setdefault(A[p]["sha256"], []).append(p)
+    for p in list(added):
+        cands = pool.get(B[p]["sha256"])
+        if cands:
+            src = next((c for c in cands if A[c]["class"] != B[p]["class"]), cands[0])
+            cands.remove(src)
+            added.remove(p)
+            removed.remove(src)
+            rec = {"from": src, "to": p, "from_class": A[src]["class"], "to_class": B[p]["class"]}
+            (relabeled if rec["from_class"] != rec["to_class"] else moved).append(rec)
+    classes: dict[str, dict[str, int]] = {}
+    for side, m in (("a", A), ("b", B)):
+        for e in m.values():
+            c = classes.setdefault(e["class"], {"a": 0, "b": 0})
+            c[side] += 1
+    changes = {c: {**n, "delta": n["b"] - n["a"]} for c, n in sorted(classes.items()) if n["a"] != n["b"]}
+    return {"name": name, "a": load_dataset_artifact(name, a, store)["version"],
+            "b": load_dataset_artifact(name, b, store)["version"], "added": added, "removed": removed,
+            "modified": modified, "relabeled": relabeled, "moved": moved, "class_changes": changes,
+            "counts": {"added": len(added), "removed": len(removed), "modified": len(modified),
+                       "relabeled": len(relabeled), "moved": len(moved)}}
+
+
+def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=None) -> dict:
+    """Rebuild the exact tree of ``name:version`` in ``to_dir`` (new or empty), verifying bytes."""
+    import shutil
+
+    from src.store import sha256_file
+
+    info = load_dataset_artifact(name, version, store)
+    st = open_store(store)
+    dest = Path(to_dir).expanduser()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DataError(f"restore target {dest} exists and is not empty",
+                        hint="pass --to a new or empty folder; nothing is overwritten")
+    total = 0
+    for e in info["manifest"]:
+        src = st.blob_path(e["sha256"])
+        if not src.exists():
+            raise StoreError(f"blob {e['sha256'][:12]} of {e['path']} is missing from the store",
+                             hint="the store was edited by hand; restore it from a backup")
+        out = dest / e["path"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out)
+        if sha256_file(out) != e["sha256"]:
+            raise StoreError(f"blob {e['sha256'][:12]} of {e['path']} is corrupted (digest mismatch)",
+                             hint="a hard-linked source file was edited in place; re-create the version")
+        total += e["size"]
+    return {"name": name, "version": info["version"], "to": str(dest), "files": len(info["manifest"]),
+            "bytes": total, "digest": info["digest"]}
