@@ -280,7 +280,7 @@ def promote_model(name: str, to_alias: str, version: str | int | None = None, *,
                            tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance)
     if event["action"] == "refused":
         raise PromotionRefused(f"refused to move {name}:{to_alias} to {event['to']}: {event['details']['refusal']}",
-                               hint="pass --force --reason '...' to override (the audit log keeps it)")
+                               hint="pass --force --reason '...' to override; the audit log keeps it")
     if event["action"] in ("moved", "forced"):
         target.aliases = sorted(set(target.aliases) | {to_alias})
         with _mirror(None, wandb_mode, "promote") as t:
