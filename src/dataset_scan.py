@@ -161,10 +161,16 @@ def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = 
         manifest.append(entry)
     workers = workers or min(4, os.cpu_count() or 1)
     bytes_hashed = 0
+    import sys
+
+    from tqdm import tqdm
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda t: _hash_and_probe(t[1], t[0]["path"]), todo)
         updates = []
-        for (entry, p, key, size, mtime_ns), (sha, probe) in zip(todo, results):
+        bar = tqdm(zip(todo, results), total=len(todo), desc="hashing", unit="file", leave=False,
+                   disable=len(todo) < 1000 or not sys.stderr.isatty())
+        for (entry, p, key, size, mtime_ns), (sha, probe) in bar:
             entry["sha256"] = sha
             entry.update(probe)
             bytes_hashed += entry["size"]

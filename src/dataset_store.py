@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import time
 from pathlib import Path
 
 from src.errors import ConfigError, DataError, StoreError
@@ -38,7 +40,16 @@ def open_store(store=None):
     from src.store import Store
 
     st = store if isinstance(store, Store) else Store(store)
-    st.ensure_schema("dataset_versions", DDL)
+    # Two processes opening a brand-new database race to switch it to WAL, and SQLite
+    # answers the loser "database is locked" without waiting; once it is WAL this is moot.
+    for attempt in range(100):
+        try:
+            st.ensure_schema("dataset_versions", DDL)
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == 99:
+                raise
+            time.sleep(0.05)
     return st
 
 
