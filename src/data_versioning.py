@@ -95,6 +95,30 @@ def _mirror(tracker, name: str, version: int, root: Path, manifest: list[dict], 
                     | {"dataset/quality_issues": quality["issue_count"]})
 
 
+def _mirror_or_explain(tracker, name: str, version: int, root: Path, manifest: list[dict], meta: dict,
+                       quality: dict, description, samples_per_class: int, st, wandb_mode, result: dict) -> None:
+    """Mirror a committed version to W&B (the caller's run, or a run of our own)."""
+    from src.errors import TrackingError
+    from src.wandb_config import Tracker
+
+    own = tracker is None
+    try:
+        tr = tracker
+        if own:
+            config = {"artifact_name": name, "data_dir": str(root), "version": f"v{version}"}
+            tr = Tracker("dataset-version", config, mode=wandb_mode, name=f"{name}-v{version}")
+        try:
+            _mirror(tr, name, version, root, manifest, meta, quality, description, samples_per_class, st,
+                    tables=own)
+            result["run_dir"] = tr.run_dir
+        finally:
+            if own:
+                tr.finish()
+    except TrackingError as e:
+        raise TrackingError(f"{name}:v{version} is stored locally, but mirroring it to W&B failed: {e.args[0]}",
+                            hint="run with --wandb-mode offline and `wandb sync` later") from e
+
+
 def _create(data_dir, name: str, version, description, samples_per_class: int, store, wandb_mode,
             tracker, link: bool) -> dict:
     from src.dataset_scan import scan_dataset
@@ -105,6 +129,10 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
     want = parse_version(version) if version not in (None, "") else None
     if samples_per_class < 0:
         raise ConfigError(f"--samples-per-class must be >= 0, got {samples_per_class}")
+    if tracker is None:
+        from src.wandb_config import resolve_mode
+
+        wandb_mode = resolve_mode(wandb_mode)  # a bad mode fails before anything is stored
     st = open_store(store)
     scan = scan_dataset(data_dir, st)
     manifest, root = scan["manifest"], Path(scan["root"])
@@ -126,21 +154,10 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
         result["new_blobs"] = stored
         same, created = insert_version(st, name, want, digest, manifest, meta, quality, description, str(root))
         if created:
-            log.info("created %s:v%d (%d files, %d new blobs)", name, same, len(manifest), stored)
-            own = tracker is None
+            log.debug("created %s:v%d (%d files, %d new blobs)", name, same, len(manifest), stored)
             tr = tracker
-            if own:
-                from src.wandb_config import Tracker
-
-                tr = Tracker("dataset-version", {"artifact_name": name, "data_dir": str(root),
-                                                 "version": f"v{same}"}, mode=wandb_mode, name=f"{name}-v{same}")
-            try:
-                _mirror(tr, name, same, root, manifest, meta, quality, description, samples_per_class, st,
-                        tables=own)
-                result["run_dir"] = tr.run_dir
-            finally:
-                if own:
-                    tr.finish()
+            _mirror_or_explain(tr, name, same, root, manifest, meta, quality, description,
+                               samples_per_class, st, wandb_mode, result)
             return result | {"version": f"v{same}", "created": True, "quality": quality, "metadata": meta}
     if want is not None and want != same:
         log.warning("content equals %s:v%d; v%d not created", name, same, want)

@@ -94,7 +94,22 @@ def test_explicit_version_is_immutable(ds, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: dataset groc:v5 already exists")
     assert create(ds)["version"] == "v6"
+    assert create(ds, version="v7")["equals"] == "v6"  # same content: no new version
     assert dv.load_dataset_artifact("groc", "v5")["metadata"]["total_samples"] == 12
+
+
+def test_unreachable_wandb_keeps_the_local_version(ds, monkeypatch, capsys):
+    from src import wandb_config
+    from src.errors import TrackingError
+
+    def refuse(*a, **k):
+        raise TrackingError("W&B init failed in online mode at http://nowhere: timeout")
+
+    monkeypatch.setattr(wandb_config, "Tracker", refuse)
+    assert dv.main(["--data-dir", str(ds), "--artifact-name", "groc", "--wandb-mode", "online"]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "groc:v1 is stored locally" in err[0]
+    assert dv.load_dataset_artifact("groc", "v1")["metadata"]["total_samples"] == 12
 
 
 def test_dataset_digest_is_order_independent():
