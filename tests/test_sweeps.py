@@ -1,0 +1,271 @@
+"""Sweeps: YAML validation and Optuna translation, the local runner, parallel agents, resume, pruning."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from src import sweep_config as sc
+from src import sweep_runner as sr
+from src.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "program": "src/train_with_wandb.py",
+    "method": "random",
+    "metric": {"name": "test_accuracy", "goal": "maximize"},
+    "parameters": {"region": {"values": ["good", "bad"]}, "fine_tune_epochs": {"value": 4}},
+}
+
+
+@pytest.fixture(autouse=True)
+def _drop_log_handlers():
+    """main() binds logging to the captured stderr of its test; unbind it afterwards."""
+    yield
+    for h in logging.root.handlers[:]:
+        logging.root.removeHandler(h)
+
+
+def write_yaml(tmp_path: Path, cfg: dict, name: str = "sweep.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return p
+
+
+def with_(**changes) -> dict:
+    cfg = json.loads(json.dumps(BASE))
+    cfg.update(changes)
+    return cfg
+
+
+# -- translation ------------------------------------------------------------------------------
+@pytest.mark.parametrize("spec, expected", [
+    ({"values": [1, 2, 3]}, ("CategoricalDistribution", {"choices": (1, 2, 3)})),
+    ({"distribution": "categorical", "values": ["a", "b"]}, ("CategoricalDistribution", {"choices": ("a", "b")})),
+    ({"distribution": "int_uniform", "min": 5, "max": 20}, ("IntDistribution", {"low": 5, "high": 20, "log": False})),
+    ({"min": 1, "max": 4}, ("IntDistribution", {"low": 1, "high": 4})),  # inferred from int bounds
+    ({"distribution": "uniform", "min": 0.1, "max": 0.5}, ("FloatDistribution", {"low": 0.1, "high": 0.5, "log": False})),
+    ({"min": 0.0, "max": 1.5}, ("FloatDistribution", {"low": 0.0, "high": 1.5})),  # inferred from float bounds
+    ({"distribution": "q_uniform", "min": 0.0, "max": 1.0, "q": 0.25}, ("FloatDistribution", {"step": 0.25})),
+    ({"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-3},
+     ("FloatDistribution", {"low": 1e-5, "high": 1e-3, "log": True})),
+    ({"distribution": "log_uniform_values", "min": "1e-5", "max": "1e-3"},  # YAML 1.1 reads 1e-5 as a string
+     ("FloatDistribution", {"low": 1e-5, "high": 1e-3, "log": True})),
+    ({"distribution": "log_uniform", "min": -2.0, "max": 0.0},
+     ("FloatDistribution", {"low": math.exp(-2.0), "high": 1.0, "log": True})),
+])
+def test_every_distribution_translates(spec, expected):
+    cfg = sc.validate_sweep_config(with_(parameters={"p": spec}))
+    dist = sc.to_optuna_space(cfg)["p"]
+    kind, attrs = expected
+    assert type(dist).__name__ == kind
+    for k, v in attrs.items():
+        assert getattr(dist, k) == (pytest.approx(v) if isinstance(v, float) else v)
+
+
+def test_constant_is_fixed_and_wandb_only_distributions_are_rejected_locally():
+    cfg = sc.validate_sweep_config(with_(parameters={"a": {"value": 3}, "b": {"distribution": "normal", "mu": 0, "sigma": 1}}))
+    assert sc.fixed_params(cfg) == {"a": 3}
+    with pytest.raises(ConfigError, match="not supported by the local Optuna runner"):
+        sc.to_optuna_space(cfg)
+
+
+def test_methods_and_hyperband_map_to_samplers_and_pruner():
+    import optuna
+
+    grid = sc.validate_sweep_config(with_(method="grid", parameters={"k": {"distribution": "int_uniform", "min": 1, "max": 3},
+                                                                     "a": {"values": ["x", "y"]}}))
+    assert sc.grid_space(grid) == {"k": [1, 2, 3], "a": ["x", "y"]}
+    assert isinstance(sc.make_sampler(grid), optuna.samplers.GridSampler)
+    assert isinstance(sc.make_sampler(with_(method="random")), optuna.samplers.RandomSampler)
+    assert isinstance(sc.make_sampler(with_(method="bayes")), optuna.samplers.TPESampler)
+    assert isinstance(sc.make_pruner(BASE), optuna.pruners.NopPruner)
+    pruner = sc.make_pruner(with_(early_terminate={"type": "hyperband", "min_iter": 2, "eta": 3}))
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
+    assert (pruner._min_resource, pruner._reduction_factor) == (2, 3)
+
+
+def test_shipped_yaml_parses_as_documented():
+    from src import wandb_config
+
+    cfg = sc.load_sweep_config(ROOT / "sweep_config.yaml")
+    assert cfg["program"] == "src/train_with_wandb.py" and cfg["method"] == "bayes"
+    assert cfg["metric"] == {"name": "test_accuracy", "goal": "maximize"}
+    assert cfg["early_terminate"]["type"] == "hyperband" and {"min_iter", "eta"} <= set(cfg["early_terminate"])
+    p = cfg["parameters"]
+    assert p["labeled_ratio"]["values"] == [0.1, 0.15, 0.2, 0.25, 0.3]
+    assert p["algorithm"]["values"] == ["label_propagation", "label_spreading", "self_training"]
+    assert (p["n_neighbors"]["distribution"], p["n_neighbors"]["min"], p["n_neighbors"]["max"]) == ("int_uniform", 5, 20)
+    assert p["fine_tune_epochs"]["values"] == [5, 10, 15]
+    assert (p["fine_tune_lr"]["distribution"], p["fine_tune_lr"]["min"], p["fine_tune_lr"]["max"]) == (
+        "log_uniform_values", 1e-5, 1e-3)
+    assert "${program}" in cfg["command"] and "${args}" in cfg["command"]
+    assert wandb_config.SWEEP_CONFIG == cfg
+    assert set(sc.to_optuna_space(cfg)) == set(p)
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (with_(metrc={"name": "x"}), "unknown top-level key 'metrc'"),
+    (with_(parameters={"k": {"values": [1], "mni": 3}}), "unknown key in parameter 'k': 'mni'"),
+    (with_(parameters={"k": {"values": [1], "min": 3}}), "'min' does not apply to distribution categorical"),
+    (with_(parameters={"k": {"distribution": "int_uniform", "min": 20, "max": 5}}), "min (20) is greater than max (5)"),
+    (with_(parameters={"k": {"distribution": "gaussian", "min": 0, "max": 1}}), "unknown distribution 'gaussian'"),
+    (with_(parameters={"k": {"distribution": "log_uniform_values", "min": 0, "max": 1}}), "needs min > 0"),
+    (with_(parameters={"k": {"distribution": "int_uniform", "min": 1.5, "max": 3}}), "must be an integer"),
+    (with_(parameters={"k": {"values": []}}), "non-empty list"),
+    (with_(metric={"name": "test_accuracy", "goal": "maximise"}), "bad metric goal 'maximise'"),
+    (with_(method="hyperopt"), "unknown sweep method 'hyperopt'"),
+    (with_(early_terminate={"type": "hyperband", "eta": 3}), "needs min_iter or max_iter"),
+    (with_(method="grid", parameters={"k": {"min": 0.0, "max": 1.0}}), "grid search needs a finite set"),
+])
+def test_bad_yaml_is_one_error_line(tmp_path, capsys, cfg, message):
+    rc = sr.main(["create", str(write_yaml(tmp_path, cfg))])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_missing_yaml_and_unknown_sweep_are_errors(tmp_path, capsys):
+    assert sr.main(["create", str(tmp_path / "nope.yaml")]) == 2
+    assert sr.main(["status", "abcdefgh"]) != 0
+    assert sr.main(["agent", "../etc", "--count", "1"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err), err
+
+
+# -- local runner -------------------------------------------------------------------------------
+def test_count_6_records_6_trials_and_reports_best(tmp_path, monkeypatch, capsys):
+    from src.wandb_config import SWEEP_CONFIG, create_sweep
+
+    monkeypatch.setenv(sr.FAKE_ENV, "1")
+    sweep_id = create_sweep(SWEEP_CONFIG, mode="offline")  # offline: a local sweep id
+    capsys.readouterr()
+    assert sr.main(["agent", sweep_id, "--count", "6", "--json", "--wandb-mode", "offline"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert len(status["trials"]) == 6 and status["agent_trials"] == list(range(6))
+    assert all(t["state"] in ("COMPLETE", "PRUNED") for t in status["trials"])
+    best = status["best"]
+    assert best["value"] == max(t["value"] for t in status["trials"] if t["state"] == "COMPLETE")
+    assert set(best["params"]) == {"labeled_ratio", "algorithm", "n_neighbors", "fine_tune_epochs", "fine_tune_lr"}
+    assert Path(status["summary"]["plots"]["optimization_history"]).is_file()
+    assert list((Path(os.environ["WANDB_DIR"]) / "wandb").glob("offline-run-*"))  # the sweep-summary run
+    assert sr.main(["status", sweep_id]) == 0
+    out = capsys.readouterr().out
+    assert f"sweep {sweep_id}" in out and "best: trial" in out
+
+
+def test_hyperband_prunes_the_bad_region(tmp_path):
+    import optuna
+
+    cfg = with_(parameters={"region": {"values": ["good", "bad"]}, "fine_tune_epochs": {"value": 6}},
+                early_terminate={"type": "hyperband", "min_iter": 1, "max_iter": 2, "eta": 3})
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(cfg))
+    study = optuna.load_study(study_name=sweep_id, storage=sr.default_storage_url(sr.Store()))
+    for region in ("good", "bad", "good", "bad"):
+        study.enqueue_trial({"region": region})
+    epochs_run: dict[int, int] = {}
+
+    def objective(params, epoch_callback, ctx):
+        def counting(epoch, value):
+            epochs_run[ctx.number] = epoch
+            epoch_callback(epoch, value)
+        return sr.fake_objective(params, counting, ctx)
+
+    status = sr.run_agent(sweep_id, 4, objective=objective, options=sr.AgentOptions(summary=False))
+    by_region = {t["number"]: (t["params"]["region"], t["state"]) for t in status["trials"]}
+    assert by_region[0] == ("good", "COMPLETE") and epochs_run[0] == 6
+    for n in (1, 3):
+        assert by_region[n] == ("bad", "PRUNED") and epochs_run[n] < 6
+    assert status["best"]["params"] == {"region": "good"}
+
+
+def _agent_cmd(sweep_id: str, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "src" / "sweep_runner.py"), "agent", sweep_id, "--no-summary", "-q", *extra]
+
+
+def _subprocess_env(sleep: float) -> dict[str, str]:
+    return {**os.environ, sr.FAKE_ENV: "1", "MLOPS_SWEEP_FAKE_SLEEP": str(sleep)}
+
+
+def test_two_agents_share_one_sweep_through_a_database_url(tmp_path):
+    url = f"sqlite:///{tmp_path}/shared.db"
+    sweep_id = sr.create_local_sweep(sc.load_sweep_config(ROOT / "sweep_config.yaml"), storage=url)
+    procs = [subprocess.Popen(_agent_cmd(sweep_id, "--count", "3", "--storage", url, "--json"), cwd=ROOT,
+                              env=_subprocess_env(0.01), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    mine = [set(json.loads(o[0])["agent_trials"]) for o in outs]
+    assert len(mine[0]) == len(mine[1]) == 3 and not mine[0] & mine[1]
+    status = sr.sweep_status(sr.open_sweep(sweep_id, storage=url))
+    assert sorted(t["number"] for t in status["trials"]) == list(range(6))
+    assert all(t["state"] in ("COMPLETE", "PRUNED") for t in status["trials"])
+
+
+def test_killed_agent_is_requeued_and_the_sweep_resumes(tmp_path):
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
+    proc = subprocess.Popen(_agent_cmd(sweep_id, "--count", "5", "--heartbeat-interval", "1", "--grace-period", "2"),
+                            cwd=ROOT, env=_subprocess_env(0.5), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            trials = sr.open_sweep(sweep_id).study.get_trials()
+            if any(t.state.name == "RUNNING" and t.intermediate_values for t in trials):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the agent never started a trial")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed = [t.number for t in trials if t.state.name == "RUNNING"]
+    time.sleep(2.5)  # past the grace period: the dead agent's heartbeat is stale
+    status = sr.run_agent(sweep_id, 2, options=sr.AgentOptions(heartbeat_interval=1, grace_period=2, summary=False),
+                          objective=sr.fake_objective)
+    states = {t["number"]: t for t in status["trials"]}
+    assert "RUNNING" not in status["counts"] and "WAITING" not in status["counts"]
+    assert [states[n]["state"] for n in killed] == ["FAIL"]
+    retried = [t for t in status["trials"] if t["retry_of"] == killed[0]]
+    assert len(retried) == 1 and retried[0]["state"] == "COMPLETE" and retried[0]["number"] in status["agent_trials"]
+    assert len(status["agent_trials"]) == 2
+
+
+def test_count_is_required_for_open_ended_sweeps():
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
+    with pytest.raises(ConfigError, match="--count is required"):
+        sr.run_agent(sweep_id, None, objective=sr.fake_objective, options=sr.AgentOptions(summary=False))
+
+
+def test_grid_sweep_stops_when_exhausted():
+    cfg = sc.validate_sweep_config(with_(method="grid", run_cap=10))
+    sweep_id = sr.create_local_sweep(cfg)
+    status = sr.run_agent(sweep_id, None, objective=sr.fake_objective, options=sr.AgentOptions(summary=False))
+    assert sorted(t["params"]["region"] for t in status["trials"]) == ["bad", "good"]
+
+
+# -- real training through the agent ----------------------------------------------------------------
+@pytest.mark.slow
+def test_agent_runs_real_training(tmp_path):
+    synth = pytest.importorskip("src.synth")
+    data = synth.generate_dataset(tmp_path / "data", n_classes=3, train_per_class=6, test_per_class=3,
+                                  image_size=48, seed=0)
+    cfg = with_(parameters={"labeled_ratio": {"values": [0.5, 1.0]}, "algorithm": {"values": ["label_spreading"]},
+                            "n_neighbors": {"min": 2, "max": 3}, "fine_tune_epochs": {"value": 1},
+                            "fine_tune_lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-3}},
+                early_terminate={"type": "hyperband", "min_iter": 1, "eta": 3})
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(cfg))
+    assert sr.main(["agent", sweep_id, "--count", "2", "--data-dir", str(data), "--wandb-mode", "offline"]) == 0
+    status = sr.sweep_status(sr.open_sweep(sweep_id))
+    assert len(status["trials"]) == 2 and status["counts"].get("COMPLETE", 0) >= 1
+    assert 0.0 <= status["best"]["value"] <= 1.0
