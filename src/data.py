@@ -9,7 +9,6 @@ with one actionable line; files that are not images by extension are skipped wit
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -146,9 +145,8 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
 
 
 def dataset_digest(ds: ImageDataset, digests: dict[Path, str]) -> str:
-    """Content digest of the dataset: sorted (relative path, file sha256) pairs."""
-    h = hashlib.sha256()
-    for split in sorted(ds.splits):
-        for p in sorted(ds.splits[split].paths):
-            h.update(f"{p.relative_to(ds.root).as_posix()}\0{digests[p]}\n".encode())
-    return h.hexdigest()
+    """Content digest of the dataset, the same formula dataset versions use."""
+    from src.dataset_scan import dataset_digest as manifest_digest
+
+    return manifest_digest([{"path": p.relative_to(ds.root).as_posix(), "sha256": digests[p]}
+                            for s in ds.splits.values() for p in s.paths])

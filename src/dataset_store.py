@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-import time
 from pathlib import Path
 
 from src.errors import ConfigError, DataError, StoreError
@@ -40,16 +38,7 @@ def open_store(store=None):
     from src.store import Store
 
     st = store if isinstance(store, Store) else Store(store)
-    # Two processes opening a brand-new database race to switch it to WAL, and SQLite
-    # answers the loser "database is locked" without waiting; once it is WAL this is moot.
-    for attempt in range(100):
-        try:
-            st.ensure_schema("dataset_versions", DDL)
-            break
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or attempt == 99:
-                raise
-            time.sleep(0.05)
+    st.ensure_schema("dataset_versions", DDL)  # Store.connect handles the fresh-database WAL race
     return st
 
 

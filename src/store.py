@@ -81,7 +81,16 @@ class Store:
         con = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA busy_timeout = 60000")
-        con.execute("PRAGMA journal_mode = WAL")
+        # Switching a brand-new database to WAL takes a lock that SQLite does not wait for:
+        # two processes opening a fresh store at once can get "locked" at once, so retry.
+        for attempt in range(100):
+            try:
+                con.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 99:
+                    raise
+                time.sleep(0.05)
         con.execute("PRAGMA synchronous = NORMAL")
         con.execute("PRAGMA foreign_keys = ON")
         return con

@@ -269,3 +269,30 @@ def test_agent_runs_real_training(tmp_path):
     status = sr.sweep_status(sr.open_sweep(sweep_id))
     assert len(status["trials"]) == 2 and status["counts"].get("COMPLETE", 0) >= 1
     assert 0.0 <= status["best"]["value"] <= 1.0
+
+
+def test_a_failing_trial_fails_alone_and_a_failure_streak_stops_the_agent():
+    import optuna
+
+    from src.errors import DataError
+
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
+    study = optuna.load_study(study_name=sweep_id, storage=sr.default_storage_url(sr.Store()))
+    for region in ("bad", "good"):
+        study.enqueue_trial({"region": region})
+
+    def picky(params, epoch_callback, ctx):
+        if params["region"] == "bad":
+            raise ConfigError("fewer labeled samples than classes")
+        return sr.fake_objective(params, epoch_callback, ctx)
+
+    status = sr.run_agent(sweep_id, 2, objective=picky, options=sr.AgentOptions(summary=False))
+    assert [(t["state"], t["error"]) for t in status["trials"]] == [
+        ("FAIL", "fewer labeled samples than classes"), ("COMPLETE", None)]
+
+    def broken(params, epoch_callback, ctx):
+        raise DataError("dataset folder DS2GROCERIES/train is empty")
+
+    with pytest.raises(DataError, match="3 trials of sweep .* failed, the last with: dataset folder"):
+        sr.run_agent(sweep_id, 10, objective=broken, options=sr.AgentOptions(summary=False))
+    assert len(sr.open_sweep(sweep_id).study.trials) == 5

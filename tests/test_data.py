@@ -1,0 +1,98 @@
+import logging
+
+import numpy as np
+import pytest
+from helpers import make_image_folder
+
+from src.data import holdout_split, labeled_split, scan_dataset
+from src.errors import ConfigError, DataError
+
+
+def test_scan_finds_classes_and_splits(tmp_path):
+    ds = scan_dataset(make_image_folder(tmp_path / "d"))
+    assert ds.classes == ["a", "b", "c"]
+    assert len(ds.train) == 18 and len(ds.test) == 6
+    assert ds.class_counts("train") == {"a": 6, "b": 6, "c": 6}
+    assert set(ds.train.labels.tolist()) == {0, 1, 2}
+
+
+def test_scan_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        scan_dataset(tmp_path / "nope")
+
+
+def test_scan_missing_split(tmp_path):
+    make_image_folder(tmp_path / "d", per_split={"train": 2})
+    with pytest.raises(DataError, match="no 'test' folder"):
+        scan_dataset(tmp_path / "d")
+
+
+def test_scan_empty_train(tmp_path):
+    (tmp_path / "d" / "train").mkdir(parents=True)
+    (tmp_path / "d" / "test").mkdir()
+    with pytest.raises(DataError, match="no class folders"):
+        scan_dataset(tmp_path / "d")
+
+
+def test_scan_class_without_images(tmp_path):
+    root = make_image_folder(tmp_path / "d")
+    (root / "train" / "empty").mkdir()
+    with pytest.raises(DataError, match="'empty' has no images"):
+        scan_dataset(root)
+
+
+def test_scan_zero_byte_file(tmp_path):
+    root = make_image_folder(tmp_path / "d")
+    (root / "train" / "a" / "zero.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match="0 bytes"):
+        scan_dataset(root)
+
+
+def test_scan_test_class_unknown_to_train(tmp_path):
+    root = make_image_folder(tmp_path / "d")
+    make_image_folder(tmp_path / "d", classes=("zzz",), per_split={"test": 1})
+    with pytest.raises(DataError, match="'zzz'"):
+        scan_dataset(root)
+
+
+def test_scan_skips_non_image_files_with_warning(tmp_path, caplog):
+    root = make_image_folder(tmp_path / "d")
+    (root / "train" / "a" / "notes.txt").write_text("hello")
+    with caplog.at_level(logging.WARNING):
+        ds = scan_dataset(root)
+    assert len(ds.train) == 18
+    assert "non-image" in caplog.text
+
+
+@pytest.mark.parametrize("ratio", [0, -0.1, 1.01, 2])
+def test_labeled_ratio_out_of_range(ratio):
+    with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+        labeled_split(np.zeros(10, dtype=int), ratio, 1, 0)
+
+
+def test_fewer_labeled_than_classes():
+    labels = np.repeat(np.arange(10), 5)
+    with pytest.raises(ConfigError, match="5 labeled images for 10 classes"):
+        labeled_split(labels, 0.1, 10, 0)
+
+
+def test_labeled_split_stratified_seeded_one_per_class():
+    labels = np.repeat(np.arange(5), [40, 20, 10, 5, 3])
+    m1 = labeled_split(labels, 0.1, 5, seed=1)
+    m2 = labeled_split(labels, 0.1, 5, seed=1)
+    m3 = labeled_split(labels, 0.1, 5, seed=2)
+    assert (m1 == m2).all() and not (m1 == m3).all()
+    counts = np.bincount(labels[m1], minlength=5)
+    assert counts.tolist() == [4, 2, 1, 1, 1]  # at least one per class, proportional otherwise
+
+
+def test_full_ratio_labels_everything():
+    labels = np.repeat(np.arange(3), 4)
+    assert labeled_split(labels, 1.0, 3, 0).all()
+
+
+def test_holdout_keeps_singletons_for_fitting():
+    labels = np.array([0, 1, 1, 1, 1, 1])
+    fit, val = holdout_split(labels, 0.4, 0)
+    assert 0 in fit.tolist()
+    assert len(val) == 2 and set(fit) | set(val) == set(range(6)) and not set(fit) & set(val)

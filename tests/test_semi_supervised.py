@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from src.errors import ConfigError
+from src.semi_supervised import (ALGORITHMS, UNLABELED, InductiveGraphClassifier, fit_baseline,
+                                 fit_semi_supervised, transduced_labels, validate_algorithms, validate_n_neighbors)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(500, n_features=32, centers=5, cluster_std=4.0, random_state=0)
+    Xtr, ytr, Xte, yte = X[:400], y[:400], X[400:], y[400:]
+    rng = np.random.default_rng(0)
+    y_partial = np.full_like(ytr, UNLABELED)
+    for c in range(5):
+        y_partial[rng.choice(np.flatnonzero(ytr == c), 3, replace=False)] = c
+    return Xtr, ytr, y_partial, Xte, yte
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_labeled_points_keep_their_labels(name, blobs):
+    X, _, y_partial, _, _ = blobs
+    model = fit_semi_supervised(name, X, y_partial, n_neighbors=7, seed=0)
+    labeled = y_partial != UNLABELED
+    assert (transduced_labels(model)[labeled] == y_partial[labeled]).all()
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_predicts_well_above_chance(name, blobs):
+    X, _, y_partial, Xte, yte = blobs
+    model = fit_semi_supervised(name, X, y_partial, n_neighbors=7, seed=0)
+    proba = model.predict_proba(Xte)
+    assert proba.shape == (len(Xte), 5) and np.allclose(proba.sum(1), 1)
+    assert (model.predict(Xte) == yte).mean() > 0.8
+
+
+@pytest.mark.parametrize("name", ["label_propagation", "label_spreading"])
+def test_graph_methods_use_unlabeled_data(name, blobs):
+    """On well-clustered data with 3 labels per class, transduction beats labeled-only."""
+    X, _, y_partial, Xte, yte = blobs
+    base = (fit_baseline(X, y_partial, 0).predict(Xte) == yte).mean()
+    ssl = (fit_semi_supervised(name, X, y_partial, 7, 0).predict(Xte) == yte).mean()
+    assert ssl >= base
+
+
+def test_three_points():
+    X = np.array([[0.0, 1.0], [0.1, 1.0], [1.0, 0.0], [1.0, 0.1]])
+    y = np.array([0, UNLABELED, 1, UNLABELED])
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.semi_supervised import LabelSpreading
+
+    clf = InductiveGraphClassifier(LabelSpreading(kernel="knn", n_neighbors=2), LogisticRegression()).fit(X, y)
+    assert clf.transduction_.tolist() == [0, 0, 1, 1]
+
+
+def test_inductive_requires_a_label():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.semi_supervised import LabelSpreading
+
+    with pytest.raises(ValueError, match="at least one labeled"):
+        InductiveGraphClassifier(LabelSpreading(), LogisticRegression()).fit(np.zeros((3, 2)), np.full(3, -1))
+
+
+def test_unknown_algorithm_lists_valid_names():
+    with pytest.raises(ConfigError, match="unknown algorithm 'kmeans'.*label_propagation, label_spreading, self_training"):
+        validate_algorithms(["label_spreading", "kmeans"])
+
+
+def test_n_neighbors_validation():
+    with pytest.raises(ConfigError):
+        validate_n_neighbors(0, 10)
+    with pytest.raises(ConfigError, match="below the number"):
+        validate_n_neighbors(10, 10)
+    assert validate_n_neighbors(5, 10) == 5

@@ -1,0 +1,165 @@
+"""The training CLI: bad input, agent-style flags, and one real end-to-end run offline."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import make_image_folder
+from wandb_records import read_run
+
+from src.train_with_wandb import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTED_KEYS = ["dataset/train_samples", "dataset/test_samples", "data/labeled_samples",
+                   "data/unlabeled_samples", "timing/fine_tune_seconds", "training/fine_tune_epochs",
+                   "summary/best_algorithm", "summary/best_test_accuracy"]
+ALGOS = ["label_propagation", "label_spreading", "self_training"]
+
+
+def run_main(capsys, *args):
+    code = main(list(args))
+    return code, capsys.readouterr()
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("ratio", ["0", "1.5", "-0.2"])
+def test_labeled_ratio_out_of_range(capsys, tmp_path, ratio):
+    data = make_image_folder(tmp_path / "d")
+    code, out = run_main(capsys, "--data-dir", str(data), "--labeled-ratio", ratio, "--wandb-mode", "disabled")
+    assert code != 0
+    assert "(0, 1]" in one_error_line(out.err)
+
+
+def test_unknown_algorithm(capsys):
+    code, out = run_main(capsys, "--algorithms", "kmeans")
+    assert code == 2
+    line = one_error_line(out.err)
+    assert "kmeans" in line and "label_spreading" in line
+
+
+def test_missing_dataset(capsys, tmp_path):
+    code, out = run_main(capsys, "--data-dir", str(tmp_path / "missing"), "--wandb-mode", "disabled")
+    assert code == 2 and "does not exist" in one_error_line(out.err)
+
+
+def test_missing_split(capsys, tmp_path):
+    data = make_image_folder(tmp_path / "d", per_split={"train": 3})
+    code, out = run_main(capsys, "--data-dir", str(data), "--wandb-mode", "disabled")
+    assert code == 2 and "no 'test' folder" in one_error_line(out.err)
+
+
+def test_fewer_labeled_than_classes(capsys, tmp_path):
+    data = make_image_folder(tmp_path / "d", per_split={"train": 4, "test": 1})
+    code, out = run_main(capsys, "--data-dir", str(data), "--labeled-ratio", "0.1", "--wandb-mode", "disabled")
+    assert code == 2 and "for 3 classes" in one_error_line(out.err)
+
+
+def test_corrupted_image_names_the_file(capsys, tmp_path):
+    data = make_image_folder(tmp_path / "d")
+    (data / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    code, out = run_main(capsys, "--data-dir", str(data), "--labeled-ratio", "1", "--fine-tune-epochs", "0",
+                         "--wandb-mode", "disabled", "--store", str(tmp_path / "s"), "--models-dir",
+                         str(tmp_path / "m"), "--image-size", "32", "--no-progress")
+    assert code == 2 and "broken.jpg" in one_error_line(out.err)
+
+
+def test_agent_style_flags():
+    args = build_parser().parse_args(["--labeled_ratio=0.2", "--algorithm=label_spreading", "--n_neighbors=7",
+                                      "--fine_tune_epochs=5", "--fine_tune_lr=0.0001"])
+    assert args.labeled_ratio == 0.2 and args.algorithms == ["label_spreading"]
+    assert args.n_neighbors == 7 and args.fine_tune_epochs == 5 and args.fine_tune_lr == 1e-4
+
+
+def test_help_is_instant():
+    out = subprocess.run([sys.executable, str(ROOT / "src" / "train_with_wandb.py"), "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--labeled-ratio" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    """One real run as a user would start it: a fresh process, stdin closed, HOME empty,
+    no W&B variables at all — it must resolve to offline, never prompt, never hang."""
+    from src.synth import generate_dataset
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    data = generate_dataset(tmp / "data", n_classes=4, train_per_class=12, test_per_class=6, image_size=64, seed=1)
+    (tmp / "home").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp / "home"), MLOPS_STORE=str(tmp / "store"), WANDB_DIR=str(tmp))
+    cmd = [sys.executable, str(ROOT / "src" / "train_with_wandb.py"), "--data-dir", str(data),
+           "--models-dir", str(tmp / "models"), "--labeled-ratio", "0.25", "--fine-tune-epochs", "2",
+           "--n-neighbors", "5", "--image-size", "96", "--json", "--no-progress"]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, env=env, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"tmp": tmp, "data": data, "results": json.loads(proc.stdout), "stderr": proc.stderr, "cmd": cmd, "env": env}
+
+
+def test_e2e_offline_run_directory_and_keys(e2e):
+    res = e2e["results"]
+    assert res["run"]["mode"] == "offline"
+    run_dir = Path(res["run"]["dir"])
+    assert run_dir.is_dir() and run_dir.name.startswith("offline-run-")
+    assert f"wandb sync {run_dir}" in e2e["stderr"]
+    logged = read_run(run_dir)
+    keys = logged["history_keys"]
+    for k in DOCUMENTED_KEYS + [f"{a}/{m}" for a in ALGOS for m in ("test_accuracy", "f1_score")]:
+        assert k in keys, k
+    for a in ALGOS:
+        assert f"_wandb/visualize/{a}_confusion_matrix" in logged["config"]
+    assert logged["summary"]["test_accuracy"] == pytest.approx(res["summary"]["best_test_accuracy"])
+    assert logged["config"]["dataset_digest"] == res["dataset"]["digest"]
+
+
+def test_e2e_outputs_load_and_predict(e2e):
+    from src.predictor import Predictor
+
+    res, models = e2e["results"], e2e["tmp"] / "models"
+    saved = json.loads((models / "training_results.json").read_text())
+    assert saved["summary"] == res["summary"]
+    for a in ALGOS:
+        assert (models / f"{a}_confusion_matrix.png").stat().st_size > 1000
+        pred = Predictor.load(models / f"{a}_model.pkl")
+        img = sorted((e2e["data"] / "test" / pred.class_names[0]).glob("*.jpg"))[0]
+        label, conf, probs = pred.predict(img)
+        assert label in pred.class_names and 0 < conf <= 1 and probs.sum() == pytest.approx(1)
+
+
+def test_e2e_accuracy_far_above_chance(e2e):
+    res = e2e["results"]
+    assert res["summary"]["best_test_accuracy"] >= 0.6  # chance is 0.25
+    for a in ALGOS:
+        m = res["algorithms"][a]
+        assert 0 <= m["f1_score"] <= 1 and m["fit_seconds"] >= 0 and m["unlabeled_accuracy"] is not None
+    assert res["baseline"]["test_accuracy"] > 0.25
+    assert res["dataset"]["labeled_samples"] == 12 and res["dataset"]["unlabeled_samples"] == 36
+
+
+def test_e2e_rerun_extracts_nothing(e2e):
+    proc = subprocess.run(e2e["cmd"][:-1] + ["--no-progress", "--wandb-mode", "disabled"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=600, env=e2e["env"], cwd=e2e["tmp"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert res["extractor"]["fine_tune"]["cached"] is True
+    assert "train features: 48 from cache, 0 extracted" in proc.stderr
+    assert res["summary"]["best_test_accuracy"] == e2e["results"]["summary"]["best_test_accuracy"]
+
+
+def test_disabled_mode_writes_no_wandb_files(tmp_path, capsys, monkeypatch):
+    data = make_image_folder(tmp_path / "d", per_split={"train": 4, "test": 2})
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    code, out = run_main(capsys, "--data-dir", str(data), "--labeled-ratio", "0.5", "--fine-tune-epochs", "0",
+                         "--wandb-mode", "disabled", "--models-dir", str(tmp_path / "m"), "--image-size", "32",
+                         "--n-neighbors", "3", "--json", "--no-progress")
+    assert code == 0, out.err
+    assert not (tmp_path / "wb").exists()
+    assert json.loads(out.out)["run"]["mode"] == "disabled"

@@ -1,0 +1,65 @@
+"""Read a W&B run file (``run-*.wandb``) back, to check what was really logged offline.
+
+The file is a LevelDB-style log (7-byte header, 32 KiB blocks, records of
+crc32 | length | type | data) of ``wandb_internal_pb2.Record`` protobufs.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import struct
+from pathlib import Path
+
+BLOCK = 32768
+HEADER = 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def _records(path: Path):
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    pos, buf = HEADER, b""
+    while pos + 7 <= len(data):
+        left = BLOCK - (pos % BLOCK)
+        if left < 7:
+            pos += left
+            continue
+        _crc, length, rtype = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if rtype == 0 and length == 0:
+            continue
+        if rtype == FULL:
+            yield chunk
+        elif rtype == FIRST:
+            buf = chunk
+        elif rtype == MIDDLE:
+            buf += chunk
+        elif rtype == LAST:
+            yield buf + chunk
+            buf = b""
+
+
+def read_run(run_dir: str | Path) -> dict:
+    """``{"history_keys": set, "summary": dict, "config": dict, "artifacts": [names]}``."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    files = glob.glob(str(Path(run_dir) / "run-*.wandb"))
+    assert files, f"no run-*.wandb file in {run_dir}"
+    out = {"history_keys": set(), "summary": {}, "config": {}, "artifacts": []}
+    for raw in _records(Path(files[0])):
+        r = pb.Record()
+        r.ParseFromString(raw)
+        kind = r.WhichOneof("record_type")
+        if kind == "history":
+            out["history_keys"].update(i.key or "/".join(i.nested_key) for i in r.history.item)
+        elif kind == "summary":
+            for i in r.summary.update:
+                out["summary"][i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
+        elif kind == "config":
+            for i in r.config.update:
+                out["config"][i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
+        elif kind == "artifact":
+            out["artifacts"].append(r.artifact.name)
+    return out
