@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from src.backbone import Preprocessing, create_model, save_extractor, state_digest
+from src.backbone import Preprocessing, create_model, state_digest
 from src.features import decode_workers
 from src.images import open_image
 from src.store import Store
