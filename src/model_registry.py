@@ -137,7 +137,9 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
     metrics = normalize_metrics(metrics)
     path = Path(model_path)
     bundle = load_model_bundle(path)
-    metrics = {**normalize_metrics(bundle.get("metrics") or {}), **metrics}
+    recorded = {k: v for k, v in (bundle.get("metrics") or {}).items()  # numbers only, as trained
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics = {**normalize_metrics(recorded), **metrics}
     ext = Path(extractor_path) if extractor_path else path.parent / EXTRACTOR_FILE
     if not ext.is_file():
         raise ModelError(f"feature extractor {ext} not found", hint="pass --extractor PATH to the extractor "
@@ -201,7 +203,8 @@ def register_all(models_dir: str | os.PathLike = "models", aliases: Iterable[str
                 if model_path.is_file() and sha256_file(model_path) != info["model_digest"]:
                     raise ModelError(f"{model_path} does not match the digest in {results_path}",
                                      hint="the file was modified or swapped; retrain")
-            metrics = {k: v for k, v in info.items() if k not in ("model_path", "model_digest")}
+            metrics = {k: v for k, v in info.items()  # numbers only: paths and digests are not metrics
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
             out.append(register_model(model_path, model_name_for(algo), metrics, aliases, extractor_path=ext,
                                       context=context, store=store, tracker=t))
     return out

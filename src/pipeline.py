@@ -255,7 +255,7 @@ def _fit_one(name: str, c: dict) -> dict[str, Any]:
     metrics = {k: m[k] for k in ("test_accuracy", "f1_score", "precision", "recall", "unlabeled_accuracy", "fit_seconds")}
     bundle = {
         "algorithm": name, "classifier": model, "class_names": ds.classes, "extractor_digest": c["ext_digest"],
-        "preprocessing": c["pre"].to_dict(), "metrics": metrics, "config": cfg.tracked(), "seed": cfg.seed,
+        "preprocessing": c["pre"].to_dict(), "metrics": dict(metrics), "config": cfg.tracked(), "seed": cfg.seed,
         "dataset": {"digest": c["ds_digest"], "version": c["version"], "root": str(ds.root)},
         "run_id": tracker.run_id, "code_version": code_version(), "created_at": time.time(),
         "reference": _reference(c["X"], model.predict(c["X"]), m["confidences"],

@@ -102,6 +102,7 @@ class Tracker:
         self.job_type = job_type
         if self.mode == "disabled":
             return
+        os.environ.setdefault("WANDB_SILENT", "true")  # our own lines say what matters
         wandb = _import_wandb()
         if self.mode == "online":
             for k, v in ONLINE_TIMEOUTS.items():

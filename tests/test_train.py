@@ -163,3 +163,17 @@ def test_disabled_mode_writes_no_wandb_files(tmp_path, capsys, monkeypatch):
     assert code == 0, out.err
     assert not (tmp_path / "wb").exists()
     assert json.loads(out.out)["run"]["mode"] == "disabled"
+
+
+def test_unreachable_wandb_server_fails_fast_with_one_line(tmp_path):
+    data = make_image_folder(tmp_path / "d", per_split={"train": 4, "test": 2})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9", WANDB_INIT_TIMEOUT="3",
+               WANDB_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, str(ROOT / "src" / "train_with_wandb.py"), "--data-dir", str(data),
+                           "--models-dir", str(tmp_path / "m"), "--labeled-ratio", "0.5", "--no-progress"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 5
+    line = one_error_line(proc.stderr)
+    assert "127.0.0.1:9" in line and "--wandb-mode offline" in line
+    assert not (tmp_path / "m" / "training_results.json").exists()
