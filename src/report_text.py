@@ -27,7 +27,8 @@ def format_training_summary(results: dict[str, Any]) -> str:
     out = [
         f"dataset {d['root']}: {d['train_samples']} train ({d['labeled_samples']} labeled), "
         f"{d['test_samples']} test, {len(d['classes'])} classes" + (f", version {d['version']}" if d["version"] else ""),
-        f"fine-tuning: {ft['epochs']} epochs, {ft['seconds']:.1f} s" + (" (cached)" if ft["cached"] else ""),
+        f"fine-tuning: {ft['epochs']} epochs, " + (f"taken from the cache (first run took {ft['seconds']:.1f} s)"
+                                                   if ft["cached"] else f"{ft['seconds']:.1f} s"),
         "",
         format_table(["algorithm", "test_acc", "macro_f1", "unlabeled_acc", "fit_s"], rows),
         "",
