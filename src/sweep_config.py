@@ -263,7 +263,11 @@ def fixed_params(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def to_optuna_space(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The searched parameters as Optuna distributions (``{name: BaseDistribution}``)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     space: dict[str, Any] = {}
     for name, spec in cfg["parameters"].items():

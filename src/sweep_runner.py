@@ -155,7 +155,13 @@ def create_local_sweep(cfg: Mapping[str, Any], store: str | os.PathLike | Store 
     """Create an Optuna-backed sweep from a validated W&B sweep config; returns its id."""
     import optuna
 
-    from src.sweep_config import direction, make_pruner, make_sampler, to_optuna_space, validate_sweep_config
+    from src.sweep_config import (
+        direction,
+        make_pruner,
+        make_sampler,
+        to_optuna_space,
+        validate_sweep_config,
+    )
 
     cfg = validate_sweep_config(cfg)
     to_optuna_space(cfg), make_sampler(cfg), make_pruner(cfg)  # fail now, not in the agent
@@ -259,7 +265,11 @@ def fake_objective(params: dict[str, Any], epoch_callback: Callable[[int, float]
 
 
 def _suggest(trial, name: str, dist) -> Any:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     if isinstance(dist, CategoricalDistribution):
         return trial.suggest_categorical(name, dist.choices)
@@ -269,7 +279,7 @@ def _suggest(trial, name: str, dist) -> Any:
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
-def _trial_function(sweep: Sweep, objective: Objective):
+def _trial_function(sweep: Sweep, objective: Objective, errors: list[GroceryError]):
     import optuna
 
     from src.sweep_config import fixed_params, to_optuna_space
@@ -277,7 +287,7 @@ def _trial_function(sweep: Sweep, objective: Objective):
     space, fixed = to_optuna_space(sweep.config), fixed_params(sweep.config)
     metric = sweep.config["metric"]["name"]
 
-    def run_trial(trial: "optuna.Trial") -> float:
+    def run_trial(trial: optuna.Trial) -> float:
         params = {**fixed, **{name: _suggest(trial, name, dist) for name, dist in space.items()}}
         ctx = TrialContext(sweep.id, sweep.name, trial.number, metric)
         trial.set_user_attr("run_name", ctx.run_name)
@@ -288,7 +298,13 @@ def _trial_function(sweep: Sweep, objective: Objective):
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} ({value:.4f})")
 
         log.info("trial %d: %s", trial.number, params)
-        return float(objective(params, on_epoch, ctx))
+        try:
+            return float(objective(params, on_epoch, ctx))
+        except GroceryError as e:  # bad data or a bad parameter combination: fail this trial, not the agent
+            log.warning("trial %d failed: %s", trial.number, e)
+            trial.set_user_attr("error", str(e))
+            errors.append(e)
+            return float("nan")  # Optuna records a NaN objective as a failed trial
 
     return run_trial
 
@@ -300,6 +316,7 @@ class _AgentProgress:
         self.max_failures = max_failures
         self.numbers: list[int] = []
         self._streak = 0
+        self.gave_up = False
 
     def __call__(self, study, trial) -> None:
         from optuna.trial import TrialState
@@ -310,6 +327,7 @@ class _AgentProgress:
         self._streak = self._streak + 1 if trial.state == TrialState.FAIL else 0
         if self._streak >= self.max_failures:
             log.error("%d trials failed in a row; stopping this agent", self._streak)
+            self.gave_up = True
             study.stop()
 
 
@@ -325,7 +343,7 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
     sweep = open_sweep(sweep_id, storage, store, opts.heartbeat_interval, opts.grace_period)
     if objective is None:
         objective = fake_objective if os.environ.get(FAKE_ENV) == "1" else training_objective(opts, sweep.store, sweep.id)
-    progress = _AgentProgress(MAX_CONSECUTIVE_FAILURES)
+    progress, errors = _AgentProgress(MAX_CONSECUTIVE_FAILURES), []
     callbacks = [progress]
     run_cap = sweep.config.get("run_cap")
     if run_cap:
@@ -338,9 +356,12 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
         raise ConfigError("--count is required for bayes and random sweeps without run_cap")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sweep.study.optimize(_trial_function(sweep, objective), n_trials=count, catch=(GroceryError,),
-                             callbacks=callbacks, gc_after_trial=False)
+        sweep.study.optimize(_trial_function(sweep, objective, errors), n_trials=count, callbacks=callbacks,
+                             gc_after_trial=False)
         optuna.storages.fail_stale_trials(sweep.study)
+    if errors and progress.gave_up:
+        raise type(errors[-1])(f"{len(errors)} trials of sweep {sweep.id} failed, the last with: {errors[-1].args[0]}",
+                               hint=errors[-1].hint)
     result = sweep_status(sweep)
     result["agent_trials"] = progress.numbers
     if opts.summary:
@@ -380,7 +401,7 @@ def sweep_status(sweep: Sweep) -> dict[str, Any]:
         "metric": {"name": sweep.config["metric"]["name"], "goal": sweep.config["metric"].get("goal", "minimize")},
         "storage": redact(sweep.storage_url), "counts": {k: v for k, v in counts.items() if v}, "best": best,
         "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-                    "epochs_reported": len(t.intermediate_values),
+                    "epochs_reported": len(t.intermediate_values), "error": t.user_attrs.get("error"),
                     "retry_of": t.system_attrs.get("failed_trial")} for t in trials],
     }
 
