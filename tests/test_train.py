@@ -177,3 +177,16 @@ def test_unreachable_wandb_server_fails_fast_with_one_line(tmp_path):
     line = one_error_line(proc.stderr)
     assert "127.0.0.1:9" in line and "--wandb-mode offline" in line
     assert not (tmp_path / "m" / "training_results.json").exists()
+
+
+def test_e2e_classifier_only_change_extracts_nothing(e2e):
+    """What a sweep over classifier parameters does: other k, other algorithm, same extractor."""
+    cmd = [c for c in e2e["cmd"] if c != "--json"]
+    cmd[cmd.index("--n-neighbors") + 1] = "7"
+    proc = subprocess.run(cmd + ["--algorithms", "label_spreading", "--wandb-mode", "disabled", "--json"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600, env=e2e["env"],
+                          cwd=e2e["tmp"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "train features: 48 from cache, 0 extracted" in proc.stderr
+    assert "test features: 24 from cache, 0 extracted" in proc.stderr
+    assert json.loads(proc.stdout)["config"]["n_neighbors"] == 7
