@@ -61,6 +61,18 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _retry_locked(con: sqlite3.Connection, sql: str, attempts: int, pause: float = 0.05) -> None:
+    """Run ``sql``, retrying while SQLite answers "database is locked" without waiting."""
+    for attempt in range(attempts):
+        try:
+            con.execute(sql)
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(pause)
+
+
 class Store:
     """Handle on one store directory. Cheap to create; opens connections on demand."""
 
@@ -83,14 +95,7 @@ class Store:
         con.execute("PRAGMA busy_timeout = 60000")
         # Switching a brand-new database to WAL takes a lock that SQLite does not wait for:
         # two processes opening a fresh store at once can get "locked" at once, so retry.
-        for attempt in range(100):
-            try:
-                con.execute("PRAGMA journal_mode = WAL")
-                break
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or attempt == 99:
-                    raise
-                time.sleep(0.05)
+        _retry_locked(con, "PRAGMA journal_mode = WAL", attempts=100)
         con.execute("PRAGMA synchronous = NORMAL")
         con.execute("PRAGMA foreign_keys = ON")
         return con
@@ -100,14 +105,7 @@ class Store:
         """A write transaction taken up front (``BEGIN IMMEDIATE``) so writers queue, not fail."""
         con = self.connect()
         try:
-            for attempt in range(200):
-                try:
-                    con.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as e:
-                    if "locked" not in str(e) or attempt == 199:
-                        raise
-                    time.sleep(0.05)
+            _retry_locked(con, "BEGIN IMMEDIATE", attempts=200)
             try:
                 yield con
             except BaseException:
