@@ -331,6 +331,13 @@ class _AgentProgress:
             study.stop()
 
 
+def sweep_status(sweep: "Sweep") -> dict[str, Any]:
+    """Trials, state, metric and best config of a sweep (see :mod:`src.sweep_report`)."""
+    from src.sweep_report import sweep_status as status
+
+    return status(sweep)
+
+
 def run_agent(sweep_id: str, count: int | None = None, objective: Objective | None = None,
               storage: str | None = None, store: str | os.PathLike | Store | None = None,
               options: AgentOptions | None = None) -> dict[str, Any]:
@@ -365,6 +372,8 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
     result = sweep_status(sweep)
     result["agent_trials"] = progress.numbers
     if opts.summary:
+        from src.sweep_report import summarize_sweep
+
         result["summary"] = summarize_sweep(sweep, wandb_mode=opts.wandb_mode)
     return result
 
@@ -373,91 +382,6 @@ def _finished(study) -> int:
     from optuna.trial import TrialState
 
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-
-
-# -- status and summary ---------------------------------------------------------------------
-def sweep_status(sweep: Sweep) -> dict[str, Any]:
-    """Trials, state, metric and best config of a sweep (W&B's sweep page, as a dict)."""
-    from optuna.trial import TrialState
-
-    trials = sweep.study.get_trials(deepcopy=False)
-    counts = {s.name: 0 for s in TrialState}
-    for t in trials:
-        counts[t.state.name] += 1
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = None
-    if complete:
-        bt = sweep.study.best_trial
-        best = {"number": bt.number, "value": bt.value, "params": bt.params, "run_name": bt.user_attrs.get("run_name")}
-    run_cap = sweep.config.get("run_cap")
-    if counts["RUNNING"] or counts["WAITING"]:
-        state = "RUNNING"
-    elif run_cap and counts["COMPLETE"] + counts["PRUNED"] >= run_cap:
-        state = "FINISHED"
-    else:
-        state = "IDLE" if trials else "PENDING"
-    return {
-        "sweep_id": sweep.id, "name": sweep.name, "state": state, "method": sweep.config["method"],
-        "metric": {"name": sweep.config["metric"]["name"], "goal": sweep.config["metric"].get("goal", "minimize")},
-        "storage": redact(sweep.storage_url), "counts": {k: v for k, v in counts.items() if v}, "best": best,
-        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-                    "epochs_reported": len(t.intermediate_values), "error": t.user_attrs.get("error"),
-                    "retry_of": t.system_attrs.get("failed_trial")} for t in trials],
-    }
-
-
-def summarize_sweep(sweep: Sweep, wandb_mode: str | None = None) -> dict[str, Any]:
-    """Save optimisation-history and parameter-importance PNGs and log them to a sweep-summary run."""
-    from src.wandb_config import Tracker
-
-    status = sweep_status(sweep)
-    out = sweep_dir(sweep.store, sweep.id)
-    out.mkdir(parents=True, exist_ok=True)
-    plots = _save_plots(sweep.study, out)
-    (out / "status.json").write_text(json.dumps(status, indent=2, default=str), encoding="utf-8")
-    with Tracker("sweep-summary", {"sweep_id": sweep.id, "sweep_config": sweep.config}, mode=wandb_mode,
-                 name=f"{sweep.name}-summary", group=sweep.name, tags=["sweep", sweep.id]) as tracker:
-        best = status["best"] or {}
-        tracker.summary({"sweep/trials": len(status["trials"]), **{f"sweep/{k.lower()}": v for k, v in status["counts"].items()},
-                         "sweep/best_value": best.get("value"), "sweep/best_trial": best.get("number"),
-                         **{f"best/{k}": v for k, v in best.get("params", {}).items()}})
-        tracker.table("sweep/trials", ["number", "state", "value", "params"],
-                      [[t["number"], t["state"], t["value"], json.dumps(t["params"])] for t in status["trials"]])
-        for key, path in plots.items():
-            tracker.image(f"sweep/{key}", path)
-    return {"folder": str(out), "plots": {k: str(v) for k, v in plots.items()}}
-
-
-def _save_plots(study, out: Path) -> dict[str, Path]:
-    from optuna.trial import TrialState
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return {}
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import optuna.visualization.matplotlib as vis
-
-    plots: dict[str, Path] = {}
-    makers = {"optimization_history": vis.plot_optimization_history}
-    if len(complete) >= 2:
-        makers["param_importances"] = vis.plot_param_importances
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for key, make in makers.items():
-            try:
-                ax = make(study)
-                fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-                fig.set_size_inches(8, 5)
-                fig.tight_layout()
-                fig.savefig(out / f"{key}.png", dpi=100)
-                plt.close(fig)
-                plots[key] = out / f"{key}.png"
-            except Exception as e:  # noqa: BLE001 - importance fails on degenerate sweeps; the plot is optional
-                log.warning("could not plot %s: %s", key.replace("_", " "), e)
-    return plots
 
 
 # -- CLI ------------------------------------------------------------------------------------
@@ -489,21 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_status(status: Mapping[str, Any]) -> None:
-    m = status["metric"]
-    counts = ", ".join(f"{v} {k.lower()}" for k, v in status["counts"].items()) or "no trials"
-    print(f"sweep {status['sweep_id']} ({status['name']}): {status['state']}, {status['method']}, "
-          f"{m['goal']} {m['name']}; {counts}")
-    for t in status["trials"]:
-        value = "-" if t["value"] is None else f"{t['value']:.4f}"
-        print(f"  #{t['number']:<3} {t['state']:<8} {value:>8}  {json.dumps(t['params'], sort_keys=True)}")
-    if status["best"]:
-        b = status["best"]
-        print(f"best: trial #{b['number']} {m['name']}={b['value']:.4f} {json.dumps(b['params'], sort_keys=True)}")
-
-
 def _command(args: argparse.Namespace) -> int:
     from src.sweep_config import load_sweep_config
+    from src.sweep_report import format_status
 
     if args.verb == "create":
         cfg = load_sweep_config(args.config)
@@ -524,7 +436,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.json:
         print_json(status)
     else:
-        _print_status(status)
+        print(format_status(status))
         for key, path in status.get("summary", {}).get("plots", {}).items():
             print(f"{key.replace('_', ' ')}: {path}")
     return 0
