@@ -180,6 +180,10 @@ def run_training(cfg: TrainConfig, epoch_callback=None) -> dict[str, Any]:
         raise
     results["run"]["dir"] = tracker.run_dir
     tracker.finish()
+    from src.runs import record_run
+
+    results["run"]["local_id"] = record_run(store, results, name=cfg.run_name or cfg.group)
+    (models_dir / "training_results.json").write_text(json.dumps(results, indent=2, default=float))
     return results
 
 
@@ -294,5 +298,4 @@ def _finalize(cfg, ds, per_algo, baseline, ft, ext_digest, ds_digest, version, m
         "algorithms": per_algo, "baseline": baseline, "summary": summary,
         "models_dir": str(models_dir.resolve()),
     }
-    (models_dir / "training_results.json").write_text(json.dumps(results, indent=2, default=float))
     return results

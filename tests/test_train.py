@@ -125,13 +125,24 @@ def test_e2e_outputs_load_and_predict(e2e):
 
     res, models = e2e["results"], e2e["tmp"] / "models"
     saved = json.loads((models / "training_results.json").read_text())
-    assert saved["summary"] == res["summary"]
+    assert saved["summary"] == res["summary"] and saved["run"] == res["run"]
     for a in ALGOS:
         assert (models / f"{a}_confusion_matrix.png").stat().st_size > 1000
         pred = Predictor.load(models / f"{a}_model.pkl")
         img = sorted((e2e["data"] / "test" / pred.class_names[0]).glob("*.jpg"))[0]
         label, conf, probs = pred.predict(img)
         assert label in pred.class_names and 0 < conf <= 1 and probs.sum() == pytest.approx(1)
+
+
+def test_e2e_run_recorded_in_store(e2e):
+    from src.runs import list_runs
+    from src.store import Store
+
+    runs = list_runs(Store(e2e["tmp"] / "store"))
+    first = runs[-1]  # later tests add reruns
+    assert first["wandb_id"] == e2e["results"]["run"]["id"] and first["mode"] == "offline"
+    assert first["best_test_accuracy"] == pytest.approx(e2e["results"]["summary"]["best_test_accuracy"])
+    assert first["results"]["dataset"]["digest"] == e2e["results"]["dataset"]["digest"]
 
 
 def test_e2e_accuracy_far_above_chance(e2e):
