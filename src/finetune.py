@@ -3,7 +3,7 @@
 A linear head is trained together with the backbone (head at 10× the learning rate,
 BatchNorm statistics frozen because labeled sets are small) with light augmentation.
 Part of the labeled set is held out and its accuracy is reported after every epoch
-(``epoch_callback`` — sweeps feed it to their pruner); the best epoch's weights win.
+(``epoch_callback`` gets each epoch's entry — sweeps feed it to their pruner); the best epoch's weights win.
 Results are cached in the store by (labeled images, epochs, lr, seed, preprocessing),
 so a sweep trial whose extractor settings were seen before pays only for the classifier.
 """
@@ -28,7 +28,7 @@ from src.images import open_image
 from src.store import Store
 
 log = logging.getLogger(__name__)
-EpochCallback = Callable[[int, float], None]
+EpochCallback = Callable[[dict], None]  # receives {epoch, loss[, val_accuracy]}
 
 
 @dataclass
@@ -135,7 +135,7 @@ def fine_tune(paths: Sequence[Path], labels: np.ndarray, fit_idx: np.ndarray, va
         result.epochs_run = epoch
         log.info("fine-tune epoch %d/%d: %s", epoch, epochs, entry)
         if epoch_callback is not None:
-            epoch_callback(epoch, entry.get("val_accuracy", 0.0))
+            epoch_callback(entry)
     result.seconds = time.perf_counter() - t0
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
@@ -113,6 +115,21 @@ def dataset_version(cfg: TrainConfig, store: Store, tracker: Tracker) -> str | N
     return ref
 
 
+def _report_epoch(tracker: Tracker, entry: dict, epoch_callback) -> None:
+    """Log one fine-tuning epoch and pass its held-out accuracy to the caller (a sweep's pruner).
+
+    Under ``wandb agent`` the held-out accuracy is also logged as ``test_accuracy``: W&B's
+    online hyperband reads the history of the sweep metric, and the true test accuracy
+    only exists at the end (it is logged last, and it is the run summary's value).
+    """
+    metrics = {f"finetune/{k}": v for k, v in entry.items()}
+    if "val_accuracy" in entry and os.environ.get("WANDB_SWEEP_ID"):
+        metrics["test_accuracy"] = entry["val_accuracy"]
+    tracker.log(metrics)
+    if epoch_callback and "val_accuracy" in entry:
+        epoch_callback(entry["epoch"], entry["val_accuracy"])
+
+
 def build_extractor(cfg, ds: ImageDataset, digests, mask, store: Store, tracker: Tracker, epoch_callback,
                     models_dir: Path) -> tuple[TorchExtractor, FineTuneResult, str]:
     """Fine-tune (or fetch from cache), save ``feature_extractor.pth``; returns (extractor, result, digest)."""
@@ -127,25 +144,15 @@ def build_extractor(cfg, ds: ImageDataset, digests, mask, store: Store, tracker:
     hit = cache.get(key)
     if hit:
         blob, _, result = hit
-        import shutil
-
         shutil.copyfile(blob, out)
-        for h in result.history:  # replay so sweeps' pruners see the same curve
-            tracker.log({"finetune/epoch": h["epoch"], "finetune/loss": h["loss"],
-                         **({"finetune/val_accuracy": h["val_accuracy"]} if "val_accuracy" in h else {})})
-            if epoch_callback and "val_accuracy" in h:
-                epoch_callback(h["epoch"], h["val_accuracy"])
+        for entry in result.history:  # replay, so a sweep's pruner sees the same curve
+            _report_epoch(tracker, entry, epoch_callback)
         log.info("fine-tuned extractor taken from the cache (%s)", key[:12])
     else:
         fit_idx, val_idx = holdout_split(labels, cfg.val_fraction, cfg.seed)
-
-        def on_epoch(epoch: int, val_acc: float) -> None:
-            tracker.log({"finetune/epoch": epoch, "finetune/val_accuracy": val_acc})
-            if epoch_callback:
-                epoch_callback(epoch, val_acc)
-
         model, result = fine_tune(paths, labels, fit_idx, val_idx, len(ds.classes), cfg.fine_tune_epochs,
-                                  cfg.fine_tune_lr, cfg.seed, pre, epoch_callback=on_epoch, progress=cfg.progress)
+                                  cfg.fine_tune_lr, cfg.seed, pre, progress=cfg.progress,
+                                  epoch_callback=lambda entry: _report_epoch(tracker, entry, epoch_callback))
         save_extractor(model, out, pre, meta={"fine_tune_epochs": cfg.fine_tune_epochs,
                                               "fine_tune_lr": cfg.fine_tune_lr, "seed": cfg.seed})
         cache.put(key, out, weights_digest(model), result)
@@ -188,8 +195,6 @@ def run_training(cfg: TrainConfig, epoch_callback=None) -> dict[str, Any]:
 
 
 def _train(cfg, ds, store, models_dir, tracker, epoch_callback) -> dict[str, Any]:
-    import os
-
     if os.environ.get("WANDB_SWEEP_ID"):
         cfg = apply_sweep_overrides(cfg, tracker.config)
     n_classes = len(ds.classes)
@@ -278,7 +283,7 @@ def _finalize(cfg, ds, per_algo, baseline, ft, ext_digest, ds_digest, version, m
     summary = {"best_algorithm": best, "best_test_accuracy": best_acc,
                "baseline_test_accuracy": baseline["test_accuracy"],
                "gain_over_baseline": best_acc - baseline["test_accuracy"]}
-    tracker.log({"summary/best_algorithm": best, "summary/best_test_accuracy": best_acc,
+    tracker.log({"test_accuracy": best_acc, "summary/best_algorithm": best, "summary/best_test_accuracy": best_acc,
                  "summary/baseline_test_accuracy": baseline["test_accuracy"]})
     tracker.summary({"test_accuracy": best_acc, "best_algorithm": best, **{f"summary/{k}": v for k, v in summary.items()}})
     tracker.table("algorithm_comparison", ["algorithm", "test_accuracy", "f1_score", "precision", "recall",

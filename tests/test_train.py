@@ -201,3 +201,23 @@ def test_e2e_classifier_only_change_extracts_nothing(e2e):
     assert "train features: 48 from cache, 0 extracted" in proc.stderr
     assert "test features: 24 from cache, 0 extracted" in proc.stderr
     assert json.loads(proc.stdout)["config"]["n_neighbors"] == 7
+
+
+class RecordingTracker:
+    def __init__(self):
+        self.logged = []
+
+    def log(self, metrics):
+        self.logged.append(dict(metrics))
+
+
+def test_epoch_reports_feed_callback_and_sweep_metric(monkeypatch):
+    from src.pipeline import _report_epoch
+
+    seen, t = [], RecordingTracker()
+    _report_epoch(t, {"epoch": 1, "loss": 2.0, "val_accuracy": 0.5}, lambda e, v: seen.append((e, v)))
+    assert seen == [(1, 0.5)]
+    assert t.logged == [{"finetune/epoch": 1, "finetune/loss": 2.0, "finetune/val_accuracy": 0.5}]
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc")  # under `wandb agent`, hyperband needs a metric curve
+    _report_epoch(t, {"epoch": 2, "loss": 1.0, "val_accuracy": 0.75}, None)
+    assert t.logged[-1]["test_accuracy"] == 0.75
