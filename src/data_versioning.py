@@ -76,8 +76,9 @@ def _mirror(tracker, name: str, version: int, root: Path, manifest: list[dict], 
         (Path(tmp) / "manifest.json").write_text(json.dumps(manifest))
         (Path(tmp) / "quality.json").write_text(json.dumps(quality))
         files = {"manifest.json": Path(tmp) / "manifest.json", "quality.json": Path(tmp) / "quality.json"}
-        files.update({f"data/{e['path']}": st.blob_path(e["sha256"]) for e in manifest})
-        tracker.log_artifact(name, "dataset", files=files, metadata={**meta, "local_version": f"v{version}"},
+        blobs = {f"data/{e['path']}": st.blob_path(e["sha256"]) for e in manifest if st.has_blob(e["sha256"])}
+        tracker.log_artifact(name, "dataset", files=files, immutable_files=blobs,
+                             metadata={**meta, "local_version": f"v{version}"},
                              aliases=["latest", f"v{version}"], description=description)
     if not tables:
         return

@@ -103,7 +103,7 @@ def _publish(tracker, mv, store) -> None:
     files = {"model.pkl": store.blob_path(mv.digest), EXTRACTOR_FILE: store.blob_path(mv.extractor_digest)}
     meta = {"registry_version": f"v{mv.version}", "digest": mv.digest, "extractor_digest": mv.extractor_digest,
             "metrics": mv.metrics, **{k: mv.metadata.get(k) for k in ("run_id", "dataset", "code_version")}}
-    tracker.log_artifact(mv.name, "model", files=files, metadata=meta, aliases=sorted(mv.aliases))
+    tracker.log_artifact(mv.name, "model", immutable_files=files, metadata=meta, aliases=sorted(mv.aliases))
     if tracker.mode == "online":
         dataset_version = (mv.metadata.get("dataset") or {}).get("version")
         if dataset_version:

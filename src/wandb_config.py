@@ -202,8 +202,14 @@ class Tracker:
 
     def log_artifact(self, name: str, type_: str, files: Mapping[str, str | os.PathLike] | None = None,
                      metadata: Mapping[str, Any] | None = None, aliases: Iterable[str] | None = None,
-                     description: str | None = None) -> None:
-        """Mirror a stored object as a W&B artifact (offline: synced later)."""
+                     description: str | None = None,
+                     immutable_files: Mapping[str, str | os.PathLike] | None = None) -> None:
+        """Mirror a stored object as a W&B artifact (offline: synced later).
+
+        ``files`` are copied into W&B's staging area; ``immutable_files`` (the store's
+        read-only, content-addressed blobs) are referenced in place, so a dataset version
+        does not cost a second copy of every image.
+        """
         if not self.run:
             return
         import wandb
@@ -211,6 +217,8 @@ class Tracker:
         art = wandb.Artifact(name, type=type_, metadata=dict(metadata or {}), description=description)
         for arcname, path in (files or {}).items():
             art.add_file(str(path), name=arcname)
+        for arcname, path in (immutable_files or {}).items():
+            art.add_file(str(path), name=arcname, policy="immutable")
         self.run.log_artifact(art, aliases=list(aliases or []))
 
     def use_artifact(self, ref: str) -> None:
