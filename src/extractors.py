@@ -1,15 +1,58 @@
-"""Loading a saved feature extractor into a runtime (torch eager now; ONNX Runtime later)."""
+"""Loading a saved feature extractor into a runtime: ONNX Runtime (fast) or torch eager.
+
+``runtime="auto"`` (or the ``MLOPS_RUNTIME`` environment variable, ``torch``/``onnx``)
+prefers ONNX Runtime and falls back to torch with a warning when the export or the
+session fails. Both runtimes give the same ``.key``, so the feature cache is shared.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from src.backbone import load_extractor
-from src.features import TorchExtractor
+from src.store import Store
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "onnx", "torch")
+ENV_VAR = "MLOPS_RUNTIME"
 
 
-def load_runtime(path: str | os.PathLike, digest: str, runtime: str = "auto"):
-    """An extractor callable on NHWC float batches with ``.preprocessing`` and ``.key``."""
+def resolve_runtime(runtime: str = "auto") -> str:
+    """``runtime`` with ``auto`` replaced by ``$MLOPS_RUNTIME`` when that is set."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "auto":
+        env = os.environ.get(ENV_VAR, "").strip().lower()
+        if env and env not in RUNTIMES:
+            raise ValueError(f"{ENV_VAR} must be one of {', '.join(RUNTIMES)}, got {env!r}")
+        runtime = env or "auto"
+    return runtime
+
+
+def load_torch_runtime(path: str | os.PathLike, digest: str):
+    from src.backbone import load_extractor
+    from src.features import TorchExtractor
+
     model, pre = load_extractor(Path(path))
     return TorchExtractor(model, pre, key=f"{digest}:{pre.key()}")
+
+
+def load_runtime(path: str | os.PathLike, digest: str, runtime: str = "auto", store: Store | None = None):
+    """An extractor callable on NHWC float batches with ``.preprocessing`` and ``.key``."""
+    runtime = resolve_runtime(runtime)
+    if runtime == "torch":
+        return load_torch_runtime(path, digest)
+    from src.errors import ModelError
+    from src.onnx_runtime import load_onnx_extractor
+
+    if runtime == "onnx":
+        return load_onnx_extractor(path, digest, store)
+    try:
+        return load_onnx_extractor(path, digest, store)
+    except ModelError:
+        raise  # the extractor file itself is bad: torch would fail the same way
+    except Exception as e:  # noqa: BLE001 — any export/ORT failure has a working fallback
+        log.warning("ONNX Runtime unavailable (%s: %s); falling back to torch", type(e).__name__, e)
+    return load_torch_runtime(path, digest)

@@ -1,0 +1,210 @@
+"""Fast CPU feature extraction: the extractor exported to ONNX and run with ONNX Runtime.
+
+timm's ``tf_`` models pad "same" dynamically (``Conv2dSame``/``pad_same``), which exports
+as a tangle of shape arithmetic. For a fixed input size the pads are constants, so
+:func:`static_padding` swaps every such layer for ``ZeroPad2d`` + a plain layer with the
+pads computed for that size; outputs are unchanged. The exported graph takes NHWC float
+batches (the layout :func:`src.features.load_batch` produces) with a dynamic batch axis and
+carries the preprocessing in its metadata, so a cached export loads without torch.
+Exports are cached in ``<store>/onnx/<extractor digest>-<size>.onnx`` and written once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from src.backbone import NUM_FEATURES, Preprocessing
+from src.store import Store
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAME = "images"
+OUTPUT_NAME = "features"
+_META_KEY = "grocery_mlops.preprocessing"
+
+
+def onnx_cache_path(store: Store, digest: str, image_size: int) -> Path:
+    return store.root / "onnx" / f"{digest}-{image_size}.onnx"
+
+
+# -- static padding ------------------------------------------------------------------------
+def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """(before, after) padding that TF "SAME" uses along one axis of length ``size``."""
+    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _pads(module, h: int, w: int) -> tuple[int, int, int, int]:
+    """``ZeroPad2d`` order: (left, right, top, bottom)."""
+    k, s = _pair(module.kernel_size), _pair(module.stride)
+    d = _pair(getattr(module, "dilation", 1))
+    top, bottom = _same_pads(h, k[0], s[0], d[0])
+    left, right = _same_pads(w, k[1], s[1], d[1])
+    return left, right, top, bottom
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _static_replacement(module, h: int, w: int):
+    """``Sequential(pad, plain layer)`` equivalent to a dynamic-"same" layer at input ``h × w``."""
+    from torch import nn
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    pads = _pads(module, h, w)
+    if isinstance(module, Conv2dSame):
+        conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride, 0,
+                         module.dilation, module.groups, bias=module.bias is not None)
+        conv.weight = module.weight
+        if module.bias is not None:
+            conv.bias = module.bias
+        return nn.Sequential(nn.ZeroPad2d(pads), conv)
+    if isinstance(module, MaxPool2dSame):
+        return nn.Sequential(nn.ConstantPad2d(pads, -float("inf")),
+                             nn.MaxPool2d(module.kernel_size, module.stride, 0, module.dilation,
+                                          ceil_mode=module.ceil_mode))
+    if isinstance(module, AvgPool2dSame):  # pads with zeros that count, like timm's pad_same
+        return nn.Sequential(nn.ZeroPad2d(pads),
+                             nn.AvgPool2d(module.kernel_size, module.stride, 0, module.ceil_mode,
+                                          count_include_pad=True))
+    raise TypeError(f"no static replacement for {type(module).__name__}")  # pragma: no cover
+
+
+def _dynamic_same_layers(model) -> list[str]:
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    return [n for n, m in model.named_modules() if isinstance(m, (Conv2dSame, MaxPool2dSame, AvgPool2dSame))]
+
+
+def static_padding(model, image_size: int):
+    """A copy of ``model`` (eval) whose dynamic-"same" layers have constant pads for ``image_size``."""
+    import torch
+
+    model = copy.deepcopy(model).eval()
+    names = set(_dynamic_same_layers(model))
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: sizes.__setitem__(n, tuple(args[0].shape[-2:])))
+             for n, m in model.named_modules() if n in names]
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, image_size, image_size))
+    for h in hooks:
+        h.remove()
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, _static_replacement(getattr(parent, child), *sizes[name]))
+    return model
+
+
+# -- export --------------------------------------------------------------------------------
+class _NHWC:
+    """Factory for a module that accepts NHWC input, so callers skip a numpy transpose."""
+
+    @staticmethod
+    def wrap(model):
+        from torch import nn
+
+        class NHWCInput(nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                return self.inner(x.permute(0, 3, 1, 2))
+
+        return NHWCInput(model).eval()
+
+
+def export_onnx(model, pre: Preprocessing, path: str | os.PathLike, opset: int = OPSET) -> Path:
+    """Export ``model`` (static padding applied here) for NHWC float input of ``pre.image_size``.
+
+    Written to a temporary name and renamed, so a concurrent reader never sees half a file.
+    """
+    import onnx
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = _NHWC.wrap(static_padding(model, pre.image_size))
+    dummy = torch.zeros(2, pre.image_size, pre.image_size, 3)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation chatter
+            torch.onnx.export(net, (dummy,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                              do_constant_folding=True)
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = _META_KEY, json.dumps(pre.to_dict())
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def ensure_onnx(extractor_path: str | os.PathLike, digest: str, store: Store | None = None) -> Path:
+    """The cached ONNX export of the extractor file with sha256 ``digest``; exported on first use."""
+    from src.backbone import load_extractor
+
+    store = store or Store()
+    model, pre = load_extractor(Path(extractor_path))
+    path = onnx_cache_path(store, digest, pre.image_size)
+    if not path.is_file():
+        log.info("exporting the feature extractor to ONNX (%s)", path.name)
+        export_onnx(model, pre, path)
+    return path
+
+
+def cached_onnx(digest: str, store: Store | None = None) -> Path | None:
+    """An existing export for ``digest`` (any size: the digest fixes the preprocessing), or None."""
+    folder = (store or Store()).root / "onnx"
+    hits = sorted(folder.glob(f"{digest}-*.onnx")) if folder.is_dir() else []
+    return hits[0] if hits else None
+
+
+# -- runtime -------------------------------------------------------------------------------
+class OrtExtractor:
+    """Pooled 1280-d features from an ONNX Runtime session; same interface as ``TorchExtractor``."""
+
+    def __init__(self, onnx_path: str | os.PathLike, key: str, threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if _META_KEY not in meta:
+            raise RuntimeError(f"{onnx_path} lacks the preprocessing metadata; delete it to re-export")
+        self.preprocessing = Preprocessing(**json.loads(meta[_META_KEY]))
+        self.key = key
+        self.path = Path(onnx_path)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        return out.reshape(len(x), NUM_FEATURES)
+
+
+def load_onnx_extractor(extractor_path: str | os.PathLike, digest: str, store: Store | None = None
+                        ) -> OrtExtractor:
+    """ORT extractor for a saved extractor file; a cached export is used without loading torch."""
+    path = cached_onnx(digest, store) or ensure_onnx(extractor_path, digest, store)
+    ext = OrtExtractor(path, key="")
+    ext.key = f"{digest}:{ext.preprocessing.key()}"
+    return ext
