@@ -1,0 +1,87 @@
+"""Monitoring records in the local store: sessions, every prediction, alerts."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterable
+
+import numpy as np
+
+from src.store import Store
+
+DDL = """
+CREATE TABLE IF NOT EXISTS monitor_sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, model_digest TEXT NOT NULL,
+    started_at REAL NOT NULL, finished_at REAL, wandb_run TEXT, summary TEXT
+);
+CREATE TABLE IF NOT EXISTS monitor_predictions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, session INTEGER NOT NULL REFERENCES monitor_sessions(id),
+    at REAL NOT NULL, image TEXT NOT NULL, image_sha256 TEXT NOT NULL, prediction TEXT NOT NULL,
+    confidence REAL NOT NULL, latency_ms REAL NOT NULL, inference_ms REAL NOT NULL, true_label TEXT,
+    feature BLOB
+);
+CREATE INDEX IF NOT EXISTS monitor_predictions_session ON monitor_predictions (session, id);
+CREATE TABLE IF NOT EXISTS monitor_alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, session INTEGER, at REAL NOT NULL, level TEXT NOT NULL,
+    title TEXT NOT NULL, text TEXT NOT NULL, details TEXT
+);
+"""
+
+
+def open_monitor_store(store: Store | str | None = None) -> Store:
+    st = store if isinstance(store, Store) else Store(store)
+    st.ensure_schema("monitor", DDL)
+    return st
+
+
+def start_session(st: Store, model: str, model_digest: str) -> int:
+    with st.transaction() as con:
+        return int(con.execute("INSERT INTO monitor_sessions (model, model_digest, started_at) VALUES (?, ?, ?)",
+                               (model, model_digest, time.time())).lastrowid)
+
+
+def finish_session(st: Store, session: int, summary: dict[str, Any], wandb_run: str | None) -> None:
+    with st.transaction() as con:
+        con.execute("UPDATE monitor_sessions SET finished_at = ?, summary = ?, wandb_run = ? WHERE id = ?",
+                    (time.time(), json.dumps(summary, default=float), wandb_run, session))
+
+
+def add_predictions(st: Store, rows: Iterable[tuple]) -> None:
+    """Rows: (session, at, image, sha256, prediction, confidence, latency_ms, inference_ms, true_label, feature)."""
+    rows = [r[:-1] + (None if r[-1] is None else np.asarray(r[-1], dtype=np.float16).tobytes(),) for r in rows]
+    if not rows:
+        return
+    with st.transaction() as con:
+        con.executemany("INSERT INTO monitor_predictions (session, at, image, image_sha256, prediction, confidence, "
+                        "latency_ms, inference_ms, true_label, feature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def predictions(st: Store, session: int) -> list[dict[str, Any]]:
+    with st.read() as con:
+        rows = con.execute("SELECT * FROM monitor_predictions WHERE session = ? ORDER BY id", (session,)).fetchall()
+    out = []
+    for r in rows:
+        d = {k: r[k] for k in r.keys() if k != "feature"}
+        d["feature"] = None if r["feature"] is None else np.frombuffer(r["feature"], dtype=np.float16).astype(np.float32)
+        out.append(d)
+    return out
+
+
+def add_alert(st: Store, session: int | None, level: str, title: str, text: str, details: dict) -> int:
+    with st.transaction() as con:
+        return int(con.execute("INSERT INTO monitor_alerts (session, at, level, title, text, details) "
+                               "VALUES (?, ?, ?, ?, ?, ?)",
+                               (session, time.time(), level, title, text, json.dumps(details, default=float))).lastrowid)
+
+
+def alerts(st: Store, limit: int = 100) -> list[dict[str, Any]]:
+    with st.read() as con:
+        rows = con.execute("SELECT * FROM monitor_alerts ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    return [{**{k: r[k] for k in r.keys() if k != "details"}, "details": json.loads(r["details"] or "{}")} for r in rows]
+
+
+def sessions(st: Store, limit: int = 50) -> list[dict[str, Any]]:
+    with st.read() as con:
+        rows = con.execute("SELECT * FROM monitor_sessions ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    return [{**{k: r[k] for k in r.keys() if k != "summary"}, "summary": json.loads(r["summary"] or "{}")} for r in rows]

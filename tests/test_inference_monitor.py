@@ -1,0 +1,168 @@
+"""Monitoring on a real (tiny) trained model."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter, ImageOps
+
+from src.inference_monitor import DRIFT_EXIT_CODE, InferenceMonitor, main
+from src.monitor_store import alerts, open_monitor_store, predictions
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from src.synth import generate_dataset
+    from src.train_with_wandb import train_with_wandb
+
+    tmp = tmp_path_factory.mktemp("mon")
+    data = generate_dataset(tmp / "data", n_classes=4, train_per_class=20, test_per_class=12, image_size=64, seed=3)
+    train_with_wandb(labeled_ratio=0.5, fine_tune_epochs=0, n_neighbors=5, data_dir=data, models_dir=tmp / "models",
+                     store=tmp / "train_store", wandb_mode="disabled", image_size=64, progress=False)
+    sketch = tmp / "sketch"
+    for p in (data / "test").rglob("*.jpg"):  # the same objects drawn in another style
+        out = sketch / p.parent.name / p.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ImageOps.grayscale(Image.open(p)).filter(ImageFilter.CONTOUR).convert("RGB").save(out)
+    return {"tmp": tmp, "data": data, "model": tmp / "models" / "label_spreading_model.pkl", "sketch": sketch}
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out
+
+
+def one_error_line(err):
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_batch_cli_reports_all_figures(trained, capsys, tmp_path):
+    code, out = run(capsys, "--model-path", str(trained["model"]), "--test-dir", str(trained["data"] / "test"),
+                    "--n-samples", "0", "--window", "48", "--json", "--store", str(tmp_path / "s"))
+    assert code == 0, out.err
+    s = json.loads(out.out)
+    assert s["monitor/samples"] == 48
+    assert s["monitor/accuracy"] > 0.5  # chance is 0.25
+    assert 0 < s["monitor/avg_confidence"] <= 1 and s["monitor/throughput_samples_per_sec"] > 0
+    lat = s["latency"]
+    assert 0 < lat["inference_p50_ms"] <= lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"]
+    assert s["drift"]["is_drift"] is False and s["drift"]["drift_score"] < 1.5
+    assert sum(s["prediction_distribution"].values()) == 48
+
+
+def test_predictions_are_recorded_in_the_store(trained, tmp_path):
+    mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled", log_every=5)
+    img = next((trained["data"] / "test" / "apple").glob("*.jpg"))
+    label, conf, probs = mon.predict(img, true_label="apple")
+    assert label in mon.predictor.class_names and conf == pytest.approx(probs.max())
+    for p in list((trained["data"] / "test" / "orange").glob("*.jpg"))[:5]:
+        mon.predict(p, true_label="orange")
+    summary = mon.finish()
+    rows = predictions(open_monitor_store(tmp_path / "s"), mon.session)
+    assert len(rows) == 6 and summary["monitor/samples"] == 6
+    assert rows[0]["true_label"] == "apple" and len(rows[0]["image_sha256"]) == 64
+    assert rows[0]["feature"].shape == (1280,) and rows[0]["latency_ms"] >= rows[0]["inference_ms"] > 0
+
+
+def test_other_style_raises_drift_and_alerts(trained, tmp_path, monkeypatch, capsys):
+    from src.wandb_config import Tracker
+
+    sent = []
+    monkeypatch.setattr(Tracker, "alert", lambda self, title, text, level="WARN": sent.append((title, text)))
+    same = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled", window=48)
+    for p in sorted((trained["data"] / "test").rglob("*.jpg")):
+        same.predict(p)
+    ok = same.detect_drift()
+    same.finish()
+    code, out = run(capsys, "--model-path", str(trained["model"]), "--test-dir", str(trained["sketch"]),
+                    "--n-samples", "0", "--window", "48", "--fail-on-drift", "--json", "--store", str(tmp_path / "s"),
+                    "--wandb-mode", "offline")
+    assert code == DRIFT_EXIT_CODE
+    drifted = json.loads(out.out)["drift"]
+    assert not ok["is_drift"]
+    assert drifted["is_drift"] and "feature" in drifted["drifted"]
+    assert drifted["drift_score"] > 2 * ok["drift_score"]
+    assert sent and sent[0][0] == "Data drift detected"
+    log = alerts(open_monitor_store(tmp_path / "s"))
+    assert log and "drift" in log[0]["text"] and log[0]["details"]["is_drift"]
+    assert out.err.strip().splitlines()[-1].startswith("error: drift detected in ")
+
+
+def test_offline_run_logs_documented_keys(trained, tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from wandb_records import read_run
+
+    code, out = run(capsys, "--model-path", str(trained["model"]), "--test-dir", str(trained["data"] / "test"),
+                    "--n-samples", "0", "--window", "48", "--json", "--store", str(tmp_path / "s"),
+                    "--wandb-mode", "offline")
+    assert code == 0
+    logged = read_run(json.loads(out.out)["wandb_run"])
+    for key in ("monitor/accuracy", "monitor/avg_confidence", "monitor/avg_inference_time_ms",
+                "monitor/throughput_samples_per_sec", "monitor/drift_score"):
+        assert key in logged["history_keys"], key
+    assert any(k.startswith("prediction_distribution") for k in logged["history_keys"] | set(logged["config"]))
+    assert any(k.startswith("confidence_histogram") for k in logged["history_keys"])
+
+
+def test_registry_reference(trained, tmp_path):
+    from src.model_registry import register_model
+
+    register_model(trained["model"], "tiny-classifier", {"test_accuracy": 0.9}, ["production"],
+                   store=tmp_path / "s", wandb_mode="disabled")
+    mon = InferenceMonitor("tiny-classifier:production", store=tmp_path / "s", wandb_mode="disabled")
+    assert mon.predict(next((trained["data"] / "test").rglob("*.jpg")))[0] in mon.predictor.class_names
+    mon.finish()
+
+
+def test_missing_model(trained, capsys, tmp_path):
+    code, out = run(capsys, "--model-path", str(tmp_path / "nope.pkl"), "--test-dir", str(trained["data"] / "test"))
+    assert code == 3 and "does not exist" in one_error_line(out.err)
+
+
+def test_wrong_extractor_for_model(trained, capsys, tmp_path):
+    from src.backbone import Preprocessing, create_model, save_extractor
+
+    other = tmp_path / "other.pth"
+    save_extractor(create_model(num_classes=0), other, Preprocessing.for_size(64))
+    code, out = run(capsys, "--model-path", str(trained["model"]), "--extractor-path", str(other),
+                    "--test-dir", str(trained["data"] / "test"), "--store", str(tmp_path / "s"))
+    assert code == 3 and "is not the one" in one_error_line(out.err)
+
+
+def test_unreadable_image(trained, capsys, tmp_path):
+    d = tmp_path / "imgs" / "apple"
+    d.mkdir(parents=True)
+    shutil.copy(next((trained["data"] / "test" / "apple").glob("*.jpg")), d / "good.jpg")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    code, out = run(capsys, "--model-path", str(trained["model"]), "--test-dir", str(tmp_path / "imgs"),
+                    "--store", str(tmp_path / "s"), "--wandb-mode", "disabled", "-q")
+    assert code == 2 and "broken.jpg" in one_error_line(out.err)
+
+
+def test_empty_test_dir(trained, capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, out = run(capsys, "--model-path", str(trained["model"]), "--test-dir", str(tmp_path / "empty"))
+    assert code == 2 and "no images" in one_error_line(out.err)
+
+
+def test_dashboard_help_and_alerts(capsys, tmp_path):
+    code, out = run(capsys, "--dashboard-help")
+    assert code == 0 and "monitor/drift_score" in out.out and "wandb sync" in out.out
+    code, out = run(capsys, "--alerts", "--store", str(tmp_path / "s"))
+    assert code == 0 and "no alerts" in out.out
+
+
+def test_latency_without_decode_is_recorded_separately(trained, tmp_path):
+    mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled")
+    for p in list((trained["data"] / "test").rglob("*.jpg"))[:5]:
+        mon.predict(p)
+    lat = mon.latency()
+    mon.finish()
+    assert np.isfinite(list(lat.values())).all() and lat["inference_p50_ms"] <= lat["p50_ms"]
