@@ -166,3 +166,16 @@ def test_latency_without_decode_is_recorded_separately(trained, tmp_path):
     lat = mon.latency()
     mon.finish()
     assert np.isfinite(list(lat.values())).all() and lat["inference_p50_ms"] <= lat["p50_ms"]
+
+
+def test_dashboard_shows_sessions_and_alerts(trained, tmp_path):
+    from src.monitor_store import add_alert
+    from src.report import build_report
+
+    mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled")
+    for p in list((trained["data"] / "test").rglob("*.jpg"))[:3]:
+        mon.predict(p)
+    mon.finish()
+    add_alert(open_monitor_store(tmp_path / "s"), mon.session, "WARN", "Data drift detected", "drift in feature", {})
+    page = build_report(tmp_path / "r.html", tmp_path / "s").read_text()
+    assert "label_spreading_model.pkl" in page and "drift in feature" in page and "could not read" not in page
