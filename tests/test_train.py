@@ -68,7 +68,7 @@ def test_corrupted_image_names_the_file(capsys, tmp_path):
     (data / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     code, out = run_main(capsys, "--data-dir", str(data), "--labeled-ratio", "1", "--fine-tune-epochs", "0",
                          "--wandb-mode", "disabled", "--store", str(tmp_path / "s"), "--models-dir",
-                         str(tmp_path / "m"), "--image-size", "32", "--no-progress")
+                         str(tmp_path / "m"), "--image-size", "32", "--no-progress", "-q")
     assert code == 2 and "broken.jpg" in one_error_line(out.err)
 
 
@@ -92,7 +92,8 @@ def e2e(tmp_path_factory):
     from src.synth import generate_dataset
 
     tmp = tmp_path_factory.mktemp("e2e")
-    data = generate_dataset(tmp / "data", n_classes=4, train_per_class=12, test_per_class=6, image_size=64, seed=1)
+    data = generate_dataset(tmp / "data", n_classes=4, train_per_class=12, test_per_class=6, image_size=64, seed=1,
+                            classes=("banana", "milk", "soda_can", "broccoli"))
     (tmp / "home").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp / "home"), MLOPS_STORE=str(tmp / "store"), WANDB_DIR=str(tmp))
@@ -147,7 +148,7 @@ def test_e2e_run_recorded_in_store(e2e):
 
 def test_e2e_accuracy_far_above_chance(e2e):
     res = e2e["results"]
-    assert res["summary"]["best_test_accuracy"] >= 0.6  # chance is 0.25
+    assert res["summary"]["best_test_accuracy"] >= 0.75  # chance is 0.25
     for a in ALGOS:
         m = res["algorithms"][a]
         assert 0 <= m["f1_score"] <= 1 and m["fit_seconds"] >= 0 and m["unlabeled_accuracy"] is not None
