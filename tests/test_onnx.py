@@ -1,0 +1,220 @@
+"""ONNX Runtime extraction: static padding is exact, ORT matches torch, exports are cached once."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from src import onnx_runtime  # noqa: E402
+from src.backbone import Preprocessing, create_model, load_extractor, save_extractor  # noqa: E402
+from src.errors import ModelError  # noqa: E402
+from src.extractors import load_runtime  # noqa: E402
+from src.features import TorchExtractor, extract  # noqa: E402
+from src.onnx_runtime import OrtExtractor, onnx_cache_path, static_padding  # noqa: E402
+from src.store import Store, sha256_file  # noqa: E402
+
+SIZE = 64
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """{"pretrained"|"perturbed": (path, digest)} — two extractors saved like training does."""
+    root = tmp_path_factory.mktemp("extractors")
+    pre = Preprocessing.for_size(SIZE)
+    model = create_model(num_classes=0, pretrained=True).eval()
+    out = {}
+    path = root / "pretrained.pth"
+    save_extractor(model, path, pre)
+    out["pretrained"] = (path, sha256_file(path))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for t in list(model.parameters()) + [b for n, b in model.named_buffers() if "running_mean" in n]:
+            t.add_(0.05 * t.std().nan_to_num(0.0) * torch.randn(t.shape, generator=gen))
+    path = root / "perturbed.pth"
+    save_extractor(model, path, pre)
+    out["perturbed"] = (path, sha256_file(path))
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from src.synth import generate_dataset
+
+    root = generate_dataset(tmp_path_factory.mktemp("synth") / "d", n_classes=3, train_per_class=4,
+                            test_per_class=1, image_size=96, seed=3)
+    return sorted((root / "train").rglob("*.jpg"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "onnx_store")
+
+
+# -- static padding --------------------------------------------------------------------------
+@pytest.mark.parametrize("size,kernel,stride", [(64, 3, 2), (75, 3, 2), (33, 5, 2), (10, 5, 1), (7, 3, 3)])
+def test_same_pads_agree_with_timm(size, kernel, stride):
+    from timm.layers.padding import get_same_padding
+
+    before, after = onnx_runtime._same_pads(size, kernel, stride, 1)
+    total = get_same_padding(size, kernel, stride, 1)
+    assert (before, after) == (total // 2, total - total // 2)
+
+
+@pytest.mark.parametrize("size", [64, 75])
+def test_static_padding_is_exact_and_removes_dynamic_layers(saved, size):
+    model, _ = load_extractor(saved["pretrained"][0])
+    static = static_padding(model, size)
+    assert onnx_runtime._dynamic_same_layers(model)  # tf_ variants do use them
+    assert onnx_runtime._dynamic_same_layers(static) == []
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        np.testing.assert_allclose(static(x).numpy(), model(x).numpy(), atol=1e-6, rtol=0)
+
+
+def test_static_padding_handles_same_pooling():
+    from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+
+    net = torch.nn.Sequential(MaxPool2dSame(3, 2), AvgPool2dSame(3, 2)).eval()
+    x = torch.randn(1, 4, 21, 21) - 5  # negative: max-pool padding must not be zeros
+    static = static_padding(net, 21)
+    assert onnx_runtime._dynamic_same_layers(static) == []
+    with torch.inference_mode():
+        torch.testing.assert_close(static(x), net(x), atol=1e-6, rtol=0)
+
+
+# -- ORT against torch -----------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["pretrained", "perturbed"])
+def test_ort_matches_torch_on_random_input(saved, store, which):
+    path, digest = saved[which]
+    ort_ext = load_runtime(path, digest, runtime="onnx", store=store)
+    torch_ext = load_runtime(path, digest, runtime="torch")
+    assert isinstance(ort_ext, OrtExtractor) and isinstance(torch_ext, TorchExtractor)
+    x = np.random.default_rng(0).standard_normal((5, SIZE, SIZE, 3)).astype(np.float32)
+    a, b = ort_ext(x), torch_ext(x)
+    assert a.shape == (5, 1280) and a.dtype == np.float32
+    np.testing.assert_allclose(a, b, atol=TOL, rtol=0)
+    np.testing.assert_allclose(ort_ext(x[:1]), b[:1], atol=TOL, rtol=0)  # dynamic batch axis
+
+
+@pytest.mark.parametrize("which", ["pretrained", "perturbed"])
+def test_ort_matches_torch_on_real_images(saved, store, images, which):
+    path, digest = saved[which]
+    ort_ext = load_runtime(path, digest, runtime="onnx", store=store)
+    torch_ext = load_runtime(path, digest, runtime="torch")
+    a = extract(ort_ext, images, batch_size=5, progress=False)
+    b = extract(torch_ext, images, batch_size=5, progress=False)
+    assert np.abs(b).max() > 0.1
+    np.testing.assert_allclose(a, b, atol=TOL, rtol=0)
+
+
+def test_key_and_preprocessing_identical_across_runtimes(saved, store):
+    path, digest = saved["perturbed"]
+    a = load_runtime(path, digest, runtime="onnx", store=store)
+    b = load_runtime(path, digest, runtime="torch")
+    assert a.key == b.key == f"{digest}:{Preprocessing.for_size(SIZE).key()}"
+    assert a.preprocessing == b.preprocessing
+
+
+# -- export cache ----------------------------------------------------------------------------
+def test_export_cached_once_per_digest_and_size(saved, store, monkeypatch):
+    path, digest = saved["pretrained"]
+    first = load_runtime(path, digest, runtime="onnx", store=store)
+    cached = onnx_cache_path(store, digest, SIZE)
+    assert first.path == cached and cached.is_file()
+    assert not list(cached.parent.glob(".*.tmp"))  # atomic write left no temporary behind
+    mtime = cached.stat().st_mtime_ns
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx", no_export)
+    monkeypatch.setattr("src.backbone.load_extractor", no_export)  # cached: torch not needed
+    second = load_runtime(path, digest, runtime="onnx", store=store)
+    assert second.path == cached and cached.stat().st_mtime_ns == mtime
+    assert second.key == first.key
+
+
+def test_cache_uses_the_environment_store_by_default(saved):
+    path, digest = saved["pretrained"]
+    ext = load_runtime(path, digest, runtime="onnx")
+    assert ext.path == onnx_cache_path(Store(), digest, SIZE)
+
+
+# -- runtime selection -----------------------------------------------------------------------
+def test_auto_prefers_onnx(saved, store, monkeypatch):
+    monkeypatch.delenv("MLOPS_RUNTIME", raising=False)
+    assert isinstance(load_runtime(*saved["pretrained"], store=store), OrtExtractor)
+
+
+@pytest.mark.parametrize("env,expected", [("torch", TorchExtractor), ("onnx", OrtExtractor),
+                                          ("ONNX", OrtExtractor)])
+def test_environment_overrides_auto(saved, store, monkeypatch, env, expected):
+    monkeypatch.setenv("MLOPS_RUNTIME", env)
+    assert isinstance(load_runtime(*saved["pretrained"], store=store), expected)
+
+
+def test_explicit_runtime_beats_environment(saved, store, monkeypatch):
+    monkeypatch.setenv("MLOPS_RUNTIME", "onnx")
+    assert isinstance(load_runtime(*saved["pretrained"], runtime="torch", store=store), TorchExtractor)
+
+
+@pytest.mark.parametrize("bad", [{"runtime": "tensorrt"}, {"env": "gpu"}])
+def test_unknown_runtime_is_rejected(saved, store, monkeypatch, bad):
+    if "env" in bad:
+        monkeypatch.setenv("MLOPS_RUNTIME", bad["env"])
+    with pytest.raises(ValueError, match="auto, onnx, torch"):
+        load_runtime(*saved["pretrained"], runtime=bad.get("runtime", "auto"), store=store)
+
+
+def test_auto_falls_back_to_torch_with_a_warning(saved, store, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx", broken)
+    with caplog.at_level(logging.WARNING, logger="src.extractors"):
+        ext = load_runtime(*saved["pretrained"], store=store)
+    assert isinstance(ext, TorchExtractor)
+    assert "falling back to torch" in caplog.text and "exporter exploded" in caplog.text
+    with pytest.raises(RuntimeError, match="exporter exploded"):
+        load_runtime(*saved["pretrained"], runtime="onnx", store=store)
+
+
+def test_auto_does_not_mask_a_bad_extractor_file(tmp_path, store):
+    bad = tmp_path / "feature_extractor.pth"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="not a grocery-mlops feature extractor"):
+        load_runtime(bad, sha256_file(bad), store=store)
+
+
+# -- predictor -------------------------------------------------------------------------------
+def test_predictor_predictions_equal_between_runtimes(saved, images, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from src.modelio import save_model_bundle
+    from src.predictor import EXTRACTOR_FILENAME, Predictor
+
+    path, digest = saved["perturbed"]
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(path, models / EXTRACTOR_FILENAME)
+    feats = extract(load_runtime(path, digest, runtime="torch"), images, progress=False)
+    labels = np.array([sorted({p.parent.name for p in images}).index(p.parent.name) for p in images])
+    clf = LogisticRegression(C=100, max_iter=2000).fit(feats, labels)
+    save_model_bundle(models / "lr_model.pkl", {
+        "algorithm": "lr", "classifier": clf, "class_names": sorted({p.parent.name for p in images}),
+        "extractor_digest": digest, "preprocessing": Preprocessing.for_size(SIZE).to_dict()})
+    by_runtime = {rt: Predictor.load(models / "lr_model.pkl", runtime=rt) for rt in ("onnx", "torch")}
+    assert isinstance(by_runtime["onnx"].extractor, OrtExtractor)
+    assert isinstance(by_runtime["torch"].extractor, TorchExtractor)
+    a, b = (by_runtime[rt].predict_paths(images) for rt in ("onnx", "torch"))
+    assert [name for name, _, _ in a] == [name for name, _, _ in b]
+    np.testing.assert_allclose(np.stack([p for _, _, p in a]), np.stack([p for _, _, p in b]), atol=1e-3)
+    assert Path(by_runtime["onnx"].extractor.path).parent == Store().root / "onnx"
