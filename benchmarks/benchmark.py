@@ -1,0 +1,348 @@
+"""Performance figures of the suite in one run, one JSON document on stdout.
+
+    python benchmarks/benchmark.py [--only extraction,monitor,...] [--quick]
+
+Sections: extraction, monitor, training, semi_supervised, hashing, registry, drift.
+Each section runs in its own subprocess (``--child``) so its peak RSS is its own;
+the machine's load average is recorded next to every figure (numbers from a shared
+machine are noisy). Progress goes to stderr, the JSON to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere; src is the project package
+    sys.path.insert(0, str(ROOT))
+
+SECTIONS = ("extraction", "monitor", "training", "semi_supervised", "hashing", "registry", "drift")
+TARGETS = {"extraction_img_s": 250, "extraction_speedup": 8, "monitor_p50_ms_no_decode": 10,
+           "warm_speedup": 5, "registry_ms": 100, "peak_20k_gb": 4}
+
+
+def _log(msg: str) -> None:
+    print(f"[benchmark] {msg}", file=sys.stderr, flush=True)
+
+
+def _rss_mb(who=resource.RUSAGE_SELF) -> float:
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def _pct(values, q: float) -> float:
+    v = sorted(values)
+    return round(v[min(len(v) - 1, int(round(q * (len(v) - 1))))], 3)
+
+
+def _jpegs(root: Path, n: int, size: int = 128) -> list[Path]:
+    from src.synth import generate_dataset
+
+    per = max(1, n // 8)
+    generate_dataset(root, n_classes=8, train_per_class=per, test_per_class=1, image_size=size, seed=0)
+    return sorted((root / "train").rglob("*.jpg"))[:n]
+
+
+# -- sections ------------------------------------------------------------------------------
+def bench_extraction(tmp: Path, quick: bool) -> dict:
+    """Project path (threaded decode + ORT via features.extract) vs ResNet50 eager with full decode."""
+    import numpy as np
+
+    from src.backbone import Preprocessing, create_model, save_extractor
+    from src.extractors import load_runtime
+    from src.features import extract, load_batch
+    from src.images import open_image
+    from src.store import Store, sha256_file
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = _jpegs(tmp / "imgs", 128 if quick else 512)
+    ext_path = tmp / "feature_extractor.pth"
+    save_extractor(create_model(num_classes=0, pretrained=True), ext_path, Preprocessing.for_size(224))
+    digest = sha256_file(ext_path)
+    store = Store(tmp / "store")
+    t0 = time.perf_counter()
+    ext = load_runtime(ext_path, digest, runtime="onnx", store=store)
+    export_s = time.perf_counter() - t0
+    extract(ext, paths[:32], progress=False)  # warm-up
+    t0 = time.perf_counter()
+    extract(ext, paths, batch_size=32, progress=False)
+    project = len(paths) / (time.perf_counter() - t0)
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        t0 = time.perf_counter()
+        batches = [load_batch(paths[i:i + 32], ext.preprocessing, pool) for i in range(0, len(paths), 32)]
+        decode_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for b in batches:
+        ext(b)
+    infer_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for p in paths[:64]:
+        ext.preprocessing(open_image(p))  # no draft, single thread
+    decode_1t_ms = (time.perf_counter() - t0) / 64 * 1000
+    torch_ext = load_runtime(ext_path, digest, runtime="torch")
+    n_t = 64 if quick else 128
+    torch_ext(batches[0][:16])
+    t0 = time.perf_counter()
+    for i in range(0, n_t, 32):
+        torch_ext(np.concatenate(batches)[i:i + 32])
+    torch_eager = n_t / (time.perf_counter() - t0)
+
+    usual = _usual_approach(paths[:32 if quick else 64])
+    return {"images": len(paths), "image_px": 128, "input": 224, "onnx_export_s": round(export_s, 2),
+            "project_img_s": round(project, 1), "usual_resnet50_img_s": round(usual, 1),
+            "speedup_vs_usual": round(project / usual, 1),
+            "decode_img_s_threaded": round(len(paths) / decode_s, 1),
+            "decode_ms_per_img_single_thread": round(decode_1t_ms, 2),
+            "ort_inference_img_s": round(len(paths) / infer_s, 1),
+            "torch_eager_efficientnet_img_s": round(torch_eager, 1),
+            "decode_share_if_serial": round(decode_s / (decode_s + infer_s), 2)}
+
+
+def _usual_approach(paths: list[Path]) -> float:
+    """torchvision ResNet50 eager, NCHW, batch 16, full PIL decode per image, standard transforms."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+    from torchvision.models import resnet50
+
+    model = resnet50(weights=None).eval()
+    tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                             transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+
+    def run(ps):
+        for i in range(0, len(ps), 16):
+            x = torch.stack([tf(Image.open(p).convert("RGB")) for p in ps[i:i + 16]])
+            with torch.inference_mode():
+                model(x)
+
+    run(paths[:16])  # warm-up
+    t0 = time.perf_counter()
+    run(paths)
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def _tiny_model(tmp: Path) -> tuple[Path, list[Path]]:
+    from src.synth import generate_dataset
+    from src.train_with_wandb import train_with_wandb
+
+    data = generate_dataset(tmp / "d", n_classes=5, train_per_class=20, test_per_class=10, image_size=128)
+    train_with_wandb(data_dir=data, fine_tune_epochs=0, wandb_mode="disabled", store=tmp / "store",
+                     models_dir=tmp / "models", progress=False, algorithms="label_spreading")
+    return tmp / "models" / "label_spreading_model.pkl", sorted((data / "test").rglob("*.jpg"))
+
+
+def bench_monitor(tmp: Path, quick: bool) -> dict:
+    """Single-image latency through Predictor, with and without decoding."""
+    from src.images import open_image
+    from src.predictor import Predictor
+
+    model_path, images = _tiny_model(tmp)
+    out = {}
+    for runtime in ("onnx", "torch"):
+        t0 = time.perf_counter()
+        pred = Predictor.load(model_path, runtime=runtime)
+        load_ms = (time.perf_counter() - t0) * 1000
+        arrays = [pred.extractor.preprocessing(open_image(p, draft_size=pred.extractor.preprocessing.resize))
+                  for p in images]
+        n = 30 if quick else 100
+        for p in images[:5]:
+            pred.predict(p)
+        with_decode, without = [], []
+        for i in range(n):
+            p, a = images[i % len(images)], arrays[i % len(arrays)]
+            t0 = time.perf_counter()
+            pred.predict(p)
+            with_decode.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            pred.predict_features(pred.extractor(a[None]))
+            without.append((time.perf_counter() - t0) * 1000)
+        out[runtime] = {"load_ms": round(load_ms, 1), "p50_ms": _pct(with_decode, 0.5),
+                        "p99_ms": _pct(with_decode, 0.99), "p50_ms_no_decode": _pct(without, 0.5),
+                        "p99_ms_no_decode": _pct(without, 0.99), "n": n}
+    return out
+
+
+def bench_training(tmp: Path, quick: bool) -> dict:
+    """End-to-end train_with_wandb on a synthetic dataset: cold store, then warm rerun."""
+    from src.synth import generate_dataset
+    from src.train_with_wandb import train_with_wandb
+
+    n_classes, per = (10, 30) if quick else (20, 120)
+    data = generate_dataset(tmp / "d", n_classes=n_classes, train_per_class=per, test_per_class=per // 4,
+                            image_size=128)
+    times = {}
+    for label in ("cold", "warm"):
+        t0 = time.perf_counter()
+        res = train_with_wandb(data_dir=data, wandb_mode="disabled", store=tmp / "store",
+                               models_dir=tmp / "models", progress=False)
+        times[label] = round(time.perf_counter() - t0, 1)
+        _log(f"training {label}: {times[label]} s")
+    return {"train_images": n_classes * per, "test_images": n_classes * (per // 4),
+            "cold_s": times["cold"], "warm_s": times["warm"],
+            "warm_speedup": round(times["cold"] / max(times["warm"], 1e-9), 1),
+            "best_test_accuracy": res.get("summary", {}).get("best_test_accuracy")}
+
+
+def bench_semi_supervised(tmp: Path, quick: bool) -> dict:
+    import numpy as np
+    from sklearn.datasets import make_blobs
+
+    from src.semi_supervised import ALGORITHMS, UNLABELED, fit_semi_supervised
+
+    out = {}
+    for n in ((2000,) if quick else (5000, 20000)):
+        X, y = make_blobs(n_samples=n, n_features=1280, centers=20, cluster_std=8.0, random_state=0)
+        X = X.astype(np.float32)
+        y_partial = np.where(np.random.default_rng(0).random(n) < 0.1, y, UNLABELED)
+        row = {"feature_matrix_mb": round(X.nbytes / 2**20, 1)}
+        for name in sorted(ALGORITHMS):
+            t0 = time.perf_counter()
+            fit_semi_supervised(name, X, y_partial, n_neighbors=10, seed=0)
+            row[f"{name}_s"] = round(time.perf_counter() - t0, 2)
+            _log(f"semi-supervised {name} n={n}: {row[f'{name}_s']} s")
+        row["peak_rss_mb_so_far"] = _rss_mb()
+        out[str(n)] = row
+    return out
+
+
+def bench_hashing(tmp: Path, quick: bool) -> dict:
+    from src.data_versioning import create_dataset_artifact
+    from src.store import Store, sha256_file
+    from src.synth import generate_dataset
+
+    data = generate_dataset(tmp / "d", n_classes=10, train_per_class=30 if quick else 120, test_per_class=10,
+                            image_size=128)
+    files = sorted(data.rglob("*.jpg"))
+    t0 = time.perf_counter()
+    total = sum(f.stat().st_size for f in files if sha256_file(f))
+    dt = time.perf_counter() - t0
+    store = Store(tmp / "store")
+    t0 = time.perf_counter()
+    create_dataset_artifact(data, store=store, wandb_mode="disabled")
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    second = create_dataset_artifact(data, store=store, wandb_mode="disabled")
+    again = time.perf_counter() - t0
+    return {"files": len(files), "mb": round(total / 2**20, 1), "sha256_mb_s": round(total / 2**20 / dt, 1),
+            "version_first_s": round(first, 2), "version_unchanged_s": round(again, 2),
+            "unchanged_created_new": bool(second.get("created"))}
+
+
+def bench_registry(tmp: Path, quick: bool) -> dict:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "registry_bench.py"), "--versions",
+           "200" if quick else "1000", "--repeat", "3" if quick else "5"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
+
+
+def bench_drift(tmp: Path, quick: bool) -> dict:
+    import numpy as np
+
+    try:
+        from src.drift import FeatureDrift
+    except ImportError:
+        return {"skipped": "src.drift is not available"}
+    rng = np.random.default_rng(0)
+    n = 2000 if quick else 10000
+    ref = rng.standard_normal((n, 1280)).astype(np.float32)
+    t0 = time.perf_counter()
+    det = FeatureDrift(ref, seed=0)
+    build = time.perf_counter() - t0
+    size = min(500, int(getattr(det, "max_window", 500)))
+    window = rng.standard_normal((size, 1280)).astype(np.float32) + 0.3
+    t0 = time.perf_counter()
+    result = det.test(window)
+    test = time.perf_counter() - t0
+    return {"reference": n, "window": len(window), "build_s": round(build, 2), "test_s": round(test, 2),
+            "drift_detected": bool(result.get("is_drift"))}
+
+
+BENCHES = {"extraction": bench_extraction, "monitor": bench_monitor, "training": bench_training,
+           "semi_supervised": bench_semi_supervised, "hashing": bench_hashing, "registry": bench_registry,
+           "drift": bench_drift}
+
+
+# -- driver --------------------------------------------------------------------------------
+def run_child(section: str, quick: bool) -> dict:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix=f"bench-{section}-") as tmp:
+        os.environ["MLOPS_STORE"] = str(Path(tmp) / "store")  # ONNX exports etc. stay in the temp store
+        t0 = time.perf_counter()
+        result = BENCHES[section](Path(tmp), quick)
+        result["section_s"] = round(time.perf_counter() - t0, 1)
+    result["peak_rss_mb"] = max(_rss_mb(), _rss_mb(resource.RUSAGE_CHILDREN))
+    result["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def run_section(section: str, quick: bool) -> dict:
+    _log(f"{section} … (load {os.getloadavg()[0]:.2f})")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--only", section, "--child"] + (["--quick"] if quick else [])
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        return {"error": f"exit {proc.returncode} (see stderr)"}
+    result = json.loads(proc.stdout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if after > before:  # RUSAGE_CHILDREN is a running maximum: only a new peak is this section's
+        result["peak_rss_mb_children"] = round(after / 1024, 1)
+    return result
+
+
+def summary(results: dict) -> dict:
+    s: dict = {}
+    ex, mon, tr, ss, reg = (results.get(k, {}) for k in ("extraction", "monitor", "training",
+                                                         "semi_supervised", "registry"))
+    if "project_img_s" in ex:
+        s["extraction_img_s"] = (ex["project_img_s"], ex["project_img_s"] >= TARGETS["extraction_img_s"])
+        s["extraction_speedup"] = (ex["speedup_vs_usual"], ex["speedup_vs_usual"] >= TARGETS["extraction_speedup"])
+    if "onnx" in mon:
+        v = mon["onnx"]["p50_ms_no_decode"]
+        s["monitor_p50_ms_no_decode"] = (v, v <= TARGETS["monitor_p50_ms_no_decode"])
+    if "warm_speedup" in tr:
+        s["warm_speedup"] = (tr["warm_speedup"], tr["warm_speedup"] >= TARGETS["warm_speedup"])
+    if "20000" in ss:
+        gb = round(ss["peak_rss_mb"] / 1024, 2)
+        s["peak_20k_gb"] = (gb, gb < TARGETS["peak_20k_gb"])
+    slow = [v for k, v in reg.items() if k.endswith("_ms") and isinstance(v, (int, float))]
+    if slow:
+        s["registry_ms"] = (max(slow), max(slow) <= TARGETS["registry_ms"])
+    return {k: {"value": v, "target": TARGETS[k], "met": met} for k, (v, met) in s.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    if args.child:
+        print(json.dumps(run_child(sections[0], args.quick)))
+        return 0
+    results = {"cpu_count": os.cpu_count(), "quick": args.quick,
+               "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    for section in sections:
+        results[section] = run_section(section, args.quick)
+    results["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["targets"] = summary(results)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
