@@ -14,16 +14,13 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere; src is the project package
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # src is importable through the editable install
 
 SECTIONS = ("extraction", "monitor", "training", "semi_supervised", "hashing", "registry", "drift")
 TARGETS = {"extraction_img_s": 250, "extraction_speedup": 8, "monitor_p50_ms_no_decode": 10,
@@ -40,7 +37,7 @@ def _rss_mb(who=resource.RUSAGE_SELF) -> float:
 
 def _pct(values, q: float) -> float:
     v = sorted(values)
-    return round(v[min(len(v) - 1, int(round(q * (len(v) - 1))))], 3)
+    return round(v[min(len(v) - 1, round(q * (len(v) - 1)))], 3)
 
 
 def _jpegs(root: Path, n: int, size: int = 128) -> list[Path]:
@@ -54,6 +51,8 @@ def _jpegs(root: Path, n: int, size: int = 128) -> list[Path]:
 # -- sections ------------------------------------------------------------------------------
 def bench_extraction(tmp: Path, quick: bool) -> dict:
     """Project path (threaded decode + ORT via features.extract) vs ResNet50 eager with full decode."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     from src.backbone import Preprocessing, create_model, save_extractor
@@ -61,7 +60,6 @@ def bench_extraction(tmp: Path, quick: bool) -> dict:
     from src.features import extract, load_batch
     from src.images import open_image
     from src.store import Store, sha256_file
-    from concurrent.futures import ThreadPoolExecutor
 
     paths = _jpegs(tmp / "imgs", 128 if quick else 512)
     ext_path = tmp / "feature_extractor.pth"
@@ -293,7 +291,7 @@ def run_section(section: str, quick: bool) -> dict:
     _log(f"{section} … (load {os.getloadavg()[0]:.2f})")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     cmd = [sys.executable, str(Path(__file__).resolve()), "--only", section, "--child"] + (["--quick"] if quick else [])
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         return {"error": f"exit {proc.returncode} (see stderr)"}
     result = json.loads(proc.stdout)

@@ -57,9 +57,9 @@ def _pair(v) -> tuple[int, int]:
 
 def _static_replacement(module, h: int, w: int):
     """``Sequential(pad, plain layer)`` equivalent to a dynamic-"same" layer at input ``h × w``."""
-    from torch import nn
     from timm.layers.conv2d_same import Conv2dSame
     from timm.layers.pool2d_same import AvgPool2dSame, MaxPool2dSame
+    from torch import nn
 
     pads = _pads(module, h, w)
     if isinstance(module, Conv2dSame):

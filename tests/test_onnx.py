@@ -8,17 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
-
-from src import onnx_runtime  # noqa: E402
-from src.backbone import Preprocessing, create_model, load_extractor, save_extractor  # noqa: E402
-from src.errors import ModelError  # noqa: E402
-from src.extractors import load_runtime  # noqa: E402
-from src.features import TorchExtractor, extract  # noqa: E402
-from src.onnx_runtime import OrtExtractor, onnx_cache_path, static_padding  # noqa: E402
-from src.store import Store, sha256_file  # noqa: E402
+from src import onnx_runtime
+from src.backbone import Preprocessing, create_model, load_extractor, save_extractor
+from src.errors import ModelError
+from src.extractors import load_runtime
+from src.features import TorchExtractor, extract
+from src.onnx_runtime import OrtExtractor, onnx_cache_path, static_padding
+from src.store import Store, sha256_file
 
 SIZE = 64
 TOL = 1e-4
