@@ -108,22 +108,19 @@ def static_padding(model, image_size: int):
 
 
 # -- export --------------------------------------------------------------------------------
-class _NHWC:
-    """Factory for a module that accepts NHWC input, so callers skip a numpy transpose."""
+def _nhwc_input(model):
+    """``model`` behind a permute, so the graph takes the NHWC batches ``load_batch`` produces."""
+    from torch import nn
 
-    @staticmethod
-    def wrap(model):
-        from torch import nn
+    class NHWCInput(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
 
-        class NHWCInput(nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
+        def forward(self, x):
+            return self.inner(x.permute(0, 3, 1, 2))
 
-            def forward(self, x):
-                return self.inner(x.permute(0, 3, 1, 2))
-
-        return NHWCInput(model).eval()
+    return NHWCInput(model).eval()
 
 
 def export_onnx(model, pre: Preprocessing, path: str | os.PathLike, opset: int = OPSET) -> Path:
@@ -136,7 +133,7 @@ def export_onnx(model, pre: Preprocessing, path: str | os.PathLike, opset: int =
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    net = _NHWC.wrap(static_padding(model, pre.image_size))
+    net = _nhwc_input(static_padding(model, pre.image_size))
     dummy = torch.zeros(2, pre.image_size, pre.image_size, 3)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
