@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -37,6 +37,14 @@ def load_batch(paths: Sequence[Path], pre: Preprocessing, pool: ThreadPoolExecut
         return pre(open_image(p, draft_size=draft))
 
     return np.stack(list(pool.map(one, paths)))
+
+
+class _Serial:
+    """A pool stand-in that maps in the calling thread (one image: no threads to start)."""
+
+    @staticmethod
+    def map(fn, items):
+        return map(fn, items)
 
 
 class TorchExtractor:
@@ -70,6 +78,8 @@ def extract(extractor, paths: Sequence[Path], batch_size: int = 32, progress: bo
     out = np.empty((len(paths), NUM_FEATURES), dtype=np.float32)
     if not paths:
         return out
+    if len(paths) == 1:  # single-image latency (monitoring): no thread pools, no progress bar
+        return extractor(load_batch(list(paths), extractor.preprocessing, _Serial))
     batches = list(_batches(list(paths), batch_size))
     with ThreadPoolExecutor(decode_workers()) as pool, ThreadPoolExecutor(1) as prefetch, \
             tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or len(paths) < 64) as bar:

@@ -216,3 +216,11 @@ def test_predictor_predictions_equal_between_runtimes(saved, images, tmp_path):
     assert [name for name, _, _ in a] == [name for name, _, _ in b]
     np.testing.assert_allclose(np.stack([p for _, _, p in a]), np.stack([p for _, _, p in b]), atol=1e-3)
     assert Path(by_runtime["onnx"].extractor.path).parent == Store().root / "onnx"
+
+
+def test_single_image_extraction_matches_the_batched_path(saved, store, images):
+    """One image skips the thread pools (monitoring latency) and gives the same features."""
+    ext = load_runtime(saved["pretrained"][0], saved["pretrained"][1], runtime="onnx", store=store)
+    batched = extract(ext, images[:3], batch_size=2, progress=False)
+    single = extract(ext, images[1:2], progress=False)
+    np.testing.assert_array_equal(single, batched[1:2])
