@@ -149,7 +149,9 @@ class Store:
         if dest.exists():
             return digest
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkstemp(dir=self.root / "tmp")[1])
+        fd, name = tempfile.mkstemp(dir=self.root / "tmp")
+        os.close(fd)  # only the name is used; leaking the descriptor ran out of them at ~20k files
+        tmp = Path(name)
         try:
             copied = False
             if link:
