@@ -47,7 +47,7 @@ def load_predictor(model: str | os.PathLike, extractor_path: str | os.PathLike |
 
         name, alias = text.split(":", 1)
         return load_model_from_registry(name, alias, store=store)
-    return Predictor.load(model, extractor_path)
+    return Predictor.load(model, extractor_path, store=store)
 
 
 class InferenceMonitor:

@@ -354,7 +354,8 @@ def load_model_from_registry(name: str, alias: str = "production", *, store: Any
         from src.predictor import Predictor
     except ImportError as e:
         raise ModelError("src.predictor is not available", hint="update the checkout") from e
-    return Predictor.load(model, extractor, model_digest=mv.digest, extractor_digest=mv.extractor_digest)
+    return Predictor.load(model, extractor, model_digest=mv.digest, extractor_digest=mv.extractor_digest,
+                          store=st)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,7 +159,7 @@ def build_extractor(cfg, ds: ImageDataset, digests, mask, store: Store, tracker:
     digest = sha256_file(out)
     from src.extractors import load_runtime
 
-    return load_runtime(out, digest), result, digest
+    return load_runtime(out, digest, store=store), result, digest
 
 
 def _reference(feats: np.ndarray, labels: np.ndarray, confidences: np.ndarray, n_classes: int, seed: int) -> dict:

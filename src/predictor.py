@@ -30,7 +30,7 @@ class Predictor:
     @classmethod
     def load(cls, model_path: str | os.PathLike, extractor_path: str | os.PathLike | None = None, *,
              model_digest: str | None = None, extractor_digest: str | None = None,
-             runtime: str = "auto") -> "Predictor":
+             runtime: str = "auto", store=None) -> "Predictor":
         bundle = load_model_bundle(model_path, expected_digest=model_digest)
         extractor_path = Path(extractor_path or Path(model_path).with_name(EXTRACTOR_FILENAME))
         if not extractor_path.is_file():
@@ -45,8 +45,11 @@ class Predictor:
                              f"trained with (digest {actual[:12]}, expected {bundle['extractor_digest'][:12]})",
                              hint="use the feature_extractor.pth saved with this model")
         from src.extractors import load_runtime
+        from src.store import Store
 
-        return cls(bundle, load_runtime(extractor_path, actual, runtime=runtime))
+        if store is not None and not isinstance(store, Store):
+            store = Store(store)
+        return cls(bundle, load_runtime(extractor_path, actual, runtime=runtime, store=store))
 
     def predict_features(self, feats: np.ndarray) -> np.ndarray:
         """Class probabilities, columns in ``class_names`` order."""

@@ -245,12 +245,12 @@ def test_register_with_production_alias_is_gated(tmp_path):
 # -- safe loading -------------------------------------------------------------------------
 @pytest.fixture
 def fake_predictor(monkeypatch):
-    """Stands in for src.predictor until/unless the real one is needed."""
+    """Records what load_model_from_registry hands to Predictor.load (the real one needs torch weights)."""
     calls = []
 
     class Predictor:
         @classmethod
-        def load(cls, model_path, extractor_path=None, *, model_digest=None, extractor_digest=None):
+        def load(cls, model_path, extractor_path=None, *, model_digest=None, extractor_digest=None, store=None):
             calls.append((Path(model_path), Path(extractor_path), model_digest, extractor_digest))
             return cls()
 

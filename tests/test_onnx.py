@@ -216,6 +216,9 @@ def test_predictor_predictions_equal_between_runtimes(saved, images, tmp_path):
     assert [name for name, _, _ in a] == [name for name, _, _ in b]
     np.testing.assert_allclose(np.stack([p for _, _, p in a]), np.stack([p for _, _, p in b]), atol=1e-3)
     assert Path(by_runtime["onnx"].extractor.path).parent == Store().root / "onnx"
+    elsewhere = tmp_path / "other-store"  # an explicit store (a path, as the CLIs pass it) holds the export
+    moved = Predictor.load(models / "lr_model.pkl", runtime="onnx", store=elsewhere)
+    assert Path(moved.extractor.path).parent == elsewhere / "onnx"
 
 
 def test_single_image_extraction_matches_the_batched_path(saved, store, images):
