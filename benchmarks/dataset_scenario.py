@@ -49,7 +49,6 @@ def blob_bytes(store_root: Path) -> int:
 
 def mutate(ds: Path) -> dict:
     """The scenario's edits; returns the expected diff."""
-    tr, te = ds / "train", ds / "test"
     added = [f"train/class_00/new_{i}.jpg" for i in range(5)]
     for i, rel in enumerate(added):
         _img(10_000 + i, 64).save(ds / rel, quality=85)
