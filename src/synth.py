@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 log = logging.getLogger(__name__)
@@ -269,7 +270,10 @@ def draw_item(cls: GroceryClass, size: int, rng: random.Random) -> Image.Image:
     if rng.random() < 0.4:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.6)))
     if rng.random() < 0.5:
-        noise = Image.effect_noise((size, size), rng.uniform(5, 25)).convert("RGB")
+        # not Image.effect_noise: it draws from C's rand(), so the same seed gave other pixels
+        sigma = rng.uniform(5, 25)
+        grain = np.random.default_rng(rng.getrandbits(32)).normal(128.0, sigma, (size, size))
+        noise = Image.fromarray(np.clip(grain, 0, 255).astype(np.uint8), "L").convert("RGB")
         img = Image.blend(img, noise, rng.uniform(0.03, 0.12))
     return img
 

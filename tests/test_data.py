@@ -96,3 +96,18 @@ def test_holdout_keeps_singletons_for_fitting():
     fit, val = holdout_split(labels, 0.4, 0)
     assert 0 in fit.tolist()
     assert len(val) == 2 and set(fit) | set(val) == set(range(6)) and not set(fit) & set(val)
+
+
+def test_synthetic_dataset_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    """Also within one process (the noise once came from C's unseeded rand())."""
+    from src.synth import generate_dataset
+
+    def files(root):
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.jpg"))}
+
+    kw = dict(n_classes=3, train_per_class=5, test_per_class=2, image_size=48)
+    a = files(generate_dataset(tmp_path / "a", seed=1, **kw))
+    b = files(generate_dataset(tmp_path / "b", seed=1, **kw))
+    c = files(generate_dataset(tmp_path / "c", seed=2, **kw))
+    assert len(a) == 21 and a == b
+    assert a.keys() == c.keys() and all(a[k] != c[k] for k in a)
