@@ -50,6 +50,8 @@ class _Serial:
 class TorchExtractor:
     """Pooled 1280-d features from a torch model (eval mode, channels_last, no grad)."""
 
+    precision = "float32"
+
     def __init__(self, model, preprocessing: Preprocessing, key: str):
         import torch
 

@@ -7,14 +7,23 @@ pads computed for that size; outputs are unchanged. The exported graph takes NHW
 batches (the layout :func:`src.features.load_batch` produces) with a dynamic batch axis and
 carries the preprocessing in its metadata, so a cached export loads without torch.
 Exports are cached in ``<store>/onnx/<extractor digest>-<size>.onnx`` and written once.
+
+``int8=True`` gives an opt-in quantised variant of the same export (static, per-channel QDQ,
+percentile calibration on a fixed set of synthetic grocery drawings and crops of
+scikit-learn's sample photos, so the result depends only on the extractor): about twice as
+fast on CPUs with int8 dot products, with features that differ from float32 (cosine ≈ 0.96),
+so it carries its own cache key and ``<digest>-<size>-int8.onnx`` file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -29,10 +38,12 @@ OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
 _META_KEY = "grocery_mlops.preprocessing"
+INT8_RECIPE = "int8-qdq-pct-v1"  # part of the int8 feature key: change it when the recipe changes
+CALIBRATION_IMAGES = 128
 
 
-def onnx_cache_path(store: Store, digest: str, image_size: int) -> Path:
-    return store.root / "onnx" / f"{digest}-{image_size}.onnx"
+def onnx_cache_path(store: Store, digest: str, image_size: int, int8: bool = False) -> Path:
+    return store.root / "onnx" / f"{digest}-{image_size}{'-int8' if int8 else ''}.onnx"
 
 
 # -- static padding ------------------------------------------------------------------------
@@ -153,7 +164,8 @@ def export_onnx(model, pre: Preprocessing, path: str | os.PathLike, opset: int =
     return path
 
 
-def ensure_onnx(extractor_path: str | os.PathLike, digest: str, store: Store | None = None) -> Path:
+def ensure_onnx(extractor_path: str | os.PathLike, digest: str, store: Store | None = None,
+                int8: bool = False) -> Path:
     """The cached ONNX export of the extractor file with sha256 ``digest``; exported on first use."""
     from src.backbone import load_extractor
 
@@ -163,14 +175,83 @@ def ensure_onnx(extractor_path: str | os.PathLike, digest: str, store: Store | N
     if not path.is_file():
         log.info("exporting the feature extractor to ONNX (%s)", path.name)
         export_onnx(model, pre, path)
-    return path
+    if not int8:
+        return path
+    qpath = onnx_cache_path(store, digest, pre.image_size, int8=True)
+    if not qpath.is_file():
+        log.info("quantising the ONNX export to int8 (%s)", qpath.name)
+        quantize_int8(path, pre, qpath)
+    return qpath
 
 
-def cached_onnx(digest: str, store: Store | None = None) -> Path | None:
+def cached_onnx(digest: str, store: Store | None = None, int8: bool = False) -> Path | None:
     """An existing export for ``digest`` (any size: the digest fixes the preprocessing), or None."""
     folder = (store or Store()).root / "onnx"
-    hits = sorted(folder.glob(f"{digest}-*.onnx")) if folder.is_dir() else []
+    pattern = re.compile(rf"{re.escape(digest)}-\d+{'-int8' if int8 else ''}\.onnx")
+    hits = sorted(p for p in folder.glob(f"{digest}-*.onnx") if pattern.fullmatch(p.name)) if folder.is_dir() else []
     return hits[0] if hits else None
+
+
+# -- int8 ----------------------------------------------------------------------------------
+def calibration_batch(pre: Preprocessing, n: int = CALIBRATION_IMAGES) -> np.ndarray:
+    """A fixed NHWC batch: synthetic grocery drawings (3/4) and crops of two real photos (1/4)."""
+    import random
+
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    from src.synth import CLASSES, draw_item
+
+    n_photo = n // 4
+    imgs = [draw_item(CLASSES[i % len(CLASSES)], 128, random.Random(f"calibration-{i}")) for i in range(n - n_photo)]
+    photos = load_sample_images().images  # china.jpg and flower.jpg, 427 × 640
+    rng = np.random.default_rng(0)
+    for i in range(n_photo):
+        photo = photos[i % len(photos)]
+        side = int(rng.integers(120, 420))
+        y, x = int(rng.integers(0, photo.shape[0] - side + 1)), int(rng.integers(0, photo.shape[1] - side + 1))
+        imgs.append(Image.fromarray(photo[y:y + side, x:x + side]).resize((128, 128), Image.BICUBIC))
+    return np.stack([pre(im) for im in imgs]).astype(np.float32)
+
+
+def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | os.PathLike) -> Path:
+    """Static per-channel QDQ quantisation of a float32 export (written atomically, metadata kept)."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    path = Path(path)
+    batch = calibration_batch(pre)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter([{INPUT_NAME: batch[i:i + 16]} for i in range(0, len(batch), 16)])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    tag = f".{path.name}.{os.getpid()}"
+    prepped, tmp = path.with_name(tag + ".pre.tmp"), path.with_name(tag + ".tmp")
+    try:
+        chatter = io.StringIO()  # the calibrator print()s its progress: keep stdout clean for --json
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
+            quantize_static(str(prepped), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.Percentile)
+        log.debug("quantiser output: %s", chatter.getvalue().strip())
+        proto = onnx.load(str(tmp))
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = _META_KEY, json.dumps(pre.to_dict())
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        prepped.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 # -- runtime -------------------------------------------------------------------------------
@@ -191,6 +272,7 @@ class OrtExtractor:
         self.preprocessing = Preprocessing(**json.loads(meta[_META_KEY]))
         self.key = key
         self.path = Path(onnx_path)
+        self.precision = "float32"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
@@ -198,10 +280,13 @@ class OrtExtractor:
         return out.reshape(len(x), NUM_FEATURES)
 
 
-def load_onnx_extractor(extractor_path: str | os.PathLike, digest: str, store: Store | None = None
-                        ) -> OrtExtractor:
+def load_onnx_extractor(extractor_path: str | os.PathLike, digest: str, store: Store | None = None,
+                        int8: bool = False) -> OrtExtractor:
     """ORT extractor for a saved extractor file; a cached export is used without loading torch."""
-    path = cached_onnx(digest, store) or ensure_onnx(extractor_path, digest, store)
+    path = cached_onnx(digest, store, int8) or ensure_onnx(extractor_path, digest, store, int8)
     ext = OrtExtractor(path, key="")
     ext.key = f"{digest}:{ext.preprocessing.key()}"
+    if int8:
+        ext.key += f":{INT8_RECIPE}"
+        ext.precision = "int8"
     return ext

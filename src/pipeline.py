@@ -51,6 +51,7 @@ class TrainConfig:
     progress: bool = True
     val_fraction: float = 0.2
     dataset_name: str = "grocery-dataset"
+    runtime: str = "auto"  # feature extraction: auto (ONNX Runtime, torch fallback), onnx, onnx-int8, torch
 
     def validated(self) -> "TrainConfig":
         validate_labeled_ratio(self.labeled_ratio)
@@ -61,6 +62,10 @@ class TrainConfig:
             raise ConfigError(f"fine_tune_lr must be >= 0, got {self.fine_tune_lr}")
         if self.batch_size < 1 or self.image_size < 32:
             raise ConfigError("batch_size must be >= 1 and image_size >= 32")
+        from src.extractors import RUNTIMES
+
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         return self
 
     def tracked(self) -> dict[str, Any]:
@@ -159,7 +164,7 @@ def build_extractor(cfg, ds: ImageDataset, digests, mask, store: Store, tracker:
     digest = sha256_file(out)
     from src.extractors import load_runtime
 
-    return load_runtime(out, digest, store=store), result, digest
+    return load_runtime(out, digest, runtime=cfg.runtime, store=store), result, digest
 
 
 def _reference(feats: np.ndarray, labels: np.ndarray, confidences: np.ndarray, n_classes: int, seed: int) -> dict:
@@ -210,6 +215,8 @@ def _train(cfg, ds, store, models_dir, tracker, epoch_callback) -> dict[str, Any
                  "data/unlabeled_samples": int((~mask).sum())})
 
     extractor, ft, ext_digest = build_extractor(cfg, ds, digests, mask, store, tracker, epoch_callback, models_dir)
+    precision = getattr(extractor, "precision", "float32")
+    tracker.update_config({"extractor_precision": precision})
     tracker.log({"timing/fine_tune_seconds": ft.seconds, "training/fine_tune_epochs": cfg.fine_tune_epochs,
                  "training/fine_tune_cached": int(ft.cached)})
     cache = FeatureCache(store)
@@ -223,10 +230,12 @@ def _train(cfg, ds, store, models_dir, tracker, epoch_callback) -> dict[str, Any
     y_partial = np.where(mask, ds.train.labels, UNLABELED)
     context = {"cfg": cfg, "ds": ds, "X": X, "Xt": Xt, "y_partial": y_partial, "mask": mask,
                "ext_digest": ext_digest, "ds_digest": ds_digest, "version": version, "tracker": tracker,
-               "models_dir": models_dir, "pre": extractor.preprocessing}
+               "models_dir": models_dir, "pre": extractor.preprocessing,
+               "precision": getattr(extractor, "precision", "float32")}
     per_algo = {name: _fit_one(name, context) for name in cfg.algorithms}
     baseline = _fit_one("baseline", context)
-    return _finalize(cfg, ds, per_algo, baseline, ft, ext_digest, ds_digest, version, mask, tracker, models_dir)
+    return _finalize(cfg, ds, per_algo, baseline, ft, ext_digest, ds_digest, version, mask, tracker, models_dir,
+                     precision)
 
 
 def _fit_one(name: str, c: dict) -> dict[str, Any]:
@@ -264,7 +273,7 @@ def _fit_one(name: str, c: dict) -> dict[str, Any]:
     metrics = {k: m[k] for k in ("test_accuracy", "f1_score", "precision", "recall", "unlabeled_accuracy", "fit_seconds")}
     bundle = {
         "algorithm": name, "classifier": model, "class_names": ds.classes, "extractor_digest": c["ext_digest"],
-        "preprocessing": c["pre"].to_dict(), "metrics": dict(metrics), "config": cfg.tracked(), "seed": cfg.seed,
+        "preprocessing": c["pre"].to_dict(), "extractor_precision": c["precision"], "metrics": dict(metrics), "config": cfg.tracked(), "seed": cfg.seed,
         "dataset": {"digest": c["ds_digest"], "version": c["version"], "root": str(ds.root)},
         "run_id": tracker.run_id, "code_version": code_version(), "created_at": time.time(),
         "reference": _reference(c["X"], model.predict(c["X"]), m["confidences"],
@@ -277,7 +286,8 @@ def _fit_one(name: str, c: dict) -> dict[str, Any]:
     return metrics
 
 
-def _finalize(cfg, ds, per_algo, baseline, ft, ext_digest, ds_digest, version, mask, tracker, models_dir):
+def _finalize(cfg, ds, per_algo, baseline, ft, ext_digest, ds_digest, version, mask, tracker, models_dir,
+              precision):
     best = max(per_algo, key=lambda a: per_algo[a]["test_accuracy"])
     best_acc = per_algo[best]["test_accuracy"]
     summary = {"best_algorithm": best, "best_test_accuracy": best_acc,
@@ -295,7 +305,7 @@ def _finalize(cfg, ds, per_algo, baseline, ft, ext_digest, ds_digest, version, m
         "dataset": {"root": str(ds.root), "digest": ds_digest, "version": version, "classes": ds.classes,
                     "train_samples": len(ds.train), "test_samples": len(ds.test),
                     "labeled_samples": int(mask.sum()), "unlabeled_samples": int((~mask).sum())},
-        "extractor": {"path": "feature_extractor.pth", "digest": ext_digest, "fine_tune": {
+        "extractor": {"path": "feature_extractor.pth", "digest": ext_digest, "precision": precision, "fine_tune": {
             "epochs": cfg.fine_tune_epochs, "lr": cfg.fine_tune_lr, "seconds": ft.seconds, "cached": ft.cached,
             "history": ft.history, "best_val_accuracy": ft.best_val_accuracy}},
         "run": {"id": tracker.run_id, "mode": tracker.mode, "dir": None},

@@ -44,9 +44,11 @@ class Predictor:
             raise ModelError(f"feature extractor {extractor_path} is not the one {Path(model_path).name} was "
                              f"trained with (digest {actual[:12]}, expected {bundle['extractor_digest'][:12]})",
                              hint="use the feature_extractor.pth saved with this model")
-        from src.extractors import load_runtime
+        from src.extractors import ENV_VAR, load_runtime
         from src.store import Store
 
+        if runtime == "auto" and not os.environ.get(ENV_VAR) and bundle.get("extractor_precision") == "int8":
+            runtime = "onnx-int8"  # the classifier and its drift reference saw int8 features
         if store is not None and not isinstance(store, Store):
             store = Store(store)
         return cls(bundle, load_runtime(extractor_path, actual, runtime=runtime, store=store))

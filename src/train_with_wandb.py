@@ -17,6 +17,7 @@ import os
 from typing import Any, Sequence
 
 from src.cli import add_common_flags, print_json, run_cli
+from src.extractors import RUNTIMES
 
 log = logging.getLogger(__name__)
 DEFAULT_DATA_DIR = "DS2GROCERIES"
@@ -30,7 +31,7 @@ def train_with_wandb(labeled_ratio: float = 0.1, algorithms: Sequence[str] | str
                      models_dir: str | os.PathLike = "models", seed: int = 42, wandb_mode: str | None = None,
                      store: str | os.PathLike | None = None, group: str | None = None,
                      tags: Sequence[str] | None = None, epoch_callback=None, batch_size: int = 32,
-                     image_size: int = 224, progress: bool = True) -> dict[str, Any]:
+                     image_size: int = 224, progress: bool = True, runtime: str = "auto") -> dict[str, Any]:
     """Run the whole training pipeline; returns the results dict also saved as
     ``models/training_results.json`` (``results["summary"]["best_test_accuracy"]`` …)."""
     from src.pipeline import TrainConfig, run_training
@@ -41,7 +42,7 @@ def train_with_wandb(labeled_ratio: float = 0.1, algorithms: Sequence[str] | str
         fine_tune_epochs=fine_tune_epochs, fine_tune_lr=fine_tune_lr, n_neighbors=n_neighbors,
         run_name=run_name, data_dir=str(data_dir), models_dir=str(models_dir), seed=seed,
         wandb_mode=wandb_mode, store=str(store) if store else None, group=group, tags=tuple(tags or ()),
-        batch_size=batch_size, image_size=image_size, progress=progress,
+        batch_size=batch_size, image_size=image_size, progress=progress, runtime=runtime,
     )
     return run_training(cfg, epoch_callback=epoch_callback)
 
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--batch-size", "--batch_size", type=int, default=32)
     g.add_argument("--image-size", "--image_size", type=int, default=224)
+    g.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="feature extraction: auto = ONNX Runtime float32 with torch fallback ($MLOPS_RUNTIME "
+                        "overrides), onnx-int8 = quantised, about 2x faster on CPU, features differ slightly")
     io = p.add_argument_group("paths and tracking")
     io.add_argument("--data-dir", "--data_dir", default=DEFAULT_DATA_DIR,
                     help="ImageFolder root with train/ and test/ (the default is generated if missing)")
@@ -85,7 +89,7 @@ def _command(args: argparse.Namespace) -> int:
         fine_tune_lr=args.fine_tune_lr, n_neighbors=args.n_neighbors, run_name=args.run_name,
         data_dir=args.data_dir, models_dir=args.models_dir, seed=args.seed, wandb_mode=args.wandb_mode,
         store=args.store, group=args.group, batch_size=args.batch_size, image_size=args.image_size,
-        progress=not (args.no_progress or args.quiet),
+        progress=not (args.no_progress or args.quiet), runtime=args.runtime,
     )
     if args.json:
         print_json(results)

@@ -146,6 +146,41 @@ def test_cache_uses_the_environment_store_by_default(saved):
     assert ext.path == onnx_cache_path(Store(), digest, SIZE)
 
 
+# -- int8 ------------------------------------------------------------------------------------
+def test_int8_is_a_separate_quantised_export_with_its_own_key(saved, store, images, monkeypatch):
+    import onnx
+
+    path, digest = saved["pretrained"]
+    fp = load_runtime(path, digest, runtime="onnx", store=store)
+    q = load_runtime(path, digest, runtime="onnx-int8", store=store)
+    assert q.path == onnx_cache_path(store, digest, SIZE, int8=True) != fp.path
+    assert (fp.precision, q.precision) == ("float32", "int8")
+    assert q.key == f"{fp.key}:{onnx_runtime.INT8_RECIPE}"  # int8 features never mix with float32 in the cache
+    assert q.preprocessing == fp.preprocessing
+    ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert onnx_runtime.cached_onnx(digest, store) == fp.path  # the float32 lookup ignores the int8 file
+    assert onnx_runtime.cached_onnx(digest, store, int8=True) == q.path
+    a = extract(fp, images, batch_size=5, progress=False)
+    b = extract(q, images, batch_size=5, progress=False)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.mean() > 0.9, cos  # close to float32 ...
+    assert np.abs(a - b).max() > 1e-3  # ... but really quantised
+
+    def no_quantize(*args, **kwargs):
+        raise AssertionError("quantised again")
+
+    monkeypatch.setattr(onnx_runtime, "quantize_int8", no_quantize)
+    assert load_runtime(path, digest, runtime="onnx-int8", store=store).path == q.path
+
+
+def test_int8_calibration_is_fixed():
+    pre = Preprocessing.for_size(SIZE)
+    a, b = onnx_runtime.calibration_batch(pre, 8), onnx_runtime.calibration_batch(pre, 8)
+    assert a.shape == (8, SIZE, SIZE, 3) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+
+
 # -- runtime selection -----------------------------------------------------------------------
 def test_auto_prefers_onnx(saved, store, monkeypatch):
     monkeypatch.delenv("MLOPS_RUNTIME", raising=False)
@@ -168,7 +203,7 @@ def test_explicit_runtime_beats_environment(saved, store, monkeypatch):
 def test_unknown_runtime_is_rejected(saved, store, monkeypatch, bad):
     if "env" in bad:
         monkeypatch.setenv("MLOPS_RUNTIME", bad["env"])
-    with pytest.raises(ValueError, match="auto, onnx, torch"):
+    with pytest.raises(ValueError, match="auto, onnx, onnx-int8, torch"):
         load_runtime(*saved["pretrained"], runtime=bad.get("runtime", "auto"), store=store)
 
 
@@ -193,10 +228,10 @@ def test_auto_does_not_mask_a_bad_extractor_file(tmp_path, store):
 
 
 # -- predictor -------------------------------------------------------------------------------
-def test_predictor_predictions_equal_between_runtimes(saved, images, tmp_path):
+def test_predictor_predictions_equal_between_runtimes(saved, images, tmp_path, monkeypatch):
     from sklearn.linear_model import LogisticRegression
 
-    from src.modelio import save_model_bundle
+    from src.modelio import load_model_bundle, save_model_bundle
     from src.predictor import EXTRACTOR_FILENAME, Predictor
 
     path, digest = saved["perturbed"]
@@ -216,6 +251,16 @@ def test_predictor_predictions_equal_between_runtimes(saved, images, tmp_path):
     assert [name for name, _, _ in a] == [name for name, _, _ in b]
     np.testing.assert_allclose(np.stack([p for _, _, p in a]), np.stack([p for _, _, p in b]), atol=1e-3)
     assert Path(by_runtime["onnx"].extractor.path).parent == Store().root / "onnx"
+    assert by_runtime["onnx"].extractor.precision == "float32"
+    int8 = tmp_path / "int8"
+    shutil.copytree(models, int8)
+    bundle = load_model_bundle(int8 / "lr_model.pkl")
+    bundle.pop("_digest", None)
+    save_model_bundle(int8 / "lr_model.pkl", {**bundle, "extractor_precision": "int8"})
+    monkeypatch.delenv("MLOPS_RUNTIME", raising=False)
+    assert Predictor.load(int8 / "lr_model.pkl").extractor.precision == "int8"  # trained on int8 features
+    monkeypatch.setenv("MLOPS_RUNTIME", "onnx")  # an explicit choice still wins
+    assert Predictor.load(int8 / "lr_model.pkl").extractor.precision == "float32"
     elsewhere = tmp_path / "other-store"  # an explicit store (a path, as the CLIs pass it) holds the export
     moved = Predictor.load(models / "lr_model.pkl", runtime="onnx", store=elsewhere)
     assert Path(moved.extractor.path).parent == elsewhere / "onnx"

@@ -204,6 +204,33 @@ def test_e2e_classifier_only_change_extracts_nothing(e2e):
     assert json.loads(proc.stdout)["config"]["n_neighbors"] == 7
 
 
+def test_e2e_int8_runtime_has_its_own_features_and_models_remember_it(e2e, monkeypatch):
+    from src.predictor import Predictor
+
+    cmd = list(e2e["cmd"])
+    models = e2e["tmp"] / "models-int8"
+    cmd[cmd.index("--models-dir") + 1] = str(models)
+    proc = subprocess.run(cmd + ["--runtime", "onnx-int8", "--wandb-mode", "disabled"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=600, env=e2e["env"], cwd=e2e["tmp"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert res["extractor"]["precision"] == "int8" and e2e["results"]["extractor"]["precision"] == "float32"
+    assert res["extractor"]["fine_tune"]["cached"] is True  # same extractor, ...
+    assert "train features: 0 from cache, 48 extracted" in proc.stderr  # ... other features
+    assert res["summary"]["best_test_accuracy"] >= 0.75
+    monkeypatch.setenv("MLOPS_STORE", e2e["env"]["MLOPS_STORE"])
+    monkeypatch.delenv("MLOPS_RUNTIME", raising=False)
+    pred = Predictor.load(models / "label_spreading_model.pkl")
+    assert pred.bundle["extractor_precision"] == "int8" and pred.extractor.precision == "int8"
+    img = sorted((e2e["data"] / "test" / "milk").glob("*.jpg"))[0]
+    assert pred.predict(img)[0] in pred.class_names
+
+
+def test_unknown_runtime_flag(capsys):
+    code, out = run_main(capsys, "--runtime", "tensorrt")
+    assert code == 2 and "tensorrt" in one_error_line(out.err)
+
+
 class RecordingTracker:
     def __init__(self):
         self.logged = []
