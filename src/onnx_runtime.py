@@ -9,7 +9,7 @@ carries the preprocessing in its metadata, so a cached export loads without torc
 Exports are cached in ``<store>/onnx/<extractor digest>-<size>.onnx`` and written once.
 
 ``int8=True`` gives an opt-in quantised variant of the same export (static, per-channel QDQ,
-percentile calibration on a fixed set of synthetic grocery drawings and crops of
+min-max calibration on a fixed set of synthetic grocery drawings and crops of
 scikit-learn's sample photos, so the result depends only on the extractor): about twice as
 fast on CPUs with int8 dot products, with features that differ from float32 (cosine ≈ 0.96),
 so it carries its own cache key and ``<digest>-<size>-int8.onnx`` file.
@@ -38,8 +38,8 @@ OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
 _META_KEY = "grocery_mlops.preprocessing"
-INT8_RECIPE = "int8-qdq-pct-v1"  # part of the int8 feature key: change it when the recipe changes
-CALIBRATION_IMAGES = 128
+INT8_RECIPE = "int8-qdq-minmax-v1"  # part of the int8 feature key: change it when the recipe changes
+CALIBRATION_IMAGES = 64  # min-max over 64 images: ~3 s, ~1.9 GB peak (percentile over 128: 33 s, 8 GB)
 
 
 def onnx_cache_path(store: Store, digest: str, image_size: int, int8: bool = False) -> Path:
@@ -240,7 +240,7 @@ def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | 
             quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
             quantize_static(str(prepped), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.Percentile)
+                            calibrate_method=CalibrationMethod.MinMax)
         log.debug("quantiser output: %s", chatter.getvalue().strip())
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]
