@@ -139,7 +139,6 @@ def export_onnx(model, pre: Preprocessing, path: str | os.PathLike, opset: int =
 
     Written to a temporary name and renamed, so a concurrent reader never sees half a file.
     """
-    import onnx
     import torch
 
     path = Path(path)
@@ -154,14 +153,22 @@ def export_onnx(model, pre: Preprocessing, path: str | os.PathLike, opset: int =
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                               do_constant_folding=True)
-        proto = onnx.load(str(tmp))
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = _META_KEY, json.dumps(pre.to_dict())
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
+        _publish(tmp, pre, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _publish(tmp: Path, pre: Preprocessing, path: Path) -> None:
+    """Stamp the preprocessing into ``tmp``'s metadata, then rename it to ``path`` (atomic)."""
+    import onnx
+
+    proto = onnx.load(str(tmp))
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = _META_KEY, json.dumps(pre.to_dict())
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, path)
 
 
 def ensure_onnx(extractor_path: str | os.PathLike, digest: str, store: Store | None = None,
@@ -216,7 +223,6 @@ def calibration_batch(pre: Preprocessing, n: int = CALIBRATION_IMAGES) -> np.nda
 
 def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | os.PathLike) -> Path:
     """Static per-channel QDQ quantisation of a float32 export (written atomically, metadata kept)."""
-    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -242,12 +248,7 @@ def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | 
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax)
         log.debug("quantiser output: %s", chatter.getvalue().strip())
-        proto = onnx.load(str(tmp))
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = _META_KEY, json.dumps(pre.to_dict())
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
+        _publish(tmp, pre, path)
     finally:
         prepped.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)

@@ -230,8 +230,7 @@ def _train(cfg, ds, store, models_dir, tracker, epoch_callback) -> dict[str, Any
     y_partial = np.where(mask, ds.train.labels, UNLABELED)
     context = {"cfg": cfg, "ds": ds, "X": X, "Xt": Xt, "y_partial": y_partial, "mask": mask,
                "ext_digest": ext_digest, "ds_digest": ds_digest, "version": version, "tracker": tracker,
-               "models_dir": models_dir, "pre": extractor.preprocessing,
-               "precision": getattr(extractor, "precision", "float32")}
+               "models_dir": models_dir, "pre": extractor.preprocessing, "precision": precision}
     per_algo = {name: _fit_one(name, context) for name in cfg.algorithms}
     baseline = _fit_one("baseline", context)
     return _finalize(cfg, ds, per_algo, baseline, ft, ext_digest, ds_digest, version, mask, tracker, models_dir,
@@ -273,7 +272,8 @@ def _fit_one(name: str, c: dict) -> dict[str, Any]:
     metrics = {k: m[k] for k in ("test_accuracy", "f1_score", "precision", "recall", "unlabeled_accuracy", "fit_seconds")}
     bundle = {
         "algorithm": name, "classifier": model, "class_names": ds.classes, "extractor_digest": c["ext_digest"],
-        "preprocessing": c["pre"].to_dict(), "extractor_precision": c["precision"], "metrics": dict(metrics), "config": cfg.tracked(), "seed": cfg.seed,
+        "preprocessing": c["pre"].to_dict(), "extractor_precision": c["precision"], "metrics": dict(metrics),
+        "config": cfg.tracked(), "seed": cfg.seed,
         "dataset": {"digest": c["ds_digest"], "version": c["version"], "root": str(ds.root)},
         "run_id": tracker.run_id, "code_version": code_version(), "created_at": time.time(),
         "reference": _reference(c["X"], model.predict(c["X"]), m["confidences"],
