@@ -120,7 +120,7 @@ def _publish(tracker, mv, store) -> None:
 def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapping[str, Any] | None,
                    aliases: Iterable[str] | None = None, *, extractor_path: str | os.PathLike | None = None,
                    context: Mapping[str, Any] | None = None, store: Any = None, wandb_mode: str | None = None,
-                   tracker: Any = None) -> dict[str, Any]:
+                   tracker: Any = None, raise_on_refusal: bool = True) -> dict[str, Any]:
     """Register a model bundle as the next version of ``model_name`` (idempotent by digest).
 
     ``latest`` moves to a new version automatically; ``aliases`` (e.g. staging, production)
@@ -137,9 +137,15 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
     metrics = normalize_metrics(metrics)
     path = Path(model_path)
     bundle = load_model_bundle(path)
-    recorded = {k: v for k, v in (bundle.get("metrics") or {}).items()  # numbers only, as trained
-                if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    metrics = {**normalize_metrics(recorded), **metrics}
+    recorded = normalize_metrics({k: v for k, v in (bundle.get("metrics") or {}).items()  # numbers, as trained
+                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    # What training measured wins over what the caller claims: the promotion gate compares real numbers.
+    claimed = {k: v for k, v in metrics.items() if k in recorded and abs(v - recorded[k]) > 1e-6}
+    if claimed:
+        log.warning("%s records %s from training; using those, not %s", path.name,
+                    ", ".join(f"{k} {recorded[k]:.4f}" for k in claimed),
+                    ", ".join(f"{k} {v:.4f}" for k, v in claimed.items()))
+    metrics = {**metrics, **recorded}
     ext = Path(extractor_path) if extractor_path else path.parent / EXTRACTOR_FILE
     if not ext.is_file():
         raise ModelError(f"feature extractor {ext} not found", hint="pass --extractor PATH to the extractor "
@@ -150,10 +156,12 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
                          f"with ({str(bundle['extractor_digest'])[:12]})", hint="pass the matching --extractor")
     st = open_registry(store)
     with _mirror(tracker, wandb_mode, "register") as t:
-        st.put_file(path, bundle["_digest"], link=False)
-        st.put_file(ext, ext_digest, link=False)
+        st.put_file(path, bundle["_digest"], link=False, verify_existing=True)
+        st.put_file(ext, ext_digest, link=False, verify_existing=True)
         meta = {**_lineage_metadata(bundle, context), "source_path": str(path.resolve()),
                 "size_bytes": path.stat().st_size, "wandb_run_id": t.run_id}
+        if claimed:
+            meta["claimed_metrics"] = claimed
         _pause("before-commit-blobs")
         with st.transaction() as con:
             version, created = insert_version(con, model_name, bundle["_digest"], ext_digest, metrics, meta)
@@ -167,7 +175,7 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
             _publish(t, mv, st)
     result = {**mv.to_dict(), "created": created, "events": events}
     refused = [e for e in events if e["action"] == "refused"]
-    if refused:
+    if refused and raise_on_refusal:
         raise PromotionRefused(f"registered {mv.ref} but did not move {refused[0]['alias']}: "
                                f"{refused[0]['details']['refusal']}",
                                hint=f"use `promote {model_name} --to-alias {refused[0]['alias']} "
@@ -187,6 +195,10 @@ def register_all(models_dir: str | os.PathLike = "models", aliases: Iterable[str
         algorithms = results["algorithms"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ModelError(f"{results_path} is not a training results file ({e})") from e
+    if not isinstance(algorithms, dict) or not all(isinstance(v, dict) for v in algorithms.values()) \
+            or not all(isinstance(results.get(k) or {}, dict) for k in ("run", "extractor")):
+        raise ModelError(f"{results_path} is not a training results file (unexpected structure)",
+                         hint="pass the models folder written by train_with_wandb")
     if not algorithms:
         raise ModelError(f"{results_path} lists no trained models", hint="train first")
     context = {"run_id": (results.get("run") or {}).get("id"), "dataset": results.get("dataset"),
@@ -206,7 +218,14 @@ def register_all(models_dir: str | os.PathLike = "models", aliases: Iterable[str
             metrics = {k: v for k, v in info.items()  # numbers only: paths and digests are not metrics
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             out.append(register_model(model_path, model_name_for(algo), metrics, aliases, extractor_path=ext,
-                                      context=context, store=store, tracker=t))
+                                      context=context, store=store, tracker=t, raise_on_refusal=False))
+    refused = [(r, e) for r in out for e in r["events"] if e["action"] == "refused"]
+    if refused:  # every model is registered; the refused alias moves are reported together
+        raise PromotionRefused(f"registered all {len(out)} models but did not move "
+                               + "; ".join(f"{r['name']}:{e['alias']} to {e['to']} ({e['details']['refusal']})"
+                                           for r, e in refused),
+                               hint="use `promote NAME --to-alias ALIAS --version vK --force --reason ...` "
+                                    "to override")
     return out
 
 
@@ -259,13 +278,13 @@ def compare_models(refs: Iterable[str], *, store: Any = None) -> dict[str, Any]:
         else:
             rows = [resolve(con, *parse_ref(r)) for r in refs]
     metrics = [k for k in KEY_METRICS if any(k in mv.metrics for mv in rows)]
-    best = {}
+    best: dict[str, list[str]] = {}  # every ref that reaches the top value (ties share the mark)
     for k in metrics:
-        have = [mv for mv in rows if k in mv.metrics]
-        best[k] = max(have, key=lambda mv: mv.metrics[k]).ref
+        top = max(mv.metrics[k] for mv in rows if k in mv.metrics)
+        best[k] = [mv.ref for mv in rows if mv.metrics.get(k) == top]
     return {"metrics": metrics, "best": best,
             "models": [{"ref": mv.ref, "aliases": sorted(mv.aliases), "metrics": mv.metrics,
-                        "best": [k for k in metrics if best[k] == mv.ref]} for mv in rows]}
+                        "best": [k for k in metrics if mv.ref in best[k]]} for mv in rows]}
 
 
 def promote_model(name: str, to_alias: str, version: str | int | None = None, *, force: bool = False,
@@ -275,6 +294,8 @@ def promote_model(name: str, to_alias: str, version: str | int | None = None, *,
     from src.registry_store import DEFAULT_TOLERANCE, move_alias, open_registry, resolve, validate_alias
 
     validate_alias(to_alias)
+    if isinstance(version, str) and not version.strip():
+        raise ConfigError("--version is empty", hint="pass a version such as v3, an alias, or leave it out for latest")
     st = open_registry(store)
     tag = f"v{version}" if isinstance(version, int) else version
     with st.transaction() as con:

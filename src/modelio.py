@@ -47,7 +47,7 @@ def load_model_bundle(path: str | os.PathLike, expected_digest: str | None = Non
     """Load a bundle after checking its digest (``expected_digest`` or the sidecar)."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"model file {path} does not exist", hint="train first or pass the right --model-path")
+        raise ModelError(f"model file {path} does not exist", hint="train first, or check the model path")
     if expected_digest is None and sidecar(path).exists():
         expected_digest = sidecar(path).read_text().strip()
     actual = sha256_file(path)
@@ -66,5 +66,9 @@ def load_model_bundle(path: str | os.PathLike, expected_digest: str | None = Non
                          hint="pass a models/*_model.pkl written by train_with_wandb") from e
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
         raise ModelError(f"{path} is not a grocery-mlops model bundle", hint="pass a models/*_model.pkl file")
+    missing = [k for k in REQUIRED_KEYS if k not in bundle]
+    if missing:
+        raise ModelError(f"{path} is an incomplete model bundle (no {', '.join(missing)})",
+                         hint="retrain it with train_with_wandb")
     bundle["_digest"] = actual
     return bundle

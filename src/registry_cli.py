@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="version to point at, e.g. v3 or an alias (default: latest)")
     p.add_argument("--force", action="store_true", help="override the metric gate (needs --reason)")
     p.add_argument("--reason", help="why; kept in the audit log")
-    p.add_argument("--tolerance", type=float, help="allowed test-accuracy drop for protected aliases (0.01)")
+    p.add_argument("--tolerance", type=float, help="allowed test-accuracy drop for protected aliases (default 0.01, at most 0.05)")
 
     p = sub.add_parser("history", parents=[common], help="audit log of every alias move")
     p.add_argument("name")

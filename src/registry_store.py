@@ -57,6 +57,7 @@ LATEST = "latest"
 PROTECTED_ALIASES = frozenset({"production"})
 GATE_METRIC = "test_accuracy"
 DEFAULT_TOLERANCE = 0.01
+MAX_TOLERANCE = 0.05  # a bigger accepted drop is an override: --force with a reason
 _VERSION_RE = re.compile(r"^v(\d+)$")
 
 
@@ -73,7 +74,7 @@ def vname(version: int | None) -> str | None:
 
 def parse_version(text: str) -> int | None:
     """``"v3"`` → 3; anything else → ``None`` (an alias)."""
-    m = _VERSION_RE.match(text)
+    m = _VERSION_RE.fullmatch(text)
     return int(m.group(1)) if m else None
 
 
@@ -226,8 +227,9 @@ def move_alias(con: sqlite3.Connection, name: str, alias: str, version: int, *, 
 
     Returns the event (``action``: moved, forced, refused or unchanged).
     """
-    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
-        raise ConfigError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and 0 <= tolerance <= MAX_TOLERANCE):
+        raise ConfigError(f"tolerance must be a number in [0, {MAX_TOLERANCE}], got {tolerance!r}",
+                          hint="to accept a bigger drop, use --force with a --reason (the audit log keeps it)")
     if force and not (reason and reason.strip()):
         raise ConfigError("--force needs a --reason", hint="say why the gate is overridden; the audit log keeps it")
     candidate = get_version(con, name, version)

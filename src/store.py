@@ -41,7 +41,7 @@ def store_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 def validate_name(value: str, what: str = "name") -> str:
     """Names of artifacts, models, aliases and sweeps: no path separators, no empties."""
-    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or ".." in value:
         raise StoreError(
             f"invalid {what} {value!r}",
             hint="use letters, digits, '.', '_' or '-' (no path separators, at most 128 characters)",
@@ -90,14 +90,20 @@ class Store:
 
     # -- database -----------------------------------------------------------------------
     def connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA busy_timeout = 60000")
-        # Switching a brand-new database to WAL takes a lock that SQLite does not wait for:
-        # two processes opening a fresh store at once can get "locked" at once, so retry.
-        _retry_locked(con, "PRAGMA journal_mode = WAL", attempts=100)
-        con.execute("PRAGMA synchronous = NORMAL")
-        con.execute("PRAGMA foreign_keys = ON")
+        try:
+            con = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA busy_timeout = 60000")
+            # Switching a brand-new database to WAL takes a lock that SQLite does not wait for:
+            # two processes opening a fresh store at once can get "locked" at once, so retry.
+            _retry_locked(con, "PRAGMA journal_mode = WAL", attempts=100)
+            con.execute("PRAGMA synchronous = NORMAL")
+            con.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as e:  # not a database, a folder in its place, unreadable …
+            if "locked" in str(e):
+                raise
+            raise StoreError(f"{self.db_path} is not a usable store database ({e})",
+                             hint="pass --store (or MLOPS_STORE) pointing at a grocery-mlops store folder") from e
         return con
 
     @contextlib.contextmanager
@@ -142,11 +148,16 @@ class Store:
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).exists()
 
-    def put_file(self, path: str | os.PathLike, digest: str | None = None, link: bool = True) -> str:
-        """Store a file's bytes by sha256; hard-link when possible, else copy atomically."""
+    def put_file(self, path: str | os.PathLike, digest: str | None = None, link: bool = True,
+                 verify_existing: bool = False) -> str:
+        """Store a file's bytes by sha256; hard-link when possible, else copy atomically.
+
+        ``verify_existing`` re-hashes a blob already there and replaces it when it was damaged
+        (the registry's few, precious files); datasets skip that, re-versioning stays fast.
+        """
         digest = digest or sha256_file(path)
         dest = self.blob_path(digest)
-        if dest.exists():
+        if dest.exists() and not (verify_existing and sha256_file(dest) != digest):
             return digest
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self.root / "tmp")

@@ -143,7 +143,7 @@ def test_register_all_uses_training_results(tmp_path, capsys):
     assert lin["run"]["id"] == "r-77" and lin["dataset"]["version"] == "ds:v1" and lin["run"]["seed"] == 7
     # the cross-model comparison marks the best
     cmp_ = mr.compare_models(["label-spreading-classifier", "self-training-classifier:latest"])
-    assert cmp_["best"]["test_accuracy"] == "self-training-classifier:v0"
+    assert cmp_["best"]["test_accuracy"] == ["self-training-classifier:v0"]
     rc, _, err = cli(capsys, "register-all", "--models-dir", str(tmp_path / "nothing"))
     assert rc != 0 and "training_results.json" in one_error_line(err)
 
@@ -162,7 +162,7 @@ def test_cli_subcommands_json(tmp_path, capsys):
     rc, out, _ = cli(capsys, "compare", NAME, "--json")
     res = json.loads(out)
     assert [m["ref"] for m in res["models"]] == [f"{NAME}:v0", f"{NAME}:v1"]
-    assert res["best"]["test_accuracy"] == f"{NAME}:v1"
+    assert res["best"]["test_accuracy"] == [f"{NAME}:v1"]
     rc, out, _ = cli(capsys, "compare", f"{NAME}:production", f"{NAME}:v1")
     assert rc == 0 and "0.9200*" in out
     rc, out, _ = cli(capsys, "promote", NAME, "--to-alias", "production", "--json")
@@ -240,6 +240,117 @@ def test_register_with_production_alias_is_gated(tmp_path):
         reg(make_bundle(tmp_path / "m", 1), acc=0.5, aliases=["production"])
     [entry] = mr.list_models()
     assert entry["aliases"] == {"latest": "v1", "production": "v0"}
+
+
+def test_tolerance_is_capped_bigger_drops_need_force(tmp_path, capsys):
+    reg(make_bundle(tmp_path / "m", 0), acc=0.90, aliases=["production"])
+    reg(make_bundle(tmp_path / "m", 1), acc=0.50)
+    rc, _, err = cli(capsys, "promote", NAME, "--to-alias", "production", "--version", "v1", "--tolerance", "1")
+    assert rc == ConfigError.exit_code and "--force" in one_error_line(err)
+    assert mr.list_models()[0]["aliases"]["production"] == "v0"
+    rc, _, err = cli(capsys, "promote", NAME, "--to-alias", "production", "--version", "")
+    assert rc == ConfigError.exit_code and "empty" in one_error_line(err)
+
+
+def test_recorded_metrics_win_over_claimed_ones(tmp_path, caplog):
+    """The gate compares what training measured, not what a caller types."""
+    reg(make_bundle(tmp_path / "m", 0, accuracy=0.90), acc=0.90, aliases=["production"])
+    with pytest.raises(mr.PromotionRefused, match="did not move production"):
+        reg(make_bundle(tmp_path / "m", 1, accuracy=0.5625), acc=0.99, aliases=["production"])
+    v1 = mr.get_model_version(f"{NAME}:v1")
+    assert v1.metrics["test_accuracy"] == 0.5625
+    assert v1.metadata["claimed_metrics"]["test_accuracy"] == 0.99
+    assert "records test_accuracy 0.5625" in caplog.text
+
+
+def test_compare_marks_every_tied_best(tmp_path):
+    for i in range(2):
+        reg(make_bundle(tmp_path / "m", i), acc=0.9)
+    res = mr.compare_models([f"{NAME}:v0", f"{NAME}:v1"])
+    assert res["best"]["test_accuracy"] == [f"{NAME}:v0", f"{NAME}:v1"]
+    assert all("test_accuracy" in m["best"] for m in res["models"])
+
+
+@pytest.mark.parametrize("name", ["stag\n", "v1\n", "a/b"])
+def test_names_with_a_trailing_newline_are_refused(tmp_path, name):
+    with pytest.raises(StoreError, match="invalid"):
+        reg(make_bundle(tmp_path / "m", 0), name=name)
+    reg(make_bundle(tmp_path / "m", 0))
+    with pytest.raises(StoreError, match="invalid"):
+        mr.promote_model(NAME, name, wandb_mode="disabled")
+
+
+def test_register_all_registers_every_model_then_reports_refusals(tmp_path, capsys):
+    def models_dir(folder, accs):
+        algos = {}
+        for i, (algo, acc) in enumerate(accs.items()):
+            target = folder / f"{algo}_model.pkl"
+            make_bundle(folder, i + 10 * int(acc * 100), accuracy=acc).rename(target)
+            algos[algo] = {"test_accuracy": acc, "f1_score": acc - 0.01, "model_path": target.name}
+        (folder / "training_results.json").write_text(json.dumps({"algorithms": algos}))
+        return folder
+
+    first = models_dir(tmp_path / "a", {"label_propagation": 0.9, "label_spreading": 0.9, "self_training": 0.9})
+    assert cli(capsys, "register-all", "--models-dir", str(first), "--alias", "production")[0] == 0
+    second = models_dir(tmp_path / "b", {"label_propagation": 0.5, "label_spreading": 0.95, "self_training": 0.5})
+    rc, _, err = cli(capsys, "register-all", "--models-dir", str(second), "--alias", "production")
+    [line] = [x for x in err.splitlines() if x.startswith("error: ")]  # after the INFO progress lines
+    assert rc == mr.PromotionRefused.exit_code
+    assert "label-propagation-classifier:production" in line and "self-training-classifier:production" in line
+    listing = {e["name"]: e for e in mr.list_models()}
+    assert all(len(e["versions"]) == 2 for e in listing.values())  # nothing skipped after the first refusal
+    assert listing["label-spreading-classifier"]["aliases"]["production"] == "v1"  # the better one moved
+    assert listing["self-training-classifier"]["aliases"]["production"] == "v0"
+
+
+@pytest.mark.parametrize("content", [
+    {"algorithms": ["label_spreading"]},
+    {"algorithms": {"label_spreading": "x"}},
+    {"algorithms": {"label_spreading": {}}, "run": "abc"},
+    ["not", "a", "dict"],
+])
+def test_malformed_training_results_one_error_line(tmp_path, capsys, content):
+    models = tmp_path / "models"
+    make_bundle(models, 0).rename(models / "label_spreading_model.pkl")
+    (models / "training_results.json").write_text(json.dumps(content))
+    rc, _, err = cli(capsys, "register-all", "--models-dir", str(models))
+    assert rc == ModelError.exit_code and "training results" in one_error_line(err)
+
+
+def test_incomplete_bundle_refused_at_registration(tmp_path, capsys):
+    folder = tmp_path / "fake"
+    folder.mkdir()
+    (folder / "feature_extractor.pth").write_bytes(EXTRACTOR_BYTES)
+    with open(folder / "f.pkl", "wb") as f:
+        pickle.dump({"format": "grocery-mlops/model-v1"}, f)
+    rc, _, err = cli(capsys, "register", str(folder / "f.pkl"), "--name", "fk", "--accuracy", "0.9", "--f1", "0.9")
+    assert rc == ModelError.exit_code and "incomplete model bundle" in one_error_line(err)
+
+
+def test_damaged_blob_is_repaired_by_registering_again(tmp_path, fake_predictor):
+    path = make_bundle(tmp_path / "m", 0)
+    rec = reg(path)
+    blob = Store().blob_path(rec["digest"])
+    os.chmod(blob, 0o644)
+    with open(blob, "ab") as f:
+        f.write(b"junk")
+    with pytest.raises(ModelError, match="digest check"):
+        mr.load_model_from_registry(NAME, "latest")
+    reg(path, name="fresh-name")  # same bytes: the damaged blob is noticed and replaced
+    assert sha256_file(blob) == rec["digest"]
+    mr.load_model_from_registry(NAME, "latest")
+
+
+@pytest.mark.parametrize("kind", ["garbage", "folder"])
+def test_unusable_store_database_one_error_line(tmp_path, capsys, kind):
+    store = tmp_path / "store"
+    store.mkdir()
+    if kind == "garbage":
+        (store / "mlops.db").write_bytes(b"this is not a database" * 100)
+    else:
+        (store / "mlops.db").mkdir()
+    rc, _, err = cli(capsys, "list", "--store", str(store))
+    assert rc == StoreError.exit_code and "mlops.db" in one_error_line(err)
 
 
 # -- safe loading -------------------------------------------------------------------------
