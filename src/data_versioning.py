@@ -150,7 +150,11 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
         stored = 0
         for sha, e in {e["sha256"]: e for e in manifest}.items():
             if not st.has_blob(sha):
-                st.put_file(root / e["path"], sha, link=link)
+                try:
+                    st.put_file(root / e["path"], sha, link=link)
+                except OSError as err:
+                    raise DataError(f"{root / e['path']}: disappeared or became unreadable while versioning "
+                                    f"({err.strerror})", hint="re-run when the dataset is not being modified") from err
                 stored += 1
         result["new_blobs"] = stored
         same, created = insert_version(st, name, want, digest, manifest, meta, quality, description, str(root))
@@ -162,7 +166,10 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
             return result | {"version": f"v{same}", "created": True, "quality": quality, "metadata": meta}
     if want is not None and want != same:
         log.warning("content equals %s:v%d; v%d not created", name, same, want)
-    return result | {"version": f"v{same}", "created": False, "equals": f"v{same}"}
+    with st.read() as con:  # the same content keeps its verdict: --fail-on-issues must not flip
+        row = con.execute("SELECT quality FROM dataset_versions WHERE name=? AND version=?", (name, same)).fetchone()
+    return result | {"version": f"v{same}", "created": False, "equals": f"v{same}",
+                     "quality": json.loads(row["quality"]) if row else None}
 
 
 def create_dataset_artifact(data_dir: str | os.PathLike, artifact_name: str = DEFAULT_NAME,
@@ -289,6 +296,8 @@ def _command(args) -> int:
         print(format_report(r["quality"]))
     else:
         print(f"unchanged: content equals {name}:{r['equals']} (digest {r['digest'][:12]})")
+        if args.fail_on_issues and r.get("quality") and not r["quality"]["ok"]:
+            print(format_report(r["quality"]))
     return 1 if args.fail_on_issues and r.get("quality") and not r["quality"]["ok"] else 0
 
 

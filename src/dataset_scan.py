@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import os
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -120,6 +121,11 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
                 dirnames.sort()
                 for fn in sorted(filenames):
                     p = Path(dirpath) / fn
+                    try:
+                        fn.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise DataError(f"{dirpath}/{fn!r}: file name is not valid UTF-8",
+                                        hint="rename the file; names are stored in the manifest") from None
                     files.append((p, p.relative_to(root).as_posix(), split, cdir.name))
             if len(files) == n0:
                 notes.append(f"empty_class:{split}/{cdir.name}")
@@ -150,6 +156,8 @@ def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = 
             st = p.stat()
         except OSError as e:
             raise DataError(f"{p}: cannot stat file ({e.strerror})", hint="check the dataset folder") from e
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+            raise DataError(f"{p}: not a regular file", hint="remove it (or what the link points at) from the dataset")
         entry = {"path": rel, "split": split, "class": cls, "size": st.st_size}
         key = str(p.resolve())
         hit = cache.get(key)

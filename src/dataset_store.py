@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from src.errors import ConfigError, DataError, StoreError
@@ -42,12 +43,16 @@ def open_store(store=None):
     return st
 
 
+MAX_VERSION = 10**9  # SQLite integers overflow far above this, and vMAX+1 must still fit
+
+
 def parse_version(value: str | int) -> int:
     """``v3`` / ``3`` → 3."""
     s = str(value).strip()
     s = s[1:] if s[:1] in ("v", "V") else s
-    if not s.isdigit() or int(s) < 1:
-        raise ConfigError(f"invalid dataset version {value!r}", hint="use vN, for example v1, or 'latest'")
+    if not s.isdigit() or not 1 <= int(s) <= MAX_VERSION:
+        raise ConfigError(f"invalid dataset version {value!r}",
+                          hint=f"use vN with 1 <= N <= {MAX_VERSION}, for example v1, or 'latest'")
     return int(s)
 
 
@@ -156,6 +161,8 @@ def diff_versions(name: str, a: str, b: str, store=None) -> dict:
     classes: dict[str, dict[str, int]] = {}
     for side, m in (("a", A), ("b", B)):
         for e in m.values():
+            if e.get("error"):  # the same usable images --show and the metadata count
+                continue
             c = classes.setdefault(e["class"], {"a": 0, "b": 0})
             c[side] += 1
     changes = {c: {**n, "delta": n["b"] - n["a"]} for c, n in sorted(classes.items()) if n["a"] != n["b"]}
@@ -176,20 +183,41 @@ def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=No
     st = open_store(store)
     dest = Path(to_dir).expanduser()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise DataError(f"restore target {dest} exists and is not empty",
+        raise DataError(f"restore target {dest} exists and is not an empty folder",
                         hint="pass --to a new or empty folder; nothing is overwritten")
+    # Everything goes into a hidden sibling first and is moved into place at the end, so a
+    # failed or interrupted restore never leaves a tree that looks complete.
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    except OSError as e:
+        raise DataError(f"cannot write restore target {dest}: {e.strerror}",
+                        hint="pass --to a new folder in a writable location") from e
     total = 0
-    for e in info["manifest"]:
-        src = st.blob_path(e["sha256"])
-        if not src.exists():
-            raise StoreError(f"blob {e['sha256'][:12]} of {e['path']} is missing from the store",
-                             hint="the store was edited by hand; restore it from a backup")
-        out = dest / e["path"]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, out)
-        if sha256_file(out) != e["sha256"]:
-            raise StoreError(f"blob {e['sha256'][:12]} of {e['path']} is corrupted (digest mismatch)",
-                             hint="a hard-linked source file was edited in place; re-create the version")
-        total += e["size"]
+    try:
+        for e in info["manifest"]:
+            src = st.blob_path(e["sha256"])
+            if not src.exists():
+                raise StoreError(f"blob {e['sha256'][:12]} of {e['path']} is missing from the store",
+                                 hint="the store was edited by hand; restore it from a backup")
+            out = partial / e["path"]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, out)
+            if sha256_file(out) != e["sha256"]:
+                raise StoreError(f"blob {e['sha256'][:12]} of {e['path']} is corrupted (digest mismatch)",
+                                 hint="a hard-linked source file was edited in place; re-create the version")
+            total += e["size"]
+        if dest.exists():  # an empty folder the caller made: move the entries in
+            for child in partial.iterdir():
+                os.replace(child, dest / child.name)
+            partial.rmdir()
+        else:
+            os.replace(partial, dest)
+    except OSError as e:
+        raise DataError(f"cannot write restore target {dest}: {e.strerror}",
+                        hint="check free space and permissions; nothing was left behind") from e
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
     return {"name": name, "version": info["version"], "to": str(dest), "files": len(info["manifest"]),
             "bytes": total, "digest": info["digest"]}

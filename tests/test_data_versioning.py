@@ -156,7 +156,7 @@ def test_restore_round_trip_byte_for_byte(ds, tmp_path):
     assert files == restored and not cmp.diff_files
     for f in files:
         assert (orig / f).read_bytes() == (tmp_path / "r1" / f).read_bytes()
-    with pytest.raises(Exception, match="not empty"):
+    with pytest.raises(Exception, match="not an empty folder"):
         dv.restore_version("groc", "v1", tmp_path / "r1")
 
 
@@ -272,7 +272,8 @@ def test_concurrent_creation_gets_distinct_versions(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "no_splits", "empty", "no_images", "bad_name", "bad_version", "no_to",
-                                  "unknown_version", "restore_into_file"])
+                                  "unknown_version", "restore_into_file", "restore_under_file", "huge_version",
+                                  "fifo", "non_utf8_name"])
 def test_bad_input_one_line_nonzero_and_nothing_lost(case, ds, tmp_path, capsys):
     create(ds)
     args = {
@@ -285,7 +286,17 @@ def test_bad_input_one_line_nonzero_and_nothing_lost(case, ds, tmp_path, capsys)
         "no_to": ["--artifact-name", "groc", "--restore", "v1"],
         "unknown_version": ["--artifact-name", "groc", "--show", "v9"],
         "restore_into_file": ["--artifact-name", "groc", "--restore", "v1", "--to", str(ds / "train" / "apple" / "apple_0.png")],
+        "restore_under_file": ["--artifact-name", "groc", "--restore", "v1", "--to",
+                               str(ds / "train" / "apple" / "apple_0.png" / "sub")],
+        "huge_version": ["--data-dir", str(ds), "--version", "v99999999999999999999999"],
+        "fifo": ["--data-dir", str(ds)],
+        "non_utf8_name": ["--data-dir", str(ds)],
     }[case]
+    if case == "fifo":  # reading it would block forever
+        os.mkfifo(ds / "train" / "apple" / "pipe.png")
+    if case == "non_utf8_name":
+        with open(os.fsencode(ds / "train" / "apple") + b"/bad\xff.png", "wb") as f:
+            f.write(b"x")
     capsys.readouterr()
     rc = dv.main(args + ["--wandb-mode", D])
     err = capsys.readouterr().err.strip().splitlines()
@@ -293,6 +304,63 @@ def test_bad_input_one_line_nonzero_and_nothing_lost(case, ds, tmp_path, capsys)
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert "Traceback" not in err[0]
     assert dv.load_dataset_artifact("groc", "v1")["metadata"]["total_samples"] == 12
+
+
+def test_unchanged_content_keeps_its_quality_verdict(tmp_path, capsys):
+    """A CI gate must not flip: the second run on the same data fails like the first."""
+    ds = make_dataset(tmp_path / "ds")
+    (ds / "train" / "apple" / "empty.png").write_bytes(b"")
+    assert dv.main(["--data-dir", str(ds), "--wandb-mode", D, "--fail-on-issues"]) == 1
+    capsys.readouterr()
+    assert dv.main(["--data-dir", str(ds), "--wandb-mode", D, "--fail-on-issues"]) == 1
+    out = capsys.readouterr().out
+    assert "unchanged" in out and "empty.png" in out
+    assert len(dv.list_versions()) == 1
+
+
+def test_failed_restore_leaves_nothing_and_can_be_retried(ds, tmp_path):
+    create(ds)
+    entry = dv.load_dataset_artifact("groc", "v1")["manifest"][3]
+    from src.store import Store
+
+    blob = Store().blob_path(entry["sha256"])
+    good = blob.read_bytes()
+    os.chmod(blob, 0o644)
+    blob.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    target = tmp_path / "r"
+    with pytest.raises(StoreError, match="corrupted"):
+        dv.restore_version("groc", "v1", target)
+    assert not target.exists() and not list(tmp_path.glob(".r.partial-*"))
+    blob.write_bytes(good)
+    target.mkdir()  # an empty folder made by the caller is fine
+    assert dv.restore_version("groc", "v1", target)["files"] == 12
+    assert not list(tmp_path.glob(".r.partial-*"))
+
+
+def test_file_vanishing_before_it_is_stored_is_one_clean_error(ds, monkeypatch, capsys):
+    from src import dataset_scan
+
+    real = dataset_scan.scan_dataset
+
+    def scan_then_delete(*a, **k):
+        out = real(*a, **k)
+        (ds / "train" / "apple" / "apple_0.png").unlink()
+        return out
+
+    monkeypatch.setattr(dataset_scan, "scan_dataset", scan_then_delete)
+    assert dv.main(["--data-dir", str(ds), "--wandb-mode", D]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "apple_0.png" in err[0] and "disappeared" in err[0]
+    assert dv.list_versions() == []
+
+
+def test_diff_class_counts_only_usable_images(ds):
+    create(ds)
+    (ds / "train" / "apple" / ".DS_Store").write_bytes(b"junk")
+    (ds / "train" / "apple" / "Thumbs.db").write_bytes(b"junk")
+    create(ds)
+    d = dv.diff_versions("groc", "v1", "v2")
+    assert d["counts"]["added"] == 2 and "apple" not in d["class_changes"]
 
 
 def make_empty(root: Path, text: bool = False) -> Path:
