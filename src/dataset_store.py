@@ -108,6 +108,10 @@ def _manifest(con, name: str, v: int) -> list[dict]:
 
 def list_versions(name: str | None = None, store=None) -> list[dict]:
     """Every version (of ``name``, or of all datasets), oldest first."""
+    if name is not None:
+        from src.store import validate_name
+
+        validate_name(name, "artifact name")
     st = open_store(store)
     with st.read() as con:
         rows = con.execute("SELECT * FROM dataset_versions WHERE ? IS NULL OR name=? ORDER BY name, version",

@@ -273,7 +273,7 @@ def test_concurrent_creation_gets_distinct_versions(tmp_path):
 
 @pytest.mark.parametrize("case", ["missing", "no_splits", "empty", "no_images", "bad_name", "bad_version", "no_to",
                                   "unknown_version", "restore_into_file", "restore_under_file", "huge_version",
-                                  "fifo", "non_utf8_name"])
+                                  "fifo", "non_utf8_name", "list_bad_name"])
 def test_bad_input_one_line_nonzero_and_nothing_lost(case, ds, tmp_path, capsys):
     create(ds)
     args = {
@@ -291,6 +291,7 @@ def test_bad_input_one_line_nonzero_and_nothing_lost(case, ds, tmp_path, capsys)
         "huge_version": ["--data-dir", str(ds), "--version", "v99999999999999999999999"],
         "fifo": ["--data-dir", str(ds)],
         "non_utf8_name": ["--data-dir", str(ds)],
+        "list_bad_name": ["--list", "--artifact-name", "../etc"],
     }[case]
     if case == "fifo":  # reading it would block forever
         os.mkfifo(ds / "train" / "apple" / "pipe.png")
