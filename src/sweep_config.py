@@ -9,7 +9,9 @@ W&B                        Optuna
 ``value``                  fixed parameter (not searched)
 ``values``                 ``CategoricalDistribution``
 ``int_uniform``            ``IntDistribution(min, max)``
-``uniform`` / ``q_uniform``  ``FloatDistribution(min, max[, step=q])``
+``uniform``                ``FloatDistribution(min, max)``
+``q_uniform``              multiples of q in [min, max], as W&B's ``round(X/q)*q``:
+                           ``IntDistribution``/``FloatDistribution(lo, hi, step=q)``
 ``log_uniform_values``     ``FloatDistribution(min, max, log=True)``
 ``log_uniform``            ``FloatDistribution(e**min, e**max, log=True)``
 ``method: bayes/random/grid``  ``TPESampler`` / ``RandomSampler`` / ``GridSampler``
@@ -66,6 +68,7 @@ DISTRIBUTIONS: dict[str, set[str]] = {
 }
 RANGED = {d for d, keys in DISTRIBUTIONS.items() if "min" in keys}
 POSITIVE_RANGE = {"log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values"}
+EXPONENT_RANGE = {"log_uniform", "q_log_uniform", "inv_log_uniform"}
 LOCAL_DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform",
                        "log_uniform_values")
 
@@ -107,6 +110,12 @@ def validate_sweep_config(cfg: Any) -> dict[str, Any]:
         _validate_early_terminate(cfg["early_terminate"])
     if "run_cap" in cfg:
         cfg["run_cap"] = _int(cfg["run_cap"], "run_cap", minimum=1)
+    for key in ("name", "description", "project", "entity"):
+        if key in cfg and cfg[key] is not None and not isinstance(cfg[key], str):
+            if isinstance(cfg[key], (int, float)) and not isinstance(cfg[key], bool):
+                cfg[key] = str(cfg[key])  # `name: 2024` is a number in YAML
+            else:
+                raise ConfigError(f"'{key}' must be a string, got {cfg[key]!r}")
     if "program" in cfg and not isinstance(cfg["program"], str):
         raise ConfigError("'program' must be a path such as src/train_with_wandb.py")
     if "command" in cfg and not (isinstance(cfg["command"], list) and all(isinstance(c, str) for c in cfg["command"])):
@@ -148,9 +157,7 @@ def _validate_early_terminate(et: Any) -> None:
     if "min_iter" not in et and "max_iter" not in et:
         raise ConfigError("hyperband needs min_iter or max_iter", hint="for example min_iter: 2")
     if "eta" in et:
-        et["eta"] = _number(et["eta"], "early_terminate.eta")
-        if et["eta"] < 2:
-            raise ConfigError(f"early_terminate.eta must be at least 2, got {et['eta']}")
+        et["eta"] = _int(et["eta"], "early_terminate.eta", minimum=2)  # Optuna's reduction_factor is an int
     if "min_iter" in et and "max_iter" in et and et["min_iter"] > et["max_iter"]:
         raise ConfigError(f"early_terminate.min_iter ({et['min_iter']}) is greater than max_iter ({et['max_iter']})")
 
@@ -158,6 +165,8 @@ def _validate_early_terminate(et: Any) -> None:
 def infer_distribution(spec: Mapping[str, Any]) -> str:
     """W&B's rule: ``value`` → constant, ``values`` → categorical, int bounds → int_uniform."""
     if "distribution" in spec:
+        if not isinstance(spec["distribution"], str):
+            raise ConfigError(f"'distribution' must be a name such as int_uniform, got {spec['distribution']!r}")
         return spec["distribution"]
     if "value" in spec:
         return "constant"
@@ -178,6 +187,8 @@ def _validate_param(name: str, spec: Any) -> dict[str, Any]:
     spec = dict(spec)
     _no_unknown(spec, PARAM_KEYS, f"key in {where}:")
     if "parameters" in spec:  # nested parameters: W&B accepts them; validate the children
+        if not isinstance(spec["parameters"], Mapping) or not spec["parameters"]:
+            raise ConfigError(f"{where}: nested 'parameters' must map at least one name to its search space")
         spec["parameters"] = {str(k): _validate_param(f"{name}.{k}", v) for k, v in spec["parameters"].items()}
         return spec
     try:
@@ -207,6 +218,17 @@ def _validate_param(name: str, spec: Any) -> dict[str, Any]:
     if dist in RANGED and spec["min"] > spec["max"]:
         raise ConfigError(f"{where}: min ({spec['min']}) is greater than max ({spec['max']})",
                           hint="swap them")
+    if dist in EXPONENT_RANGE:
+        for key in ("min", "max"):
+            try:
+                ok = 0 < math.exp(spec[key]) < math.inf
+            except OverflowError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"{where}: {dist} {key}={spec[key]} is out of range: {dist} takes natural-log "
+                                  f"exponents (values e**min .. e**max)",
+                                  hint="to give the values themselves use log_uniform_values, "
+                                       "e.g. {distribution: log_uniform_values, min: 1e-5, max: 1e-3}")
     if dist in POSITIVE_RANGE and spec["min"] <= 0:
         raise ConfigError(f"{where}: {dist} needs min > 0, got {spec['min']}",
                           hint="these are the values themselves; log_uniform takes exponents")
@@ -289,7 +311,8 @@ def to_optuna_space(cfg: Mapping[str, Any]) -> dict[str, Any]:
         elif dist == "uniform":
             space[name] = FloatDistribution(float(spec["min"]), float(spec["max"]))
         elif dist == "q_uniform":
-            space[name] = FloatDistribution(float(spec["min"]), float(spec["max"]), step=float(spec.get("q", 1.0)))
+            q, lo, hi, ints = _q_range(name, spec)
+            space[name] = IntDistribution(lo, hi, step=q) if ints else FloatDistribution(lo, hi, step=q)
         elif dist == "log_uniform_values":
             space[name] = FloatDistribution(float(spec["min"]), float(spec["max"]), log=True)
         elif dist == "log_uniform":
@@ -298,6 +321,19 @@ def to_optuna_space(cfg: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"parameter {name!r}: distribution {dist} is not supported by the local Optuna runner",
                               hint=f"use one of {', '.join(LOCAL_DISTRIBUTIONS)}, or run the sweep on W&B")
     return space
+
+
+def _q_range(name: str, spec: Mapping[str, Any]) -> tuple[Any, Any, Any, bool]:
+    """W&B draws ``round(X / q) * q``: the multiples of q in [min, max]. Returns (q, lo, hi, all_ints)."""
+    q, lo, hi = spec.get("q", 1), spec["min"], spec["max"]
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (q, lo, hi))
+    k_lo, k_hi = math.ceil(lo / q - 1e-9), math.floor(hi / q + 1e-9)
+    if k_lo > k_hi:
+        raise ConfigError(f"parameter {name!r}: no multiple of q={q} lies between min={lo} and max={hi}",
+                          hint="q_uniform draws multiples of q; widen the range or change q")
+    if ints:
+        return q, k_lo * q, k_hi * q, True
+    return float(q), round(k_lo * q, 12), round(k_hi * q, 12), False
 
 
 def grid_space(cfg: Mapping[str, Any]) -> dict[str, list[Any]]:
@@ -310,8 +346,9 @@ def grid_space(cfg: Mapping[str, Any]) -> dict[str, list[Any]]:
         elif dist == "int_uniform":
             out[name] = list(range(spec["min"], spec["max"] + 1))
         elif dist == "q_uniform":
-            q, lo, hi = spec.get("q", 1.0), spec["min"], spec["max"]
-            out[name] = [round(lo + i * q, 12) for i in range(int(math.floor((hi - lo) / q + 1e-9)) + 1)]
+            q, lo, hi, ints = _q_range(name, spec)
+            n = round((hi - lo) / q)
+            out[name] = [lo + i * q for i in range(n + 1)] if ints else [round(lo + i * q, 12) for i in range(n + 1)]
         elif dist != "constant":
             raise ConfigError(f"parameter {name!r}: grid search needs a finite set of values, not {dist}",
                               hint="use values: [...], int_uniform or q_uniform, or method: random/bayes")
@@ -347,7 +384,7 @@ def make_pruner(cfg: Mapping[str, Any]):
     else:  # W&B's max_iter/s form: the first bracket stops at max_iter / eta**s
         min_resource = max(1, int(et["max_iter"] / eta ** et.get("s", 1)))
     return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=et.get("max_iter", "auto"),
-                                          reduction_factor=int(eta) if float(eta).is_integer() else eta)
+                                          reduction_factor=int(eta))
 
 
 def direction(cfg: Mapping[str, Any]) -> str:

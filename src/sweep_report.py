@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,23 +25,53 @@ def sweep_status(sweep: Sweep) -> dict[str, Any]:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = None
     if complete:
+        from src.sweep_config import fixed_params
+
         bt = sweep.study.best_trial
-        best = {"number": bt.number, "value": bt.value, "params": bt.params, "run_name": bt.user_attrs.get("run_name")}
+        # the fixed `value:` parameters too, so the best config re-runs as it ran
+        best = {"number": bt.number, "value": bt.value, "params": {**fixed_params(sweep.config), **bt.params},
+                "run_name": bt.user_attrs.get("run_name")}
     run_cap = sweep.config.get("run_cap")
     if counts["RUNNING"] or counts["WAITING"]:
         state = "RUNNING"
     elif run_cap and counts["COMPLETE"] + counts["PRUNED"] >= run_cap:
         state = "FINISHED"
+    elif sweep.config["method"] == "grid" and grid_remaining(sweep, trials) == 0:
+        state = "FINISHED"
     else:
         state = "IDLE" if trials else "PENDING"
     return {
-        "sweep_id": sweep.id, "name": sweep.name, "state": state, "method": sweep.config["method"],
+        "sweep_id": sweep.id, "name": sweep.name, "display_name": sweep.display_name, "state": state, "method": sweep.config["method"],
         "metric": {"name": sweep.config["metric"]["name"], "goal": sweep.config["metric"].get("goal", "minimize")},
         "storage": redact(sweep.storage_url), "counts": {k: v for k, v in counts.items() if v}, "best": best,
         "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
                     "epochs_reported": len(t.intermediate_values), "error": t.user_attrs.get("error"),
                     "retry_of": t.system_attrs.get("failed_trial")} for t in trials],
     }
+
+
+def grid_remaining(sweep: Sweep, trials: list | None = None) -> int:
+    """How many points of a grid sweep have no COMPLETE, PRUNED or RUNNING trial yet."""
+    import itertools
+
+    from optuna.trial import TrialState
+
+    from src.sweep_config import grid_space
+
+    grid = grid_space(sweep.config)
+    names = sorted(grid)
+    if trials is None:
+        trials = sweep.study.get_trials(deepcopy=False)
+    covered = set()
+    for t in trials:
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) and set(names) <= set(t.params):
+            point = tuple(t.params[n] for n in names)
+            if all(v in grid[n] for n, v in zip(names, point)):
+                covered.add(point)
+    total = math.prod(len(grid[n]) for n in names)
+    if len(covered) >= total:
+        return 0
+    return sum(1 for point in itertools.product(*(grid[n] for n in names)) if point not in covered)
 
 
 def summarize_sweep(sweep: Sweep, wandb_mode: str | None = None) -> dict[str, Any]:
@@ -102,7 +133,10 @@ def format_status(status: Mapping[str, Any]) -> str:
     lines = []
     m = status["metric"]
     counts = ", ".join(f"{v} {k.lower()}" for k, v in status["counts"].items()) or "no trials"
-    lines.append(f"sweep {status['sweep_id']} ({status['name']}): {status['state']}, {status['method']}, "
+    name = status["name"]
+    if status.get("display_name") and not name.startswith(f"{status['display_name']}-"):
+        name = f"{name}, {status['display_name']!r}"
+    lines.append(f"sweep {status['sweep_id']} ({name}): {status['state']}, {status['method']}, "
                  f"{m['goal']} {m['name']}; {counts}")
     for t in status["trials"]:
         value = "-" if t["value"] is None else f"{t['value']:.4f}"

@@ -23,7 +23,9 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import string
 import time
@@ -48,6 +50,10 @@ CREATE TABLE IF NOT EXISTS sweep_sweeps (
 """
 FAKE_ENV = "MLOPS_SWEEP_FAKE_OBJECTIVE"
 MAX_CONSECUTIVE_FAILURES = 3
+DEFAULT_DATA_DIR = "DS2GROCERIES"  # generated on first use when missing (see src.pipeline.ensure_dataset)
+# train_with_wandb arguments the runner sets itself; a sweep may not search them.
+RUNNER_KEYS = {"run_name", "group", "tags", "data_dir", "models_dir", "wandb_mode", "store", "epoch_callback",
+               "progress"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +78,7 @@ Objective = Callable[[dict[str, Any], Callable[[int, float], None], TrialContext
 class AgentOptions:
     """How an agent runs its trials (passed through to training)."""
 
-    data_dir: str = "DS2GROCERIES"
+    data_dir: str = DEFAULT_DATA_DIR
     models_dir: str | None = None  # default: <store>/sweeps/<id>/trials; each trial gets trial-NNNN/
     wandb_mode: str | None = None
     seed: int = 42
@@ -168,15 +174,24 @@ def create_local_sweep(cfg: Mapping[str, Any], store: str | os.PathLike | Store 
     st = store if isinstance(store, Store) else Store(store)
     url = storage or default_storage_url(st)
     sweep_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-    sweep_name = validate_name(f"{name or cfg.get('name') or 'sweep'}-{sweep_id}", "sweep name")
+    display_name = str(name or cfg.get("name") or "sweep")
+    sweep_name = validate_name(f"{slugify(display_name)}-{sweep_id}", "sweep name")
     study = optuna.create_study(storage=open_storage(url), study_name=sweep_id, direction=(
         "maximize" if direction(cfg) == "maximize" else "minimize"))
     study.set_user_attr("sweep_config", cfg)
     study.set_user_attr("sweep_name", sweep_name)
+    study.set_user_attr("display_name", display_name)
     _record(st, sweep_id, sweep_name, url, cfg)
     sweep_dir(st, sweep_id).mkdir(parents=True, exist_ok=True)
     log.info("created sweep %s (%s) in %s", sweep_id, sweep_name, redact(url))
     return sweep_id
+
+
+def slugify(name: str) -> str:
+    """A sweep name W&B accepts ("My HB sweep (v2)") as a store-safe name ("My-HB-sweep-v2")."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    slug = re.sub(r"\.{2,}", ".", slug).strip("-._")[:100].rstrip("-._")
+    return slug or "sweep"
 
 
 @dataclasses.dataclass
@@ -189,6 +204,7 @@ class Sweep:
     study: Any
     store: Store
     storage_url: str
+    display_name: str | None = None
 
 
 def open_sweep(sweep_id: str, storage: str | None = None, store: str | os.PathLike | Store | None = None,
@@ -211,17 +227,44 @@ def open_sweep(sweep_id: str, storage: str | None = None, store: str | os.PathLi
     if not cfg:
         raise StoreError(f"study {sweep_id!r} in {redact(url)} was not created by the sweep runner")
     study = optuna.load_study(study_name=sweep_id, storage=rdb, sampler=make_sampler(cfg), pruner=make_pruner(cfg))
-    return Sweep(sweep_id, attrs.get("sweep_name", sweep_id), cfg, study, st, url)
+    return Sweep(sweep_id, attrs.get("sweep_name", sweep_id), cfg, study, st, url, attrs.get("display_name"))
 
 
 # -- agent ----------------------------------------------------------------------------------
-def training_objective(options: AgentOptions, store: Store, sweep_id: str) -> Objective:
-    """The real objective: one ``train_with_wandb`` run per trial, grouped under the sweep."""
+def training_options() -> set[str]:
+    """Parameter names a sweep may search: ``train_with_wandb``'s options (``algorithm`` too)."""
     import inspect
 
     from src.train_with_wandb import train_with_wandb
 
-    accepted = set(inspect.signature(train_with_wandb).parameters)
+    return (set(inspect.signature(train_with_wandb).parameters) - RUNNER_KEYS) | {"algorithm"}
+
+
+def check_training_parameters(cfg: Mapping[str, Any]) -> None:
+    """Every swept or fixed parameter must be a training option (else every trial would fail)."""
+    from src.sweep_config import fixed_params, to_optuna_space
+
+    accepted = training_options()
+    unknown = sorted((set(fixed_params(cfg)) | set(to_optuna_space(cfg))) - accepted)
+    if unknown:
+        raise ConfigError(f"sweep parameter {unknown[0]!r} is not a training option",
+                          hint=f"parameter names must match train_with_wandb's options: {', '.join(sorted(accepted))}")
+
+
+def preflight(sweep: "Sweep", options: AgentOptions) -> None:
+    """Check once, before any trial is recorded, what would make every training trial fail."""
+    check_training_parameters(sweep.config)
+    if options.data_dir != DEFAULT_DATA_DIR or Path(options.data_dir).exists():
+        from src.data import scan_dataset
+
+        scan_dataset(options.data_dir)  # DataError for a missing or unusable folder
+
+
+def training_objective(options: AgentOptions, store: Store, sweep_id: str) -> Objective:
+    """The real objective: one ``train_with_wandb`` run per trial, grouped under the sweep."""
+    from src.train_with_wandb import train_with_wandb
+
+    accepted = training_options()
     models_root = Path(options.models_dir) if options.models_dir else sweep_dir(store, sweep_id) / "trials"
 
     def objective(params: dict[str, Any], epoch_callback: Callable[[int, float], None], ctx: TrialContext) -> float:
@@ -232,10 +275,12 @@ def training_objective(options: AgentOptions, store: Store, sweep_id: str) -> Ob
         if unknown:
             raise ConfigError(f"sweep parameter {unknown[0]!r} is not a training option",
                               hint="parameter names must match train_with_wandb's flags")
-        results = train_with_wandb(
-            **kwargs, run_name=ctx.run_name, group=ctx.sweep_name, tags=["sweep", ctx.sweep_id],
-            data_dir=options.data_dir, models_dir=str(models_root / f"trial-{ctx.number:04d}"), seed=options.seed,
-            wandb_mode=options.wandb_mode, store=str(store.root), epoch_callback=epoch_callback, progress=False)
+        call = dict(run_name=ctx.run_name, group=ctx.sweep_name, tags=["sweep", ctx.sweep_id],
+                    data_dir=options.data_dir, models_dir=str(models_root / f"trial-{ctx.number:04d}"),
+                    seed=options.seed, wandb_mode=options.wandb_mode, store=str(store.root),
+                    epoch_callback=epoch_callback, progress=False)
+        call.update(kwargs)  # a swept or fixed `seed` overrides --seed
+        results = train_with_wandb(**call)
         summary = results.get("summary", {})
         for key in (ctx.metric, f"best_{ctx.metric}"):
             if key in summary:
@@ -279,7 +324,23 @@ def _suggest(trial, name: str, dist) -> Any:
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
-def _trial_function(sweep: Sweep, objective: Objective, errors: list[GroceryError]):
+class _TrialFailed(Exception):
+    """Raised out of a trial after its failure was logged; Optuna records the trial as FAIL."""
+
+
+class _NoFailedTrialLogs(logging.Filter):
+    """Optuna's own "Trial N failed ..." warnings (with traceback) repeat our one line; drop them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Trial ") and " failed with " in msg)
+
+
+def _error_message(e: BaseException) -> str:
+    return str(e) if isinstance(e, GroceryError) else f"{type(e).__name__}: {e}"
+
+
+def _trial_function(sweep: Sweep, objective: Objective, errors: list[Exception]):
     import optuna
 
     from src.sweep_config import fixed_params, to_optuna_space
@@ -299,12 +360,19 @@ def _trial_function(sweep: Sweep, objective: Objective, errors: list[GroceryErro
 
         log.info("trial %d: %s", trial.number, params)
         try:
-            return float(objective(params, on_epoch, ctx))
-        except GroceryError as e:  # bad data or a bad parameter combination: fail this trial, not the agent
-            log.warning("trial %d failed: %s", trial.number, e)
-            trial.set_user_attr("error", str(e))
+            value = float(objective(params, on_epoch, ctx))
+            if not math.isfinite(value):
+                raise ValueError(f"the objective returned {value}")
+            return value
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # bad data, a bad parameter combination or a bug: fail this trial, not the agent
+            message = _error_message(e)
+            log.warning("trial %d failed: %s", trial.number, message)
+            log.debug("trial %d traceback", trial.number, exc_info=True)
+            trial.set_user_attr("error", message)
             errors.append(e)
-            return float("nan")  # Optuna records a NaN objective as a failed trial
+            raise _TrialFailed(message) from e
 
     return run_trial
 
@@ -315,6 +383,7 @@ class _AgentProgress:
     def __init__(self, max_failures: int):
         self.max_failures = max_failures
         self.numbers: list[int] = []
+        self.failed = 0
         self._streak = 0
         self.gave_up = False
 
@@ -324,6 +393,7 @@ class _AgentProgress:
         self.numbers.append(trial.number)
         value = "" if trial.value is None else f" {trial.value:.4f}"
         log.info("trial %d %s%s", trial.number, trial.state.name.lower(), value)
+        self.failed += trial.state == TrialState.FAIL
         self._streak = self._streak + 1 if trial.state == TrialState.FAIL else 0
         if self._streak >= self.max_failures:
             log.error("%d trials failed in a row; stopping this agent", self._streak)
@@ -349,7 +419,11 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
         raise ConfigError(f"--count must be at least 1, got {count}")
     sweep = open_sweep(sweep_id, storage, store, opts.heartbeat_interval, opts.grace_period)
     if objective is None:
-        objective = fake_objective if os.environ.get(FAKE_ENV) == "1" else training_objective(opts, sweep.store, sweep.id)
+        if os.environ.get(FAKE_ENV) == "1":
+            objective = fake_objective
+        else:
+            preflight(sweep, opts)
+            objective = training_objective(opts, sweep.store, sweep.id)
     progress, errors = _AgentProgress(MAX_CONSECUTIVE_FAILURES), []
     callbacks = [progress]
     run_cap = sweep.config.get("run_cap")
@@ -358,17 +432,34 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
                                                                           optuna.trial.TrialState.PRUNED)))
         if _finished(sweep.study) >= run_cap:
             log.warning("sweep %s already reached run_cap=%d", sweep.id, run_cap)
-            return sweep_status(sweep)
+            return {**sweep_status(sweep), "agent_trials": []}
+    if sweep.config["method"] == "grid":
+        from src.sweep_report import grid_remaining
+
+        if grid_remaining(sweep) == 0:
+            log.info("grid sweep %s is exhausted: every grid point already has a trial", sweep.id)
+            return {**sweep_status(sweep), "agent_trials": []}
     if count is None and sweep.config["method"] != "grid" and not run_cap:
         raise ConfigError("--count is required for bayes and random sweeps without run_cap")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sweep.study.optimize(_trial_function(sweep, objective, errors), n_trials=count, callbacks=callbacks,
-                             gc_after_trial=False)
-        optuna.storages.fail_stale_trials(sweep.study)
+    optuna_log, quiet = logging.getLogger("optuna.study._optimize"), _NoFailedTrialLogs()
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        optuna_log.addFilter(quiet)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sweep.study.optimize(_trial_function(sweep, objective, errors), n_trials=count, callbacks=callbacks,
+                                 gc_after_trial=False, catch=(_TrialFailed,))
+            optuna.storages.fail_stale_trials(sweep.study)
+    finally:
+        optuna_log.removeFilter(quiet)
     if errors and progress.gave_up:
-        raise type(errors[-1])(f"{len(errors)} trials of sweep {sweep.id} failed, the last with: {errors[-1].args[0]}",
-                               hint=errors[-1].hint)
+        raise _agent_error(errors[-1], f"{len(errors)} trials of sweep {sweep.id} failed, the last with: "
+                                       f"{_plain_message(errors[-1])}")
+    if progress.numbers and progress.failed == len(progress.numbers):
+        n = len(progress.numbers)
+        first = f", the first with: {_plain_message(errors[0])}" if errors else ""
+        raise _agent_error(errors[0] if errors else None,
+                           f"all {n} trial{'s' if n != 1 else ''} this agent ran in sweep {sweep.id} failed{first}")
     result = sweep_status(sweep)
     result["agent_trials"] = progress.numbers
     if opts.summary:
@@ -376,6 +467,18 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
 
         result["summary"] = summarize_sweep(sweep, wandb_mode=opts.wandb_mode)
     return result
+
+
+def _plain_message(e: BaseException) -> str:
+    """The error's message without its hint (the hint goes on the agent's error)."""
+    return str(e.args[0]) if isinstance(e, GroceryError) and e.args else _error_message(e)
+
+
+def _agent_error(e: BaseException | None, message: str) -> GroceryError:
+    """The agent's one error: the trials' own error class (its exit code and hint), else a plain GroceryError."""
+    if isinstance(e, GroceryError):
+        return type(e)(message, hint=e.hint)
+    return GroceryError(message, hint="run with -v to see each trial's traceback")
 
 
 def _finished(study) -> int:

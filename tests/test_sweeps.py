@@ -128,6 +128,19 @@ def test_shipped_yaml_parses_as_documented():
     (with_(method="hyperopt"), "unknown sweep method 'hyperopt'"),
     (with_(early_terminate={"type": "hyperband", "eta": 3}), "needs min_iter or max_iter"),
     (with_(method="grid", parameters={"k": {"min": 0.0, "max": 1.0}}), "grid search needs a finite set"),
+    # defect 3: Optuna's reduction_factor is an int
+    (with_(early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2.5}), "early_terminate.eta must be an integer"),
+    (with_(early_terminate={"type": "hyperband", "min_iter": 1, "eta": 1}), "early_terminate.eta must be at least 2"),
+    (with_(early_terminate={"type": "hyperband", "max_iter": 9, "s": 1.5}), "early_terminate.s must be an integer"),
+    # defect 5: log_uniform takes exponents; e**1000 overflows
+    (with_(parameters={"k": {"distribution": "log_uniform", "min": 1, "max": 1000}}), "log_uniform_values"),
+    (with_(parameters={"k": {"distribution": "log_uniform", "min": -1000, "max": 0}}), "natural-log exponents"),
+    # defect 6: malformed specs
+    (with_(parameters={"opt": {"parameters": [1, 2]}}), "nested 'parameters' must map"),
+    (with_(parameters={"opt": {"parameters": {}}}), "nested 'parameters' must map"),
+    (with_(parameters={"a": {"distribution": ["x"], "min": 1, "max": 2}}), "'distribution' must be a name"),
+    # defect 4: no multiple of q in the range
+    (with_(parameters={"k": {"distribution": "q_uniform", "min": 1.1, "max": 1.2, "q": 1}}), "no multiple of q=1"),
 ])
 def test_bad_yaml_is_one_error_line(tmp_path, capsys, cfg, message):
     rc = sr.main(["create", str(write_yaml(tmp_path, cfg))])
@@ -187,7 +200,7 @@ def test_hyperband_prunes_the_bad_region(tmp_path):
     assert by_region[0] == ("good", "COMPLETE") and epochs_run[0] == 6
     for n in (1, 3):
         assert by_region[n] == ("bad", "PRUNED") and epochs_run[n] < 6
-    assert status["best"]["params"] == {"region": "good"}
+    assert status["best"]["params"] == {"region": "good", "fine_tune_epochs": 6}  # fixed params included
 
 
 def _agent_cmd(sweep_id: str, *extra: str) -> list[str]:
@@ -296,3 +309,187 @@ def test_a_failing_trial_fails_alone_and_a_failure_streak_stops_the_agent():
     with pytest.raises(DataError, match="3 trials of sweep .* failed, the last with: dataset folder"):
         sr.run_agent(sweep_id, 10, objective=broken, options=sr.AgentOptions(summary=False))
     assert len(sr.open_sweep(sweep_id).study.trials) == 5
+
+
+# -- fixes: validation and translation -----------------------------------------------------------------
+def test_q_uniform_draws_multiples_of_q_like_wandb():
+    """W&B returns round(X/q)*q: multiples of q, not steps from min."""
+    cfg = sc.validate_sweep_config(with_(method="grid", parameters={
+        "i": {"distribution": "q_uniform", "min": 1, "max": 10, "q": 2},
+        "f": {"distribution": "q_uniform", "min": 0.05, "max": 1.0, "q": 0.25}}))
+    space = sc.to_optuna_space(cfg)
+    assert type(space["i"]).__name__ == "IntDistribution"
+    assert (space["i"].low, space["i"].high, space["i"].step) == (2, 10, 2)
+    assert type(space["f"]).__name__ == "FloatDistribution"
+    assert (space["f"].low, space["f"].high, space["f"].step) == (0.25, 1.0, 0.25)
+    grid = sc.grid_space(cfg)
+    assert grid["i"] == [2, 4, 6, 8, 10] and all(type(v) is int for v in grid["i"])
+    assert grid["f"] == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_hyperband_eta_is_an_int_for_optuna():
+    cfg = sc.validate_sweep_config(with_(early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2.0}))
+    assert cfg["early_terminate"]["eta"] == 2 and type(cfg["early_terminate"]["eta"]) is int
+    assert sc.make_pruner(cfg)._reduction_factor == 2
+
+
+def test_train_config_coerces_integral_floats_and_rejects_others():
+    from src.pipeline import TrainConfig
+
+    cfg = TrainConfig(fine_tune_epochs=1.0, n_neighbors=5.0, batch_size=8.0, image_size=64.0, seed=3.0).validated()
+    assert (cfg.fine_tune_epochs, cfg.n_neighbors, cfg.batch_size, cfg.image_size, cfg.seed) == (1, 5, 8, 64, 3)
+    assert all(type(v) is int for v in (cfg.fine_tune_epochs, cfg.n_neighbors, cfg.batch_size, cfg.image_size, cfg.seed))
+    for bad in ({"fine_tune_epochs": 1.5}, {"n_neighbors": "5"}, {"seed": True}, {"batch_size": float("nan")}):
+        with pytest.raises(ConfigError, match="must be an integer"):
+            TrainConfig(**bad).validated()
+
+
+# -- fixes: the agent -------------------------------------------------------------------------------------
+TRAINING_CFG = with_(parameters={"labeled_ratio": {"values": [0.5, 1.0]}, "fine_tune_epochs": {"value": 1}})
+
+
+def _trials(sweep_id):
+    return sr.open_sweep(sweep_id).study.get_trials()
+
+
+def test_agent_with_a_missing_data_dir_is_one_error_before_any_trial(tmp_path, capfd):
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(TRAINING_CFG))
+    capfd.readouterr()
+    rc = sr.main(["agent", sweep_id, "--count", "1", "--data-dir", str(tmp_path / "nodata"),
+                  "--wandb-mode", "disabled", "--no-summary"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and "does not exist" in err[0], err
+    assert _trials(sweep_id) == []
+
+
+def test_agent_refuses_parameters_that_are_not_training_options(tmp_path, capfd):
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))  # `region` is not a training flag
+    capfd.readouterr()
+    rc = sr.main(["agent", sweep_id, "--count", "1", "--data-dir", str(tmp_path / "nodata"), "--no-summary"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and "'region' is not a training option" in err[0]
+    assert _trials(sweep_id) == []
+
+
+def test_agent_whose_every_trial_failed_exits_nonzero_with_one_error_line(monkeypatch, capfd):
+    from src.errors import DataError
+
+    def broken(params, epoch_callback, ctx):
+        raise DataError(f"dataset broken in trial {ctx.number}")
+
+    monkeypatch.setenv(sr.FAKE_ENV, "1")
+    monkeypatch.setattr(sr, "fake_objective", broken)
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
+    capfd.readouterr()
+    rc = sr.main(["agent", sweep_id, "--count", "2", "--no-summary"])
+    err = capfd.readouterr().err
+    assert rc == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: all 2 trials this agent ran in sweep {sweep_id} failed, "
+                      "the first with: dataset broken in trial 0"], err
+    assert "nan" not in err and "Traceback" not in err and "[W " not in err, err
+    assert [t.state.name for t in _trials(sweep_id)] == ["FAIL", "FAIL"]
+
+
+def test_a_non_project_exception_fails_only_its_trial(capfd):
+    import optuna
+
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
+    study = optuna.load_study(study_name=sweep_id, storage=sr.default_storage_url(sr.Store()))
+    for region in ("bad", "good"):
+        study.enqueue_trial({"region": region})
+
+    def buggy(params, epoch_callback, ctx):
+        if params["region"] == "bad":
+            range(float(params["fine_tune_epochs"]))  # TypeError, as a float epoch count used to raise
+        return sr.fake_objective(params, epoch_callback, ctx)
+
+    status = sr.run_agent(sweep_id, 2, objective=buggy, options=sr.AgentOptions(summary=False))
+    assert [t["state"] for t in status["trials"]] == ["FAIL", "COMPLETE"]
+    assert status["trials"][0]["error"].startswith("TypeError: 'float' object cannot be interpreted as an integer")
+    assert "Traceback" not in capfd.readouterr().err
+    with pytest.raises(sr.GroceryError, match="all 1 trial this agent ran .* failed, the first with: TypeError"):
+        sr.run_agent(sweep_id, 1, objective=lambda p, cb, ctx: range(1.0), options=sr.AgentOptions(summary=False))
+
+
+def test_q_uniform_epochs_reach_training_as_ints():
+    cfg = with_(parameters={"fine_tune_epochs": {"distribution": "q_uniform", "min": 1, "max": 2, "q": 1}})
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(cfg))
+    seen = []
+
+    def objective(params, epoch_callback, ctx):
+        seen.append(params["fine_tune_epochs"])
+        return sr.fake_objective(params, epoch_callback, ctx)
+
+    status = sr.run_agent(sweep_id, 2, objective=objective, options=sr.AgentOptions(summary=False))
+    assert status["counts"] == {"COMPLETE": 2} and all(type(v) is int and v in (1, 2) for v in seen)
+
+
+def test_wandb_style_sweep_names_are_slugified(tmp_path, capsys):
+    path = write_yaml(tmp_path, with_(name="My HB sweep (v2)"))
+    assert sr.main(["create", str(path), "--json"]) == 0
+    sweep_id = json.loads(capsys.readouterr().out)["sweep_id"]
+    status = sr.sweep_status(sr.open_sweep(sweep_id))
+    assert status["name"] == f"My-HB-sweep-v2-{sweep_id}" and status["display_name"] == "My HB sweep (v2)"
+    assert sr.slugify("..__") == "sweep" and sr.slugify("a..b/c") == "a.b-c" and len(sr.slugify("x" * 300)) == 100
+
+
+def test_best_config_includes_fixed_parameters():
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
+    status = sr.run_agent(sweep_id, 3, objective=sr.fake_objective, options=sr.AgentOptions(summary=False))
+    assert status["best"]["params"]["fine_tune_epochs"] == 4
+    assert set(status["best"]["params"]) == {"region", "fine_tune_epochs"}
+
+
+def test_an_exhausted_grid_sweep_runs_no_duplicates_and_is_finished(capsys):
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_(method="grid")))
+    first = sr.run_agent(sweep_id, None, objective=sr.fake_objective, options=sr.AgentOptions(summary=False))
+    assert len(first["trials"]) == 2 and first["state"] == "FINISHED"
+    again = sr.run_agent(sweep_id, 3, objective=sr.fake_objective, options=sr.AgentOptions(summary=False))
+    assert again["agent_trials"] == [] and len(again["trials"]) == 2 and again["state"] == "FINISHED"
+    assert sr.main(["status", sweep_id]) == 0
+    assert ": FINISHED, grid" in capsys.readouterr().out
+
+
+# -- fixes: the default dataset -------------------------------------------------------------------------------
+def test_default_dataset_appears_only_complete(tmp_path, monkeypatch):
+    from src import pipeline, synth
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    root = work / "DS2GROCERIES"
+
+    def fake_generate(out, seed=0, **kw):
+        out = Path(out)
+        (out / "train" / "apple").mkdir(parents=True)
+        (out / "train" / "apple" / "a.jpg").write_bytes(b"x")
+        assert not root.exists(), "the dataset folder is visible while it is being written"
+        return out
+
+    monkeypatch.setattr(synth, "generate_dataset", fake_generate)
+    assert pipeline.ensure_dataset(pipeline.TrainConfig()) == Path("DS2GROCERIES")
+    assert (root / "train" / "apple" / "a.jpg").is_file()
+    assert sorted(p.name for p in work.iterdir()) == ["DS2GROCERIES"]  # no temp folder left
+
+
+def test_a_dataset_generated_concurrently_by_another_process_wins(tmp_path, monkeypatch):
+    from src import pipeline, synth
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    root = work / "DS2GROCERIES"
+
+    def racing_generate(out, seed=0, **kw):
+        (root / "train" / "theirs").mkdir(parents=True)  # the other agent finishes first
+        (root / "train" / "theirs" / "t.jpg").write_bytes(b"t")
+        (Path(out) / "train" / "mine").mkdir(parents=True)
+        (Path(out) / "train" / "mine" / "m.jpg").write_bytes(b"m")
+        return Path(out)
+
+    monkeypatch.setattr(synth, "generate_dataset", racing_generate)
+    pipeline.ensure_dataset(pipeline.TrainConfig())
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["theirs"]
+    assert sorted(p.name for p in work.iterdir()) == ["DS2GROCERIES"]
