@@ -11,8 +11,16 @@ reference part and the window, and a permutation test gives its p-value. The thr
 is **calibrated on the reference itself**: same-size windows from a held-out reference
 part are tested the same way, and their alarm rate is the measured false-alarm rate; if
 it exceeds α′ the threshold is tightened until it does not. The false-alarm rate is
-therefore measured, not assumed. ``drift_score`` is MMD² over the permutation null's
-(1 − α′) quantile: about 1 at the alarm boundary, clearly above it under drift.
+therefore measured, not assumed. The threshold is never above α′ and never below the
+smallest p-value a permutation test can give, 1/(permutations + 1), and a window alarms when
+its p-value is *at or below* it — so a maximally extreme window always alarms.
+
+The suite's top-level ``p_val`` is the Bonferroni-adjusted p-value (the feature p-value first
+rescaled to its calibrated threshold) and ``threshold`` is the overall ``alpha``: ``is_drift``
+is exactly ``p_val <= threshold``. Per-signal p-values and thresholds are under ``signals``.
+``drift_score`` is the *feature* signal's MMD² over its permutation null's (1 − α′) quantile:
+about 1 where an uncalibrated test would alarm, clearly above it under feature drift. It does
+not include the prediction and confidence signals: the verdict is ``is_drift``.
 """
 
 from __future__ import annotations
@@ -40,7 +48,9 @@ class FeatureDrift:
     threshold is calibrated on reference data: windows drawn from ``B`` (no drift by
     construction) are tested at the same size, their alarm rate at ``alpha`` is the
     *measured* false-alarm rate, and if it exceeds ``alpha`` the p-value threshold is
-    lowered to the ``alpha`` quantile of their p-values.
+    lowered to the ``alpha`` quantile (``method="lower"``) of their p-values — never raised
+    above ``alpha``, never below the smallest attainable p-value ``1 / (n_permutations + 1)``.
+    A window drifts when its p-value is ``<=`` the threshold.
     """
 
     def __init__(self, reference: np.ndarray, alpha: float = 0.05, n_components: int = 32,
@@ -87,6 +97,11 @@ class FeatureDrift:
         return stat, p_val, float(np.quantile(null, 1 - self.alpha))
 
     @property
+    def min_p_value(self) -> float:
+        """The smallest p-value the permutation test can return."""
+        return 1.0 / (self.n_permutations + 1)
+
+    @property
     def max_window(self) -> int:
         """Larger windows are subsampled: calibration windows must differ from each other."""
         return max(MIN_WINDOW, len(self.ref_b) // 2)
@@ -97,9 +112,13 @@ class FeatureDrift:
         if m not in self.calibration:
             pvals = np.array([self._permutation_test(self.ref_b[self.rng.choice(len(self.ref_b), m, replace=False)])[1]
                               for _ in range(self.n_calibration)])
-            measured = float((pvals < self.alpha).mean())
-            threshold = self.alpha if measured <= self.alpha else float(np.quantile(pvals, self.alpha))
+            measured = float((pvals <= self.alpha).mean())
+            threshold = self.alpha
+            if measured > self.alpha:  # tighten, never loosen (interpolation could land above alpha)
+                threshold = min(self.alpha, float(np.quantile(pvals, self.alpha, method="lower")))
+            threshold = max(threshold, self.min_p_value)  # below it nothing could ever alarm
             self.calibration[m] = {"window": m, "measured_false_alarm_rate": measured, "p_threshold": threshold,
+                                   "calibrated_false_alarm_rate": float((pvals <= threshold).mean()),
                                    "calibration_windows": self.n_calibration}
         return self.calibration[m]
 
@@ -109,7 +128,7 @@ class FeatureDrift:
             w = w[self.rng.choice(len(w), self.max_window, replace=False)]
         cal = self.calibrate(len(w))
         stat, p_val, q = self._permutation_test(w)
-        return {"is_drift": bool(p_val < cal["p_threshold"]), "p_val": p_val, "threshold": cal["p_threshold"],
+        return {"is_drift": bool(p_val <= cal["p_threshold"]), "p_val": p_val, "threshold": cal["p_threshold"],
                 "distance": stat, "score": stat / q if q > 0 else float("inf"), "window": len(w),
                 "measured_false_alarm_rate": cal["measured_false_alarm_rate"]}
 
@@ -123,7 +142,7 @@ def prediction_drift(preds: Sequence[int], ref_dist: Sequence[float], alpha: flo
     expected = (np.asarray(ref_dist, dtype=float) + 1e-3) / (np.sum(ref_dist) + 1e-3 * k) * counts.sum()
     stat, p = chisquare(counts, expected)
     tv = 0.5 * float(np.abs(counts / counts.sum() - expected / expected.sum()).sum())
-    return {"is_drift": bool(p < alpha), "p_val": float(p), "threshold": alpha, "distance": tv, "chi2": float(stat)}
+    return {"is_drift": bool(p <= alpha), "p_val": float(p), "threshold": alpha, "distance": tv, "chi2": float(stat)}
 
 
 def confidence_drift(conf: Sequence[float], ref_conf: Sequence[float], alpha: float) -> dict[str, Any]:
@@ -131,37 +150,62 @@ def confidence_drift(conf: Sequence[float], ref_conf: Sequence[float], alpha: fl
     from scipy.stats import ks_2samp
 
     res = ks_2samp(np.asarray(conf, dtype=float), np.asarray(ref_conf, dtype=float), method="asymp")
-    return {"is_drift": bool(res.pvalue < alpha), "p_val": float(res.pvalue), "threshold": alpha,
+    return {"is_drift": bool(res.pvalue <= alpha), "p_val": float(res.pvalue), "threshold": alpha,
             "distance": float(res.statistic), "mean_confidence": float(np.mean(conf)),
             "reference_mean_confidence": float(np.mean(ref_conf))}
 
 
 @dataclass
 class DriftSuite:
-    """The three signals against one model's reference statistics, Bonferroni-combined."""
+    """The three signals against one model's reference statistics, Bonferroni-combined.
 
-    features: FeatureDrift
+    A reference with too few features for the feature test (fewer than ``3 * MIN_WINDOW``
+    rows: a model trained on very few images) leaves ``features`` ``None``: the feature signal
+    is reported as unavailable (``skipped`` says why) and the verdict combines the prediction
+    and confidence signals only (Bonferroni over two).
+    """
+
+    features: FeatureDrift | None
     class_distribution: Sequence[float]
     confidences: Sequence[float]
     alpha: float = 0.05
+    feature_skipped: str | None = None
 
     @classmethod
     def from_reference(cls, reference: dict, alpha: float = 0.05, seed: int = 0) -> "DriftSuite":
         """From a model bundle's ``reference`` (saved at training time)."""
-        per_signal = alpha / 3
-        return cls(FeatureDrift(reference["features"], alpha=per_signal, seed=seed),
-                   list(reference["class_distribution"]), list(reference["confidences"]), alpha)
+        if not 0 < alpha < 1:
+            raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
+        try:
+            features, skipped = FeatureDrift(reference["features"], alpha=alpha / 3, seed=seed), None
+        except ConfigError as e:
+            features, skipped = None, str(e)
+        return cls(features, list(reference["class_distribution"]), list(reference["confidences"]), alpha, skipped)
+
+    @property
+    def n_signals(self) -> int:
+        return 3 if self.features is not None else 2
 
     def test(self, features: np.ndarray, preds: Sequence[int], confidences: Sequence[float]) -> dict[str, Any]:
         if len(features) < MIN_WINDOW:
             raise ConfigError(f"drift detection needs at least {MIN_WINDOW} predictions, got {len(features)}",
                               hint="predict more images before calling detect_drift()")
-        a = self.alpha / 3
-        signals = {"feature": self.features.test(features),
+        a = self.alpha / self.n_signals
+        if self.features is not None:
+            feature = self.features.test(features)
+            # rescaled so that, like the other signals, it alarms exactly when <= a
+            feature["adjusted_p_val"] = min(1.0, feature["p_val"] * self.features.alpha / feature["threshold"])
+        else:
+            feature = {"is_drift": False, "available": False, "skipped": self.feature_skipped,
+                       "p_val": None, "threshold": None, "distance": None, "score": None}
+        signals = {"feature": feature,
                    "prediction": prediction_drift(preds, self.class_distribution, a),
                    "confidence": confidence_drift(confidences, self.confidences, a)}
-        p_min = min(s["p_val"] for s in signals.values())
-        return {"is_drift": any(s["is_drift"] for s in signals.values()),
-                "drift_score": signals["feature"]["score"], "p_val": min(1.0, 3 * p_min),
-                "threshold": signals["feature"]["threshold"], "alpha": self.alpha, "n": len(features),
+        adjusted = [s.get("adjusted_p_val", s["p_val"]) for s in signals.values() if s["p_val"] is not None]
+        is_drift = any(s["is_drift"] for s in signals.values())
+        p_val = min(1.0, self.n_signals * min(adjusted))
+        # keep ``is_drift == (p_val <= alpha)`` exact despite floating-point rounding at the boundary
+        p_val = min(p_val, self.alpha) if is_drift else max(p_val, float(np.nextafter(self.alpha, 1.0)))
+        return {"is_drift": is_drift, "drift_score": feature["score"], "p_val": p_val,
+                "threshold": self.alpha, "alpha": self.alpha, "n": len(features), "n_signals": self.n_signals,
                 "signals": signals, "drifted": [k for k, s in signals.items() if s["is_drift"]]}

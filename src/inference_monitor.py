@@ -20,14 +20,14 @@ import logging
 import os
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from src.cli import add_common_flags, print_json, run_cli
-from src.errors import DataError, GroceryError, ModelError
+from src.errors import ConfigError, DataError, GroceryError, ModelError
 
 log = logging.getLogger(__name__)
 DRIFT_EXIT_CODE = 6
@@ -50,8 +50,26 @@ def load_predictor(model: str | os.PathLike, extractor_path: str | os.PathLike |
     return Predictor.load(model, extractor_path, store=store)
 
 
+def _check_settings(window: Any, alpha: Any, log_every: Any) -> None:
+    """Refuse unusable settings before anything is loaded or predicted."""
+    from src.drift import MIN_WINDOW
+
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < MIN_WINDOW:
+        raise ConfigError(f"--window must be an integer >= {MIN_WINDOW} (drift detection needs at least "
+                          f"{MIN_WINDOW} predictions), got {window!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0 < alpha < 1:
+        raise ConfigError(f"--alpha must be a false-alarm rate in (0, 1), got {alpha!r}")
+    if isinstance(log_every, bool) or not isinstance(log_every, (int, np.integer)) or log_every < 1:
+        raise ConfigError(f"log_every must be an integer >= 1, got {log_every!r}")
+
+
 class InferenceMonitor:
-    """Wraps a predictor; ``predict`` returns ``(class name, confidence, probabilities)``."""
+    """Wraps a predictor; ``predict`` returns ``(class name, confidence, probabilities)``.
+
+    ``window`` (>= 20) and ``alpha`` (in (0, 1)) are checked before the model is loaded. After
+    :meth:`finish` the monitor is closed: ``predict`` raises :class:`ConfigError` and another
+    ``finish()`` returns the same summary.
+    """
 
     def __init__(self, model_path: str | os.PathLike, extractor_path: str | os.PathLike | None = None, *,
                  store=None, wandb_mode: str | None = None, window: int = 200, log_every: int = 50,
@@ -59,6 +77,7 @@ class InferenceMonitor:
         from src.monitor_store import open_monitor_store, start_session
         from src.wandb_config import Tracker
 
+        _check_settings(window, alpha, log_every)
         self.predictor = load_predictor(model_path, extractor_path, store=store)
         self.bundle = self.predictor.bundle
         if "reference" not in self.bundle:
@@ -73,16 +92,28 @@ class InferenceMonitor:
         self._suite = None
         self._pending: list[tuple] = []
         self.records: list[dict[str, Any]] = []
-        self.features: list[np.ndarray] = []
-        self.elapsed = 0.0
+        self.features: deque[np.ndarray] = deque(maxlen=window)  # drift only ever looks at the last window
+        self._t_first: float | None = None  # wall clock: start of the first predict(), end of the last
+        self._t_last: float | None = None
         self.last_drift: dict[str, Any] | None = None
+        self._drift_at: int | None = None  # len(self.records) when last_drift was computed
+        self._finished: dict[str, Any] | None = None
 
     # -- prediction ----------------------------------------------------------------------
     def predict(self, image_path: str | os.PathLike, true_label: str | None = None) -> tuple[str, float, np.ndarray]:
         from src.features import load_batch
         from src.store import sha256_file
 
+        if self._finished is not None:
+            raise ConfigError(f"monitoring session {self.session} is finished; predict() after finish() would "
+                              "not be recorded", hint="start a new InferenceMonitor")
+        names = self.predictor.class_names
+        if true_label is not None and (not isinstance(true_label, str) or true_label not in names):
+            raise ConfigError(f"true_label {true_label!r} is not one of the model's classes: {', '.join(names)}",
+                              hint="pass a class name or None")
         t0 = time.perf_counter()
+        if self._t_first is None:
+            self._t_first = t0
         batch = load_batch([Path(image_path)], self.predictor.extractor.preprocessing, _serial)
         t1 = time.perf_counter()
         feats = self.predictor.extractor(batch)
@@ -90,7 +121,6 @@ class InferenceMonitor:
         t2 = time.perf_counter()
         label = self.predictor.class_names[int(probs.argmax())]
         conf = float(probs.max())
-        self.elapsed += t2 - t0
         rec = {"image": str(image_path), "prediction": label, "confidence": conf, "latency_ms": (t2 - t0) * 1e3,
                "inference_ms": (t2 - t1) * 1e3, "true_label": true_label}
         self.records.append(rec)
@@ -100,6 +130,7 @@ class InferenceMonitor:
         if len(self.records) % self.log_every == 0:
             self._flush()
             self.tracker.log(self.metrics(with_drift=len(self.records) >= self.window))
+        self._t_last = time.perf_counter()
         return label, conf, probs
 
     def _flush(self) -> None:
@@ -117,12 +148,21 @@ class InferenceMonitor:
         out = {"monitor/samples": n,
                "monitor/avg_confidence": float(np.mean([r["confidence"] for r in self.records])) if n else 0.0,
                "monitor/avg_inference_time_ms": float(lat.mean()),
-               "monitor/throughput_samples_per_sec": n / self.elapsed if self.elapsed else 0.0}
+               "monitor/throughput_samples_per_sec": self.throughput()}
         if labeled:
             out["monitor/accuracy"] = float(np.mean([r["prediction"] == r["true_label"] for r in labeled]))
         if with_drift:
-            out["monitor/drift_score"] = self.detect_drift()["drift_score"]
+            score = self.detect_drift()["drift_score"]
+            if score is not None:  # None: the feature signal is unavailable for this model
+                out["monitor/drift_score"] = score
         return out
+
+    def throughput(self) -> float:
+        """Images per second of wall time, from the start of the first ``predict()`` to the end of the last."""
+        n = len(self.records)
+        if not n or self._t_first is None or self._t_last is None or self._t_last <= self._t_first:
+            return 0.0
+        return n / (self._t_last - self._t_first)
 
     def latency(self) -> dict[str, float]:
         lat = np.array([r["latency_ms"] for r in self.records])
@@ -134,16 +174,22 @@ class InferenceMonitor:
     # -- drift ---------------------------------------------------------------------------
     def detect_drift(self, window: int | None = None) -> dict[str, Any]:
         """Drift of the last ``window`` predictions against the training reference."""
-        from src.drift import DriftSuite
+        from src.drift import MIN_WINDOW, DriftSuite
 
+        w = self.window if window is None else window
+        if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < MIN_WINDOW:
+            raise ConfigError(f"window must be an integer >= {MIN_WINDOW}, got {w!r}")
+        w = min(w, self.window)  # only the last `window` features are kept
+        if len(self.records) < MIN_WINDOW:
+            raise ConfigError(f"drift detection needs at least {MIN_WINDOW} predictions, got {len(self.records)}",
+                              hint="predict more images before calling detect_drift()")
         if self._suite is None:
             self._suite = DriftSuite.from_reference(self.bundle["reference"], alpha=self.alpha, seed=self.seed)
-        w = window or self.window
         recent = self.records[-w:]
         index = {c: i for i, c in enumerate(self.predictor.class_names)}
-        report = self._suite.test(np.stack(self.features[-w:]), [index[r["prediction"]] for r in recent],
+        report = self._suite.test(np.stack(list(self.features)[-w:]), [index[r["prediction"]] for r in recent],
                                   [r["confidence"] for r in recent])
-        self.last_drift = report
+        self.last_drift, self._drift_at = report, len(self.records)
         if report["is_drift"]:
             self._alert(report)
         return report
@@ -151,26 +197,39 @@ class InferenceMonitor:
     def _alert(self, report: dict[str, Any]) -> None:
         from src.monitor_store import add_alert
 
+        score = "n/a" if report["drift_score"] is None else f"{report['drift_score']:.2f}"
         text = (f"{self.model_ref}: drift in {', '.join(report['drifted'])} over the last {report['n']} "
-                f"predictions (drift score {report['drift_score']:.2f}, p={report['p_val']:.4f})")
+                f"predictions (drift score {score}, p={report['p_val']:.4f})")
         add_alert(self.store, self.session, "WARN", "Data drift detected", text, report)
         self.tracker.alert("Data drift detected", text, level="WARN")
         log.warning(text)
 
     # -- end -----------------------------------------------------------------------------
+    def _base_summary(self) -> dict[str, Any]:
+        return {**self.metrics(), "latency": self.latency(),
+                "prediction_distribution": dict(Counter(r["prediction"] for r in self.records)),
+                "session": self.session, "model": self.model_ref}
+
     def finish(self) -> dict[str, Any]:
-        """Log the distribution, histogram and summary; close the session. Returns the summary."""
+        """Log the distribution, histogram and summary; close the session. Returns the summary.
+
+        Drift is (re)computed unless the last report covers every prediction made. A second
+        call returns the first call's summary and changes nothing.
+        """
+        from src.drift import MIN_WINDOW
         from src.monitor_store import finish_session
 
+        if self._finished is not None:
+            return self._finished
         self._flush()
-        counts = Counter(r["prediction"] for r in self.records)
         names = self.predictor.class_names
-        summary = {**self.metrics(), "latency": self.latency(), "prediction_distribution": dict(counts),
-                   "session": self.session, "model": self.model_ref}
-        if len(self.records) >= 20:
-            summary["drift"] = self.last_drift if self.last_drift and self.last_drift["n"] == min(
-                self.window, len(self.records)) else self.detect_drift()
-            summary["monitor/drift_score"] = summary["drift"]["drift_score"]
+        summary = self._base_summary()
+        counts = summary["prediction_distribution"]
+        if len(self.records) >= MIN_WINDOW:
+            fresh = self.last_drift is not None and self._drift_at == len(self.records)
+            summary["drift"] = self.last_drift if fresh else self.detect_drift()
+            if summary["drift"]["drift_score"] is not None:
+                summary["monitor/drift_score"] = summary["drift"]["drift_score"]
         self.tracker.bar("prediction_distribution", names, [counts.get(c, 0) for c in names], "Predicted classes")
         self.tracker.histogram("confidence_histogram", [r["confidence"] for r in self.records])
         self.tracker.log({k: v for k, v in summary.items() if k.startswith("monitor/")})
@@ -178,6 +237,30 @@ class InferenceMonitor:
         summary["wandb_run"] = self.tracker.run_dir
         finish_session(self.store, self.session, summary, self.tracker.run_id)
         self.tracker.finish()
+        self._finished = summary
+        return summary
+
+    def abort(self, reason: str) -> dict[str, Any] | None:
+        """Close the session after a failure: no drift test, no alerts, never raises.
+
+        For ``finally``-style cleanup where :meth:`finish` could replace the original error.
+        """
+        if self._finished is not None:
+            return self._finished
+        summary = None
+        try:
+            from src.monitor_store import finish_session
+
+            self._flush()
+            summary = {**self._base_summary(), "aborted": reason}
+            finish_session(self.store, self.session, summary, self.tracker.run_id)
+        except Exception:  # the original error matters, not this one
+            log.debug("could not record the aborted session", exc_info=True)
+        try:
+            self.tracker.finish()
+        except Exception:
+            log.debug("could not close the W&B run", exc_info=True)
+        self._finished = summary or {"aborted": reason, "session": self.session, "model": self.model_ref}
         return summary
 
 
@@ -216,7 +299,9 @@ DASHBOARD_HELP = """Building W&B panels for the monitoring keys (project grocery
 4. Add panel -> Line plot, y = monitor/avg_inference_time_ms (latency) and a second line plot
    with y = monitor/throughput_samples_per_sec.
 5. Add panel -> Line plot, y = monitor/drift_score; add a horizontal reference line at 1.0
-   (drift_score is the feature MMD over its calibrated threshold: above 1 means drift).
+   (drift_score is the *feature* signal only: MMD² over its permutation null's quantile, about 1
+   where an uncalibrated feature test would alarm. The verdict is the drift report's is_drift,
+   which also uses the prediction and confidence signals; the alert below fires on it).
 6. Media panels: `prediction_distribution` (bar chart) and `confidence_histogram` are logged at
    the end of each session; add them with Add panel -> choose the key.
 7. Compare with training: add `summary/best_test_accuracy` from job type "train" runs to the
@@ -230,15 +315,28 @@ DASHBOARD_HELP = """Building W&B panels for the monitoring keys (project grocery
 def run_batch(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
 
+    _check_settings(args.window, args.alpha, 1)
     items = sample_images(args.test_dir, args.n_samples, args.seed)
     mon = InferenceMonitor(args.model_path, args.extractor_path, store=args.store, wandb_mode=args.wandb_mode,
                            window=args.window, alpha=args.alpha, run_name=args.run_name, seed=args.seed)
     known = set(mon.predictor.class_names)
+    unmatched = sorted({label for _, label in items if label is not None and label not in known})
+    if unmatched:
+        log.warning("test folders %s are not classes of the model (%s): their images are monitored without "
+                    "labels", ", ".join(unmatched), ", ".join(mon.predictor.class_names))
+    skipped: list[dict[str, str]] = []
     try:
         for path, label in tqdm(items, desc="monitoring", unit="img", disable=args.quiet or len(items) < 50):
-            mon.predict(path, label if label in known else None)
-    finally:
-        summary = mon.finish()
+            try:
+                mon.predict(path, label if label in known else None)
+            except DataError as e:  # one unreadable image must not end the batch
+                log.info("skipped %s: %s", path, e)
+                skipped.append({"image": str(path), "error": str(e)})
+    except BaseException as e:
+        mon.abort(f"{type(e).__name__}: {e}")  # never masks the error being raised
+        raise
+    summary = mon.finish()
+    summary["skipped"] = skipped
     return summary
 
 
@@ -252,8 +350,13 @@ def format_summary(s: dict[str, Any]) -> str:
              f"throughput          {s['monitor/throughput_samples_per_sec']:.1f} images/s"]
     if d:
         verdict = "DRIFT in " + ", ".join(d["drifted"]) if d["is_drift"] else "no drift"
-        sig = "; ".join(f"{k} p={v['p_val']:.4f}" for k, v in d["signals"].items())
-        lines.append(f"drift               {verdict} (score {d['drift_score']:.2f}, window {d['n']}, {sig})")
+        sig = "; ".join(f"{k} p={v['p_val']:.4f}" if v["p_val"] is not None else f"{k} unavailable"
+                        for k, v in d["signals"].items())
+        score = "n/a" if d["drift_score"] is None else f"{d['drift_score']:.2f}"
+        lines.append(f"drift               {verdict} (score {score}, window {d['n']}, {sig})")
+    if s.get("skipped"):
+        lines.append(f"skipped             {len(s['skipped'])} unreadable: "
+                     + ", ".join(Path(x["image"]).name for x in s["skipped"]))
     if s.get("wandb_run"):
         lines.append(f"W&B run             {s['wandb_run']}")
     return "\n".join(lines)
@@ -309,9 +412,18 @@ def _command(args: argparse.Namespace) -> int:
     args.model_path = args.model_path or _default_model()
     summary = run_batch(args)
     print_json(summary) if args.json else print(format_summary(summary))
-    if args.fail_on_drift and summary.get("drift", {}).get("is_drift"):
+    drift = args.fail_on_drift and summary.get("drift", {}).get("is_drift")
+    if summary["skipped"]:
+        names = [Path(x["image"]).name for x in summary["skipped"]]
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        also = f"; also drift detected in {', '.join(summary['drift']['drifted'])}" if drift else ""
+        raise DataError(f"{len(names)} of {len(names) + summary['monitor/samples']} images could not be read and "
+                        f"were skipped: {', '.join(names[:5])}{more} (first: {summary['skipped'][0]['error']}){also}")
+    if drift:
+        score = summary["drift"]["drift_score"]
         raise DriftDetected(f"drift detected in {', '.join(summary['drift']['drifted'])} "
-                            f"(score {summary['drift']['drift_score']:.2f})", hint="see --alerts")
+                            f"(score {'n/a' if score is None else f'{score:.2f}'}, p={summary['drift']['p_val']:.4f})",
+                            hint="see --alerts")
     return 0
 
 

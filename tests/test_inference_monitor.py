@@ -179,3 +179,158 @@ def test_dashboard_shows_sessions_and_alerts(trained, tmp_path):
     add_alert(open_monitor_store(tmp_path / "s"), mon.session, "WARN", "Data drift detected", "drift in feature", {})
     page = build_report(tmp_path / "r.html", tmp_path / "s").read_text()
     assert "label_spreading_model.pkl" in page and "drift in feature" in page and "could not read" not in page
+
+
+def _images(trained, key="data", n=None):
+    root = trained[key] / "test" if key == "data" else trained[key]
+    return sorted(root.rglob("*.jpg"))[:n]
+
+
+def test_finish_recomputes_drift_after_new_predictions(trained, tmp_path, monkeypatch):
+    from src.drift import DriftSuite
+
+    seen = []
+    real = DriftSuite.test
+    monkeypatch.setattr(DriftSuite, "test", lambda self, f, p, c: seen.append(list(c)) or real(self, f, p, c))
+    mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled", window=20, log_every=20)
+    for p in _images(trained, n=20) + _images(trained, "sketch", n=19):  # drift computed at 20, not after
+        mon.predict(p)
+    assert len(seen) == 1
+    summary = mon.finish()
+    assert seen[-1] == [r["confidence"] for r in mon.records[-20:]]  # the last 20, not a stale report
+    assert summary["drift"]["n"] == 20 and summary["drift"]["is_drift"]
+    assert len(mon.features) == 20  # only the last window of features is kept
+
+
+@pytest.mark.parametrize("flag,value", [("--window", "10"), ("--window", "0"), ("--window", "-5"),
+                                        ("--alpha", "1.5"), ("--alpha", "3"), ("--alpha", "0")])
+def test_window_and_alpha_are_checked_before_predicting(trained, capsys, tmp_path, flag, value):
+    code, out = run(capsys, "--model-path", str(trained["model"]), "--test-dir", str(trained["data"] / "test"),
+                    "--n-samples", "0", "--store", str(tmp_path / "s"), "--wandb-mode", "disabled", flag, value)
+    assert code == 2 and flag in one_error_line(out.err) and out.out == ""
+    from src.monitor_store import sessions
+
+    assert sessions(open_monitor_store(tmp_path / "s")) == []
+
+
+def test_library_checks_window_and_alpha(trained, tmp_path):
+    from src.errors import ConfigError
+
+    for kwargs in ({"window": 5}, {"alpha": 1.0}, {"alpha": -0.1}):
+        with pytest.raises(ConfigError):
+            InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled", **kwargs)
+
+
+def test_detect_drift_without_predictions_is_a_clear_error(trained, tmp_path):
+    from src.errors import ConfigError
+
+    mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled")
+    with pytest.raises(ConfigError, match="at least 20 predictions, got 0"):
+        mon.detect_drift()
+    mon.finish()
+
+
+def test_unreadable_images_are_skipped_and_listed(trained, capsys, tmp_path):
+    d = tmp_path / "imgs" / "apple"
+    d.mkdir(parents=True)
+    for i, p in enumerate(list((trained["data"] / "test" / "apple").glob("*.jpg"))[:3]):
+        shutil.copy(p, d / f"good{i}.jpg")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (d / "empty.jpg").write_bytes(b"")
+    code, out = run(capsys, "--model-path", str(trained["model"]), "--test-dir", str(tmp_path / "imgs"),
+                    "--n-samples", "0", "--store", str(tmp_path / "s"), "--wandb-mode", "disabled", "-q", "--json")
+    line = one_error_line(out.err)
+    assert code == 2 and "broken.jpg" in line and "empty.jpg" in line and "2 of 5" in line
+    s = json.loads(out.out)  # the summary is still printed
+    assert s["monitor/samples"] == 3 and sorted(x["image"].rsplit("/", 1)[-1] for x in s["skipped"]) == [
+        "broken.jpg", "empty.jpg"]
+
+
+def test_real_error_is_not_masked_by_finish(trained, capsys, tmp_path, monkeypatch):
+    from src.monitor_store import sessions
+
+    real, drift_calls = InferenceMonitor.predict, []
+
+    def predict(self, path, true_label=None):
+        if len(self.records) == 25:
+            raise RuntimeError("boom")
+        return real(self, path, true_label)
+
+    monkeypatch.setattr(InferenceMonitor, "predict", predict)
+    monkeypatch.setattr(InferenceMonitor, "detect_drift", lambda self, window=None: drift_calls.append(1))
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["--model-path", str(trained["model"]), "--test-dir", str(trained["data"] / "test"), "--n-samples", "0",
+              "--window", "48", "--store", str(tmp_path / "s"), "--wandb-mode", "disabled", "-q"])
+    assert drift_calls == []  # no drift verdict (or alert) on a partial batch
+    (sess,) = sessions(open_monitor_store(tmp_path / "s"))
+    assert sess["finished_at"] and "boom" in sess["summary"]["aborted"] and sess["summary"]["monitor/samples"] == 25
+
+
+def test_finish_is_final(trained, tmp_path):
+    from src.errors import ConfigError
+    from src.monitor_store import sessions
+
+    mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="offline")
+    imgs = _images(trained, n=3)
+    mon.predict(imgs[0])
+    first = mon.finish()
+    before = sessions(open_monitor_store(tmp_path / "s"))
+    assert mon.finish() is first
+    assert sessions(open_monitor_store(tmp_path / "s")) == before
+    with pytest.raises(ConfigError, match="finished"):
+        mon.predict(imgs[1])
+    assert len(predictions(open_monitor_store(tmp_path / "s"), mon.session)) == 1
+
+
+def test_unknown_true_label_is_refused(trained, tmp_path):
+    from src.errors import ConfigError
+
+    mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled")
+    img = _images(trained, n=1)[0]
+    for bad in ("banana", 0):
+        with pytest.raises(ConfigError, match="apple"):
+            mon.predict(img, true_label=bad)
+    assert mon.records == []
+    mon.finish()
+
+
+def test_unmatched_test_folders_are_warned_once(trained, capsys, tmp_path):
+    for name in ("apple", "banana", "kiwi"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i, p in enumerate(list((trained["data"] / "test" / "apple").glob("*.jpg"))[:2]):
+            shutil.copy(p, tmp_path / "imgs" / name / f"{i}.jpg")
+    code, out = run(capsys, "--model-path", str(trained["model"]), "--test-dir", str(tmp_path / "imgs"),
+                    "--n-samples", "0", "--store", str(tmp_path / "s"), "--wandb-mode", "disabled", "-q", "--json")
+    assert code == 0, out.err
+    warned = [line for line in out.err.splitlines() if "banana" in line]
+    assert len(warned) == 1 and "kiwi" in warned[0] and "apple" in warned[0]  # lists the model's classes too
+    assert json.loads(out.out)["monitor/samples"] == 6
+
+
+def test_throughput_is_wall_clock(trained, tmp_path):
+    import time
+
+    mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled")
+    imgs = _images(trained, n=3)
+    mon.predict(imgs[0])
+    t0 = time.perf_counter()
+    for p in imgs[1:]:
+        time.sleep(0.25)
+        mon.predict(p)
+    wall = time.perf_counter() - t0
+    assert mon.metrics()["monitor/throughput_samples_per_sec"] <= 3 / wall
+    mon.finish()
+
+
+def test_model_with_small_reference_is_monitored_without_feature_signal(trained, tmp_path, monkeypatch):
+    from src.inference_monitor import format_summary
+
+    mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled", window=20)
+    ref = mon.bundle["reference"]  # as if trained on 30 images:
+    monkeypatch.setitem(mon.bundle, "reference", {**ref, "features": np.asarray(ref["features"])[:30]})
+    for p in _images(trained, n=20):
+        mon.predict(p)
+    s = mon.finish()
+    assert s["drift"]["signals"]["feature"]["available"] is False and "reference rows" in \
+        s["drift"]["signals"]["feature"]["skipped"]
+    assert "feature unavailable" in format_summary(s) and "monitor/drift_score" not in s
