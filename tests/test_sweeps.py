@@ -453,13 +453,19 @@ def test_an_exhausted_grid_sweep_runs_no_duplicates_and_is_finished(capsys):
 
 
 # -- fixes: the default dataset -------------------------------------------------------------------------------
-def test_default_dataset_appears_only_complete(tmp_path, monkeypatch):
-    from src import pipeline, synth
-
+@pytest.fixture
+def default_root(tmp_path, monkeypatch) -> Path:
+    """An empty working folder (the cwd) where the default DS2GROCERIES would be generated."""
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    root = work / "DS2GROCERIES"
+    return work / "DS2GROCERIES"
+
+
+def test_default_dataset_appears_only_complete(default_root, monkeypatch):
+    from src import pipeline, synth
+
+    root, work = default_root, default_root.parent
 
     def fake_generate(out, seed=0, **kw):
         out = Path(out)
@@ -474,13 +480,10 @@ def test_default_dataset_appears_only_complete(tmp_path, monkeypatch):
     assert sorted(p.name for p in work.iterdir()) == ["DS2GROCERIES"]  # no temp folder left
 
 
-def test_a_dataset_generated_concurrently_by_another_process_wins(tmp_path, monkeypatch):
+def test_a_dataset_generated_concurrently_by_another_process_wins(default_root, monkeypatch):
     from src import pipeline, synth
 
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    root = work / "DS2GROCERIES"
+    root, work = default_root, default_root.parent
 
     def racing_generate(out, seed=0, **kw):
         (root / "train" / "theirs").mkdir(parents=True)  # the other agent finishes first
