@@ -38,7 +38,7 @@ def open_store(store=None):
     """A :class:`~src.store.Store` (given, or from a folder / ``MLOPS_STORE``) with our tables."""
     from src.store import Store
 
-    st = store if isinstance(store, Store) else Store(store)
+    st = Store.of(store)
     st.ensure_schema("dataset_versions", DDL)  # Store.connect handles the fresh-database WAL race
     return st
 

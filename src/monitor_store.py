@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS monitor_alerts (
 
 
 def open_monitor_store(store: Store | str | None = None) -> Store:
-    st = store if isinstance(store, Store) else Store(store)
+    st = Store.of(store)
     st.ensure_schema("monitor", DDL)
     return st
 

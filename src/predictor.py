@@ -49,9 +49,7 @@ class Predictor:
 
         if runtime == "auto" and not os.environ.get(ENV_VAR) and bundle.get("extractor_precision") == "int8":
             runtime = "onnx-int8"  # the classifier and its drift reference saw int8 features
-        if store is not None and not isinstance(store, Store):
-            store = Store(store)
-        return cls(bundle, load_runtime(extractor_path, actual, runtime=runtime, store=store))
+        return cls(bundle, load_runtime(extractor_path, actual, runtime=runtime, store=Store.of(store)))
 
     def predict_features(self, feats: np.ndarray) -> np.ndarray:
         """Class probabilities, columns in ``class_names`` order."""

@@ -63,7 +63,7 @@ _VERSION_RE = re.compile(r"^v(\d+)$")
 
 def open_registry(store: Store | str | None = None) -> Store:
     """A :class:`Store` with the registry tables created."""
-    st = store if isinstance(store, Store) else Store(store)
+    st = Store.of(store)
     st.ensure_schema("registry", SCHEMA)
     return st
 

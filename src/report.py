@@ -153,7 +153,7 @@ def build_report(out: str | Path = "report.html", store=None) -> Path:
     """Write the dashboard; a section that cannot be read says why instead of failing the page."""
     from src.store import Store
 
-    st = store if isinstance(store, Store) else Store(store)
+    st = Store.of(store)
     parts = [f"<!doctype html><meta charset=utf-8><title>grocery-mlops report</title><style>{CSS}</style>",
              f"<h1>grocery-mlops report</h1><p class=muted>store {html.escape(str(st.root))}, generated "
              f"{_when(dt.datetime.now(dt.timezone.utc).timestamp())}</p>"]

@@ -76,6 +76,11 @@ def _retry_locked(con: sqlite3.Connection, sql: str, attempts: int, pause: float
 class Store:
     """Handle on one store directory. Cheap to create; opens connections on demand."""
 
+    @classmethod
+    def of(cls, store: "Store | str | os.PathLike | None") -> "Store":
+        """``store`` itself, or a Store for a folder (``None``: ``--store`` / ``MLOPS_STORE`` default)."""
+        return store if isinstance(store, cls) else cls(store)
+
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = store_dir(root)
         self.db_path = self.root / "mlops.db"

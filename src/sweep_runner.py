@@ -171,7 +171,7 @@ def create_local_sweep(cfg: Mapping[str, Any], store: str | os.PathLike | Store 
 
     cfg = validate_sweep_config(cfg)
     to_optuna_space(cfg), make_sampler(cfg), make_pruner(cfg)  # fail now, not in the agent
-    st = store if isinstance(store, Store) else Store(store)
+    st = Store.of(store)
     url = storage or default_storage_url(st)
     sweep_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
     display_name = str(name or cfg.get("name") or "sweep")
@@ -214,7 +214,7 @@ def open_sweep(sweep_id: str, storage: str | None = None, store: str | os.PathLi
     from src.sweep_config import make_pruner, make_sampler
 
     sweep_id = validate_name(sweep_id.rsplit("/", 1)[-1], "sweep id")
-    st = store if isinstance(store, Store) else Store(store)
+    st = Store.of(store)
     url = storage or _lookup_storage(st, sweep_id)
     rdb = open_storage(url, heartbeat_interval, grace_period)
     try:
