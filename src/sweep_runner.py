@@ -31,7 +31,7 @@ import string
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from src.cli import add_common_flags, print_json, run_cli
 from src.errors import ConfigError, GroceryError, StoreError
@@ -240,12 +240,10 @@ def training_options() -> set[str]:
     return (set(inspect.signature(train_with_wandb).parameters) - RUNNER_KEYS) | {"algorithm"}
 
 
-def check_training_parameters(cfg: Mapping[str, Any]) -> None:
+def check_training_parameters(names: Iterable[str]) -> None:
     """Every swept or fixed parameter must be a training option (else every trial would fail)."""
-    from src.sweep_config import fixed_params, to_optuna_space
-
     accepted = training_options()
-    unknown = sorted((set(fixed_params(cfg)) | set(to_optuna_space(cfg))) - accepted)
+    unknown = sorted(set(names) - accepted)
     if unknown:
         raise ConfigError(f"sweep parameter {unknown[0]!r} is not a training option",
                           hint=f"parameter names must match train_with_wandb's options: {', '.join(sorted(accepted))}")
@@ -253,7 +251,9 @@ def check_training_parameters(cfg: Mapping[str, Any]) -> None:
 
 def preflight(sweep: "Sweep", options: AgentOptions) -> None:
     """Check once, before any trial is recorded, what would make every training trial fail."""
-    check_training_parameters(sweep.config)
+    from src.sweep_config import fixed_params, to_optuna_space
+
+    check_training_parameters(set(fixed_params(sweep.config)) | set(to_optuna_space(sweep.config)))
     if options.data_dir != DEFAULT_DATA_DIR or Path(options.data_dir).exists():
         from src.data import scan_dataset
 
@@ -264,17 +264,13 @@ def training_objective(options: AgentOptions, store: Store, sweep_id: str) -> Ob
     """The real objective: one ``train_with_wandb`` run per trial, grouped under the sweep."""
     from src.train_with_wandb import train_with_wandb
 
-    accepted = training_options()
     models_root = Path(options.models_dir) if options.models_dir else sweep_dir(store, sweep_id) / "trials"
 
     def objective(params: dict[str, Any], epoch_callback: Callable[[int, float], None], ctx: TrialContext) -> float:
+        check_training_parameters(params)
         kwargs = dict(params)
         if "algorithm" in kwargs:
             kwargs["algorithms"] = [kwargs.pop("algorithm")]
-        unknown = sorted(set(kwargs) - accepted)
-        if unknown:
-            raise ConfigError(f"sweep parameter {unknown[0]!r} is not a training option",
-                              hint="parameter names must match train_with_wandb's flags")
         call = dict(run_name=ctx.run_name, group=ctx.sweep_name, tags=["sweep", ctx.sweep_id],
                     data_dir=options.data_dir, models_dir=str(models_root / f"trial-{ctx.number:04d}"),
                     seed=options.seed, wandb_mode=options.wandb_mode, store=str(store.root),
