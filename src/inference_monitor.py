@@ -50,13 +50,22 @@ def load_predictor(model: str | os.PathLike, extractor_path: str | os.PathLike |
     return Predictor.load(model, extractor_path, store=store)
 
 
-def _check_settings(window: Any, alpha: Any, log_every: Any) -> None:
-    """Refuse unusable settings before anything is loaded or predicted."""
+def _check_window(window: Any, what: str = "window") -> None:
     from src.drift import MIN_WINDOW
 
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < MIN_WINDOW:
-        raise ConfigError(f"--window must be an integer >= {MIN_WINDOW} (drift detection needs at least "
+        raise ConfigError(f"{what} must be an integer >= {MIN_WINDOW} (drift detection needs at least "
                           f"{MIN_WINDOW} predictions), got {window!r}")
+
+
+def _score_text(score: float | None) -> str:
+    """A drift score for people: ``None`` (no feature signal for this model) reads n/a."""
+    return "n/a" if score is None else f"{score:.2f}"
+
+
+def _check_settings(window: Any, alpha: Any, log_every: Any) -> None:
+    """Refuse unusable settings before anything is loaded or predicted."""
+    _check_window(window, "--window")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0 < alpha < 1:
         raise ConfigError(f"--alpha must be a false-alarm rate in (0, 1), got {alpha!r}")
     if isinstance(log_every, bool) or not isinstance(log_every, (int, np.integer)) or log_every < 1:
@@ -177,8 +186,7 @@ class InferenceMonitor:
         from src.drift import MIN_WINDOW, DriftSuite
 
         w = self.window if window is None else window
-        if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < MIN_WINDOW:
-            raise ConfigError(f"window must be an integer >= {MIN_WINDOW}, got {w!r}")
+        _check_window(w)
         w = min(w, self.window)  # only the last `window` features are kept
         if len(self.records) < MIN_WINDOW:
             raise ConfigError(f"drift detection needs at least {MIN_WINDOW} predictions, got {len(self.records)}",
@@ -197,9 +205,8 @@ class InferenceMonitor:
     def _alert(self, report: dict[str, Any]) -> None:
         from src.monitor_store import add_alert
 
-        score = "n/a" if report["drift_score"] is None else f"{report['drift_score']:.2f}"
         text = (f"{self.model_ref}: drift in {', '.join(report['drifted'])} over the last {report['n']} "
-                f"predictions (drift score {score}, p={report['p_val']:.4f})")
+                f"predictions (drift score {_score_text(report['drift_score'])}, p={report['p_val']:.4f})")
         add_alert(self.store, self.session, "WARN", "Data drift detected", text, report)
         self.tracker.alert("Data drift detected", text, level="WARN")
         log.warning(text)
@@ -352,8 +359,7 @@ def format_summary(s: dict[str, Any]) -> str:
         verdict = "DRIFT in " + ", ".join(d["drifted"]) if d["is_drift"] else "no drift"
         sig = "; ".join(f"{k} p={v['p_val']:.4f}" if v["p_val"] is not None else f"{k} unavailable"
                         for k, v in d["signals"].items())
-        score = "n/a" if d["drift_score"] is None else f"{d['drift_score']:.2f}"
-        lines.append(f"drift               {verdict} (score {score}, window {d['n']}, {sig})")
+        lines.append(f"drift               {verdict} (score {_score_text(d['drift_score'])}, window {d['n']}, {sig})")
     if s.get("skipped"):
         lines.append(f"skipped             {len(s['skipped'])} unreadable: "
                      + ", ".join(Path(x["image"]).name for x in s["skipped"]))
@@ -420,9 +426,9 @@ def _command(args: argparse.Namespace) -> int:
         raise DataError(f"{len(names)} of {len(names) + summary['monitor/samples']} images could not be read and "
                         f"were skipped: {', '.join(names[:5])}{more} (first: {summary['skipped'][0]['error']}){also}")
     if drift:
-        score = summary["drift"]["drift_score"]
         raise DriftDetected(f"drift detected in {', '.join(summary['drift']['drifted'])} "
-                            f"(score {'n/a' if score is None else f'{score:.2f}'}, p={summary['drift']['p_val']:.4f})",
+                            f"(score {_score_text(summary['drift']['drift_score'])}, "
+                            f"p={summary['drift']['p_val']:.4f})",
                             hint="see --alerts")
     return 0
 
