@@ -72,7 +72,7 @@ def bench_extraction(tmp: Path, quick: bool) -> dict:
     export_s = time.perf_counter() - t0
     extract(ext, paths[:32], progress=False)  # warm-up
     t0 = time.perf_counter()
-    extract(ext, paths, batch_size=32, progress=False)
+    fp32 = extract(ext, paths, batch_size=32, progress=False)
     project = len(paths) / (time.perf_counter() - t0)
 
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
@@ -95,7 +95,7 @@ def bench_extraction(tmp: Path, quick: bool) -> dict:
         torch_ext(np.concatenate(batches)[i:i + 32])
     torch_eager = n_t / (time.perf_counter() - t0)
 
-    int8 = _int8_extraction(ext_path, digest, store, paths, batches, extract(ext, paths, progress=False))
+    int8 = _int8_extraction(ext_path, digest, store, paths, batches, fp32)
     usual = _usual_approach(paths[:32 if quick else 64])
     ceiling = _compute_ceiling(project, len(paths) / infer_s)
     int8["int8_speedup_vs_usual"] = round(int8["int8_project_img_s"] / usual, 1)
