@@ -49,6 +49,17 @@ def with_(**changes) -> dict:
     return cfg
 
 
+def sweep_with_queued_regions(cfg: dict, regions) -> str:
+    """A new local sweep whose first trials are ``{"region": r}`` for each of ``regions``, in order."""
+    import optuna
+
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(cfg))
+    study = optuna.load_study(study_name=sweep_id, storage=sr.default_storage_url(sr.Store()))
+    for region in regions:
+        study.enqueue_trial({"region": region})
+    return sweep_id
+
+
 # -- translation ------------------------------------------------------------------------------
 @pytest.mark.parametrize("spec, expected", [
     ({"values": [1, 2, 3]}, ("CategoricalDistribution", {"choices": (1, 2, 3)})),
@@ -179,14 +190,9 @@ def test_count_6_records_6_trials_and_reports_best(tmp_path, monkeypatch, capsys
 
 
 def test_hyperband_prunes_the_bad_region(tmp_path):
-    import optuna
-
     cfg = with_(parameters={"region": {"values": ["good", "bad"]}, "fine_tune_epochs": {"value": 6}},
                 early_terminate={"type": "hyperband", "min_iter": 1, "max_iter": 2, "eta": 3})
-    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(cfg))
-    study = optuna.load_study(study_name=sweep_id, storage=sr.default_storage_url(sr.Store()))
-    for region in ("good", "bad", "good", "bad"):
-        study.enqueue_trial({"region": region})
+    sweep_id = sweep_with_queued_regions(cfg, ("good", "bad", "good", "bad"))
     epochs_run: dict[int, int] = {}
 
     def objective(params, epoch_callback, ctx):
@@ -285,14 +291,9 @@ def test_agent_runs_real_training(tmp_path):
 
 
 def test_a_failing_trial_fails_alone_and_a_failure_streak_stops_the_agent():
-    import optuna
-
     from src.errors import DataError
 
-    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
-    study = optuna.load_study(study_name=sweep_id, storage=sr.default_storage_url(sr.Store()))
-    for region in ("bad", "good"):
-        study.enqueue_trial({"region": region})
+    sweep_id = sweep_with_queued_regions(with_(), ("bad", "good"))
 
     def picky(params, epoch_callback, ctx):
         if params["region"] == "bad":
@@ -393,12 +394,7 @@ def test_agent_whose_every_trial_failed_exits_nonzero_with_one_error_line(monkey
 
 
 def test_a_non_project_exception_fails_only_its_trial(capfd):
-    import optuna
-
-    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
-    study = optuna.load_study(study_name=sweep_id, storage=sr.default_storage_url(sr.Store()))
-    for region in ("bad", "good"):
-        study.enqueue_trial({"region": region})
+    sweep_id = sweep_with_queued_regions(with_(), ("bad", "good"))
 
     def buggy(params, epoch_callback, ctx):
         if params["region"] == "bad":
