@@ -58,7 +58,7 @@ def bench_extraction(tmp: Path, quick: bool) -> dict:
 
     from src.backbone import Preprocessing, create_model, save_extractor
     from src.extractors import load_runtime
-    from src.features import extract, load_batch
+    from src.features import load_batch
     from src.images import open_image
     from src.store import Store, sha256_file
 
@@ -67,13 +67,7 @@ def bench_extraction(tmp: Path, quick: bool) -> dict:
     save_extractor(create_model(num_classes=0, pretrained=True), ext_path, Preprocessing.for_size(224))
     digest = sha256_file(ext_path)
     store = Store(tmp / "store")
-    t0 = time.perf_counter()
-    ext = load_runtime(ext_path, digest, runtime="onnx", store=store)
-    export_s = time.perf_counter() - t0
-    extract(ext, paths[:32], progress=False)  # warm-up
-    t0 = time.perf_counter()
-    fp32 = extract(ext, paths, batch_size=32, progress=False)
-    project = len(paths) / (time.perf_counter() - t0)
+    ext, export_s, fp32, project = _timed_extraction("onnx", ext_path, digest, store, paths)
 
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         t0 = time.perf_counter()
@@ -110,20 +104,25 @@ def bench_extraction(tmp: Path, quick: bool) -> dict:
             "decode_share_if_serial": round(decode_s / (decode_s + infer_s), 2)}
 
 
-def _int8_extraction(ext_path: Path, digest: str, store, paths: list[Path], batches: list, fp32) -> dict:
-    """The opt-in ``onnx-int8`` runtime on the same images: speed, and how far its features move."""
-    import numpy as np
-
+def _timed_extraction(runtime: str, ext_path: Path, digest: str, store, paths: list[Path]):
+    """(extractor, load seconds, features, images/s) of ``features.extract`` on ``runtime``, after a warm-up."""
     from src.extractors import load_runtime
     from src.features import extract
 
     t0 = time.perf_counter()
-    q = load_runtime(ext_path, digest, runtime="onnx-int8", store=store)
-    quantize_s = time.perf_counter() - t0
-    extract(q, paths[:32], progress=False)  # warm-up
+    ext = load_runtime(ext_path, digest, runtime=runtime, store=store)
+    load_s = time.perf_counter() - t0
+    extract(ext, paths[:32], progress=False)  # warm-up
     t0 = time.perf_counter()
-    feats = extract(q, paths, batch_size=32, progress=False)
-    project = len(paths) / (time.perf_counter() - t0)
+    feats = extract(ext, paths, batch_size=32, progress=False)
+    return ext, load_s, feats, len(paths) / (time.perf_counter() - t0)
+
+
+def _int8_extraction(ext_path: Path, digest: str, store, paths: list[Path], batches: list, fp32) -> dict:
+    """The opt-in ``onnx-int8`` runtime on the same images: speed, and how far its features move."""
+    import numpy as np
+
+    q, quantize_s, feats, project = _timed_extraction("onnx-int8", ext_path, digest, store, paths)
     t0 = time.perf_counter()
     for b in batches:
         q(b)
