@@ -56,11 +56,11 @@ def bench_extraction(tmp: Path, quick: bool) -> dict:
 
     import numpy as np
 
-    from src.backbone import Preprocessing, create_model, save_extractor
-    from src.extractors import load_runtime
-    from src.features import load_batch
-    from src.images import open_image
-    from src.store import Store, sha256_file
+    from src.features.backbone import Preprocessing, create_model, save_extractor
+    from src.features.runtimes import load_runtime
+    from src.features.extraction import load_batch
+    from src.core.images import open_image
+    from src.core.store import Store, sha256_file
 
     paths = _jpegs(tmp / "imgs", 128 if quick else 512)
     ext_path = tmp / "feature_extractor.pth"
@@ -106,8 +106,8 @@ def bench_extraction(tmp: Path, quick: bool) -> dict:
 
 def _timed_extraction(runtime: str, ext_path: Path, digest: str, store, paths: list[Path]):
     """(extractor, load seconds, features, images/s) of ``features.extract`` on ``runtime``, after a warm-up."""
-    from src.extractors import load_runtime
-    from src.features import extract
+    from src.features.runtimes import load_runtime
+    from src.features.extraction import extract
 
     t0 = time.perf_counter()
     ext = load_runtime(ext_path, digest, runtime=runtime, store=store)
@@ -138,7 +138,7 @@ def _network_gflop() -> float:
     """Multiply-adds × 2 of the extractor's convolutions for one 224-px image (the work ORT must do)."""
     import torch
 
-    from src.backbone import create_model
+    from src.features.backbone import create_model
 
     model, macs = create_model(num_classes=0, pretrained=False).eval(), [0]
 
@@ -207,7 +207,7 @@ def _tiny_model(tmp: Path) -> tuple[Path, list[Path]]:
 
 def bench_monitor(tmp: Path, quick: bool) -> dict:
     """Single-image latency through Predictor, with and without decoding."""
-    from src.images import open_image
+    from src.core.images import open_image
     from src.predictor import Predictor
 
     model_path, images = _tiny_model(tmp)
@@ -296,7 +296,7 @@ def bench_semi_supervised(tmp: Path, quick: bool) -> dict:
     import numpy as np
     from sklearn.datasets import make_blobs
 
-    from src.semi_supervised import ALGORITHMS, UNLABELED, fit_semi_supervised
+    from src.learning.semi_supervised import ALGORITHMS, UNLABELED, fit_semi_supervised
 
     out = {}
     for n in ((2000,) if quick else (5000, 20000)):
@@ -318,7 +318,7 @@ def bench_semi_supervised(tmp: Path, quick: bool) -> dict:
 
 def bench_hashing(tmp: Path, quick: bool) -> dict:
     from src.data_versioning import create_dataset_artifact
-    from src.store import Store, sha256_file
+    from src.core.store import Store, sha256_file
     from src.synth import generate_dataset
 
     data = generate_dataset(tmp / "d", n_classes=10, train_per_class=30 if quick else 120, test_per_class=10,
@@ -350,9 +350,9 @@ def bench_drift(tmp: Path, quick: bool) -> dict:
     import numpy as np
 
     try:
-        from src.drift import FeatureDrift
+        from src.monitoring.drift import FeatureDrift
     except ImportError:
-        return {"skipped": "src.drift is not available"}
+        return {"skipped": "src.monitoring.drift is not available"}
     rng = np.random.default_rng(0)
     n = 2000 if quick else 10000
     ref = rng.standard_normal((n, 1280)).astype(np.float32)

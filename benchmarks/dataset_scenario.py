@@ -90,7 +90,7 @@ def run(n: int, work: Path, mode: str) -> dict:
     os.environ["MLOPS_STORE"] = str(store_dir)
     os.environ.setdefault("WANDB_DIR", str(work / "wandb"))
     from src import data_versioning as dv
-    from src.quality import quality_check
+    from src.data.quality import quality_check
 
     t = time.perf_counter()
     generate(ds, n)

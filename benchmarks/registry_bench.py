@@ -36,7 +36,7 @@ def _real_extractor(path: Path) -> bool:
     """A loadable (random-weight) extractor, so the predictor path can be timed too."""
     try:
         import src.predictor  # noqa: F401
-        from src.backbone import Preprocessing, create_model, save_extractor
+        from src.features.backbone import Preprocessing, create_model, save_extractor
     except ImportError:
         return False
     save_extractor(create_model(num_classes=0, pretrained=False), path, Preprocessing())
@@ -48,8 +48,8 @@ def build(store: Path, work: Path, n: int) -> float:
     from sklearn.linear_model import LogisticRegression
 
     from src import model_registry as mr
-    from src.modelio import save_model_bundle
-    from src.store import sha256_file
+    from src.learning.bundles import save_model_bundle
+    from src.core.store import sha256_file
 
     ext = work / "feature_extractor.pth"
     if not _real_extractor(ext):

@@ -19,10 +19,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from src.dataset_scan import dataset_digest
-from src.dataset_store import (DEFAULT_NAME, insert_version, lookup_digest, diff_versions, list_versions,
+from src.data.scan import dataset_digest
+from src.data.versions import (DEFAULT_NAME, insert_version, lookup_digest, diff_versions, list_versions,
                                load_dataset_artifact, open_store, parse_version, restore_version)
-from src.errors import ConfigError, DataError
+from src.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def build_metadata(manifest: list[dict]) -> dict[str, Any]:
     """Counts a user looks at first: samples, classes, splits, imbalance."""
     from collections import Counter
 
-    from src.quality import imbalance_ratio
+    from src.data.quality import imbalance_ratio
 
     valid = [e for e in manifest if not e.get("error")]
     classes = Counter(e["class"] for e in valid)
@@ -99,7 +99,7 @@ def _mirror(tracker, name: str, version: int, root: Path, manifest: list[dict], 
 def _mirror_or_explain(tracker, name: str, version: int, root: Path, manifest: list[dict], meta: dict,
                        quality: dict, description, samples_per_class: int, st, wandb_mode, result: dict) -> None:
     """Mirror a committed version to W&B (the caller's run, or a run of our own)."""
-    from src.errors import TrackingError
+    from src.core.errors import TrackingError
     from src.wandb_config import Tracker
 
     own = tracker is None
@@ -122,9 +122,9 @@ def _mirror_or_explain(tracker, name: str, version: int, root: Path, manifest: l
 
 def _create(data_dir, name: str, version, description, samples_per_class: int, store, wandb_mode,
             tracker, link: bool) -> dict:
-    from src.dataset_scan import scan_dataset
-    from src.quality import analyze
-    from src.store import validate_name
+    from src.data.scan import scan_dataset
+    from src.data.quality import analyze
+    from src.core.store import validate_name
 
     validate_name(name, "artifact name")
     want = parse_version(version) if version not in (None, "") else None
@@ -196,15 +196,15 @@ def find_or_create_version(data_dir: str | os.PathLike, artifact_name: str = DEF
 
 
 def quality_check(data_dir: str | os.PathLike, store=None) -> dict:
-    """Quality report of ``data_dir`` without creating a version (see :mod:`src.quality`)."""
-    from src.quality import quality_check as _qc
+    """Quality report of ``data_dir`` without creating a version (see :mod:`src.data.quality`)."""
+    from src.data.quality import quality_check as _qc
 
     return _qc(data_dir, store=open_store(store))
 
 
 # -- CLI -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from src.cli import add_common_flags
+    from src.core.cli import add_common_flags
 
     p = argparse.ArgumentParser(prog="data_versioning.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -248,8 +248,8 @@ def _print_diff(d: dict) -> None:
 
 
 def _command(args) -> int:
-    from src.cli import print_json
-    from src.quality import format_report
+    from src.core.cli import print_json
+    from src.data.quality import format_report
 
     out = print_json if args.json else None
     name, store = args.artifact_name or DEFAULT_NAME, args.store
@@ -302,7 +302,7 @@ def _command(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from src.cli import run_cli
+    from src.core.cli import run_cli
 
     return run_cli(build_parser(), argv, _command)
 

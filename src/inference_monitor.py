@@ -26,8 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from src.cli import add_common_flags, print_json, run_cli
-from src.errors import ConfigError, DataError, GroceryError, ModelError
+from src.core.cli import add_common_flags, print_json, run_cli
+from src.core.errors import ConfigError, DataError, GroceryError, ModelError
 
 log = logging.getLogger(__name__)
 DRIFT_EXIT_CODE = 6
@@ -51,7 +51,7 @@ def load_predictor(model: str | os.PathLike, extractor_path: str | os.PathLike |
 
 
 def _check_window(window: Any, what: str = "window") -> None:
-    from src.drift import MIN_WINDOW
+    from src.monitoring.drift import MIN_WINDOW
 
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < MIN_WINDOW:
         raise ConfigError(f"{what} must be an integer >= {MIN_WINDOW} (drift detection needs at least "
@@ -83,7 +83,7 @@ class InferenceMonitor:
     def __init__(self, model_path: str | os.PathLike, extractor_path: str | os.PathLike | None = None, *,
                  store=None, wandb_mode: str | None = None, window: int = 200, log_every: int = 50,
                  alpha: float = 0.05, run_name: str | None = None, seed: int = 0):
-        from src.monitor_store import open_monitor_store, start_session
+        from src.monitoring.records import open_monitor_store, start_session
         from src.wandb_config import Tracker
 
         _check_settings(window, alpha, log_every)
@@ -110,8 +110,8 @@ class InferenceMonitor:
 
     # -- prediction ----------------------------------------------------------------------
     def predict(self, image_path: str | os.PathLike, true_label: str | None = None) -> tuple[str, float, np.ndarray]:
-        from src.features import load_batch
-        from src.store import sha256_file
+        from src.features.extraction import load_batch
+        from src.core.store import sha256_file
 
         if self._finished is not None:
             raise ConfigError(f"monitoring session {self.session} is finished; predict() after finish() would "
@@ -143,7 +143,7 @@ class InferenceMonitor:
         return label, conf, probs
 
     def _flush(self) -> None:
-        from src.monitor_store import add_predictions
+        from src.monitoring.records import add_predictions
 
         add_predictions(self.store, self._pending)
         self._pending = []
@@ -183,7 +183,7 @@ class InferenceMonitor:
     # -- drift ---------------------------------------------------------------------------
     def detect_drift(self, window: int | None = None) -> dict[str, Any]:
         """Drift of the last ``window`` predictions against the training reference."""
-        from src.drift import MIN_WINDOW, DriftSuite
+        from src.monitoring.drift import MIN_WINDOW, DriftSuite
 
         w = self.window if window is None else window
         _check_window(w)
@@ -203,7 +203,7 @@ class InferenceMonitor:
         return report
 
     def _alert(self, report: dict[str, Any]) -> None:
-        from src.monitor_store import add_alert
+        from src.monitoring.records import add_alert
 
         text = (f"{self.model_ref}: drift in {', '.join(report['drifted'])} over the last {report['n']} "
                 f"predictions (drift score {_score_text(report['drift_score'])}, p={report['p_val']:.4f})")
@@ -223,8 +223,8 @@ class InferenceMonitor:
         Drift is (re)computed unless the last report covers every prediction made. A second
         call returns the first call's summary and changes nothing.
         """
-        from src.drift import MIN_WINDOW
-        from src.monitor_store import finish_session
+        from src.monitoring.drift import MIN_WINDOW
+        from src.monitoring.records import finish_session
 
         if self._finished is not None:
             return self._finished
@@ -256,7 +256,7 @@ class InferenceMonitor:
             return self._finished
         summary = None
         try:
-            from src.monitor_store import finish_session
+            from src.monitoring.records import finish_session
 
             self._flush()
             summary = {**self._base_summary(), "aborted": reason}
@@ -284,7 +284,7 @@ _serial = _Serial()
 
 def sample_images(test_dir: str | os.PathLike, n: int, seed: int) -> list[tuple[Path, str | None]]:
     """(path, true label) pairs: an ImageFolder split gives labels, a flat folder gives none."""
-    from src.images import is_image_name
+    from src.core.images import is_image_name
 
     root = Path(test_dir)
     if not root.is_dir():
@@ -402,7 +402,7 @@ def _command(args: argparse.Namespace) -> int:
         print(DASHBOARD_HELP)
         return 0
     if args.alerts:
-        from src.monitor_store import alerts, open_monitor_store
+        from src.monitoring.records import alerts, open_monitor_store
 
         rows = alerts(open_monitor_store(args.store))
         if args.json:
@@ -435,7 +435,7 @@ def _command(args: argparse.Namespace) -> int:
 
 def monitoring_overview(store, html_table) -> str:
     """The monitoring section of the offline dashboard (src/report.py)."""
-    from src.monitor_store import alerts, open_monitor_store, sessions
+    from src.monitoring.records import alerts, open_monitor_store, sessions
 
     st = open_monitor_store(store)
     rows = [[s["id"], s["model"], s["summary"].get("monitor/samples"), s["summary"].get("monitor/accuracy"),

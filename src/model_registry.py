@@ -1,6 +1,6 @@
 """Model registry: versions, aliases, gated promotion, lineage and digest-checked loading.
 
-The local store is the system of record (SQLite tables in :mod:`src.registry_store`, model
+The local store is the system of record (SQLite tables in :mod:`src.registry.tables`, model
 and extractor files as content-addressed blobs); every registration is mirrored to W&B as
 a ``model`` artifact (offline files to sync later; online it is also linked to the W&B
 model registry with its aliases).
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from src.errors import ConfigError, ModelError, StoreError
+from src.core.errors import ConfigError, ModelError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +127,10 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
     move too, production only past the metric gate. ``context`` adds lineage (run_id,
     dataset, config, seed, code_version) over what the bundle records.
     """
-    from src.modelio import load_model_bundle
-    from src.registry_store import (LATEST, insert_version, move_alias, open_registry, get_version,
+    from src.learning.bundles import load_model_bundle
+    from src.registry.tables import (LATEST, insert_version, move_alias, open_registry, get_version,
                                     validate_alias)
-    from src.store import sha256_file, validate_name
+    from src.core.store import sha256_file, validate_name
 
     validate_name(model_name, "model name")
     aliases = [validate_alias(a) for a in dict.fromkeys(aliases or [])]
@@ -210,7 +210,7 @@ def register_all(models_dir: str | os.PathLike = "models", aliases: Iterable[str
         for algo, info in algorithms.items():
             model_path = d / (info.get("model_path") or f"{algo}_model.pkl")
             if info.get("model_digest"):
-                from src.store import sha256_file
+                from src.core.store import sha256_file
 
                 if model_path.is_file() and sha256_file(model_path) != info["model_digest"]:
                     raise ModelError(f"{model_path} does not match the digest in {results_path}",
@@ -236,7 +236,7 @@ def model_name_for(algorithm: str) -> str:
 
 def list_models(name: str | None = None, *, store: Any = None) -> list[dict[str, Any]]:
     """Every registered name with its versions, aliases and key metrics."""
-    from src.registry_store import all_versions, open_registry
+    from src.registry.tables import all_versions, open_registry
 
     st = open_registry(store)
     with st.read() as con:
@@ -255,8 +255,8 @@ def list_models(name: str | None = None, *, store: Any = None) -> list[dict[str,
 
 
 def get_model_version(ref: str, *, store: Any = None):
-    """The :class:`~src.registry_store.ModelVersion` for ``NAME[:alias|:vK]`` (default latest)."""
-    from src.registry_store import open_registry, parse_ref, resolve
+    """The :class:`~src.registry.tables.ModelVersion` for ``NAME[:alias|:vK]`` (default latest)."""
+    from src.registry.tables import open_registry, parse_ref, resolve
 
     name, tag = parse_ref(ref)
     st = open_registry(store)
@@ -266,7 +266,7 @@ def get_model_version(ref: str, *, store: Any = None):
 
 def compare_models(refs: Iterable[str], *, store: Any = None) -> dict[str, Any]:
     """Metrics side by side; ``best`` names the winner per metric. A lone bare NAME compares all its versions."""
-    from src.registry_store import all_versions, open_registry, parse_ref, resolve
+    from src.registry.tables import all_versions, open_registry, parse_ref, resolve
 
     refs = list(refs)
     if not refs:
@@ -291,7 +291,7 @@ def promote_model(name: str, to_alias: str, version: str | int | None = None, *,
                   reason: str | None = None, tolerance: float | None = None, store: Any = None,
                   wandb_mode: str | None = None) -> dict[str, Any]:
     """Move ``name:to_alias`` to ``version`` (default: latest); protected aliases are metric-gated."""
-    from src.registry_store import DEFAULT_TOLERANCE, move_alias, open_registry, resolve, validate_alias
+    from src.registry.tables import DEFAULT_TOLERANCE, move_alias, open_registry, resolve, validate_alias
 
     validate_alias(to_alias)
     if isinstance(version, str) and not version.strip():
@@ -314,7 +314,7 @@ def promote_model(name: str, to_alias: str, version: str | int | None = None, *,
 
 def model_history(name: str, *, store: Any = None) -> list[dict[str, Any]]:
     """The audit log of every alias move for ``name`` (moved, forced and refused), oldest first."""
-    from src.registry_store import history, open_registry, resolve
+    from src.registry.tables import history, open_registry, resolve
 
     st = open_registry(store)
     with st.read() as con:
@@ -335,7 +335,7 @@ def model_lineage(ref: str, *, store: Any = None) -> dict[str, Any]:
 
 
 def _verified_blob(st, digest: str, what: str) -> Path:
-    from src.store import sha256_file
+    from src.core.store import sha256_file
 
     p = st.blob_path(digest)
     if not p.is_file():
@@ -350,8 +350,8 @@ def _verified_blob(st, digest: str, what: str) -> Path:
 
 def load_registered_bundle(name: str, alias: str = "production", *, store: Any = None) -> dict[str, Any]:
     """The model bundle of ``name:alias``, digest-checked before it is unpickled."""
-    from src.modelio import load_model_bundle
-    from src.registry_store import open_registry
+    from src.learning.bundles import load_model_bundle
+    from src.registry.tables import open_registry
 
     mv = get_model_version(f"{name}:{alias}", store=store)
     st = open_registry(store)
@@ -365,7 +365,7 @@ def load_model_from_registry(name: str, alias: str = "production", *, store: Any
 
     Both stored files are checked against their recorded digests before anything is unpickled.
     """
-    from src.registry_store import open_registry
+    from src.registry.tables import open_registry
 
     mv = get_model_version(f"{name}:{alias}", store=store)
     st = open_registry(store)

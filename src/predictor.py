@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from src.errors import ModelError
-from src.modelio import load_model_bundle
-from src.store import sha256_file
+from src.core.errors import ModelError
+from src.learning.bundles import load_model_bundle
+from src.core.store import sha256_file
 
 EXTRACTOR_FILENAME = "feature_extractor.pth"
 
@@ -44,8 +44,8 @@ class Predictor:
             raise ModelError(f"feature extractor {extractor_path} is not the one {Path(model_path).name} was "
                              f"trained with (digest {actual[:12]}, expected {bundle['extractor_digest'][:12]})",
                              hint="use the feature_extractor.pth saved with this model")
-        from src.extractors import ENV_VAR, load_runtime
-        from src.store import Store
+        from src.features.runtimes import ENV_VAR, load_runtime
+        from src.core.store import Store
 
         if runtime == "auto" and not os.environ.get(ENV_VAR) and bundle.get("extractor_precision") == "int8":
             runtime = "onnx-int8"  # the classifier and its drift reference saw int8 features
@@ -59,7 +59,7 @@ class Predictor:
         return out
 
     def features(self, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> np.ndarray:
-        from src.features import extract
+        from src.features.extraction import extract
 
         return extract(self.extractor, [Path(p) for p in paths], batch_size=batch_size, progress=False)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from src.cli import add_common_flags, print_json, run_cli
+from src.core.cli import add_common_flags, print_json, run_cli
 
 
 def _common() -> argparse.ArgumentParser:

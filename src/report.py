@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from src.cli import add_common_flags, print_json, run_cli
+from src.core.cli import add_common_flags, print_json, run_cli
 
 log = logging.getLogger(__name__)
 CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -61,7 +61,7 @@ def img(path: str | Path, title: str = "") -> str:
 
 
 def runs_section(store) -> str:
-    from src.runs import list_runs
+    from src.training.runs import list_runs
 
     runs = list_runs(store)
     if not runs:
@@ -89,7 +89,7 @@ def runs_section(store) -> str:
 
 
 def datasets_section(store) -> str:
-    from src.dataset_store import list_versions
+    from src.data.versions import list_versions
 
     versions = list_versions(None, store)
     if not versions:
@@ -151,7 +151,7 @@ SECTIONS: dict[str, Callable] = {"Training runs": runs_section, "Dataset version
 
 def build_report(out: str | Path = "report.html", store=None) -> Path:
     """Write the dashboard; a section that cannot be read says why instead of failing the page."""
-    from src.store import Store
+    from src.core.store import Store
 
     st = Store.of(store)
     parts = [f"<!doctype html><meta charset=utf-8><title>grocery-mlops report</title><style>{CSS}</style>",

@@ -34,8 +34,8 @@ import numbers
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from src.cli import add_common_flags, print_json, run_cli
-from src.errors import ConfigError
+from src.core.cli import add_common_flags, print_json, run_cli
+from src.core.errors import ConfigError
 
 TOP_LEVEL_KEYS = {"program", "method", "metric", "parameters", "early_terminate", "command", "name",
                   "description", "project", "entity", "run_cap"}

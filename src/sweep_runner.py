@@ -33,9 +33,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from src.cli import add_common_flags, print_json, run_cli
-from src.errors import ConfigError, GroceryError, StoreError
-from src.store import Store, validate_name
+from src.core.cli import add_common_flags, print_json, run_cli
+from src.core.errors import ConfigError, GroceryError, StoreError
+from src.core.store import Store, validate_name
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS sweep_sweeps (
 """
 FAKE_ENV = "MLOPS_SWEEP_FAKE_OBJECTIVE"
 MAX_CONSECUTIVE_FAILURES = 3
-DEFAULT_DATA_DIR = "DS2GROCERIES"  # generated on first use when missing (see src.pipeline.ensure_dataset)
+DEFAULT_DATA_DIR = "DS2GROCERIES"  # generated on first use when missing (see src.training.pipeline.ensure_dataset)
 # train_with_wandb arguments the runner sets itself; a sweep may not search them.
 RUNNER_KEYS = {"run_name", "group", "tags", "data_dir", "models_dir", "wandb_mode", "store", "epoch_callback",
                "progress"}
@@ -255,7 +255,7 @@ def preflight(sweep: "Sweep", options: AgentOptions) -> None:
 
     check_training_parameters(set(fixed_params(sweep.config)) | set(to_optuna_space(sweep.config)))
     if options.data_dir != DEFAULT_DATA_DIR or Path(options.data_dir).exists():
-        from src.data import scan_dataset
+        from src.data.dataset import scan_dataset
 
         scan_dataset(options.data_dir)  # DataError for a missing or unusable folder
 
@@ -398,8 +398,8 @@ class _AgentProgress:
 
 
 def sweep_status(sweep: "Sweep") -> dict[str, Any]:
-    """Trials, state, metric and best config of a sweep (see :mod:`src.sweep_report`)."""
-    from src.sweep_report import sweep_status as status
+    """Trials, state, metric and best config of a sweep (see :mod:`src.hpo.status`)."""
+    from src.hpo.status import sweep_status as status
 
     return status(sweep)
 
@@ -430,7 +430,7 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
             log.warning("sweep %s already reached run_cap=%d", sweep.id, run_cap)
             return {**sweep_status(sweep), "agent_trials": []}
     if sweep.config["method"] == "grid":
-        from src.sweep_report import grid_remaining
+        from src.hpo.status import grid_remaining
 
         if grid_remaining(sweep) == 0:
             log.info("grid sweep %s is exhausted: every grid point already has a trial", sweep.id)
@@ -459,7 +459,7 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
     result = sweep_status(sweep)
     result["agent_trials"] = progress.numbers
     if opts.summary:
-        from src.sweep_report import summarize_sweep
+        from src.hpo.status import summarize_sweep
 
         result["summary"] = summarize_sweep(sweep, wandb_mode=opts.wandb_mode)
     return result
@@ -514,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command(args: argparse.Namespace) -> int:
     from src.sweep_config import load_sweep_config
-    from src.sweep_report import format_status
+    from src.hpo.status import format_status
 
     if args.verb == "create":
         cfg = load_sweep_config(args.config)

@@ -302,7 +302,7 @@ def generate_dataset(out_dir: str | Path, n_classes: int = 20, train_per_class: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from src.cli import add_common_flags, run_cli
+    from src.core.cli import add_common_flags, run_cli
 
     p = argparse.ArgumentParser(description="Generate the synthetic grocery dataset.")
     p.add_argument("--out", default="DS2GROCERIES")

@@ -16,8 +16,8 @@ import logging
 import os
 from typing import Any, Sequence
 
-from src.cli import add_common_flags, print_json, run_cli
-from src.extractors import RUNTIMES
+from src.core.cli import add_common_flags, print_json, run_cli
+from src.features.runtimes import RUNTIMES
 
 log = logging.getLogger(__name__)
 DEFAULT_DATA_DIR = "DS2GROCERIES"
@@ -34,7 +34,7 @@ def train_with_wandb(labeled_ratio: float = 0.1, algorithms: Sequence[str] | str
                      image_size: int = 224, progress: bool = True, runtime: str = "auto") -> dict[str, Any]:
     """Run the whole training pipeline; returns the results dict also saved as
     ``models/training_results.json`` (``results["summary"]["best_test_accuracy"]`` …)."""
-    from src.pipeline import TrainConfig, run_training
+    from src.training.pipeline import TrainConfig, run_training
 
     cfg = TrainConfig(
         labeled_ratio=labeled_ratio, algorithms=tuple([algorithms] if isinstance(algorithms, str)
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command(args: argparse.Namespace) -> int:
-    from src.report_text import format_training_summary
+    from src.reporting.text import format_training_summary
 
     results = train_with_wandb(
         labeled_ratio=args.labeled_ratio, algorithms=args.algorithms, fine_tune_epochs=args.fine_tune_epochs,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlparse
 
-from src.errors import ConfigError, TrackingError
+from src.core.errors import ConfigError, TrackingError
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from src.backbone import (NUM_FEATURES, Preprocessing, convert_state_dict, create_model, load_extractor,
+from src.features.backbone import (NUM_FEATURES, Preprocessing, convert_state_dict, create_model, load_extractor,
                           pretrained_weights_path, save_extractor, state_digest)
-from src.errors import ModelError
+from src.core.errors import ModelError
 
 
 @pytest.fixture(scope="module")

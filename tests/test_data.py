@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from helpers import make_image_folder
 
-from src.data import holdout_split, labeled_split, scan_dataset
-from src.errors import ConfigError, DataError
+from src.data.dataset import holdout_split, labeled_split, scan_dataset
+from src.core.errors import ConfigError, DataError
 
 
 def test_scan_finds_classes_and_splits(tmp_path):

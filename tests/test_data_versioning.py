@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from src import data_versioning as dv
-from src.dataset_scan import dataset_digest
-from src.errors import StoreError
+from src.data.scan import dataset_digest
+from src.core.errors import StoreError
 
 D = "disabled"
 
@@ -100,7 +100,7 @@ def test_explicit_version_is_immutable(ds, capsys):
 
 def test_unreachable_wandb_keeps_the_local_version(ds, monkeypatch, capsys):
     from src import wandb_config
-    from src.errors import TrackingError
+    from src.core.errors import TrackingError
 
     def refuse(*a, **k):
         raise TrackingError("W&B init failed in online mode at http://nowhere: timeout")
@@ -174,7 +174,7 @@ def test_incremental_rehashes_only_changed_files(ds):
 def test_hard_links_share_bytes_with_the_dataset(ds):
     r = create(ds, link=True)
     e = dv.load_dataset_artifact("groc", r["version"])["manifest"][0]
-    from src.store import Store
+    from src.core.store import Store
 
     blob = Store().blob_path(e["sha256"])
     assert os.stat(blob).st_ino == os.stat(ds / e["path"]).st_ino  # tmp_path and store share a file system
@@ -322,7 +322,7 @@ def test_unchanged_content_keeps_its_quality_verdict(tmp_path, capsys):
 def test_failed_restore_leaves_nothing_and_can_be_retried(ds, tmp_path):
     create(ds)
     entry = dv.load_dataset_artifact("groc", "v1")["manifest"][3]
-    from src.store import Store
+    from src.core.store import Store
 
     blob = Store().blob_path(entry["sha256"])
     good = blob.read_bytes()
@@ -339,7 +339,7 @@ def test_failed_restore_leaves_nothing_and_can_be_retried(ds, tmp_path):
 
 
 def test_file_vanishing_before_it_is_stored_is_one_clean_error(ds, monkeypatch, capsys):
-    from src import dataset_scan
+    from src.data import scan as dataset_scan
 
     real = dataset_scan.scan_dataset
 

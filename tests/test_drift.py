@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from src.drift import DriftSuite, FeatureDrift, confidence_drift, prediction_drift
-from src.errors import ConfigError
+from src.monitoring.drift import DriftSuite, FeatureDrift, confidence_drift, prediction_drift
+from src.core.errors import ConfigError
 
 MIX = np.random.default_rng(99).normal(size=(32, 256))
 

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from helpers import make_image_folder
 
-from src.backbone import Preprocessing, create_model
-from src.data import scan_dataset
-from src.features import FeatureCache, TorchExtractor, cached_features, digest_files, extract
-from src.store import Store
+from src.features.backbone import Preprocessing, create_model
+from src.data.dataset import scan_dataset
+from src.features.extraction import FeatureCache, TorchExtractor, cached_features, digest_files, extract
+from src.core.store import Store
 
 
 class CountingExtractor:

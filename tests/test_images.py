@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src import images
-from src.errors import DataError
-from src.images import open_image
+from src.core import images as images
+from src.core.errors import DataError
+from src.core.images import open_image
 
 
 def _sixteen_bit(a, mode):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageFilter, ImageOps
 
 from src.inference_monitor import DRIFT_EXIT_CODE, InferenceMonitor, main
-from src.monitor_store import alerts, open_monitor_store, predictions
+from src.monitoring.records import alerts, open_monitor_store, predictions
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_missing_model(trained, capsys, tmp_path):
 
 
 def test_wrong_extractor_for_model(trained, capsys, tmp_path):
-    from src.backbone import Preprocessing, create_model, save_extractor
+    from src.features.backbone import Preprocessing, create_model, save_extractor
 
     other = tmp_path / "other.pth"
     save_extractor(create_model(num_classes=0), other, Preprocessing.for_size(64))
@@ -169,7 +169,7 @@ def test_latency_without_decode_is_recorded_separately(trained, tmp_path):
 
 
 def test_dashboard_shows_sessions_and_alerts(trained, tmp_path):
-    from src.monitor_store import add_alert
+    from src.monitoring.records import add_alert
     from src.report import build_report
 
     mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled")
@@ -187,7 +187,7 @@ def _images(trained, key="data", n=None):
 
 
 def test_finish_recomputes_drift_after_new_predictions(trained, tmp_path, monkeypatch):
-    from src.drift import DriftSuite
+    from src.monitoring.drift import DriftSuite
 
     seen = []
     real = DriftSuite.test
@@ -208,13 +208,13 @@ def test_window_and_alpha_are_checked_before_predicting(trained, capsys, tmp_pat
     code, out = run(capsys, "--model-path", str(trained["model"]), "--test-dir", str(trained["data"] / "test"),
                     "--n-samples", "0", "--store", str(tmp_path / "s"), "--wandb-mode", "disabled", flag, value)
     assert code == 2 and flag in one_error_line(out.err) and out.out == ""
-    from src.monitor_store import sessions
+    from src.monitoring.records import sessions
 
     assert sessions(open_monitor_store(tmp_path / "s")) == []
 
 
 def test_library_checks_window_and_alpha(trained, tmp_path):
-    from src.errors import ConfigError
+    from src.core.errors import ConfigError
 
     for kwargs in ({"window": 5}, {"alpha": 1.0}, {"alpha": -0.1}):
         with pytest.raises(ConfigError):
@@ -222,7 +222,7 @@ def test_library_checks_window_and_alpha(trained, tmp_path):
 
 
 def test_detect_drift_without_predictions_is_a_clear_error(trained, tmp_path):
-    from src.errors import ConfigError
+    from src.core.errors import ConfigError
 
     mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled")
     with pytest.raises(ConfigError, match="at least 20 predictions, got 0"):
@@ -247,7 +247,7 @@ def test_unreadable_images_are_skipped_and_listed(trained, capsys, tmp_path):
 
 
 def test_real_error_is_not_masked_by_finish(trained, capsys, tmp_path, monkeypatch):
-    from src.monitor_store import sessions
+    from src.monitoring.records import sessions
 
     real, drift_calls = InferenceMonitor.predict, []
 
@@ -267,8 +267,8 @@ def test_real_error_is_not_masked_by_finish(trained, capsys, tmp_path, monkeypat
 
 
 def test_finish_is_final(trained, tmp_path):
-    from src.errors import ConfigError
-    from src.monitor_store import sessions
+    from src.core.errors import ConfigError
+    from src.monitoring.records import sessions
 
     mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="offline")
     imgs = _images(trained, n=3)
@@ -283,7 +283,7 @@ def test_finish_is_final(trained, tmp_path):
 
 
 def test_unknown_true_label_is_refused(trained, tmp_path):
-    from src.errors import ConfigError
+    from src.core.errors import ConfigError
 
     mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled")
     img = _images(trained, n=1)[0]

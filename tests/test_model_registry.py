@@ -17,9 +17,9 @@ from sklearn.datasets import make_blobs
 from sklearn.linear_model import LogisticRegression
 
 from src import model_registry as mr
-from src.errors import ConfigError, ModelError, StoreError
-from src.modelio import save_model_bundle
-from src.store import Store, sha256_file
+from src.core.errors import ConfigError, ModelError, StoreError
+from src.learning.bundles import save_model_bundle
+from src.core.store import Store, sha256_file
 
 NAME = "label-spreading-classifier"
 EXTRACTOR_BYTES = b"dummy feature extractor weights"
@@ -421,7 +421,7 @@ def test_end_to_end_predict_with_random_weight_extractor(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from src.backbone import Preprocessing, create_model, save_extractor
+    from src.features.backbone import Preprocessing, create_model, save_extractor
 
     models = tmp_path / "models"
     ext = models / "feature_extractor.pth"

@@ -3,8 +3,8 @@ import pickle
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from src.errors import ModelError
-from src.modelio import load_model_bundle, save_model_bundle, sidecar
+from src.core.errors import ModelError
+from src.learning.bundles import load_model_bundle, save_model_bundle, sidecar
 
 
 def bundle():

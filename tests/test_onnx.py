@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from src import onnx_runtime
-from src.backbone import Preprocessing, create_model, load_extractor, save_extractor
-from src.errors import ModelError
-from src.extractors import load_runtime
-from src.features import TorchExtractor, extract
-from src.onnx_runtime import OrtExtractor, onnx_cache_path, static_padding
-from src.store import Store, sha256_file
+from src.features import onnx_runtime as onnx_runtime
+from src.features.backbone import Preprocessing, create_model, load_extractor, save_extractor
+from src.core.errors import ModelError
+from src.features.runtimes import load_runtime
+from src.features.extraction import TorchExtractor, extract
+from src.features.onnx_runtime import OrtExtractor, onnx_cache_path, static_padding
+from src.core.store import Store, sha256_file
 
 SIZE = 64
 TOL = 1e-4
@@ -134,7 +134,7 @@ def test_export_cached_once_per_digest_and_size(saved, store, monkeypatch):
         raise AssertionError("exported again")
 
     monkeypatch.setattr(onnx_runtime, "export_onnx", no_export)
-    monkeypatch.setattr("src.backbone.load_extractor", no_export)  # cached: torch not needed
+    monkeypatch.setattr("src.features.backbone.load_extractor", no_export)  # cached: torch not needed
     second = load_runtime(path, digest, runtime="onnx", store=store)
     assert second.path == cached and cached.stat().st_mtime_ns == mtime
     assert second.key == first.key
@@ -212,7 +212,7 @@ def test_auto_falls_back_to_torch_with_a_warning(saved, store, monkeypatch, capl
         raise RuntimeError("exporter exploded")
 
     monkeypatch.setattr(onnx_runtime, "export_onnx", broken)
-    with caplog.at_level(logging.WARNING, logger="src.extractors"):
+    with caplog.at_level(logging.WARNING, logger="src.features.runtimes"):
         ext = load_runtime(*saved["pretrained"], store=store)
     assert isinstance(ext, TorchExtractor)
     assert "falling back to torch" in caplog.text and "exporter exploded" in caplog.text
@@ -231,7 +231,7 @@ def test_auto_does_not_mask_a_bad_extractor_file(tmp_path, store):
 def test_predictor_predictions_equal_between_runtimes(saved, images, tmp_path, monkeypatch):
     from sklearn.linear_model import LogisticRegression
 
-    from src.modelio import load_model_bundle, save_model_bundle
+    from src.learning.bundles import load_model_bundle, save_model_bundle
     from src.predictor import EXTRACTOR_FILENAME, Predictor
 
     path, digest = saved["perturbed"]

@@ -3,8 +3,8 @@ import json
 from helpers import make_image_folder
 
 from src.report import build_report, main
-from src.runs import list_runs, record_run
-from src.store import Store
+from src.training.runs import list_runs, record_run
+from src.core.store import Store
 
 
 def fake_results(models_dir):
@@ -24,7 +24,7 @@ def test_report_shows_runs_datasets_and_empty_sections(tmp_path):
     create_dataset_artifact(make_image_folder(tmp_path / "d"), "groceries", store=store, wandb_mode="disabled")
     models = tmp_path / "models"
     models.mkdir()
-    from src.evaluation import save_confusion_png
+    from src.learning.evaluation import save_confusion_png
 
     save_confusion_png([0, 1], [0, 1], ["a", "b"], models / "label_spreading_confusion_matrix.png")
     record_run(store, fake_results(models), name="first")

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from src.errors import ConfigError
-from src.semi_supervised import (ALGORITHMS, UNLABELED, InductiveGraphClassifier, fit_baseline,
+from src.core.errors import ConfigError
+from src.learning.semi_supervised import (ALGORITHMS, UNLABELED, InductiveGraphClassifier, fit_baseline,
                                  fit_semi_supervised, transduced_labels, validate_algorithms, validate_n_neighbors)
 
 

@@ -17,7 +17,7 @@ import yaml
 
 from src import sweep_config as sc
 from src import sweep_runner as sr
-from src.errors import ConfigError
+from src.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -291,7 +291,7 @@ def test_agent_runs_real_training(tmp_path):
 
 
 def test_a_failing_trial_fails_alone_and_a_failure_streak_stops_the_agent():
-    from src.errors import DataError
+    from src.core.errors import DataError
 
     sweep_id = sweep_with_queued_regions(with_(), ("bad", "good"))
 
@@ -335,7 +335,7 @@ def test_hyperband_eta_is_an_int_for_optuna():
 
 
 def test_train_config_coerces_integral_floats_and_rejects_others():
-    from src.pipeline import TrainConfig
+    from src.training.pipeline import TrainConfig
 
     cfg = TrainConfig(fine_tune_epochs=1.0, n_neighbors=5.0, batch_size=8.0, image_size=64.0, seed=3.0).validated()
     assert (cfg.fine_tune_epochs, cfg.n_neighbors, cfg.batch_size, cfg.image_size, cfg.seed) == (1, 5, 8, 64, 3)
@@ -374,7 +374,7 @@ def test_agent_refuses_parameters_that_are_not_training_options(tmp_path, capfd)
 
 
 def test_agent_whose_every_trial_failed_exits_nonzero_with_one_error_line(monkeypatch, capfd):
-    from src.errors import DataError
+    from src.core.errors import DataError
 
     def broken(params, epoch_callback, ctx):
         raise DataError(f"dataset broken in trial {ctx.number}")
@@ -459,7 +459,8 @@ def default_root(tmp_path, monkeypatch) -> Path:
 
 
 def test_default_dataset_appears_only_complete(default_root, monkeypatch):
-    from src import pipeline, synth
+    from src import synth
+    from src.training import pipeline
 
     root, work = default_root, default_root.parent
 
@@ -477,7 +478,8 @@ def test_default_dataset_appears_only_complete(default_root, monkeypatch):
 
 
 def test_a_dataset_generated_concurrently_by_another_process_wins(default_root, monkeypatch):
-    from src import pipeline, synth
+    from src import synth
+    from src.training import pipeline
 
     root, work = default_root, default_root.parent
 

@@ -136,8 +136,8 @@ def test_e2e_outputs_load_and_predict(e2e):
 
 
 def test_e2e_run_recorded_in_store(e2e):
-    from src.runs import list_runs
-    from src.store import Store
+    from src.training.runs import list_runs
+    from src.core.store import Store
 
     runs = list_runs(Store(e2e["tmp"] / "store"))
     first = runs[-1]  # later tests add reruns
@@ -240,7 +240,7 @@ class RecordingTracker:
 
 
 def test_epoch_reports_feed_callback_and_sweep_metric(monkeypatch):
-    from src.pipeline import _report_epoch
+    from src.training.pipeline import _report_epoch
 
     seen, t = [], RecordingTracker()
     _report_epoch(t, {"epoch": 1, "loss": 2.0, "val_accuracy": 0.5}, lambda e, v: seen.append((e, v)))

@@ -1,7 +1,7 @@
 """The project's exception hierarchy.
 
 Library code raises these; each CLI's ``main`` maps them to one line on stderr and a
-non-zero exit code (see :mod:`src.cli`). Anything else is a bug and gets a traceback.
+non-zero exit code (see :mod:`src.core.cli`). Anything else is a bug and gets a traceback.
 """
 
 

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from src.errors import ConfigError, DataError, StoreError
+from src.core.errors import ConfigError, DataError, StoreError
 
 DEFAULT_NAME = "grocery-dataset"
 
@@ -35,8 +35,8 @@ FILE_COLS = ("path", "split", "class", "sha256", "size", "width", "height", "mod
 
 
 def open_store(store=None):
-    """A :class:`~src.store.Store` (given, or from a folder / ``MLOPS_STORE``) with our tables."""
-    from src.store import Store
+    """A :class:`~src.core.store.Store` (given, or from a folder / ``MLOPS_STORE``) with our tables."""
+    from src.core.store import Store
 
     st = Store.of(store)
     st.ensure_schema("dataset_versions", DDL)  # Store.connect handles the fresh-database WAL race
@@ -109,7 +109,7 @@ def _manifest(con, name: str, v: int) -> list[dict]:
 def list_versions(name: str | None = None, store=None) -> list[dict]:
     """Every version (of ``name``, or of all datasets), oldest first."""
     if name is not None:
-        from src.store import validate_name
+        from src.core.store import validate_name
 
         validate_name(name, "artifact name")
     st = open_store(store)
@@ -128,7 +128,7 @@ def list_versions(name: str | None = None, store=None) -> list[dict]:
 
 def load_dataset_artifact(name: str = DEFAULT_NAME, version: str = "latest", store=None) -> dict:
     """Metadata, manifest, quality report and version history of ``name:version``, offline."""
-    from src.store import validate_name
+    from src.core.store import validate_name
 
     validate_name(name, "artifact name")
     st = open_store(store)
@@ -181,7 +181,7 @@ def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=No
     """Rebuild the exact tree of ``name:version`` in ``to_dir`` (new or empty), verifying bytes."""
     import shutil
 
-    from src.store import sha256_file
+    from src.core.store import sha256_file
 
     info = load_dataset_artifact(name, version, store)
     st = open_store(store)

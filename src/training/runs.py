@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from src.store import Store
+from src.core.store import Store
 
 DDL = """
 CREATE TABLE IF NOT EXISTS runs (

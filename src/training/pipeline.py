@@ -14,16 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from src.backbone import Preprocessing, save_extractor
-from src.data import ImageDataset, dataset_digest, holdout_split, labeled_split, scan_dataset, validate_labeled_ratio
-from src.errors import ConfigError
-from src.evaluation import evaluate, save_confusion_png
-from src.features import FeatureCache, TorchExtractor, cached_features, digest_files
-from src.finetune import ExtractorCache, FineTuneResult, fine_tune, finetune_key, weights_digest
-from src.modelio import save_model_bundle
-from src.semi_supervised import (UNLABELED, fit_baseline, fit_semi_supervised, transduced_labels,
+from src.features.backbone import Preprocessing, save_extractor
+from src.data.dataset import ImageDataset, dataset_digest, holdout_split, labeled_split, scan_dataset, validate_labeled_ratio
+from src.core.errors import ConfigError
+from src.learning.evaluation import evaluate, save_confusion_png
+from src.features.extraction import FeatureCache, TorchExtractor, cached_features, digest_files
+from src.features.finetune import ExtractorCache, FineTuneResult, fine_tune, finetune_key, weights_digest
+from src.learning.bundles import save_model_bundle
+from src.learning.semi_supervised import (UNLABELED, fit_baseline, fit_semi_supervised, transduced_labels,
                                  validate_algorithms, validate_n_neighbors)
-from src.store import PROJECT_ROOT, Store, sha256_file
+from src.core.store import PROJECT_ROOT, Store, sha256_file
 from src.wandb_config import Tracker
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class TrainConfig:
             raise ConfigError(f"fine_tune_lr must be >= 0, got {self.fine_tune_lr}")
         if self.batch_size < 1 or self.image_size < 32:
             raise ConfigError("batch_size must be >= 1 and image_size >= 32")
-        from src.extractors import RUNTIMES
+        from src.features.runtimes import RUNTIMES
 
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
@@ -189,7 +189,7 @@ def build_extractor(cfg, ds: ImageDataset, digests, mask, store: Store, tracker:
                                               "fine_tune_lr": cfg.fine_tune_lr, "seed": cfg.seed})
         cache.put(key, out, weights_digest(model), result)
     digest = sha256_file(out)
-    from src.extractors import load_runtime
+    from src.features.runtimes import load_runtime
 
     return load_runtime(out, digest, runtime=cfg.runtime, store=store), result, digest
 
@@ -219,7 +219,7 @@ def run_training(cfg: TrainConfig, epoch_callback=None) -> dict[str, Any]:
         raise
     results["run"]["dir"] = tracker.run_dir
     tracker.finish()
-    from src.runs import record_run
+    from src.training.runs import record_run
 
     results["run"]["local_id"] = record_run(store, results, name=cfg.run_name or cfg.group)
     (models_dir / "training_results.json").write_text(json.dumps(results, indent=2, default=float))

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from src.errors import StoreError
+from src.core.errors import StoreError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORE = PROJECT_ROOT / ".mlops"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHUNK = 1 << 20

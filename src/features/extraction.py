@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from src.backbone import NUM_FEATURES, Preprocessing
-from src.images import open_image
-from src.store import Store, sha256_file
+from src.features.backbone import NUM_FEATURES, Preprocessing
+from src.core.images import open_image
+from src.core.store import Store, sha256_file
 
 log = logging.getLogger(__name__)
 

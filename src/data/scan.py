@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from src.errors import DataError
+from src.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def dhash(img) -> str:
     import numpy as np
     from PIL import Image
 
-    from src.images import to_rgb
+    from src.core.images import to_rgb
 
     small = to_rgb(img).convert("L").resize((9, 8), Image.Resampling.LANCZOS)
     a = np.asarray(small, dtype=np.int16)
@@ -61,7 +61,7 @@ def probe_bytes(data: bytes, name: str) -> dict[str, Any]:
     """Decode fully and describe; never raises for bad content (it is recorded instead)."""
     from PIL import Image, UnidentifiedImageError
 
-    from src.images import MAX_PIXELS, is_image_name
+    from src.core.images import MAX_PIXELS, is_image_name
 
     out: dict[str, Any] = dict.fromkeys(PROBE_KEYS)
     if not data:

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from src.errors import ConfigError
+from src.core.errors import ConfigError
 
 MIN_WINDOW = 20
 

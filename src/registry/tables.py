@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from src.errors import ConfigError, StoreError
-from src.store import Store, validate_name
+from src.core.errors import ConfigError, StoreError
+from src.core.store import Store, validate_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS registry_versions (

@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from src.errors import ModelError
-from src.store import sha256_file
+from src.core.errors import ModelError
+from src.core.store import sha256_file
 
 BUNDLE_FORMAT = "grocery-mlops/model-v1"
 REQUIRED_KEYS = ("format", "algorithm", "classifier", "class_names", "extractor_digest", "preprocessing")

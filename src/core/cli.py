@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from src.errors import GroceryError
+from src.core.errors import GroceryError
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from src.backbone import Preprocessing, create_model, state_digest
-from src.features import decode_workers
-from src.images import open_image
-from src.store import Store
+from src.features.backbone import Preprocessing, create_model, state_digest
+from src.features.extraction import decode_workers
+from src.core.images import open_image
+from src.core.store import Store
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[dict], None]  # receives {epoch, loss[, val_accuracy]}

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from src.store import Store
+from src.core.store import Store
 
 DDL = """
 CREATE TABLE IF NOT EXISTS monitor_sessions (

@@ -4,7 +4,7 @@ timm's ``tf_`` models pad "same" dynamically (``Conv2dSame``/``pad_same``), whic
 as a tangle of shape arithmetic. For a fixed input size the pads are constants, so
 :func:`static_padding` swaps every such layer for ``ZeroPad2d`` + a plain layer with the
 pads computed for that size; outputs are unchanged. The exported graph takes NHWC float
-batches (the layout :func:`src.features.load_batch` produces) with a dynamic batch axis and
+batches (the layout :func:`src.features.extraction.load_batch` produces) with a dynamic batch axis and
 carries the preprocessing in its metadata, so a cached export loads without torch.
 Exports are cached in ``<store>/onnx/<extractor digest>-<size>.onnx`` and written once.
 
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from src.backbone import NUM_FEATURES, Preprocessing
-from src.store import Store
+from src.features.backbone import NUM_FEATURES, Preprocessing
+from src.core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def _publish(tmp: Path, pre: Preprocessing, path: Path) -> None:
 def ensure_onnx(extractor_path: str | os.PathLike, digest: str, store: Store | None = None,
                 int8: bool = False) -> Path:
     """The cached ONNX export of the extractor file with sha256 ``digest``; exported on first use."""
-    from src.backbone import load_extractor
+    from src.features.backbone import load_extractor
 
     store = store or Store()
     model, pre = load_extractor(Path(extractor_path))

@@ -5,7 +5,7 @@ undecodable/truncated files, zero-byte and non-image files, images over the pixe
 exact duplicates inside a split, the same bytes in train and test/val (leakage), near
 duplicates by 64-bit dHash (Hamming distance ≤ ``near_threshold``), class imbalance,
 tiny images, unusual colour modes, empty class folders and stray files. Works on a
-manifest from :mod:`src.dataset_scan`, so a version's check costs no extra decoding.
+manifest from :mod:`src.data.scan`, so a version's check costs no extra decoding.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def format_report(report: dict, where: str = "") -> str:
 
 def quality_check(data_dir: str | os.PathLike, store=None, config: QualityConfig | None = None) -> dict:
     """Scan ``data_dir`` (using the store's stat cache when given) and return the report."""
-    from src.dataset_scan import scan_dataset
+    from src.data.scan import scan_dataset
 
     scan = scan_dataset(data_dir, store=store)
     report = analyze(scan["manifest"], scan["notes"], config)

@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from src.store import Store
+from src.core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ def resolve_runtime(runtime: str = "auto") -> str:
 
 
 def load_torch_runtime(path: str | os.PathLike, digest: str):
-    from src.backbone import load_extractor
-    from src.features import TorchExtractor
+    from src.features.backbone import load_extractor
+    from src.features.extraction import TorchExtractor
 
     model, pre = load_extractor(Path(path))
     return TorchExtractor(model, pre, key=f"{digest}:{pre.key()}")
@@ -46,8 +46,8 @@ def load_runtime(path: str | os.PathLike, digest: str, runtime: str = "auto", st
     runtime = resolve_runtime(runtime)
     if runtime == "torch":
         return load_torch_runtime(path, digest)
-    from src.errors import ModelError
-    from src.onnx_runtime import load_onnx_extractor
+    from src.core.errors import ModelError
+    from src.features.onnx_runtime import load_onnx_extractor
 
     if runtime in ("onnx", "onnx-int8"):
         return load_onnx_extractor(path, digest, store, int8=runtime == "onnx-int8")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from src.errors import ModelError
+from src.core.errors import ModelError
 
 ARCH = "tf_efficientnet_lite0"
 NUM_FEATURES = 1280

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from src.errors import ConfigError, DataError
-from src.images import is_image_name
+from src.core.errors import ConfigError, DataError
+from src.core.images import is_image_name
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "test", "val")
@@ -146,7 +146,7 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
 
 def dataset_digest(ds: ImageDataset, digests: dict[Path, str]) -> str:
     """Content digest of the dataset, the same formula dataset versions use."""
-    from src.dataset_scan import dataset_digest as manifest_digest
+    from src.data.scan import dataset_digest as manifest_digest
 
     return manifest_digest([{"path": p.relative_to(ds.root).as_posix(), "sha256": digests[p]}
                             for s in ds.splits.values() for p in s.paths])
