@@ -30,4 +30,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 
 clean:
-	rm -rf DS2GROCERIES wandb .mlops models/*.pkl models/*.pth models/*.json models/*.png models/*.sha256
+	rm -rf DS2GROCERIES wandb .mlops models/*.pkl models/*.skops models/*.pth models/*.json models/*.png models/*.sha256

@@ -42,7 +42,7 @@ def _pct(values, q: float) -> float:
 
 
 def _jpegs(root: Path, n: int, size: int = 128) -> list[Path]:
-    from src.synth import generate_dataset
+    from src.data.synth import generate_dataset
 
     per = max(1, n // 8)
     generate_dataset(root, n_classes=8, train_per_class=per, test_per_class=1, image_size=size, seed=0)
@@ -196,7 +196,7 @@ def _usual_approach(paths: list[Path]) -> float:
 
 
 def _tiny_model(tmp: Path) -> tuple[Path, list[Path]]:
-    from src.synth import generate_dataset
+    from src.data.synth import generate_dataset
     from src.train_with_wandb import train_with_wandb
 
     data = generate_dataset(tmp / "d", n_classes=5, train_per_class=20, test_per_class=10, image_size=128)
@@ -241,7 +241,7 @@ def bench_monitor(tmp: Path, quick: bool) -> dict:
 
 def bench_training(tmp: Path, quick: bool) -> dict:
     """End-to-end train_with_wandb on a synthetic dataset: cold store, then warm rerun."""
-    from src.synth import generate_dataset
+    from src.data.synth import generate_dataset
     from src.train_with_wandb import train_with_wandb
 
     n_classes, per = (10, 30) if quick else (20, 120)
@@ -262,7 +262,7 @@ def bench_training(tmp: Path, quick: bool) -> dict:
 
 def bench_training_20k(tmp: Path, quick: bool) -> dict:
     """Peak memory of a 20k-image train_with_wandb run (no fine-tuning: extraction + SSL dominate)."""
-    from src.synth import generate_dataset
+    from src.data.synth import generate_dataset
     from src.train_with_wandb import train_with_wandb
 
     n_classes, per, test = (20, 100, 10) if quick else (20, 1000, 50)
@@ -319,7 +319,7 @@ def bench_semi_supervised(tmp: Path, quick: bool) -> dict:
 def bench_hashing(tmp: Path, quick: bool) -> dict:
     from src.data_versioning import create_dataset_artifact
     from src.core.store import Store, sha256_file
-    from src.synth import generate_dataset
+    from src.data.synth import generate_dataset
 
     data = generate_dataset(tmp / "d", n_classes=10, train_per_class=30 if quick else 120, test_per_class=10,
                             image_size=128)

@@ -1,389 +1,168 @@
 """Model registry: versions, aliases, gated promotion, lineage and digest-checked loading.
 
-The local store is the system of record (SQLite tables in :mod:`src.registry.tables`, model
-and extractor files as content-addressed blobs); every registration is mirrored to W&B as
-a ``model`` artifact (offline files to sync later; online it is also linked to the W&B
-model registry with its aliases).
-
     python src/model_registry.py register models/label_spreading_model.pkl \\
         --name label-spreading-classifier --accuracy 0.91 --f1 0.90 --alias staging
     python src/model_registry.py register-all --models-dir models
     python src/model_registry.py list | compare A B:staging C:v2 | history NAME | lineage NAME:production
     python src/model_registry.py promote NAME --to-alias production [--version v3] [--force --reason "..."]
+
+The work lives in :mod:`src.registry` (:mod:`src.registry.api`); this script parses flags and prints.
+``from src.model_registry import register_model, load_model_from_registry`` keeps working.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import math
-import os
-import time
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+import argparse
+from typing import Any, Sequence
 
-from src.core.errors import ConfigError, ModelError, StoreError
+from src.core.cli import add_common_flags, print_json, run_cli
+from src.registry import api as mr
+from src.registry.api import (EXTRACTOR_FILE, RESULTS_FILE, PromotionRefused, compare_models, get_model_version,
+                              list_models, load_model_from_registry, load_registered_bundle, model_history,
+                              model_lineage, model_name_for, normalize_metrics, promote_model, register_all,
+                              register_model)
 
-log = logging.getLogger(__name__)
-
-EXTRACTOR_FILE = "feature_extractor.pth"
-RESULTS_FILE = "training_results.json"
-METRIC_ALIASES = {"accuracy": "test_accuracy", "acc": "test_accuracy", "f1": "f1_score"}
-UNIT_METRICS = ("test_accuracy", "f1_score", "precision", "recall", "unlabeled_accuracy")
-KEY_METRICS = ("test_accuracy", "f1_score", "precision", "recall")
-PAUSE_ENV = "MLOPS_REGISTRY_PAUSE"  # test hook: "point[:marker-file]" sleeps there (crash tests)
+__all__ = ["EXTRACTOR_FILE", "RESULTS_FILE", "PromotionRefused", "compare_models", "get_model_version",
+           "list_models", "load_model_from_registry", "load_registered_bundle", "model_history", "model_lineage",
+           "model_name_for", "normalize_metrics", "promote_model", "register_all", "register_model", "main"]
 
 
-class PromotionRefused(StoreError):
-    """A protected alias would move to a worse model; the attempt is in the audit log."""
-
-
-# -- helpers --------------------------------------------------------------------------------
-def normalize_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
-    """Canonical metric names (accuracy → test_accuracy, f1 → f1_score), finite floats."""
-    if metrics is not None and not isinstance(metrics, Mapping):
-        raise ConfigError(f"metrics must be a mapping such as {{'accuracy': 0.9, 'f1': 0.88}}, got {metrics!r}")
-    out: dict[str, float] = {}
-    for key, value in dict(metrics or {}).items():
-        key = METRIC_ALIASES.get(key, key)
-        if value is None:
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"metric {key} must be a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise ConfigError(f"metric {key} must be finite, got {value!r}")
-        if key in UNIT_METRICS and not 0.0 <= number <= 1.0:
-            raise ConfigError(f"metric {key} must be in [0, 1], got {number}",
-                              hint="pass accuracy as a fraction, e.g. 0.91 not 91")
-        out[key] = number
-    return out
-
-
-def _pause(point: str) -> None:
-    spec = os.environ.get(PAUSE_ENV, "")
-    if spec.split(":", 1)[0] == point:
-        marker = spec.split(":", 1)[1] if ":" in spec else ""
-        if marker:
-            Path(marker).write_text(str(os.getpid()))
-        time.sleep(120)
-
-
-def _tracker(mode: str | None, command: str, config: Mapping[str, Any] | None = None):
-    from src.wandb_config import Tracker
-
-    return Tracker("model-registry", {"command": command, **dict(config or {})}, mode=mode)
-
-
-@contextlib.contextmanager
-def _mirror(tracker, mode: str | None, command: str) -> Iterator[Any]:
-    """Use the caller's tracker, or open (and finish) one for this call."""
-    if tracker is not None:
-        yield tracker
-        return
-    t = _tracker(mode, command)
-    try:
-        yield t
-    finally:
-        t.finish()
-
-
-def _lineage_metadata(bundle: Mapping[str, Any], context: Mapping[str, Any] | None) -> dict[str, Any]:
-    meta = {k: bundle.get(k) for k in ("algorithm", "class_names", "config", "seed", "dataset", "run_id",
-                                       "code_version", "preprocessing")}
-    meta.update({k: v for k, v in dict(context or {}).items() if v is not None})
-    return json.loads(json.dumps(meta, default=str))  # JSON-safe (numpy scalars, paths)
-
-
-def _publish(tracker, mv, store) -> None:
-    if not tracker.enabled:
-        return
-    files = {"model.pkl": store.blob_path(mv.digest), EXTRACTOR_FILE: store.blob_path(mv.extractor_digest)}
-    meta = {"registry_version": f"v{mv.version}", "digest": mv.digest, "extractor_digest": mv.extractor_digest,
-            "metrics": mv.metrics, **{k: mv.metadata.get(k) for k in ("run_id", "dataset", "code_version")}}
-    tracker.log_artifact(mv.name, "model", immutable_files=files, metadata=meta, aliases=sorted(mv.aliases))
-    if tracker.mode == "online":
-        dataset_version = (mv.metadata.get("dataset") or {}).get("version")
-        if dataset_version:
-            tracker.use_artifact(dataset_version)  # lineage edge dataset -> model in the W&B UI
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as d:
-            for arcname, src in files.items():
-                Path(d, arcname).write_bytes(Path(src).read_bytes())
-            tracker.link_model(d, mv.name, sorted(mv.aliases))
-
-
-# -- Python API -----------------------------------------------------------------------------
-def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapping[str, Any] | None,
-                   aliases: Iterable[str] | None = None, *, extractor_path: str | os.PathLike | None = None,
-                   context: Mapping[str, Any] | None = None, store: Any = None, wandb_mode: str | None = None,
-                   tracker: Any = None, raise_on_refusal: bool = True) -> dict[str, Any]:
-    """Register a model bundle as the next version of ``model_name`` (idempotent by digest).
-
-    ``latest`` moves to a new version automatically; ``aliases`` (e.g. staging, production)
-    move too, production only past the metric gate. ``context`` adds lineage (run_id,
-    dataset, config, seed, code_version) over what the bundle records.
-    """
-    from src.learning.bundles import load_model_bundle
-    from src.registry.tables import (LATEST, insert_version, move_alias, open_registry, get_version,
-                                    validate_alias)
-    from src.core.store import sha256_file, validate_name
-
-    validate_name(model_name, "model name")
-    aliases = [validate_alias(a) for a in dict.fromkeys(aliases or [])]
-    metrics = normalize_metrics(metrics)
-    path = Path(model_path)
-    bundle = load_model_bundle(path)
-    recorded = normalize_metrics({k: v for k, v in (bundle.get("metrics") or {}).items()  # numbers, as trained
-                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    # What training measured wins over what the caller claims: the promotion gate compares real numbers.
-    claimed = {k: v for k, v in metrics.items() if k in recorded and abs(v - recorded[k]) > 1e-6}
-    if claimed:
-        log.warning("%s records %s from training; using those, not %s", path.name,
-                    ", ".join(f"{k} {recorded[k]:.4f}" for k in claimed),
-                    ", ".join(f"{k} {v:.4f}" for k, v in claimed.items()))
-    metrics = {**metrics, **recorded}
-    ext = Path(extractor_path) if extractor_path else path.parent / EXTRACTOR_FILE
-    if not ext.is_file():
-        raise ModelError(f"feature extractor {ext} not found", hint="pass --extractor PATH to the extractor "
-                                                                    "the model was trained with")
-    ext_digest = sha256_file(ext)
-    if bundle.get("extractor_digest") and bundle["extractor_digest"] != ext_digest:
-        raise ModelError(f"extractor {ext} (sha256 {ext_digest[:12]}) is not the one model {path} was trained "
-                         f"with ({str(bundle['extractor_digest'])[:12]})", hint="pass the matching --extractor")
-    st = open_registry(store)
-    with _mirror(tracker, wandb_mode, "register") as t:
-        st.put_file(path, bundle["_digest"], link=False, verify_existing=True)
-        st.put_file(ext, ext_digest, link=False, verify_existing=True)
-        meta = {**_lineage_metadata(bundle, context), "source_path": str(path.resolve()),
-                "size_bytes": path.stat().st_size, "wandb_run_id": t.run_id}
-        if claimed:
-            meta["claimed_metrics"] = claimed
-        _pause("before-commit-blobs")
-        with st.transaction() as con:
-            version, created = insert_version(con, model_name, bundle["_digest"], ext_digest, metrics, meta)
-            events = [move_alias(con, model_name, LATEST, version, reason=f"registered v{version}")] if created else []
-            _pause("in-transaction")
-            events += [move_alias(con, model_name, a, version, reason=f"registered with --alias {a}")
-                       for a in aliases]
-            mv = get_version(con, model_name, version)
-        log.info("%s %s (digest %s)", "registered" if created else "already registered", mv.ref, mv.digest[:12])
-        if created or any(e["action"] in ("moved", "forced") for e in events):
-            _publish(t, mv, st)
-    result = {**mv.to_dict(), "created": created, "events": events}
-    refused = [e for e in events if e["action"] == "refused"]
-    if refused and raise_on_refusal:
-        raise PromotionRefused(f"registered {mv.ref} but did not move {refused[0]['alias']}: "
-                               f"{refused[0]['details']['refusal']}",
-                               hint=f"use `promote {model_name} --to-alias {refused[0]['alias']} "
-                                    f"--version v{version} --force --reason ...` to override")
-    return result
-
-
-def register_all(models_dir: str | os.PathLike = "models", aliases: Iterable[str] | None = None, *,
-                 store: Any = None, wandb_mode: str | None = None) -> list[dict[str, Any]]:
-    """Register every trained model in ``models_dir`` with its metrics from training_results.json."""
-    d = Path(models_dir)
-    results_path = d / RESULTS_FILE
-    if not results_path.is_file():
-        raise ModelError(f"no {RESULTS_FILE} in {d}", hint="train first: python src/train_with_wandb.py")
-    try:
-        results = json.loads(results_path.read_text())
-        algorithms = results["algorithms"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ModelError(f"{results_path} is not a training results file ({e})") from e
-    if not isinstance(algorithms, dict) or not all(isinstance(v, dict) for v in algorithms.values()) \
-            or not all(isinstance(results.get(k) or {}, dict) for k in ("run", "extractor")):
-        raise ModelError(f"{results_path} is not a training results file (unexpected structure)",
-                         hint="pass the models folder written by train_with_wandb")
-    if not algorithms:
-        raise ModelError(f"{results_path} lists no trained models", hint="train first")
-    context = {"run_id": (results.get("run") or {}).get("id"), "dataset": results.get("dataset"),
-               "config": results.get("config"), "seed": results.get("seed"),
-               "code_version": results.get("code_version")}
-    ext = d / ((results.get("extractor") or {}).get("path") or EXTRACTOR_FILE)
-    out = []
-    with _mirror(None, wandb_mode, "register-all") as t:
-        for algo, info in algorithms.items():
-            model_path = d / (info.get("model_path") or f"{algo}_model.pkl")
-            if info.get("model_digest"):
-                from src.core.store import sha256_file
-
-                if model_path.is_file() and sha256_file(model_path) != info["model_digest"]:
-                    raise ModelError(f"{model_path} does not match the digest in {results_path}",
-                                     hint="the file was modified or swapped; retrain")
-            metrics = {k: v for k, v in info.items()  # numbers only: paths and digests are not metrics
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            out.append(register_model(model_path, model_name_for(algo), metrics, aliases, extractor_path=ext,
-                                      context=context, store=store, tracker=t, raise_on_refusal=False))
-    refused = [(r, e) for r in out for e in r["events"] if e["action"] == "refused"]
-    if refused:  # every model is registered; the refused alias moves are reported together
-        raise PromotionRefused(f"registered all {len(out)} models but did not move "
-                               + "; ".join(f"{r['name']}:{e['alias']} to {e['to']} ({e['details']['refusal']})"
-                                           for r, e in refused),
-                               hint="use `promote NAME --to-alias ALIAS --version vK --force --reason ...` "
-                                    "to override")
-    return out
-
-
-def model_name_for(algorithm: str) -> str:
-    """``label_spreading`` → ``label-spreading-classifier``."""
-    return f"{algorithm.replace('_', '-')}-classifier"
-
-
-def list_models(name: str | None = None, *, store: Any = None) -> list[dict[str, Any]]:
-    """Every registered name with its versions, aliases and key metrics."""
-    from src.registry.tables import all_versions, open_registry
-
-    st = open_registry(store)
-    with st.read() as con:
-        versions = all_versions(con, name)
-    if name and not versions:
-        raise StoreError(f"no model named {name!r} in the registry", hint="see `list` without a name")
-    out: dict[str, dict[str, Any]] = {}
-    for mv in versions:
-        entry = out.setdefault(mv.name, {"name": mv.name, "aliases": {}, "versions": []})
-        for a in mv.aliases:
-            entry["aliases"][a] = f"v{mv.version}"
-        entry["versions"].append({"version": f"v{mv.version}", "digest": mv.digest, "aliases": sorted(mv.aliases),
-                                  "created_at": mv.to_dict(False)["created_at"],
-                                  "metrics": {k: mv.metrics[k] for k in KEY_METRICS if k in mv.metrics}})
-    return list(out.values())
-
-
-def get_model_version(ref: str, *, store: Any = None):
-    """The :class:`~src.registry.tables.ModelVersion` for ``NAME[:alias|:vK]`` (default latest)."""
-    from src.registry.tables import open_registry, parse_ref, resolve
-
-    name, tag = parse_ref(ref)
-    st = open_registry(store)
-    with st.read() as con:
-        return resolve(con, name, tag)
-
-
-def compare_models(refs: Iterable[str], *, store: Any = None) -> dict[str, Any]:
-    """Metrics side by side; ``best`` names the winner per metric. A lone bare NAME compares all its versions."""
-    from src.registry.tables import all_versions, open_registry, parse_ref, resolve
-
-    refs = list(refs)
-    if not refs:
-        raise ConfigError("compare needs at least one NAME[:alias|:vK]")
-    st = open_registry(store)
-    with st.read() as con:
-        if len(refs) == 1 and parse_ref(refs[0])[1] is None:
-            rows = [mv for mv in all_versions(con, parse_ref(refs[0])[0])] or [resolve(con, refs[0])]
-        else:
-            rows = [resolve(con, *parse_ref(r)) for r in refs]
-    metrics = [k for k in KEY_METRICS if any(k in mv.metrics for mv in rows)]
-    best: dict[str, list[str]] = {}  # every ref that reaches the top value (ties share the mark)
-    for k in metrics:
-        top = max(mv.metrics[k] for mv in rows if k in mv.metrics)
-        best[k] = [mv.ref for mv in rows if mv.metrics.get(k) == top]
-    return {"metrics": metrics, "best": best,
-            "models": [{"ref": mv.ref, "aliases": sorted(mv.aliases), "metrics": mv.metrics,
-                        "best": [k for k in metrics if mv.ref in best[k]]} for mv in rows]}
-
-
-def promote_model(name: str, to_alias: str, version: str | int | None = None, *, force: bool = False,
-                  reason: str | None = None, tolerance: float | None = None, store: Any = None,
-                  wandb_mode: str | None = None) -> dict[str, Any]:
-    """Move ``name:to_alias`` to ``version`` (default: latest); protected aliases are metric-gated."""
-    from src.registry.tables import DEFAULT_TOLERANCE, move_alias, open_registry, resolve, validate_alias
-
-    validate_alias(to_alias)
-    if isinstance(version, str) and not version.strip():
-        raise ConfigError("--version is empty", hint="pass a version such as v3, an alias, or leave it out for latest")
-    st = open_registry(store)
-    tag = f"v{version}" if isinstance(version, int) else version
-    with st.transaction() as con:
-        target = resolve(con, name, tag)
-        event = move_alias(con, name, to_alias, target.version, reason=reason, force=force,
-                           tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance)
-    if event["action"] == "refused":
-        raise PromotionRefused(f"refused to move {name}:{to_alias} to {event['to']}: {event['details']['refusal']}",
-                               hint="pass --force --reason '...' to override; the audit log keeps it")
-    if event["action"] in ("moved", "forced"):
-        target.aliases = sorted(set(target.aliases) | {to_alias})
-        with _mirror(None, wandb_mode, "promote") as t:
-            _publish(t, target, st)
-    return event
-
-
-def model_history(name: str, *, store: Any = None) -> list[dict[str, Any]]:
-    """The audit log of every alias move for ``name`` (moved, forced and refused), oldest first."""
-    from src.registry.tables import history, open_registry, resolve
-
-    st = open_registry(store)
-    with st.read() as con:
-        resolve(con, name)  # unknown names are an error, not an empty log
-        return history(con, name)
-
-
-def model_lineage(ref: str, *, store: Any = None) -> dict[str, Any]:
-    """The chain model → training run → dataset version → extractor for ``NAME:alias``."""
-    st_mv = get_model_version(ref, store=store)
-    m = st_mv.metadata
-    dataset = m.get("dataset") or {}
-    return {"model": {k: v for k, v in st_mv.to_dict(False).items()},
-            "run": {"id": m.get("run_id"), "code_version": m.get("code_version"), "seed": m.get("seed"),
-                    "config": m.get("config"), "registered_by": m.get("wandb_run_id")},
-            "dataset": {"version": dataset.get("version"), "digest": dataset.get("digest")},
-            "extractor": {"digest": st_mv.extractor_digest}}
-
-
-def _verified_blob(st, digest: str, what: str) -> Path:
-    from src.core.store import sha256_file
-
-    p = st.blob_path(digest)
-    if not p.is_file():
-        raise ModelError(f"stored {what} {digest[:12]} is missing from {st.blob_root}",
-                         hint="the store was edited by hand; re-register the model")
-    actual = sha256_file(p)
-    if actual != digest:
-        raise ModelError(f"stored {what} fails its digest check (expected {digest[:12]}, found {actual[:12]})",
-                         hint="the store was tampered with; re-register the model from a trusted file")
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    add_common_flags(p)
+    g = p.add_argument_group("storage")
+    g.add_argument("--store", metavar="DIR", help="local store directory (default: $MLOPS_STORE or .mlops)")
+    g.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
+                   help="W&B mirror mode (default: $WANDB_MODE, online with an API key, else offline)")
     return p
 
 
-def load_registered_bundle(name: str, alias: str = "production", *, store: Any = None) -> dict[str, Any]:
-    """The model bundle of ``name:alias``, digest-checked before it is unpickled."""
-    from src.learning.bundles import load_model_bundle
-    from src.registry.tables import open_registry
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="model_registry.py",
+                                     description="Model versions, aliases, gated promotion, lineage.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    mv = get_model_version(f"{name}:{alias}", store=store)
-    st = open_registry(store)
-    model = _verified_blob(st, mv.digest, "model")
-    _verified_blob(st, mv.extractor_digest, "extractor")
-    return load_model_bundle(model, mv.digest)
+    p = sub.add_parser("register", parents=[common], help="register a model file as a new version")
+    p.add_argument("path", metavar="PATH", help="a models/*_model.pkl bundle")
+    p.add_argument("--name", required=True, help="registered model name, e.g. label-spreading-classifier")
+    p.add_argument("--accuracy", type=float, required=True, help="test accuracy in [0, 1]")
+    p.add_argument("--f1", type=float, required=True, help="F1 score in [0, 1]")
+    p.add_argument("--alias", action="append", default=[], help="alias to set (repeatable): staging, production")
+    p.add_argument("--extractor", metavar="PATH", help="feature extractor (default: feature_extractor.pth beside PATH)")
+
+    p = sub.add_parser("register-all", parents=[common], help="register every model in a models folder")
+    p.add_argument("--models-dir", default="models", help="folder with training_results.json (default: models)")
+    p.add_argument("--alias", action="append", default=[], help="alias to set on every model (repeatable)")
+
+    p = sub.add_parser("list", parents=[common], help="names, versions, aliases and key metrics")
+    p.add_argument("name", nargs="?", help="only this model")
+
+    p = sub.add_parser("compare", parents=[common], help="metrics side by side, best marked")
+    p.add_argument("refs", nargs="+", metavar="NAME[:alias|:vK]",
+                   help="models to compare (a lone bare NAME compares all its versions)")
+
+    p = sub.add_parser("promote", parents=[common], help="move an alias (production is metric-gated)")
+    p.add_argument("name")
+    p.add_argument("--to-alias", required=True, help="alias to move, e.g. staging or production")
+    p.add_argument("--version", help="version to point at, e.g. v3 or an alias (default: latest)")
+    p.add_argument("--force", action="store_true", help="override the metric gate (needs --reason)")
+    p.add_argument("--reason", help="why; kept in the audit log")
+    p.add_argument("--tolerance", type=float, help="allowed test-accuracy drop for protected aliases (default 0.01, at most 0.05)")
+
+    p = sub.add_parser("history", parents=[common], help="audit log of every alias move")
+    p.add_argument("name")
+
+    p = sub.add_parser("lineage", parents=[common], help="model -> run -> dataset version -> extractor")
+    p.add_argument("ref", metavar="NAME[:alias|:vK]")
+    return parser
 
 
-def load_model_from_registry(name: str, alias: str = "production", *, store: Any = None):
-    """A ready :class:`~src.predictor.Predictor` for ``name:alias`` (model + its extractor).
-
-    Both stored files are checked against their recorded digests before anything is unpickled.
-    """
-    from src.registry.tables import open_registry
-
-    mv = get_model_version(f"{name}:{alias}", store=store)
-    st = open_registry(store)
-    model = _verified_blob(st, mv.digest, "model")
-    extractor = _verified_blob(st, mv.extractor_digest, "extractor")
-    try:
-        from src.predictor import Predictor
-    except ImportError as e:
-        raise ModelError("src.predictor is not available", hint="update the checkout") from e
-    return Predictor.load(model, extractor, model_digest=mv.digest, extractor_digest=mv.extractor_digest,
-                          store=st)
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-" if value is None else str(value)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point (see :mod:`src.registry_cli`)."""
-    from src.registry_cli import main as cli_main
+def _print_version(r: dict[str, Any]) -> None:
+    state = "registered" if r["created"] else "already registered as"
+    aliases = ", ".join(r["aliases"]) or "-"
+    print(f"{state} {r['ref']}  digest {r['digest'][:12]}  aliases: {aliases}")
 
-    return cli_main(argv)
+
+def _print_list(models: list[dict[str, Any]]) -> None:
+    if not models:
+        print("registry is empty (register a model first)")
+    for m in models:
+        aliases = ", ".join(f"{a}={v}" for a, v in sorted(m["aliases"].items()))
+        print(f"{m['name']}  ({len(m['versions'])} versions; {aliases})")
+        for v in m["versions"]:
+            mets = "  ".join(f"{k}={_fmt(x)}" for k, x in v["metrics"].items())
+            print(f"  {v['version']:>5}  {v['created_at']}  {v['digest'][:12]}  {mets}  {' '.join(v['aliases'])}")
+
+
+def _print_compare(res: dict[str, Any]) -> None:
+    cols = res["metrics"]
+    width = max(len(m["ref"]) for m in res["models"]) + 2
+    print("model".ljust(width) + "".join(c.rjust(16) for c in cols))
+    for m in res["models"]:
+        cells = [(_fmt(m["metrics"].get(c)) + ("*" if c in m["best"] else " ")).rjust(16) for c in cols]
+        print(m["ref"].ljust(width) + "".join(cells))
+    print("* best per metric")
+
+
+def _print_history(events: list[dict[str, Any]]) -> None:
+    for e in events:
+        why = f"  reason: {e['reason']}" if e["reason"] else ""
+        gate = e["details"].get("refusal")
+        print(f"{e['at']}  {e['action']:<8} {e['alias']}: {e['from'] or '-'} -> {e['to']}{why}"
+              + (f"  [{gate}]" if gate else ""))
+
+
+def _print_lineage(lin: dict[str, Any]) -> None:
+    m, r, d, x = lin["model"], lin["run"], lin["dataset"], lin["extractor"]
+    print(f"model     {m['ref']}  aliases: {', '.join(m['aliases']) or '-'}  digest {m['digest'][:12]}")
+    print(f"run       {r['id'] or '-'}  code {r['code_version'] or '-'}  seed {_fmt(r['seed'])}")
+    print(f"dataset   {d['version'] or '-'}  digest {(d['digest'] or '-')[:12]}")
+    print(f"extractor {x['digest'][:12]}")
+
+
+def command(args: argparse.Namespace) -> int:
+
+    store = args.store
+    if args.command == "register":
+        res = mr.register_model(args.path, args.name, {"test_accuracy": args.accuracy, "f1_score": args.f1},
+                                args.alias, extractor_path=args.extractor, store=store, wandb_mode=args.wandb_mode)
+        print_json(res) if args.json else _print_version(res)
+    elif args.command == "register-all":
+        res = mr.register_all(args.models_dir, args.alias, store=store, wandb_mode=args.wandb_mode)
+        if args.json:
+            print_json(res)
+        else:
+            for r in res:
+                _print_version(r)
+    elif args.command == "list":
+        res = mr.list_models(args.name, store=store)
+        print_json(res) if args.json else _print_list(res)
+    elif args.command == "compare":
+        res = mr.compare_models(args.refs, store=store)
+        print_json(res) if args.json else _print_compare(res)
+    elif args.command == "promote":
+        res = mr.promote_model(args.name, args.to_alias, args.version, force=args.force, reason=args.reason,
+                               tolerance=args.tolerance, store=store, wandb_mode=args.wandb_mode)
+        if args.json:
+            print_json(res)
+        else:
+            print(f"{res['action']}: {args.name}:{res['alias']} {res['from'] or '-'} -> {res['to']}")
+    elif args.command == "history":
+        res = mr.model_history(args.name, store=store)
+        print_json(res) if args.json else _print_history(res)
+    elif args.command == "lineage":
+        res = mr.model_lineage(args.ref, store=store)
+        print_json(res) if args.json else _print_lineage(res)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(build_parser(), argv, command)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from helpers import make_image_folder
 
-from src.data.dataset import holdout_split, labeled_split, scan_dataset
+from src.data.dataset import image_dataset as scan_dataset
+from src.data.splits import holdout_split, labeled_split
 from src.core.errors import ConfigError, DataError
 
 
@@ -100,7 +101,7 @@ def test_holdout_keeps_singletons_for_fitting():
 
 def test_synthetic_dataset_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     """Also within one process (the noise once came from C's unseeded rand())."""
-    from src.synth import generate_dataset
+    from src.data.synth import generate_dataset
 
     def files(root):
         return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.jpg"))}

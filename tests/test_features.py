@@ -3,7 +3,7 @@ import pytest
 from helpers import make_image_folder
 
 from src.features.backbone import Preprocessing, create_model
-from src.data.dataset import scan_dataset
+from src.data.dataset import image_dataset as scan_dataset
 from src.features.extraction import FeatureCache, TorchExtractor, cached_features, digest_files, extract
 from src.core.store import Store
 

@@ -13,7 +13,7 @@ from src.monitoring.records import alerts, open_monitor_store, predictions
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from src.synth import generate_dataset
+    from src.data.synth import generate_dataset
     from src.train_with_wandb import train_with_wandb
 
     tmp = tmp_path_factory.mktemp("mon")

@@ -365,7 +365,7 @@ def fake_predictor(monkeypatch):
             calls.append((Path(model_path), Path(extractor_path), model_digest, extractor_digest))
             return cls()
 
-    monkeypatch.setitem(sys.modules, "src.predictor", types.SimpleNamespace(Predictor=Predictor))
+    monkeypatch.setitem(sys.modules, "src.serving.predictor", types.SimpleNamespace(Predictor=Predictor))
     return calls
 
 
@@ -474,7 +474,29 @@ def test_eight_concurrent_registrations(tmp_path):
 
 
 def _register_paused(path: str, point: str, marker: str) -> None:
-    os.environ[mr.PAUSE_ENV] = f"{point}:{marker}"
+    """In the forked child only: stop at ``point`` (blobs written, or inside the transaction) until killed."""
+    from src.core.store import Store
+    from src.registry import api
+
+    def pause() -> None:
+        Path(marker).write_text(str(os.getpid()))
+        time.sleep(120)
+
+    if point == "before-commit-blobs":
+        real_transaction = Store.transaction
+
+        def paused_transaction(self):
+            pause()
+            return real_transaction(self)
+        Store.transaction = paused_transaction
+    else:
+        real_insert = api.insert_version
+
+        def paused_insert(*args, **kwargs):
+            out = real_insert(*args, **kwargs)
+            pause()
+            return out
+        api.insert_version = paused_insert
     reg(path)
 
 

@@ -44,7 +44,7 @@ def saved(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    from src.synth import generate_dataset
+    from src.data.synth import generate_dataset
 
     root = generate_dataset(tmp_path_factory.mktemp("synth") / "d", n_classes=3, train_per_class=4,
                             test_per_class=1, image_size=96, seed=3)

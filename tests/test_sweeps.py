@@ -17,7 +17,9 @@ import yaml
 
 from src import sweep_config as sc
 from src import sweep_runner as sr
-from src.core.errors import ConfigError
+from src.core.errors import ConfigError, GroceryError
+from src.core.store import Store
+from sweep_fakes import fake_objective
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +56,7 @@ def sweep_with_queued_regions(cfg: dict, regions) -> str:
     import optuna
 
     sweep_id = sr.create_local_sweep(sc.validate_sweep_config(cfg))
-    study = optuna.load_study(study_name=sweep_id, storage=sr.default_storage_url(sr.Store()))
+    study = optuna.load_study(study_name=sweep_id, storage=sr.default_storage_url(Store()))
     for region in regions:
         study.enqueue_trial({"region": region})
     return sweep_id
@@ -172,10 +174,10 @@ def test_missing_yaml_and_unknown_sweep_are_errors(tmp_path, capsys):
 def test_count_6_records_6_trials_and_reports_best(tmp_path, monkeypatch, capsys):
     from src.wandb_config import SWEEP_CONFIG, create_sweep
 
-    monkeypatch.setenv(sr.FAKE_ENV, "1")
     sweep_id = create_sweep(SWEEP_CONFIG, mode="offline")  # offline: a local sweep id
     capsys.readouterr()
-    assert sr.main(["agent", sweep_id, "--count", "6", "--json", "--wandb-mode", "offline"]) == 0
+    assert sr.main(["agent", sweep_id, "--count", "6", "--json", "--wandb-mode", "offline"],
+                   objective=fake_objective) == 0
     status = json.loads(capsys.readouterr().out)
     assert len(status["trials"]) == 6 and status["agent_trials"] == list(range(6))
     assert all(t["state"] in ("COMPLETE", "PRUNED") for t in status["trials"])
@@ -199,7 +201,7 @@ def test_hyperband_prunes_the_bad_region(tmp_path):
         def counting(epoch, value):
             epochs_run[ctx.number] = epoch
             epoch_callback(epoch, value)
-        return sr.fake_objective(params, counting, ctx)
+        return fake_objective(params, counting, ctx)
 
     status = sr.run_agent(sweep_id, 4, objective=objective, options=sr.AgentOptions(summary=False))
     by_region = {t["number"]: (t["params"]["region"], t["state"]) for t in status["trials"]}
@@ -209,19 +211,17 @@ def test_hyperband_prunes_the_bad_region(tmp_path):
     assert status["best"]["params"] == {"region": "good", "fine_tune_epochs": 6}  # fixed params included
 
 
-def _agent_cmd(sweep_id: str, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "src" / "sweep_runner.py"), "agent", sweep_id, "--no-summary", "-q", *extra]
-
-
-def _subprocess_env(sleep: float) -> dict[str, str]:
-    return {**os.environ, sr.FAKE_ENV: "1", "MLOPS_SWEEP_FAKE_SLEEP": str(sleep)}
+def _agent_cmd(sweep_id: str, *extra: str, sleep: float = 0.0) -> list[str]:
+    """An agent in its own process, running the fake objective through the test-owned entry point."""
+    return [sys.executable, str(ROOT / "tests" / "sweep_fakes.py"), "--sleep", str(sleep), "agent", sweep_id,
+            "--no-summary", "-q", *extra]
 
 
 def test_two_agents_share_one_sweep_through_a_database_url(tmp_path):
     url = f"sqlite:///{tmp_path}/shared.db"
     sweep_id = sr.create_local_sweep(sc.load_sweep_config(ROOT / "sweep_config.yaml"), storage=url)
-    procs = [subprocess.Popen(_agent_cmd(sweep_id, "--count", "3", "--storage", url, "--json"), cwd=ROOT,
-                              env=_subprocess_env(0.01), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen(_agent_cmd(sweep_id, "--count", "3", "--storage", url, "--json", sleep=0.01), cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
@@ -234,8 +234,8 @@ def test_two_agents_share_one_sweep_through_a_database_url(tmp_path):
 
 def test_killed_agent_is_requeued_and_the_sweep_resumes(tmp_path):
     sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
-    proc = subprocess.Popen(_agent_cmd(sweep_id, "--count", "5", "--heartbeat-interval", "1", "--grace-period", "2"),
-                            cwd=ROOT, env=_subprocess_env(0.5), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_agent_cmd(sweep_id, "--count", "5", "--heartbeat-interval", "1", "--grace-period", "2",
+                                       sleep=0.5), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -251,7 +251,7 @@ def test_killed_agent_is_requeued_and_the_sweep_resumes(tmp_path):
     killed = [t.number for t in trials if t.state.name == "RUNNING"]
     time.sleep(2.5)  # past the grace period: the dead agent's heartbeat is stale
     status = sr.run_agent(sweep_id, 2, options=sr.AgentOptions(heartbeat_interval=1, grace_period=2, summary=False),
-                          objective=sr.fake_objective)
+                          objective=fake_objective)
     states = {t["number"]: t for t in status["trials"]}
     assert "RUNNING" not in status["counts"] and "WAITING" not in status["counts"]
     assert [states[n]["state"] for n in killed] == ["FAIL"]
@@ -263,20 +263,20 @@ def test_killed_agent_is_requeued_and_the_sweep_resumes(tmp_path):
 def test_count_is_required_for_open_ended_sweeps():
     sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
     with pytest.raises(ConfigError, match="--count is required"):
-        sr.run_agent(sweep_id, None, objective=sr.fake_objective, options=sr.AgentOptions(summary=False))
+        sr.run_agent(sweep_id, None, objective=fake_objective, options=sr.AgentOptions(summary=False))
 
 
 def test_grid_sweep_stops_when_exhausted():
     cfg = sc.validate_sweep_config(with_(method="grid", run_cap=10))
     sweep_id = sr.create_local_sweep(cfg)
-    status = sr.run_agent(sweep_id, None, objective=sr.fake_objective, options=sr.AgentOptions(summary=False))
+    status = sr.run_agent(sweep_id, None, objective=fake_objective, options=sr.AgentOptions(summary=False))
     assert sorted(t["params"]["region"] for t in status["trials"]) == ["bad", "good"]
 
 
 # -- real training through the agent ----------------------------------------------------------------
 @pytest.mark.slow
 def test_agent_runs_real_training(tmp_path):
-    synth = pytest.importorskip("src.synth")
+    synth = pytest.importorskip("src.data.synth")
     data = synth.generate_dataset(tmp_path / "data", n_classes=3, train_per_class=6, test_per_class=3,
                                   image_size=48, seed=0)
     cfg = with_(parameters={"labeled_ratio": {"values": [0.5, 1.0]}, "algorithm": {"values": ["label_spreading"]},
@@ -298,7 +298,7 @@ def test_a_failing_trial_fails_alone_and_a_failure_streak_stops_the_agent():
     def picky(params, epoch_callback, ctx):
         if params["region"] == "bad":
             raise ConfigError("fewer labeled samples than classes")
-        return sr.fake_objective(params, epoch_callback, ctx)
+        return fake_objective(params, epoch_callback, ctx)
 
     status = sr.run_agent(sweep_id, 2, objective=picky, options=sr.AgentOptions(summary=False))
     assert [(t["state"], t["error"]) for t in status["trials"]] == [
@@ -379,11 +379,9 @@ def test_agent_whose_every_trial_failed_exits_nonzero_with_one_error_line(monkey
     def broken(params, epoch_callback, ctx):
         raise DataError(f"dataset broken in trial {ctx.number}")
 
-    monkeypatch.setenv(sr.FAKE_ENV, "1")
-    monkeypatch.setattr(sr, "fake_objective", broken)
     sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
     capfd.readouterr()
-    rc = sr.main(["agent", sweep_id, "--count", "2", "--no-summary"])
+    rc = sr.main(["agent", sweep_id, "--count", "2", "--no-summary"], objective=broken)
     err = capfd.readouterr().err
     assert rc == 2, err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
@@ -399,13 +397,13 @@ def test_a_non_project_exception_fails_only_its_trial(capfd):
     def buggy(params, epoch_callback, ctx):
         if params["region"] == "bad":
             range(float(params["fine_tune_epochs"]))  # TypeError, as a float epoch count used to raise
-        return sr.fake_objective(params, epoch_callback, ctx)
+        return fake_objective(params, epoch_callback, ctx)
 
     status = sr.run_agent(sweep_id, 2, objective=buggy, options=sr.AgentOptions(summary=False))
     assert [t["state"] for t in status["trials"]] == ["FAIL", "COMPLETE"]
     assert status["trials"][0]["error"].startswith("TypeError: 'float' object cannot be interpreted as an integer")
     assert "Traceback" not in capfd.readouterr().err
-    with pytest.raises(sr.GroceryError, match="all 1 trial this agent ran .* failed, the first with: TypeError"):
+    with pytest.raises(GroceryError, match="all 1 trial this agent ran .* failed, the first with: TypeError"):
         sr.run_agent(sweep_id, 1, objective=lambda p, cb, ctx: range(1.0), options=sr.AgentOptions(summary=False))
 
 
@@ -416,7 +414,7 @@ def test_q_uniform_epochs_reach_training_as_ints():
 
     def objective(params, epoch_callback, ctx):
         seen.append(params["fine_tune_epochs"])
-        return sr.fake_objective(params, epoch_callback, ctx)
+        return fake_objective(params, epoch_callback, ctx)
 
     status = sr.run_agent(sweep_id, 2, objective=objective, options=sr.AgentOptions(summary=False))
     assert status["counts"] == {"COMPLETE": 2} and all(type(v) is int and v in (1, 2) for v in seen)
@@ -433,16 +431,16 @@ def test_wandb_style_sweep_names_are_slugified(tmp_path, capsys):
 
 def test_best_config_includes_fixed_parameters():
     sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
-    status = sr.run_agent(sweep_id, 3, objective=sr.fake_objective, options=sr.AgentOptions(summary=False))
+    status = sr.run_agent(sweep_id, 3, objective=fake_objective, options=sr.AgentOptions(summary=False))
     assert status["best"]["params"]["fine_tune_epochs"] == 4
     assert set(status["best"]["params"]) == {"region", "fine_tune_epochs"}
 
 
 def test_an_exhausted_grid_sweep_runs_no_duplicates_and_is_finished(capsys):
     sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_(method="grid")))
-    first = sr.run_agent(sweep_id, None, objective=sr.fake_objective, options=sr.AgentOptions(summary=False))
+    first = sr.run_agent(sweep_id, None, objective=fake_objective, options=sr.AgentOptions(summary=False))
     assert len(first["trials"]) == 2 and first["state"] == "FINISHED"
-    again = sr.run_agent(sweep_id, 3, objective=sr.fake_objective, options=sr.AgentOptions(summary=False))
+    again = sr.run_agent(sweep_id, 3, objective=fake_objective, options=sr.AgentOptions(summary=False))
     assert again["agent_trials"] == [] and len(again["trials"]) == 2 and again["state"] == "FINISHED"
     assert sr.main(["status", sweep_id]) == 0
     assert ": FINISHED, grid" in capsys.readouterr().out
@@ -459,7 +457,7 @@ def default_root(tmp_path, monkeypatch) -> Path:
 
 
 def test_default_dataset_appears_only_complete(default_root, monkeypatch):
-    from src import synth
+    from src.data import synth
     from src.training import pipeline
 
     root, work = default_root, default_root.parent
@@ -478,7 +476,7 @@ def test_default_dataset_appears_only_complete(default_root, monkeypatch):
 
 
 def test_a_dataset_generated_concurrently_by_another_process_wins(default_root, monkeypatch):
-    from src import synth
+    from src.data import synth
     from src.training import pipeline
 
     root, work = default_root, default_root.parent

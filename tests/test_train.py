@@ -89,7 +89,7 @@ def test_help_is_instant():
 def e2e(tmp_path_factory):
     """One real run as a user would start it: a fresh process, stdin closed, HOME empty,
     no W&B variables at all — it must resolve to offline, never prompt, never hang."""
-    from src.synth import generate_dataset
+    from src.data.synth import generate_dataset
 
     tmp = tmp_path_factory.mktemp("e2e")
     data = generate_dataset(tmp / "data", n_classes=4, train_per_class=12, test_per_class=6, image_size=64, seed=1,

@@ -1,10 +1,13 @@
-"""ImageFolder scanning, validation and the seeded labeled/unlabeled split.
+"""The labeled images training uses, read from the dataset manifest (:mod:`src.data.scan`).
 
 Layout: ``DATA_DIR/{train,test[,val]}/{class_name}/{image files}``. Class names come from
-the train split's folder names. Problems a user can fix (missing folders, a split or
-class with no images, zero-byte files, test classes unknown to train, a labeled ratio
-that leaves a class without a labeled image) raise :class:`DataError`/:class:`ConfigError`
-with one actionable line; files that are not images by extension are skipped with a warning.
+the train split's folder names. There is one scanner: training takes paths, classes and
+sha256 digests from the same manifest dataset versions store (stat-cached in the local
+store, so an unchanged image is never hashed twice), and the dataset digest is the
+manifest's. Problems a user can fix (missing folders, a split or class with no images,
+zero-byte, corrupt or oversized images, test classes unknown to train) raise
+:class:`DataError` with one actionable line before any expensive work; files that are not
+images by extension, and hidden files, are skipped with a warning.
 """
 
 from __future__ import annotations
@@ -16,18 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from src.core.errors import ConfigError, DataError
-from src.core.images import is_image_name
+from src.core.errors import DataError
+from src.data.scan import REQUIRED_SPLITS, SPLITS, dataset_digest, scan_dataset
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "test", "val")
-REQUIRED_SPLITS = ("train", "test")
+SKIPPED_ERRORS = ("non_image",)  # by extension or content: skipped with a warning, never trained on
 
 
 @dataclass
 class Split:
     paths: list[Path]
     labels: np.ndarray  # int class indices
+    digests: list[str] = field(default_factory=list)  # sha256 per path, from the manifest
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -38,6 +41,8 @@ class ImageDataset:
     root: Path
     classes: list[str]
     splits: dict[str, Split] = field(default_factory=dict)
+    digest: str = ""  # the manifest digest, the same one dataset versions record
+    scan: dict = field(default_factory=dict, repr=False)  # the manifest scan, handed on to dataset versioning
 
     @property
     def train(self) -> Split:
@@ -51,102 +56,76 @@ class ImageDataset:
         counts = np.bincount(self.splits[split].labels, minlength=len(self.classes))
         return {c: int(n) for c, n in zip(self.classes, counts)}
 
-
-def _list_class_dir(d: Path) -> list[Path]:
-    files, skipped = [], []
-    for p in sorted(d.iterdir()):
-        if p.name.startswith(".") or not p.is_file():
-            continue
-        (files if is_image_name(p) else skipped).append(p)
-    if skipped:
-        log.warning("skipping %d non-image file(s) in %s (e.g. %s)", len(skipped), d, skipped[0].name)
-    for p in files:
-        if p.stat().st_size == 0:
-            raise DataError(f"{p}: file is empty (0 bytes)", hint="remove or replace it")
-    return files
+    def digests(self) -> dict[Path, str]:
+        return {p: d for s in self.splits.values() for p, d in zip(s.paths, s.digests)}
 
 
-def scan_dataset(data_dir: str | os.PathLike) -> ImageDataset:
-    """Scan an ImageFolder dataset with train and test splits (val optional)."""
-    root = Path(data_dir)
+def _check_layout(root: Path) -> list[str]:
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist",
                         hint="pass --data-dir pointing at DIR/{train,test}/{class}/*.jpg")
     for split in REQUIRED_SPLITS:
         if not (root / split).is_dir():
-            raise DataError(f"{root} has no '{split}' folder",
-                            hint=f"expected {root}/{split}/<class_name>/<images>")
-    train_classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not train_classes:
+            raise DataError(f"{root} has no '{split}' folder", hint=f"expected {root}/{split}/<class_name>/<images>")
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
         raise DataError(f"{root / 'train'} has no class folders", hint="add one folder of images per class")
-    index = {c: i for i, c in enumerate(train_classes)}
-    ds = ImageDataset(root=root, classes=train_classes)
-    for split in SPLITS:
-        sdir = root / split
-        if not sdir.is_dir():
+    return classes
+
+
+def _usable(entries: list[dict], root: Path) -> list[dict]:
+    """Entries training can use; unusable images stop here, non-images are skipped with a warning."""
+    keep, skipped = [], []
+    for e in entries:
+        if any(part.startswith(".") for part in Path(e["path"]).parts[2:]):
             continue
-        paths, labels = [], []
-        for cdir in sorted(p for p in sdir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if cdir.name not in index:
-                raise DataError(f"class '{cdir.name}' in {split} has no folder in train",
+        err = e.get("error")
+        if err == "zero_byte":
+            raise DataError(f"{root / e['path']}: file is empty (0 bytes)", hint="remove or replace it")
+        if err in SKIPPED_ERRORS:
+            skipped.append(e["path"])
+        elif err:
+            raise DataError(f"{root / e['path']}: {e.get('error_detail') or err}",
+                            hint="remove or replace it (data_versioning.py --quality-check lists every such file)")
+        else:
+            keep.append(e)
+    if skipped:
+        log.warning("skipping %d non-image file(s) (e.g. %s)", len(skipped), skipped[0])
+    return keep
+
+
+def image_dataset(data_dir: str | os.PathLike, store=None) -> ImageDataset:
+    """The labeled images of an ImageFolder dataset with train and test splits (val optional)."""
+    root = Path(data_dir).expanduser()
+    classes = _check_layout(root)
+    scan = scan_dataset(root, store=store)
+    index = {c: i for i, c in enumerate(classes)}
+    ds = ImageDataset(root=root, classes=classes, digest=dataset_digest(scan["manifest"]), scan=scan)
+    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for e in _usable(scan["manifest"], root):
+        if e["split"] in by_split and not e["class"].startswith("."):
+            by_split[e["split"]].append(e)
+    for split in SPLITS:
+        if not (root / split).is_dir():
+            continue
+        entries = by_split[split]
+        for cls in sorted({e["class"] for e in entries} | _class_dirs(root / split)):
+            if cls not in index:
+                raise DataError(f"class '{cls}' in {split} has no folder in train",
                                 hint="every class needs training images; rename or remove the folder")
-            files = _list_class_dir(cdir)
-            if not files and split == "train":
-                raise DataError(f"class '{cdir.name}' has no images in {cdir}",
-                                hint="add images or remove the empty class folder")
-            paths += files
-            labels += [index[cdir.name]] * len(files)
-        if not paths:
-            raise DataError(f"the '{split}' split in {sdir} has no images", hint="add images per class folder")
-        ds.splits[split] = Split(paths, np.asarray(labels, dtype=np.int64))
+        if split == "train":
+            present = {e["class"] for e in entries}
+            for cls in classes:
+                if cls not in present:
+                    raise DataError(f"class '{cls}' has no images in {root / 'train' / cls}",
+                                    hint="add images or remove the empty class folder")
+        if not entries:
+            raise DataError(f"the '{split}' split in {root / split} has no images", hint="add images per class folder")
+        ds.splits[split] = Split([root / e["path"] for e in entries],
+                                 np.asarray([index[e["class"]] for e in entries], dtype=np.int64),
+                                 [e["sha256"] for e in entries])
     return ds
 
 
-def validate_labeled_ratio(ratio: float) -> float:
-    if not isinstance(ratio, (int, float)) or not (0 < float(ratio) <= 1):
-        raise ConfigError(f"labeled_ratio must be in (0, 1], got {ratio!r}", hint="for example --labeled-ratio 0.1")
-    return float(ratio)
-
-
-def labeled_split(labels: np.ndarray, ratio: float, n_classes: int, seed: int) -> np.ndarray:
-    """Boolean mask of labeled samples: stratified, seeded, at least one per class.
-
-    Raises ConfigError when ``ratio`` is outside (0, 1] or gives fewer labeled
-    samples than there are classes.
-    """
-    ratio = validate_labeled_ratio(ratio)
-    wanted = int(round(ratio * len(labels)))
-    if wanted < n_classes:
-        raise ConfigError(
-            f"labeled_ratio {ratio} gives {wanted} labeled images for {n_classes} classes",
-            hint=f"use at least {n_classes / max(1, len(labels)):.3f} so every class has a labeled image")
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(labels), dtype=bool)
-    for c in range(n_classes):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) == 0:
-            continue
-        k = min(len(idx), max(1, int(round(ratio * len(idx)))))
-        mask[rng.choice(idx, size=k, replace=False)] = True
-    return mask
-
-
-def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split labeled indices into (fit, validation) for fine-tuning; classes with one
-    labeled image stay in the fit part, the others give about ``fraction`` to validation."""
-    rng = np.random.default_rng(seed + 1)
-    fit, val = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        k = int(round(fraction * len(idx))) if len(idx) >= 3 else 0
-        val += idx[:k].tolist()
-        fit += idx[k:].tolist()
-    return np.asarray(sorted(fit), dtype=np.int64), np.asarray(sorted(val), dtype=np.int64)
-
-
-def dataset_digest(ds: ImageDataset, digests: dict[Path, str]) -> str:
-    """Content digest of the dataset, the same formula dataset versions use."""
-    from src.data.scan import dataset_digest as manifest_digest
-
-    return manifest_digest([{"path": p.relative_to(ds.root).as_posix(), "sha256": digests[p]}
-                            for s in ds.splits.values() for p in s.paths])
+def _class_dirs(split_dir: Path) -> set[str]:
+    return {p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}

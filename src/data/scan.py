@@ -26,7 +26,8 @@ from src.core.errors import DataError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "test", "val")
+REQUIRED_SPLITS = ("train", "test")
 CACHE_DDL = """
 CREATE TABLE IF NOT EXISTS dataset_stat_cache (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,

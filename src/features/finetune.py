@@ -70,22 +70,34 @@ def _freeze_bn(model) -> None:
             m.eval()
 
 
-def finetune_key(paths_digests: Sequence[str], labels: Sequence[int], epochs: int, lr: float, seed: int,
-                 pre: Preprocessing, batch_size: int) -> str:
+@dataclass(frozen=True)
+class FineTuneSpec:
+    """Everything that decides the fine-tuned weights besides the images and labels (the cache key)."""
+
+    epochs: int
+    lr: float
+    seed: int
+    pre: Preprocessing
+    batch_size: int = 16
+
+
+def finetune_key(paths_digests: Sequence[str], labels: Sequence[int], spec: FineTuneSpec) -> str:
     h = hashlib.sha256()
     for d, y in sorted(zip(paths_digests, labels)):
         h.update(f"{d}:{y}\n".encode())
-    h.update(json.dumps({"epochs": epochs, "lr": lr, "seed": seed, "pre": pre.key(), "bs": batch_size,
-                         "recipe": 1}).encode())
+    h.update(json.dumps({"epochs": spec.epochs, "lr": spec.lr, "seed": spec.seed, "pre": spec.pre.key(),
+                         "bs": spec.batch_size, "recipe": 1}).encode())
     return h.hexdigest()
 
 
 def fine_tune(paths: Sequence[Path], labels: np.ndarray, fit_idx: np.ndarray, val_idx: np.ndarray,
-              n_classes: int, epochs: int, lr: float, seed: int, pre: Preprocessing, batch_size: int = 16,
-              epoch_callback: EpochCallback | None = None, progress: bool = True):
+              n_classes: int, spec: FineTuneSpec, epoch_callback: EpochCallback | None = None,
+              progress: bool = True):
     """Fine-tune from ImageNet weights; returns (model without head, FineTuneResult)."""
     import torch
     from tqdm import tqdm
+
+    epochs, lr, seed, pre, batch_size = spec.epochs, spec.lr, spec.seed, spec.pre, spec.batch_size
 
     torch.manual_seed(seed)
     rng = random.Random(seed)

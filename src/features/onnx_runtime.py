@@ -207,7 +207,7 @@ def calibration_batch(pre: Preprocessing, n: int = CALIBRATION_IMAGES) -> np.nda
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    from src.synth import CLASSES, draw_item
+    from src.data.synth import CLASSES, draw_item
 
     n_photo = n // 4
     imgs = [draw_item(CLASSES[i % len(CLASSES)], 128, random.Random(f"calibration-{i}")) for i in range(n - n_photo)]

@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from src.sweep_runner import Sweep, redact, sweep_dir
+from src.hpo.study import Sweep, redact, sweep_dir
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def sweep_status(sweep: Sweep) -> dict[str, Any]:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = None
     if complete:
-        from src.sweep_config import fixed_params
+        from src.hpo.optuna_space import fixed_params
 
         bt = sweep.study.best_trial
         # the fixed `value:` parameters too, so the best config re-runs as it ran
@@ -54,7 +54,7 @@ def grid_remaining(sweep: Sweep, trials: list | None = None) -> int:
     """How many points of a grid sweep have no COMPLETE, PRUNED or RUNNING trial yet."""
     from optuna.trial import TrialState
 
-    from src.sweep_config import grid_space
+    from src.hpo.space import grid_space
 
     grid = grid_space(sweep.config)
     names = sorted(grid)
@@ -71,7 +71,7 @@ def grid_remaining(sweep: Sweep, trials: list | None = None) -> int:
 
 def summarize_sweep(sweep: Sweep, wandb_mode: str | None = None) -> dict[str, Any]:
     """Save optimisation-history and parameter-importance PNGs and log them to a sweep-summary run."""
-    from src.wandb_config import Tracker
+    from src.tracking import Tracker
 
     status = sweep_status(sweep)
     out = sweep_dir(sweep.store, sweep.id)

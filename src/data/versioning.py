@@ -1,0 +1,204 @@
+"""Creating dataset versions: scan, quality report, content-addressed blobs, W&B mirror.
+
+A version is an immutable, content-addressed manifest (per file: path, split, class,
+sha256, size, dimensions, mode) of an ImageFolder dataset; the bytes live once in the
+store's blobs whatever the number of versions. The same content never makes a second
+version; ``find_or_create_version`` is what training calls to pin its input data. Reading
+versions back (list, show, diff, restore) is :mod:`src.data.versions`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from src.core.errors import ConfigError, DataError
+from src.data.scan import dataset_digest
+from src.data.versions import DEFAULT_NAME, insert_version, lookup_digest, open_store, parse_version
+
+log = logging.getLogger(__name__)
+DEFAULT_SAMPLES_PER_CLASS = 4
+
+
+def build_metadata(manifest: list[dict]) -> dict[str, Any]:
+    """Counts a user looks at first: samples, classes, splits, imbalance."""
+    from collections import Counter
+
+    from src.data.quality import imbalance_ratio
+
+    valid = [e for e in manifest if not e.get("error")]
+    classes = Counter(e["class"] for e in valid)
+    split_class: dict[str, dict[str, int]] = {}
+    for e in valid:
+        d = split_class.setdefault(e["split"], {})
+        d[e["class"]] = d.get(e["class"], 0) + 1
+    return {
+        "total_samples": len(valid),
+        "total_files": len(manifest),
+        "invalid_files": len(manifest) - len(valid),
+        "total_bytes": sum(e["size"] for e in manifest),
+        "num_classes": len(classes),
+        "classes": sorted(classes),
+        "class_distribution": dict(sorted(classes.items())),
+        "split_counts": {s: sum(c.values()) for s, c in sorted(split_class.items())},
+        "split_class_counts": {s: dict(sorted(c.items())) for s, c in sorted(split_class.items())},
+        "imbalance_ratio": imbalance_ratio(classes),
+    }
+
+
+# -- create --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Committed:
+    """A version just written to the store, with what its W&B mirror needs."""
+    name: str
+    version: int
+    root: Path
+    manifest: list[dict]
+    meta: dict
+    quality: dict
+    description: str | None
+    samples_per_class: int
+    store: Any
+
+
+def _mirror(tracker, v: _Committed, tables: bool = True) -> None:
+    """Log the version as a W&B ``dataset`` artifact plus sample and statistics tables.
+
+    ``tables=False`` (a caller's run, e.g. training) logs only the artifact, so the
+    caller's step counter is left alone.
+    """
+    import tempfile
+
+    name, version, root, manifest, meta, quality, st = v.name, v.version, v.root, v.manifest, v.meta, v.quality, v.store
+    with tempfile.TemporaryDirectory(dir=st.root / "tmp") as tmp:
+        (Path(tmp) / "manifest.json").write_text(json.dumps(manifest))
+        (Path(tmp) / "quality.json").write_text(json.dumps(quality))
+        files = {"manifest.json": Path(tmp) / "manifest.json", "quality.json": Path(tmp) / "quality.json"}
+        blobs = {f"data/{e['path']}": st.blob_path(e["sha256"]) for e in manifest if st.has_blob(e["sha256"])}
+        tracker.log_artifact(name, "dataset", files=files, immutable_files=blobs,
+                             metadata={**meta, "local_version": f"v{version}"},
+                             aliases=["latest", f"v{version}"], description=v.description)
+    if not tables:
+        return
+    rows, seen = [], {}
+    for e in manifest:
+        key = (e["split"], e["class"])
+        if not e.get("error") and seen.get(key, 0) < v.samples_per_class:
+            seen[key] = seen.get(key, 0) + 1
+            rows.append([e["split"], e["class"], e["path"], str(root / e["path"])])
+    if rows:
+        tracker.image_table("dataset/samples", ["split", "class", "path", "image"], rows, image_col=3)
+    stats = [[s, c, n] for s, cc in meta["split_class_counts"].items() for c, n in cc.items()]
+    tracker.table("dataset/statistics", ["split", "class", "count"], stats)
+    tracker.summary({f"dataset/{k}": v for k, v in meta.items() if isinstance(v, (int, float, str))}
+                    | {"dataset/quality_issues": quality["issue_count"]})
+
+
+def _mirror_or_explain(tracker, v: _Committed, wandb_mode: str | None, result: dict) -> None:
+    """Mirror a committed version to W&B (the caller's run, or a run of our own)."""
+    from src.core.errors import TrackingError
+    from src.tracking import Tracker
+
+    own = tracker is None
+    try:
+        tr = tracker
+        if own:
+            config = {"artifact_name": v.name, "data_dir": str(v.root), "version": f"v{v.version}"}
+            tr = Tracker("dataset-version", config, mode=wandb_mode, name=f"{v.name}-v{v.version}")
+        try:
+            _mirror(tr, v, tables=own)
+            result["run_dir"] = tr.run_dir
+        finally:
+            if own:
+                tr.finish()
+    except TrackingError as e:
+        raise TrackingError(f"{v.name}:v{v.version} is stored locally, but mirroring it to W&B failed: {e.args[0]}",
+                            hint="run with --wandb-mode offline and `wandb sync` later") from e
+
+
+def _create(data_dir, name: str, version, description, samples_per_class: int, store, wandb_mode,
+            tracker, link: bool, scan: dict | None = None) -> dict:
+    from src.data.scan import scan_dataset
+    from src.data.quality import analyze
+    from src.core.store import validate_name
+
+    validate_name(name, "artifact name")
+    want = parse_version(version) if version not in (None, "") else None
+    if samples_per_class < 0:
+        raise ConfigError(f"--samples-per-class must be >= 0, got {samples_per_class}")
+    if tracker is None:
+        from src.tracking import resolve_mode
+
+        wandb_mode = resolve_mode(wandb_mode)  # a bad mode fails before anything is stored
+    st = open_store(store)
+    scan = scan if scan is not None else scan_dataset(data_dir, st)
+    manifest, root = scan["manifest"], Path(scan["root"])
+    digest = dataset_digest(manifest)
+    result = {"name": name, "digest": digest, "scan": scan["stats"]}
+    with st.read() as con:
+        same = lookup_digest(con, name, digest)
+    if same is None:
+        meta = build_metadata(manifest) | {"digest": digest, "data_dir": str(root)}
+        if not meta["total_samples"]:
+            raise DataError(f"{root} has no usable images ({len(manifest)} unreadable or non-image files)",
+                            hint="run --quality-check to see what is wrong with them")
+        quality = analyze(manifest, scan["notes"])
+        stored = 0
+        for sha, e in {e["sha256"]: e for e in manifest}.items():
+            if not st.has_blob(sha):
+                try:
+                    st.put_file(root / e["path"], sha, link=link)
+                except OSError as err:
+                    raise DataError(f"{root / e['path']}: disappeared or became unreadable while versioning "
+                                    f"({err.strerror})", hint="re-run when the dataset is not being modified") from err
+                stored += 1
+        result["new_blobs"] = stored
+        same, created = insert_version(st, name, want, digest, manifest, meta, quality, description, str(root))
+        if created:
+            log.debug("created %s:v%d (%d files, %d new blobs)", name, same, len(manifest), stored)
+            committed = _Committed(name, same, root, manifest, meta, quality, description, samples_per_class, st)
+            _mirror_or_explain(tracker, committed, wandb_mode, result)
+            return result | {"version": f"v{same}", "created": True, "quality": quality, "metadata": meta}
+    if want is not None and want != same:
+        log.warning("content equals %s:v%d; v%d not created", name, same, want)
+    with st.read() as con:  # the same content keeps its verdict: --fail-on-issues must not flip
+        row = con.execute("SELECT quality FROM dataset_versions WHERE name=? AND version=?", (name, same)).fetchone()
+    return result | {"version": f"v{same}", "created": False, "equals": f"v{same}",
+                     "quality": json.loads(row["quality"]) if row else None}
+
+
+def create_dataset_artifact(data_dir: str | os.PathLike, artifact_name: str = DEFAULT_NAME,
+                            version: str | None = None, description: str | None = None,
+                            samples_per_class: int = DEFAULT_SAMPLES_PER_CLASS, store=None,
+                            wandb_mode: str | None = None, link: bool = False) -> dict:
+    """Version ``data_dir`` (or find the version with the same content).
+
+    Returns ``{"name", "version", "digest", "created", ...}``; a new version also carries
+    ``metadata`` and its ``quality`` report. ``version`` (``vN``) must be new unless the
+    content is the same. Bytes are copied into the store once per distinct content;
+    ``link=True`` hard-links instead (no extra space, but the dataset files become
+    read-only and editing one in place as root would corrupt the stored version).
+    """
+    return _create(data_dir, artifact_name, version, description, samples_per_class, store, wandb_mode,
+                   None, link)
+
+
+def find_or_create_version(data_dir: str | os.PathLike, artifact_name: str = DEFAULT_NAME, store=None,
+                           tracker=None, scan: dict | None = None) -> dict:
+    """The version whose content digest matches ``data_dir``, created if none; for lineage.
+
+    ``scan`` is a manifest the caller already made of ``data_dir`` (training's), so nothing is scanned twice.
+    """
+    r = _create(data_dir, artifact_name, None, None, DEFAULT_SAMPLES_PER_CLASS, store, None, tracker, False, scan)
+    return {k: r[k] for k in ("name", "version", "digest", "created")}
+
+
+def quality_check(data_dir: str | os.PathLike, store=None) -> dict:
+    """Quality report of ``data_dir`` without creating a version (see :mod:`src.data.quality`)."""
+    from src.data.quality import quality_check as _qc
+
+    return _qc(data_dir, store=open_store(store))

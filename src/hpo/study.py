@@ -1,0 +1,194 @@
+"""Sweeps as Optuna studies: create, open, where they are stored (SPEC §3.3).
+
+The same ``sweep_config.yaml`` that ``wandb sweep`` takes is translated to an Optuna study
+(:mod:`src.hpo.optuna_space`). The study lives in the local store (``<store>/optuna.db``) or in
+any SQLAlchemy database given with ``--storage`` (e.g. ``postgresql://...``), so several
+agents — on one machine or many — share one sweep without running the same trial twice.
+Agents (:mod:`src.hpo.agent`) send a heartbeat; a trial whose agent died (SIGKILL, lost
+machine) is marked failed and re-queued by the next agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import secrets
+import string
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+from src.core.errors import ConfigError, StoreError
+from src.core.store import Store, validate_name
+from src.hpo.optuna_space import direction, make_pruner, make_sampler, to_optuna_space
+from src.hpo.space import validate_sweep_config
+from src.tracking import create_wandb_sweep, resolve_mode
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sweep_sweeps (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    storage TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+DEFAULT_DATA_DIR = "DS2GROCERIES"  # generated on first use when missing (see src.training.pipeline.ensure_dataset)
+
+
+# -- storage --------------------------------------------------------------------------------
+def default_storage_url(store: Store) -> str:
+    return f"sqlite:///{store.root.resolve()}/optuna.db"
+
+
+def redact(url: str) -> str:
+    """The URL with any password hidden, safe to store and print."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is reported when it is opened
+        return url
+
+
+def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None):
+    """An Optuna RDBStorage; heartbeats let the next agent fail and re-queue a dead agent's trial."""
+    import optuna
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    _quiet_optuna()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if heartbeat_interval:
+            kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period or 4 * heartbeat_interval,
+                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (ImportError, ModuleNotFoundError) as e:
+            raise ConfigError(f"no database driver for {redact(url)}: {e}",
+                              hint="pip install the driver (e.g. psycopg[binary] for postgresql://)") from e
+        except Exception as e:  # sqlalchemy raises ArgumentError/OperationalError for bad or unreachable URLs
+            raise ConfigError(f"cannot open sweep storage {redact(url)}: {str(e).splitlines()[0]}",
+                              hint="pass a SQLAlchemy URL such as sqlite:///path/optuna.db or postgresql://...") from e
+
+
+def _quiet_optuna() -> None:
+    """Optuna's own INFO lines repeat ours; show them only with -v."""
+    import optuna
+
+    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    optuna.logging.set_verbosity(logging.INFO if debug else logging.WARNING)
+
+
+def _record(store: Store, sweep_id: str, name: str, url: str, cfg: Mapping[str, Any]) -> None:
+    store.ensure_schema("sweep", SCHEMA)
+    with store.transaction() as con:
+        con.execute("INSERT INTO sweep_sweeps (id, name, storage, config, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (sweep_id, name, redact(url), json.dumps(cfg), time.time()))
+
+
+def _lookup_storage(store: Store, sweep_id: str) -> str:
+    store.ensure_schema("sweep", SCHEMA)
+    with store.read() as con:
+        row = con.execute("SELECT storage FROM sweep_sweeps WHERE id = ?", (sweep_id,)).fetchone()
+    if row is None:
+        return default_storage_url(store)
+    if "***" in row["storage"]:
+        raise ConfigError(f"sweep {sweep_id} lives in {row['storage']}", hint="pass --storage with the full URL")
+    return row["storage"]
+
+
+def sweep_dir(store: Store, sweep_id: str) -> Path:
+    return store.root / "sweeps" / sweep_id
+
+
+# -- create ---------------------------------------------------------------------------------
+def create_local_sweep(cfg: Mapping[str, Any], store: str | os.PathLike | Store | None = None,
+                       storage: str | None = None, name: str | None = None) -> str:
+    """Create an Optuna-backed sweep from a validated W&B sweep config; returns its id."""
+    import optuna
+
+    cfg = validate_sweep_config(cfg)
+    to_optuna_space(cfg), make_sampler(cfg), make_pruner(cfg)  # fail now, not in the agent
+    st = Store.of(store)
+    url = storage or default_storage_url(st)
+    sweep_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    display_name = str(name or cfg.get("name") or "sweep")
+    sweep_name = validate_name(f"{slugify(display_name)}-{sweep_id}", "sweep name")
+    study = optuna.create_study(storage=open_storage(url), study_name=sweep_id, direction=(
+        "maximize" if direction(cfg) == "maximize" else "minimize"))
+    study.set_user_attr("sweep_config", cfg)
+    study.set_user_attr("sweep_name", sweep_name)
+    study.set_user_attr("display_name", display_name)
+    _record(st, sweep_id, sweep_name, url, cfg)
+    sweep_dir(st, sweep_id).mkdir(parents=True, exist_ok=True)
+    log.info("created sweep %s (%s) in %s", sweep_id, sweep_name, redact(url))
+    return sweep_id
+
+
+def slugify(name: str) -> str:
+    """A sweep name W&B accepts ("My HB sweep (v2)") as a store-safe name ("My-HB-sweep-v2")."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    slug = re.sub(r"\.{2,}", ".", slug).strip("-._")[:100].rstrip("-._")
+    return slug or "sweep"
+
+
+@dataclasses.dataclass
+class Sweep:
+    """An opened sweep: its id, config and Optuna study."""
+
+    id: str
+    name: str
+    config: dict[str, Any]
+    study: Any
+    store: Store
+    storage_url: str
+    display_name: str | None = None
+
+
+def open_sweep(sweep_id: str, storage: str | None = None, store: str | os.PathLike | Store | None = None,
+               heartbeat_interval: int | None = None, grace_period: int | None = None) -> Sweep:
+    import optuna
+
+    sweep_id = validate_name(sweep_id.rsplit("/", 1)[-1], "sweep id")
+    st = Store.of(store)
+    url = storage or _lookup_storage(st, sweep_id)
+    rdb = open_storage(url, heartbeat_interval, grace_period)
+    try:
+        study_id = rdb.get_study_id_from_name(sweep_id)
+    except KeyError:
+        raise StoreError(f"no sweep {sweep_id!r} in {redact(url)}",
+                         hint="create one with: python src/sweep_runner.py create sweep_config.yaml") from None
+    attrs = rdb.get_study_user_attrs(study_id)
+    cfg = attrs.get("sweep_config")
+    if not cfg:
+        raise StoreError(f"study {sweep_id!r} in {redact(url)} was not created by the sweep runner")
+    study = optuna.load_study(study_name=sweep_id, storage=rdb, sampler=make_sampler(cfg), pruner=make_pruner(cfg))
+    return Sweep(sweep_id, attrs.get("sweep_name", sweep_id), cfg, study, st, url, attrs.get("display_name"))
+
+
+
+
+def create_sweep(config: Mapping[str, Any] | None = None, *, mode: str | None = None,
+                 store: str | os.PathLike | Store | None = None) -> str:
+    """Create a sweep: a W&B sweep id online, a local Optuna-backed sweep id otherwise.
+
+    ``config`` defaults to the project's ``sweep_config.yaml``.
+    """
+    if config is None:
+        from src.core.store import PROJECT_ROOT
+        from src.hpo.space import load_sweep_config
+
+        config = load_sweep_config(PROJECT_ROOT / "sweep_config.yaml")
+    cfg = validate_sweep_config(dict(config))
+    if resolve_mode(mode) == "online":
+        return create_wandb_sweep(cfg)
+    return create_local_sweep(cfg, store=store)

@@ -1,0 +1,256 @@
+"""The one module that imports ``wandb``: mode resolution, the run tracker, online sweeps.
+
+Mode resolution (SPEC §3.1): ``--wandb-mode`` beats ``WANDB_MODE``; otherwise ``online``
+only when an API key is configured (``WANDB_API_KEY`` or a netrc entry for the server),
+else ``offline``. The mode is always passed explicitly to ``wandb.init`` so it never
+prompts for a login or hangs; online use gets short timeouts. Everything else in the
+project logs through :class:`Tracker`, which behaves the same in every mode
+(``disabled`` writes no W&B files at all).
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlparse
+
+from src.core.errors import ConfigError, TrackingError
+from src.core.store import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+WANDB_PROJECT = "grocery-classification-mlops"
+WANDB_ENTITY = None
+MODES = ("online", "offline", "disabled")
+
+# Short timeouts for online use: an unreachable server fails in seconds, not minutes.
+ONLINE_TIMEOUTS = {"WANDB_INIT_TIMEOUT": "30", "WANDB_HTTP_TIMEOUT": "10"}
+
+
+def base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+
+
+def has_api_key() -> bool:
+    """True when W&B credentials are configured for the current server."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(base_url()).hostname or ""
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(flag: str | None = None) -> str:
+    """The W&B mode to use; never ``None``."""
+    mode = flag or os.environ.get("WANDB_MODE") or ("online" if has_api_key() else "offline")
+    if mode == "dryrun":
+        mode = "offline"
+    if mode not in MODES:
+        raise ConfigError(f"unknown W&B mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
+    return mode
+
+
+def wandb_dir(explicit: str | os.PathLike | None = None) -> Path:
+    return Path(explicit or os.environ.get("WANDB_DIR") or PROJECT_ROOT)
+
+
+def _import_wandb():
+    try:
+        import wandb
+    except ImportError as e:  # pragma: no cover - it is a pinned dependency
+        raise TrackingError("wandb is not installed", hint="pip install -r requirements.txt") from e
+    return wandb
+
+
+class Tracker:
+    """A W&B run, or nothing at all in ``disabled`` mode, behind one small interface."""
+
+    def __init__(self, job_type: str, config: Mapping[str, Any] | None = None, *,
+                 mode: str | None = None, name: str | None = None, group: str | None = None,
+                 tags: Iterable[str] | None = None, directory: str | os.PathLike | None = None,
+                 project: str | None = None):
+        self.mode = resolve_mode(mode)
+        self.run = None
+        self.job_type = job_type
+        if self.mode == "disabled":
+            return
+        os.environ.setdefault("WANDB_SILENT", "true")  # our own lines say what matters
+        wandb = _import_wandb()
+        if self.mode == "online":
+            for k, v in ONLINE_TIMEOUTS.items():
+                os.environ.setdefault(k, v)
+        d = wandb_dir(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        settings = wandb.Settings(
+            init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 30)),
+            console="off", silent=True, x_disable_stats=True, disable_git=False,
+        )
+        try:
+            self.run = wandb.init(
+                project=project or os.environ.get("WANDB_PROJECT") or WANDB_PROJECT,
+                entity=os.environ.get("WANDB_ENTITY") or WANDB_ENTITY,
+                job_type=job_type, config=dict(config or {}), name=name, group=group,
+                tags=list(tags or []), dir=str(d), mode=self.mode, settings=settings,
+                reinit="create_new",
+            )
+        except Exception as e:  # wandb raises many types (CommError, UsageError, timeouts)
+            raise TrackingError(
+                f"W&B init failed in {self.mode} mode at {base_url()}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                hint="check the server and key, or run with --wandb-mode offline",
+            ) from e
+
+    # -- identity ------------------------------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        return self.run is not None
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run else None
+
+    @property
+    def run_dir(self) -> str | None:
+        """The offline/online run directory (``.../wandb/offline-run-...``)."""
+        return str(Path(self.run.dir).parent) if self.run else None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run config as W&B sees it (a sweep agent injects its parameters here)."""
+        return dict(self.run.config) if self.run else {}
+
+    # -- logging -------------------------------------------------------------------------
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        if self.run:
+            self.run.log(dict(metrics), step=step)
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        if self.run:
+            for k, v in values.items():
+                self.run.summary[k] = v
+
+    def update_config(self, values: Mapping[str, Any]) -> None:
+        if self.run:
+            self.run.config.update(dict(values), allow_val_change=True)
+
+    def table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+        if self.run:
+            import wandb
+
+            self.run.log({key: wandb.Table(columns=columns, data=rows)})
+
+    def image_table(self, key: str, columns: list[str], rows: list[list[Any]], image_col: int) -> None:
+        """A table whose ``image_col`` holds image paths, logged as ``wandb.Image``."""
+        if self.run:
+            import wandb
+
+            data = [[wandb.Image(str(c)) if i == image_col else c for i, c in enumerate(r)] for r in rows]
+            self.run.log({key: wandb.Table(columns=columns, data=data)})
+
+    def image(self, key: str, path: str | os.PathLike, caption: str | None = None) -> None:
+        if self.run:
+            import wandb
+
+            self.run.log({key: wandb.Image(str(path), caption=caption)})
+
+    def confusion_matrix(self, key: str, y_true, y_pred, class_names: list[str]) -> None:
+        if self.run:
+            import wandb
+
+            self.run.log({key: wandb.plot.confusion_matrix(
+                y_true=list(map(int, y_true)), preds=list(map(int, y_pred)), class_names=list(class_names))})
+
+    def histogram(self, key: str, values) -> None:
+        if self.run:
+            import wandb
+
+            self.run.log({key: wandb.Histogram(list(values))})
+
+    def bar(self, key: str, labels: list[str], values: list[float], title: str) -> None:
+        if self.run:
+            import wandb
+
+            t = wandb.Table(columns=["label", "value"], data=[[l, v] for l, v in zip(labels, values)])
+            self.run.log({key: wandb.plot.bar(t, "label", "value", title=title)})
+
+    def log_artifact(self, name: str, type_: str, files: Mapping[str, str | os.PathLike] | None = None,
+                     metadata: Mapping[str, Any] | None = None, aliases: Iterable[str] | None = None,
+                     description: str | None = None,
+                     immutable_files: Mapping[str, str | os.PathLike] | None = None) -> None:
+        """Mirror a stored object as a W&B artifact (offline: synced later).
+
+        ``files`` are copied into W&B's staging area; ``immutable_files`` (the store's
+        read-only, content-addressed blobs) are referenced in place, so a dataset version
+        does not cost a second copy of every image.
+        """
+        if not self.run:
+            return
+        import wandb
+
+        art = wandb.Artifact(name, type=type_, metadata=dict(metadata or {}), description=description)
+        for arcname, path in (files or {}).items():
+            art.add_file(str(path), name=arcname)
+        for arcname, path in (immutable_files or {}).items():
+            art.add_file(str(path), name=arcname, policy="immutable")
+        self.run.log_artifact(art, aliases=list(aliases or []))
+
+    def use_artifact(self, ref: str) -> None:
+        """Record lineage to an input artifact; needs a server, so online only."""
+        if self.run and self.mode == "online":
+            try:
+                self.run.use_artifact(ref)
+            except Exception as e:  # lineage is a mirror nicety: never fail the run for it
+                log.warning("W&B use_artifact(%s) failed: %s", ref, e)
+
+    def link_model(self, path: str | os.PathLike, registered_name: str, aliases: Iterable[str]) -> None:
+        """Link into the W&B model registry; needs a server, so online only."""
+        if self.run and self.mode == "online":
+            try:
+                self.run.link_model(str(path), registered_model_name=registered_name, aliases=list(aliases))
+            except Exception as e:
+                log.warning("W&B link_model(%s) failed: %s", registered_name, e)
+
+    def alert(self, title: str, text: str, level: str = "WARN") -> None:
+        if self.run and self.mode == "online":
+            import wandb
+
+            try:
+                self.run.alert(title=title, text=text, level=getattr(wandb.AlertLevel, level))
+            except Exception as e:
+                log.warning("W&B alert failed: %s", e)
+
+    def finish(self, exit_code: int = 0) -> None:
+        if not self.run:
+            return
+        run_dir = self.run_dir
+        self.run.finish(exit_code=exit_code)
+        self.run = None
+        if self.mode == "offline":
+            print(f"W&B offline run saved; upload it later with: wandb sync {run_dir}", file=sys.stderr)
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.finish(exit_code=1 if exc_type else 0)
+
+
+def in_sweep() -> bool:
+    """True when this process runs as a trial of an online W&B sweep (``wandb agent`` sets the id)."""
+    return bool(os.environ.get("WANDB_SWEEP_ID"))
+
+
+def create_wandb_sweep(cfg: Mapping[str, Any]) -> str:
+    """Register a validated sweep definition with the W&B server; returns its id."""
+    wandb = _import_wandb()
+    try:
+        return wandb.sweep(dict(cfg), project=os.environ.get("WANDB_PROJECT") or WANDB_PROJECT,
+                           entity=os.environ.get("WANDB_ENTITY") or WANDB_ENTITY)
+    except Exception as e:
+        raise TrackingError(f"W&B sweep creation failed at {base_url()}: {e}",
+                            hint="check the server and key, or create a local sweep") from e

@@ -1,0 +1,124 @@
+"""The training configuration: the one place where training defaults are written.
+
+``train_with_wandb``'s keywords, its command-line flags (defaults and ``choices``), the sweep
+overrides and ``wandb_config.DEFAULT_CONFIG`` are all derived from :class:`TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
+
+from src.core.errors import ConfigError
+from src.data.splits import validate_labeled_ratio
+from src.features.runtimes import RUNTIMES
+from src.learning.semi_supervised import ALGORITHMS, validate_algorithms
+
+DEFAULT_DATA_DIR = "DS2GROCERIES"
+DEFAULT_DATASET_NAME = "grocery-dataset"
+DEFAULT_ALGORITHMS = ("label_propagation", "label_spreading", "self_training")
+ALGORITHM_NAMES = tuple(sorted(ALGORITHMS))
+# Parameters a W&B sweep may set through ``wandb.config`` (``algorithm`` is the sweep's singular spelling).
+SWEEP_KEYS = ("labeled_ratio", "algorithm", "algorithms", "n_neighbors", "fine_tune_epochs", "fine_tune_lr", "seed")
+INT_FIELDS = ("fine_tune_epochs", "n_neighbors", "batch_size", "image_size", "seed")
+MAX_IMAGE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    labeled_ratio: float = 0.1
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    fine_tune_epochs: int = 5
+    fine_tune_lr: float = 1e-4
+    n_neighbors: int = 10
+    run_name: str | None = None
+    data_dir: str = DEFAULT_DATA_DIR
+    models_dir: str = "models"
+    seed: int = 42
+    wandb_mode: str | None = None
+    store: str | None = None
+    group: str | None = None
+    tags: tuple[str, ...] = ()
+    batch_size: int = 32
+    image_size: int = 224
+    progress: bool = True
+    val_fraction: float = 0.2
+    dataset_name: str = DEFAULT_DATASET_NAME
+    runtime: str = "auto"  # feature extraction: auto (ONNX Runtime, torch fallback), onnx, onnx-int8, torch
+    finetune_batch_size: int = 16
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "TrainConfig":
+        """A config from keyword options (``train_with_wandb``'s), normalising the loose Python spellings."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown training option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        algos = options.get("algorithms")
+        if algos is None:
+            options.pop("algorithms", None)
+        else:
+            options["algorithms"] = (algos,) if isinstance(algos, str) else tuple(algos)
+        for key in ("data_dir", "models_dir", "store"):
+            if options.get(key) is not None:
+                options[key] = os.fspath(options[key])
+        options["tags"] = tuple(options.get("tags") or ())
+        return cls(**options)
+
+    def validated(self) -> "TrainConfig":
+        ints: dict[str, int] = {}
+        for key in INT_FIELDS:
+            v = getattr(self, key)
+            if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+                if type(v) is not int:
+                    ints[key] = int(v)
+            elif isinstance(v, numbers.Real) and not isinstance(v, bool) and float(v).is_integer():
+                ints[key] = int(v)  # a sweep's q_uniform or a YAML `5.0`: 5.0 → 5
+            else:
+                raise ConfigError(f"{key} must be an integer, got {v!r}")
+        if ints:
+            return replace(self, **ints).validated()
+        validate_labeled_ratio(self.labeled_ratio)
+        validate_algorithms(self.algorithms)
+        if self.fine_tune_epochs < 0:
+            raise ConfigError(f"fine_tune_epochs must be >= 0, got {self.fine_tune_epochs}")
+        if not isinstance(self.fine_tune_lr, numbers.Real) or not (0 <= float(self.fine_tune_lr) < float("inf")):
+            raise ConfigError(f"fine_tune_lr must be a finite number >= 0, got {self.fine_tune_lr!r}",
+                              hint="for example --fine-tune-lr 1e-4")
+        if self.seed < 0 or self.seed >= 2**32:
+            raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}", hint="for example --seed 42")
+        if self.batch_size < 1 or self.finetune_batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        if not 32 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size must be in [32, {MAX_IMAGE_SIZE}], got {self.image_size}",
+                              hint="EfficientNet-Lite0 was trained at 224")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        return self
+
+    def tracked(self) -> dict[str, Any]:
+        """The config as W&B, the results file and every saved model record it."""
+        d = asdict(self)
+        d["algorithms"] = list(self.algorithms)
+        for k in ("progress", "store", "wandb_mode", "tags"):
+            d.pop(k)
+        return d
+
+
+def default_config() -> dict[str, Any]:
+    """The defaults as a plain dict (``wandb_config.DEFAULT_CONFIG``), with the backbone named."""
+    return {**TrainConfig().tracked(), "backbone": "tf_efficientnet_lite0"}
+
+
+def apply_sweep_overrides(cfg: TrainConfig, run_config: Mapping[str, Any]) -> TrainConfig:
+    """Under ``wandb agent`` the sweep's parameters live in ``wandb.config`` too."""
+    upd = {k: run_config[k] for k in SWEEP_KEYS if k in run_config}
+    if "algorithm" in upd:
+        upd["algorithms"] = upd.pop("algorithm")
+    if isinstance(upd.get("algorithms"), str):
+        upd["algorithms"] = (upd["algorithms"],)
+    if "algorithms" in upd:
+        upd["algorithms"] = tuple(upd["algorithms"])
+    return replace(cfg, **upd).validated() if upd else cfg

@@ -1,0 +1,50 @@
+"""The run's summary: the best algorithm, its headline metric, and the results record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from src.features.finetune import FineTuneResult
+from src.training.fitting import code_version
+from src.training.state import TrainState
+
+COMPARISON_COLUMNS = ["algorithm", "test_accuracy", "f1_score", "precision", "recall", "unlabeled_accuracy",
+                      "fit_seconds"]
+
+
+def summarize(per_algo: dict[str, dict], baseline: dict) -> dict[str, Any]:
+    best = max(per_algo, key=lambda a: per_algo[a]["test_accuracy"])
+    best_acc = per_algo[best]["test_accuracy"]
+    return {"best_algorithm": best, "best_test_accuracy": best_acc,
+            "baseline_test_accuracy": baseline["test_accuracy"],
+            "gain_over_baseline": best_acc - baseline["test_accuracy"]}
+
+
+def log_summary(s: TrainState, per_algo: dict[str, dict], baseline: dict) -> None:
+    summary = summarize(per_algo, baseline)
+    best, best_acc = summary["best_algorithm"], summary["best_test_accuracy"]
+    tr = s.tracker
+    tr.log({"test_accuracy": best_acc, "summary/best_algorithm": best, "summary/best_test_accuracy": best_acc,
+            "summary/baseline_test_accuracy": baseline["test_accuracy"]})
+    tr.summary({"test_accuracy": best_acc, "best_algorithm": best, **{f"summary/{k}": v for k, v in summary.items()}})
+    tr.table("algorithm_comparison", COMPARISON_COLUMNS,
+             [[a] + [m[k] for k in COMPARISON_COLUMNS[1:]]
+              for a, m in {**per_algo, "baseline (labeled only)": baseline}.items()])
+
+
+def build_results(s: TrainState, per_algo: dict[str, dict], baseline: dict, ft: FineTuneResult) -> dict[str, Any]:
+    cfg, ds, mask = s.cfg, s.ds, s.mask
+    return {
+        "config": cfg.tracked(), "seed": cfg.seed,
+        "dataset": {"root": str(ds.root), "digest": ds.digest, "version": s.version, "classes": ds.classes,
+                    "train_samples": len(ds.train), "test_samples": len(ds.test),
+                    "labeled_samples": int(mask.sum()), "unlabeled_samples": int((~mask).sum())},
+        "extractor": {"path": "feature_extractor.pth", "digest": s.ext_digest, "precision": s.precision,
+                      "fine_tune": {"epochs": cfg.fine_tune_epochs, "lr": cfg.fine_tune_lr, "seconds": ft.seconds,
+                                    "cached": ft.cached, "history": ft.history,
+                                    "best_val_accuracy": ft.best_val_accuracy}},
+        "run": {"id": s.tracker.run_id, "mode": s.tracker.mode, "dir": None},
+        "code_version": code_version(),
+        "algorithms": per_algo, "baseline": baseline, "summary": summarize(per_algo, baseline),
+        "models_dir": str(s.models_dir.resolve()),
+    }

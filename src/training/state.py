@@ -1,0 +1,41 @@
+"""What the training stages hand each other: one typed record instead of a loose dict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.data.dataset import ImageDataset
+from src.features.backbone import Preprocessing
+from src.tracking import Tracker
+from src.training.config import TrainConfig
+
+
+@dataclass
+class TrainState:
+    """The dataset, its features and labels, and where outputs and metrics go."""
+
+    cfg: TrainConfig
+    ds: ImageDataset
+    X: np.ndarray              # train features
+    Xt: np.ndarray             # test features
+    mask: np.ndarray           # True where a training label is used
+    ext_digest: str            # sha256 of feature_extractor.pth
+    version: str | None        # dataset version (name:vN) for lineage
+    tracker: Tracker
+    models_dir: Path
+    pre: Preprocessing
+    precision: str             # extractor precision (float32 / int8)
+
+    @property
+    def y_partial(self) -> np.ndarray:
+        """Training labels with ``-1`` where the label is hidden."""
+        from src.learning.semi_supervised import UNLABELED
+
+        return np.where(self.mask, self.ds.train.labels, UNLABELED)
+
+    def dataset_record(self) -> dict[str, Any]:
+        return {"digest": self.ds.digest, "version": self.version, "root": str(self.ds.root)}
