@@ -41,3 +41,11 @@ def test_report_cli(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "x.html"), "--store", str(tmp_path / "s"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["report"].endswith("x.html")
     assert "No training runs recorded yet" in (tmp_path / "x.html").read_text()
+
+
+def test_report_to_an_unwritable_path_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["--out", str(blocker / "report.html"), "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot write the report to") and "Traceback" not in err[0]

@@ -119,6 +119,7 @@ def test_e2e_offline_run_directory_and_keys(e2e):
         assert f"_wandb/visualize/{a}_confusion_matrix" in logged["config"]
     assert logged["summary"]["test_accuracy"] == pytest.approx(res["summary"]["best_test_accuracy"])
     assert logged["config"]["dataset_digest"] == res["dataset"]["digest"]
+    assert logged["metrics"]["finetune/*"] == "finetune/epoch"  # fine-tune epochs on their own x axis
 
 
 def test_e2e_outputs_load_and_predict(e2e):

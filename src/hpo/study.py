@@ -190,5 +190,10 @@ def create_sweep(config: Mapping[str, Any] | None = None, *, mode: str | None = 
         config = load_sweep_config(PROJECT_ROOT / "sweep_config.yaml")
     cfg = validate_sweep_config(dict(config))
     if resolve_mode(mode) == "online":
-        return create_wandb_sweep(cfg)
-    return create_local_sweep(cfg, store=store)
+        sweep_id = create_wandb_sweep(cfg)
+        log.info("run an agent with: wandb agent %s", sweep_id)
+        return sweep_id
+    sweep_id = create_local_sweep(cfg, store=store)
+    log.info("local sweep (W&B is offline): run an agent with: python src/sweep_runner.py agent %s --count 10",
+             sweep_id)
+    return sweep_id

@@ -20,14 +20,15 @@ def evaluate(model, X: np.ndarray, y: np.ndarray, class_names: list[str]) -> dic
 
 
 def save_confusion_png(y_true, y_pred, class_names: list[str], path: Path, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure with its own Agg canvas: no pyplot, so the process's matplotlib backend is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     cm = confusion_matrix(y_true, y_pred, labels=list(range(len(class_names))))
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
+    fig = Figure(figsize=(max(5, 0.45 * n + 2), max(4, 0.45 * n + 1.5)))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
     ax.set_yticks(range(n), class_names, fontsize=7)
@@ -41,5 +42,4 @@ def save_confusion_png(y_true, y_pred, class_names: list[str], path: Path, title
                         color="white" if cm[i, j] > cm.max() / 2 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

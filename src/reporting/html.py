@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+from src.core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
@@ -174,7 +176,11 @@ def build_report(out: str | Path = "report.html", store=None) -> Path:
             body = f"<p class=bad>could not read this section: {html.escape(str(e))}</p>"
         parts.append(f"<h2>{html.escape(title)}</h2>\n{body}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(parts), encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(parts), encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot write the report to {out}: {e.strerror or e}",
+                          hint="pass --out with a writable path") from e
     return out
 

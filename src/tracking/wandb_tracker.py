@@ -10,6 +10,7 @@ project logs through :class:`Tracker`, which behaves the same in every mode
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import netrc
 import os
@@ -28,7 +29,15 @@ WANDB_ENTITY = None
 MODES = ("online", "offline", "disabled")
 
 # Short timeouts for online use: an unreachable server fails in seconds, not minutes.
-ONLINE_TIMEOUTS = {"WANDB_INIT_TIMEOUT": "30", "WANDB_HTTP_TIMEOUT": "10"}
+ONLINE_TIMEOUTS = {"WANDB_INIT_TIMEOUT": 30.0, "WANDB_HTTP_TIMEOUT": 10.0}
+
+
+def _timeout(var: str) -> float:
+    """A timeout in seconds: the user's environment variable when set, else our short default."""
+    try:
+        return float(os.environ.get(var, ONLINE_TIMEOUTS[var]))
+    except ValueError:
+        raise ConfigError(f"{var} must be a number of seconds, got {os.environ[var]!r}") from None
 
 
 def base_url() -> str:
@@ -60,6 +69,20 @@ def wandb_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get("WANDB_DIR") or PROJECT_ROOT)
 
 
+@contextlib.contextmanager
+def _quiet_login():
+    """``WANDB_SILENT`` only while ``wandb.init`` runs (its login banner ignores ``Settings.silent``),
+    then the environment is as the caller left it."""
+    had = "WANDB_SILENT" in os.environ
+    if not had:
+        os.environ["WANDB_SILENT"] = "true"
+    try:
+        yield
+    finally:
+        if not had:
+            os.environ.pop("WANDB_SILENT", None)
+
+
 def _import_wandb():
     try:
         import wandb
@@ -80,25 +103,24 @@ class Tracker:
         self.job_type = job_type
         if self.mode == "disabled":
             return
-        os.environ.setdefault("WANDB_SILENT", "true")  # our own lines say what matters
         wandb = _import_wandb()
-        if self.mode == "online":
-            for k, v in ONLINE_TIMEOUTS.items():
-                os.environ.setdefault(k, v)
         d = wandb_dir(directory)
         d.mkdir(parents=True, exist_ok=True)
+        # Settings, not os.environ: a library call leaves the process's environment alone.
         settings = wandb.Settings(
-            init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 30)),
+            init_timeout=_timeout("WANDB_INIT_TIMEOUT"),
+            x_graphql_timeout_seconds=_timeout("WANDB_HTTP_TIMEOUT"),
             console="off", silent=True, x_disable_stats=True, disable_git=False,
         )
         try:
-            self.run = wandb.init(
-                project=project or os.environ.get("WANDB_PROJECT") or WANDB_PROJECT,
-                entity=os.environ.get("WANDB_ENTITY") or WANDB_ENTITY,
-                job_type=job_type, config=dict(config or {}), name=name, group=group,
-                tags=list(tags or []), dir=str(d), mode=self.mode, settings=settings,
-                reinit="create_new",
-            )
+            with _quiet_login():
+                self.run = wandb.init(
+                    project=project or os.environ.get("WANDB_PROJECT") or WANDB_PROJECT,
+                    entity=os.environ.get("WANDB_ENTITY") or WANDB_ENTITY,
+                    job_type=job_type, config=dict(config or {}), name=name, group=group,
+                    tags=list(tags or []), dir=str(d), mode=self.mode, settings=settings,
+                    reinit="create_new",
+                )
         except Exception as e:  # wandb raises many types (CommError, UsageError, timeouts)
             raise TrackingError(
                 f"W&B init failed in {self.mode} mode at {base_url()}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
@@ -128,6 +150,12 @@ class Tracker:
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         if self.run:
             self.run.log(dict(metrics), step=step)
+
+    def define_metric(self, pattern: str, step_metric: str) -> None:
+        """Plot the metrics matching ``pattern`` against ``step_metric`` (their own x axis)."""
+        if self.run:
+            self.run.define_metric(step_metric, hidden=True)
+            self.run.define_metric(pattern, step_metric=step_metric)
 
     def summary(self, values: Mapping[str, Any]) -> None:
         if self.run:

@@ -96,6 +96,7 @@ def build_extractor(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store:
     key = finetune_key([ds.train.digests[i] for i in lab_idx], labels.tolist(), spec)
     cache = ExtractorCache(store)
     out = models_dir / "feature_extractor.pth"
+    tracker.define_metric("finetune/*", step_metric="finetune/epoch")  # epochs get their own x axis
     hit = cache.get(key)
     if hit:
         blob, _, result = hit
