@@ -114,7 +114,7 @@ def test_shipped_yaml_parses_as_documented():
 
     cfg = sc.load_sweep_config(ROOT / "sweep_config.yaml")
     assert cfg["program"] == "src/train_with_wandb.py" and cfg["method"] == "bayes"
-    assert cfg["metric"] == {"name": "test_accuracy", "goal": "maximize"}
+    assert cfg["metric"] == {"name": "val_accuracy", "goal": "maximize"}  # validation picks, test only reports
     assert cfg["early_terminate"]["type"] == "hyperband" and {"min_iter", "eta"} <= set(cfg["early_terminate"])
     p = cfg["parameters"]
     assert p["labeled_ratio"]["values"] == [0.1, 0.15, 0.2, 0.25, 0.3]

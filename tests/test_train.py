@@ -113,11 +113,15 @@ def test_e2e_offline_run_directory_and_keys(e2e):
     assert f"wandb sync {run_dir}" in e2e["stderr"]
     logged = read_run(run_dir)
     keys = logged["history_keys"]
-    for k in DOCUMENTED_KEYS + [f"{a}/{m}" for a in ALGOS for m in ("test_accuracy", "f1_score")]:
+    for k in DOCUMENTED_KEYS + [f"{a}/{m}" for a in ALGOS for m in ("val_accuracy", "test_accuracy", "f1_score")]:
         assert k in keys, k
     for a in ALGOS:
         assert f"_wandb/visualize/{a}_confusion_matrix" in logged["config"]
     assert logged["summary"]["test_accuracy"] == pytest.approx(res["summary"]["best_test_accuracy"])
+    assert logged["summary"]["val_accuracy"] == pytest.approx(res["summary"]["best_val_accuracy"])
+    best = res["summary"]["best_algorithm"]  # chosen by validation, never by test accuracy
+    assert res["algorithms"][best]["val_accuracy"] == max(m["val_accuracy"] for m in res["algorithms"].values())
+    assert res["summary"]["best_test_accuracy"] == res["algorithms"][best]["test_accuracy"]
     assert logged["config"]["dataset_digest"] == res["dataset"]["digest"]
     assert logged["metrics"]["finetune/*"] == "finetune/epoch"  # fine-tune epochs on their own x axis
 
@@ -249,4 +253,4 @@ def test_epoch_reports_feed_callback_and_sweep_metric(monkeypatch):
     assert t.logged == [{"finetune/epoch": 1, "finetune/loss": 2.0, "finetune/val_accuracy": 0.5}]
     monkeypatch.setenv("WANDB_SWEEP_ID", "abc")  # under `wandb agent`, hyperband needs a metric curve
     _report_epoch(t, {"epoch": 2, "loss": 1.0, "val_accuracy": 0.75}, None)
-    assert t.logged[-1]["test_accuracy"] == 0.75
+    assert t.logged[-1]["val_accuracy"] == 0.75 and "test_accuracy" not in t.logged[-1]

@@ -19,10 +19,9 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def format_training_summary(results: dict[str, Any]) -> str:
     best = results["summary"]["best_algorithm"]
-    rows = [[("* " if a == best else "  ") + a, m["test_accuracy"], m["f1_score"], m["unlabeled_accuracy"],
-             m["fit_seconds"]] for a, m in results["algorithms"].items()]
-    b = results["baseline"]
-    rows.append(["  baseline (labeled only)", b["test_accuracy"], b["f1_score"], b["unlabeled_accuracy"], b["fit_seconds"]])
+    cols = ("val_accuracy", "test_accuracy", "f1_score", "unlabeled_accuracy", "fit_seconds")
+    rows = [[("* " if a == best else "  ") + a, *(m.get(c) for c in cols)] for a, m in results["algorithms"].items()]
+    rows.append(["  baseline (labeled only)", *(results["baseline"].get(c) for c in cols)])
     d, ft = results["dataset"], results["extractor"]["fine_tune"]
     out = [
         f"dataset {d['root']}: {d['train_samples']} train ({d['labeled_samples']} labeled), "
@@ -30,9 +29,10 @@ def format_training_summary(results: dict[str, Any]) -> str:
         f"fine-tuning: {ft['epochs']} epochs, " + (f"taken from the cache (first run took {ft['seconds']:.1f} s)"
                                                    if ft["cached"] else f"{ft['seconds']:.1f} s"),
         "",
-        format_table(["algorithm", "test_acc", "macro_f1", "unlabeled_acc", "fit_s"], rows),
+        format_table(["algorithm", "val_acc", "test_acc", "macro_f1", "unlabeled_acc", "fit_s"], rows),
         "",
-        f"best: {best} with test accuracy {results['summary']['best_test_accuracy']:.4f} "
+        f"best by validation: {best} (val accuracy {_f(results['summary'].get('best_val_accuracy'))}), "
+        f"test accuracy {results['summary']['best_test_accuracy']:.4f} "
         f"({results['summary']['gain_over_baseline']:+.4f} vs labeled-only baseline)",
         f"models:  {results['models_dir']}/{{algorithm}}_model.pkl, feature_extractor.pth, training_results.json",
     ]

@@ -73,13 +73,13 @@ def dataset_version(cfg: TrainConfig, store: Store, tracker: Tracker, scan: dict
 def _report_epoch(tracker: Tracker, entry: dict, epoch_callback: EpochCallback | None) -> None:
     """Log one fine-tuning epoch and pass its held-out accuracy to the caller (a sweep's pruner).
 
-    Under ``wandb agent`` the held-out accuracy is also logged as ``test_accuracy``: W&B's
-    online hyperband reads the history of the sweep metric, and the true test accuracy
+    Under ``wandb agent`` the held-out accuracy is also logged as ``val_accuracy``: W&B's
+    online hyperband reads the history of the sweep metric, and the final validation accuracy
     only exists at the end (it is logged last, and it is the run summary's value).
     """
     metrics = {f"finetune/{k}": v for k, v in entry.items()}
     if "val_accuracy" in entry and in_sweep():
-        metrics["test_accuracy"] = entry["val_accuracy"]
+        metrics["val_accuracy"] = entry["val_accuracy"]
     tracker.log(metrics)
     if epoch_callback and "val_accuracy" in entry:
         epoch_callback(entry["epoch"], entry["val_accuracy"])
