@@ -31,3 +31,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf DS2GROCERIES wandb .mlops models/*.pkl models/*.skops models/*.pth models/*.json models/*.png models/*.sha256
+	rm -rf models/.grocery-outputs.json .models.staging-*

@@ -2,7 +2,9 @@
 
 scan (or generate) the dataset → pin its version → seeded labeled/unlabeled split →
 fine-tune the backbone on the labeled images (cached) → extract features (cached) → fit,
-evaluate, log and save each algorithm and the labeled-only baseline → results.
+evaluate, log and save each algorithm and the labeled-only baseline → results. Outputs are
+written to a staging folder and published to ``--models-dir`` only when every stage succeeded
+(``training/outputs.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from src.learning.semi_supervised import validate_n_neighbors
 from src.tracking import Tracker, in_sweep
 from src.training.config import DEFAULT_DATA_DIR, TrainConfig, apply_sweep_overrides
 from src.training.fitting import BASELINE, run_algorithm
-from src.training.results import build_results, log_summary
+from src.training.outputs import RESULTS_FILE, copy_best_model, publish, staged_outputs
+from src.training.results import build_results, log_summary, summarize
 from src.training.runs import record_run
 from src.training.state import TrainState
 
@@ -121,28 +124,29 @@ def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) 
     """Run every stage for ``cfg``; returns the results also written to ``training_results.json``.
 
     ``epoch_callback(epoch, val_accuracy)`` is called after each fine-tuning epoch (a sweep's pruner).
+    The outputs replace the previous ones in ``cfg.models_dir`` only once every stage succeeded.
     """
     cfg = cfg.validated()
     ensure_dataset(cfg)
     store = Store(cfg.store)
     ds = image_dataset(cfg.data_dir, store=store)
-    models_dir = Path(cfg.models_dir)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker("train", cfg.tracked(), mode=cfg.wandb_mode, name=cfg.run_name, group=cfg.group,
-                      tags=cfg.tags)
-    try:
-        results = _train(cfg, ds, store, models_dir, tracker, epoch_callback)
-    except BaseException:
-        tracker.finish(exit_code=1)
-        raise
-    results["run"]["dir"] = tracker.run_dir
-    tracker.finish()
-    results["run"]["local_id"] = record_run(store, results, name=cfg.run_name or cfg.group)
-    (models_dir / "training_results.json").write_text(json.dumps(results, indent=2, default=float))
+    with staged_outputs(cfg.models_dir) as out:  # the previous set stays untouched until publish
+        tracker = Tracker("train", cfg.tracked(), mode=cfg.wandb_mode, name=cfg.run_name, group=cfg.group,
+                          tags=cfg.tags)
+        try:
+            results = _train(cfg, ds, store, out, tracker, epoch_callback)
+        except BaseException:
+            tracker.finish(exit_code=1)
+            raise
+        results["run"]["dir"] = tracker.run_dir
+        tracker.finish()
+        results["run"]["local_id"] = record_run(store, results, name=cfg.run_name or cfg.group)
+        (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=float))
+        publish(out, cfg.models_dir)
     return results
 
 
-def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, models_dir: Path, tracker: Tracker,
+def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, tracker: Tracker,
            epoch_callback: EpochCallback | None) -> dict[str, Any]:
     if in_sweep():
         cfg = apply_sweep_overrides(cfg, tracker.config)
@@ -155,18 +159,22 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, models_dir: Path, t
                  "dataset/num_classes": n_classes, "data/labeled_samples": int(mask.sum()),
                  "data/unlabeled_samples": int((~mask).sum())})
 
-    extractor, ft, ext_digest = build_extractor(cfg, ds, mask, store, tracker, epoch_callback, models_dir)
+    extractor, ft, ext_digest = build_extractor(cfg, ds, mask, store, tracker, epoch_callback, out_dir)
     precision = getattr(extractor, "precision", "float32")
     tracker.update_config({"extractor_precision": precision})
     tracker.log({"timing/fine_tune_seconds": ft.seconds, "training/fine_tune_epochs": cfg.fine_tune_epochs,
                  "training/fine_tune_cached": int(ft.cached)})
     X, Xt = _features(cfg, ds, extractor, store, tracker)
     state = TrainState(cfg=cfg, ds=ds, X=X, Xt=Xt, mask=mask, ext_digest=ext_digest, version=version,
-                       tracker=tracker, models_dir=models_dir, pre=extractor.preprocessing, precision=precision)
+                       tracker=tracker, models_dir=out_dir, pre=extractor.preprocessing, precision=precision)
     per_algo = {name: run_algorithm(name, state) for name in cfg.algorithms}
     baseline = run_algorithm(BASELINE, state)
     log_summary(state, per_algo, baseline)
-    return build_results(state, per_algo, baseline, ft)
+    results = build_results(state, per_algo, baseline, ft)
+    best = summarize(per_algo, baseline)["best_algorithm"]
+    results["best_model"] = {"algorithm": best, "path": copy_best_model(out_dir, per_algo[best]["model_path"]),
+                             "digest": per_algo[best]["model_digest"]}
+    return results
 
 
 def _features(cfg: TrainConfig, ds: ImageDataset, extractor, store: Store, tracker: Tracker):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from src.features.finetune import FineTuneResult
@@ -58,5 +59,5 @@ def build_results(s: TrainState, per_algo: dict[str, dict], baseline: dict, ft: 
         "run": {"id": s.tracker.run_id, "mode": s.tracker.mode, "dir": None},
         "code_version": code_version(),
         "algorithms": per_algo, "baseline": baseline, "summary": summarize(per_algo, baseline),
-        "models_dir": str(s.models_dir.resolve()),
+        "models_dir": str(Path(cfg.models_dir).resolve()),  # where the outputs are published
     }

@@ -26,7 +26,7 @@ class TrainState:
     ext_digest: str            # sha256 of feature_extractor.pth
     version: str | None        # dataset version (name:vN) for lineage
     tracker: Tracker
-    models_dir: Path
+    models_dir: Path           # where outputs are written (staging; published to cfg.models_dir)
     pre: Preprocessing
     precision: str             # extractor precision (float32 / int8)
 

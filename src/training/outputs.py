@@ -1,0 +1,202 @@
+"""Training outputs, published as one set: staged beside ``--models-dir``, moved in at the end.
+
+A run writes everything (extractor, bundles, ``best_model.*``, plots, results) into
+``<parent>/.<name>.staging-<pid>-<token>``. Only a run that succeeded moves its files into
+``models_dir``: one ``os.replace`` per file (same filesystem, so each file appears whole), the
+results file last, so ``training_results.json`` never names a file that is not there. A failed
+run removes its staging folder; a killed one leaves it, and the next run removes it once its PID
+is gone (``os.kill(pid, 0)``; a live run's folder is never touched). Either way the previous set
+in ``models_dir`` was never written to, so its bundles still match its extractor.
+
+Which files the suite owns is recorded in ``.grocery-outputs.json`` inside ``models_dir``: a
+publish replaces those, removes the ones the new run did not write (an algorithm not trained this
+time), and leaves every other file (``.gitkeep``, a user's notes) alone. A folder written before
+the manifest existed is read through its ``training_results.json`` (the files it names).
+
+The move is journaled: before the first rename the staging folder gets ``.publishing.json``
+(the new file list, the files to remove). A process killed inside the move (milliseconds) leaves
+that journal, and the next run finishes the move before it starts (roll forward), so a folder
+never stays half old, half new. Publishes into one folder are serialised by a ``flock`` on it.
+Protection is against failed and killed processes, not power loss (nothing is fsynced).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import glob
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+MANIFEST = ".grocery-outputs.json"
+JOURNAL = ".publishing.json"
+RESULTS_FILE = "training_results.json"
+EXTRACTOR_FILE = "feature_extractor.pth"
+BEST_MODEL_STEM = "best_model"
+_ACTIVE: set[str] = set()  # staging folders of runs in progress in this process
+
+
+def staging_prefix(models_dir: Path) -> str:
+    return f".{models_dir.name}.staging-"
+
+
+@contextlib.contextmanager
+def staged_outputs(models_dir: str | os.PathLike) -> Iterator[Path]:
+    """A fresh staging folder beside ``models_dir`` (after cleaning up killed runs' folders).
+
+    Removed on the way out unless a publish began in it (then the next run finishes that publish).
+    """
+    models_dir = Path(models_dir).resolve()
+    models_dir.mkdir(parents=True, exist_ok=True)
+    recover(models_dir)
+    staging = models_dir.parent / f"{staging_prefix(models_dir)}{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
+    _ACTIVE.add(str(staging))
+    try:
+        yield staging
+    finally:
+        _ACTIVE.discard(str(staging))
+        if staging.is_dir() and not (staging / JOURNAL).exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, models_dir: str | os.PathLike) -> list[str]:
+    """Move every file of ``staging`` into ``models_dir`` (results last); returns their names."""
+    models_dir = Path(models_dir).resolve()
+    files = sorted(p.name for p in staging.iterdir() if p.name != JOURNAL)
+    folders = [n for n in files if not (staging / n).is_file()]
+    if folders:
+        raise ValueError(f"training outputs must be plain files, not {folders}")
+    with _locked(models_dir):
+        journal = {"files": files, "remove": sorted(set(owned_files(models_dir)) - set(files))}
+        _write_json(staging / JOURNAL, journal)
+        _finish(staging, models_dir, journal)
+    return files
+
+
+def owned_files(models_dir: Path) -> list[str]:
+    """The files the suite wrote last time: the manifest, else the ones a results file names."""
+    try:
+        names = json.loads((models_dir / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        names = _named_by_results(models_dir / RESULTS_FILE)
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s is unreadable: no earlier outputs will be removed", models_dir / MANIFEST)
+        names = []
+    return _safe_names(names)
+
+
+def _named_by_results(path: Path) -> list[str]:
+    try:
+        results = json.loads(path.read_text())
+        names = [RESULTS_FILE, (results.get("extractor") or {}).get("path") or EXTRACTOR_FILE]
+        for info in (results.get("algorithms") or {}).values():
+            model = info.get("model_path")
+            names += [model, f"{model}.sha256", info.get("confusion_matrix_png")] if model else []
+        return names
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _safe_names(names: Iterable[Any]) -> list[str]:
+    """Plain file names only: a manifest or journal never reaches outside its folder."""
+    return [n for n in names if isinstance(n, str) and n not in ("", ".", "..", MANIFEST, JOURNAL)
+            and "/" not in n and "\\" not in n and "\0" not in n]
+
+
+def _finish(staging: Path, models_dir: Path, journal: dict[str, Any]) -> None:
+    """Idempotent: move what is still staged (results last), record the manifest, drop stale files."""
+    files = _safe_names(journal.get("files") or [])
+    for name in sorted(files, key=lambda n: n == RESULTS_FILE):
+        if (staging / name).is_file():
+            _move(staging / name, models_dir / name)
+    _write_json(models_dir / MANIFEST, {"files": files})
+    for name in _safe_names(journal.get("remove") or []):
+        if name not in files and (models_dir / name).is_file():
+            (models_dir / name).unlink()
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover(models_dir: Path) -> None:
+    """Deal with staging folders of runs that are no longer alive: finish a begun publish, else delete."""
+    prefix = staging_prefix(models_dir)
+    for path in sorted(models_dir.parent.glob(glob.escape(prefix) + "*")):
+        m = re.fullmatch(r"(\d+)-[0-9a-f]+", path.name[len(prefix):])
+        if not m or not path.is_dir() or str(path) in _ACTIVE:
+            continue
+        pid = int(m[1])
+        if pid != os.getpid() and _alive(pid):
+            continue
+        if (path / JOURNAL).is_file():
+            with _locked(models_dir):
+                try:
+                    journal = json.loads((path / JOURNAL).read_text())
+                except (OSError, ValueError):
+                    continue  # another process finished it meanwhile, or the journal is damaged: keep it
+                log.warning("finishing the publish of an interrupted training run (%s)", path.name)
+                _finish(path, models_dir, journal)
+        else:
+            log.info("removing %s, left by a training run that did not finish", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # there os.kill(pid, 0) would terminate the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def copy_best_model(out_dir: Path, model_path: str) -> str:
+    """``best_model.<ext>`` (and its sidecars) as byte copies of the best algorithm's bundle."""
+    name = BEST_MODEL_STEM + Path(model_path).suffix
+    for side in out_dir.glob(glob.escape(model_path) + ".*"):  # e.g. the .sha256 digest file
+        shutil.copyfile(side, out_dir / (name + side.name[len(model_path):]))
+    shutil.copyfile(out_dir / model_path, out_dir / name)
+    return name
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # Windows: publishes into one folder are not serialised
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _move(src: Path, dst: Path) -> None:
+    try:
+        os.replace(src, dst)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")  # models_dir is a mount point
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+        src.unlink()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
