@@ -20,7 +20,8 @@ from src.core.errors import ConfigError
 from src.data.scan import dataset_digest
 from src.data.versioning import (DEFAULT_SAMPLES_PER_CLASS, build_metadata, create_dataset_artifact,
                                  find_or_create_version, quality_check)
-from src.data.versions import DEFAULT_NAME, diff_versions, list_versions, load_dataset_artifact, restore_version
+from src.data.versions import (DEFAULT_NAME, default_dataset_name, diff_versions, list_versions,
+                               load_dataset_artifact, restore_version)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="data_versioning.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help=f"dataset folder (default {DEFAULT_DATA_DIR.name}/)")
-    p.add_argument("--artifact-name", help=f"dataset name (default {DEFAULT_NAME}; --list: all)")
+    p.add_argument("--artifact-name", help=f"dataset name (default {DEFAULT_NAME} for DS2GROCERIES, else the "
+                                           "--data-dir folder's name, as training does; --list: all)")
     p.add_argument("--version", help="explicit version vN for a new version (default: next)")
     p.add_argument("--description", help="free-text description stored with the version")
     p.add_argument("--samples-per-class", type=int, default=DEFAULT_SAMPLES_PER_CLASS,
@@ -80,7 +82,7 @@ def _command(args) -> int:
     from src.data.quality import format_report
 
     out = print_json if args.json else None
-    name, store = args.artifact_name or DEFAULT_NAME, args.store
+    name, store = args.artifact_name or default_dataset_name(args.data_dir), args.store
     if args.list:
         vs = list_versions(args.artifact_name, store)
         if out:

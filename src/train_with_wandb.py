@@ -70,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ImageFolder root with train/ and test/ (the default is generated if missing)")
     io.add_argument("--models-dir", "--models_dir", default=d.models_dir)
     io.add_argument("--store", default=None, help="local store directory (default $MLOPS_STORE or ./.mlops)")
+    io.add_argument("--dataset-name", "--dataset_name", default=None,
+                    help="name the dataset is versioned under (default: grocery-dataset for DS2GROCERIES, "
+                         "else the folder name; the same default as data_versioning.py)")
     io.add_argument("--run-name", "--run_name", default=None)
+    io.add_argument("--tags", nargs="+", default=[], metavar="TAG", help="W&B run tags")
     io.add_argument("--group", default=None, help="W&B run group (sweeps use the sweep name)")
     io.add_argument("--wandb-mode", "--wandb_mode", choices=MODES, default=None,
                     help="default: $WANDB_MODE, else online if an API key is configured, else offline")
@@ -86,7 +90,8 @@ def _command(args: argparse.Namespace) -> int:
         labeled_ratio=args.labeled_ratio, algorithms=args.algorithms, fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_lr=args.fine_tune_lr, n_neighbors=args.n_neighbors, run_name=args.run_name,
         data_dir=args.data_dir, models_dir=args.models_dir, seed=args.seed, wandb_mode=args.wandb_mode,
-        store=args.store, group=args.group, batch_size=args.batch_size, image_size=args.image_size,
+        store=args.store, group=args.group, tags=args.tags, dataset_name=args.dataset_name,
+        batch_size=args.batch_size, image_size=args.image_size,
         progress=not (args.no_progress or args.quiet), runtime=args.runtime,
     )
     if args.json:

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import make_image_folder
+
 from src import data_versioning as dv
 from src.data.scan import dataset_digest
 from src.core.errors import StoreError
@@ -382,3 +384,14 @@ def test_unreadable_file_is_a_clean_error(ds, capsys):
         assert len(err) == 1 and "cannot read" in err[0]
     finally:
         p.chmod(0o644)
+
+
+def test_default_dataset_name_follows_the_folder(tmp_path):
+    from src.data.versions import default_dataset_name
+
+    assert default_dataset_name(None) == "grocery-dataset"
+    assert default_dataset_name(tmp_path / "DS2GROCERIES") == "grocery-dataset"
+    assert default_dataset_name(tmp_path / "toy set (5 classes)") == "toy-set-5-classes"
+    root = make_image_folder(tmp_path / "toyset")
+    assert dv.main(["--data-dir", str(root), "--wandb-mode", "disabled", "-q"]) == 0
+    assert [v["name"] for v in dv.list_versions()] == ["toyset"]  # not grocery-dataset:vN

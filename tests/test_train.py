@@ -85,6 +85,13 @@ def test_help_is_instant():
     assert out.returncode == 0 and "--labeled-ratio" in out.stdout
 
 
+def test_tags_and_dataset_name_flags_reach_the_config():
+    from src.train_with_wandb import build_parser
+
+    args = build_parser().parse_args(["--tags", "a", "b", "--dataset-name", "shelf-photos"])
+    assert args.tags == ["a", "b"] and args.dataset_name == "shelf-photos"
+
+
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory):
     """One real run as a user would start it: a fresh process, stdin closed, HOME empty,
@@ -124,6 +131,7 @@ def test_e2e_offline_run_directory_and_keys(e2e):
     assert res["summary"]["best_test_accuracy"] == res["algorithms"][best]["test_accuracy"]
     assert logged["config"]["dataset_digest"] == res["dataset"]["digest"]
     assert logged["metrics"]["finetune/*"] == "finetune/epoch"  # fine-tune epochs on their own x axis
+    assert res["config"]["dataset_name"] == "data" and res["dataset"]["version"] == "data:v1"  # the folder's name
 
 
 def test_e2e_outputs_load_and_predict(e2e):

@@ -12,12 +12,14 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from src.core.errors import ConfigError
+from src.core.store import validate_name
 from src.data.splits import validate_labeled_ratio
+from src.data.versions import DEFAULT_NAME as DEFAULT_DATASET_NAME
+from src.data.versions import default_dataset_name
 from src.features.runtimes import RUNTIMES
 from src.learning.semi_supervised import ALGORITHMS, validate_algorithms
 
 DEFAULT_DATA_DIR = "DS2GROCERIES"
-DEFAULT_DATASET_NAME = "grocery-dataset"
 DEFAULT_ALGORITHMS = ("label_propagation", "label_spreading", "self_training")
 ALGORITHM_NAMES = tuple(sorted(ALGORITHMS))
 # Parameters a W&B sweep may set through ``wandb.config`` (``algorithm`` is the sweep's singular spelling).
@@ -45,7 +47,7 @@ class TrainConfig:
     image_size: int = 224
     progress: bool = True
     val_fraction: float = 0.2
-    dataset_name: str = DEFAULT_DATASET_NAME
+    dataset_name: str | None = None  # versioned as: grocery-dataset for DS2GROCERIES, else the folder name
     runtime: str = "auto"  # feature extraction: auto (ONNX Runtime, torch fallback), onnx, onnx-int8, torch
     finetune_batch_size: int = 16
 
@@ -80,6 +82,9 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be an integer, got {v!r}")
         if ints:
             return replace(self, **ints).validated()
+        if self.dataset_name is None:
+            return replace(self, dataset_name=default_dataset_name(self.data_dir)).validated()
+        validate_name(self.dataset_name, "dataset name")
         validate_labeled_ratio(self.labeled_ratio)
         validate_algorithms(self.algorithms)
         if self.fine_tune_epochs < 0:
