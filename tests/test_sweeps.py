@@ -528,3 +528,14 @@ def test_a_grid_point_failing_every_attempt_is_reported_failed_after_two_retries
     out = capsys.readouterr().out
     assert ": FINISHED, grid" in out and "grid: 2 points, 1 done, 1 failed after 3 attempts, 0 to run" in out
     assert 'failed point: {"region": "bad"}' in out
+
+
+def test_a_grid_sweep_from_before_queued_points_is_refused_not_run_twice():
+    import optuna
+
+    sr.create_local_sweep(sc.validate_sweep_config(with_()))  # creates the store and its optuna.db
+    old = optuna.create_study(storage=sr.default_storage_url(Store()), study_name="oldgrid1")
+    old.set_user_attr("sweep_config", sc.validate_sweep_config(GRID_CFG))  # no queued points, no grid_points
+    with pytest.raises(ConfigError, match="grid sweep oldgrid1 was created before grid points were queued"):
+        sr.run_agent("oldgrid1", None, objective=fake_objective, options=sr.AgentOptions(summary=False))
+    assert sr.sweep_status(sr.open_sweep("oldgrid1"))["state"] == "PENDING"  # status (and the report) still work

@@ -222,10 +222,13 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
     if count is not None and count < 1:
         raise ConfigError(f"--count must be at least 1, got {count}")
     sweep = open_sweep(sweep_id, storage, store, opts.heartbeat_interval, opts.grace_period)
+    grid = sweep.config["method"] == "grid"
+    if grid and "grid_points" not in sweep.study.user_attrs:
+        raise ConfigError(f"grid sweep {sweep.id} was created before grid points were queued at create",
+                          hint="create it again: python src/sweep_runner.py create ...")
     if objective is None:
         preflight(sweep, opts)
         objective = training_objective(opts, sweep.store, sweep.id)
-    grid = sweep.config["method"] == "grid"
     progress, errors = _AgentProgress(MAX_CONSECUTIVE_FAILURES, stop_study=not grid), []
     callbacks = [progress]
     run_cap = sweep.config.get("run_cap")

@@ -219,9 +219,6 @@ def open_sweep(sweep_id: str, storage: str | None = None, store: str | os.PathLi
     cfg = attrs.get("sweep_config")
     if not cfg:
         raise StoreError(f"study {sweep_id!r} in {redact(url)} was not created by the sweep runner")
-    if cfg["method"] == "grid" and "grid_points" not in attrs:
-        raise ConfigError(f"grid sweep {sweep_id} was created before grid points were queued at create",
-                          hint="create it again: python src/sweep_runner.py create ...")
     study = optuna.load_study(study_name=sweep_id, storage=rdb, sampler=make_sampler(cfg), pruner=make_pruner(cfg))
     # the study wraps `rdb` in a cache that must see every trial its agent touches, so claims go through it
     return Sweep(sweep_id, attrs.get("sweep_name", sweep_id), cfg, study, st, url, attrs.get("display_name"),
