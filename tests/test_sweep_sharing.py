@@ -62,7 +62,7 @@ def test_three_agents_share_a_sweep_without_duplicate_or_lost_trials(db_url):
     results = _agents(sweep_id, db_url, 3, "--count", "2", sleep=0.02)
     mine = [r["agent_trials"] for r in results]
     assert all(len(m) == 2 for m in mine) and len(set(sum(mine, []))) == 6, mine  # nobody ran another's trial
-    status = _status_elsewhere(sweep_id, db_url)
+    status = sr.sweep_status(sr.open_sweep(sweep_id, storage=db_url))
     assert sorted(t["number"] for t in status["trials"]) == list(range(6))
     assert status["counts"] == {"COMPLETE": 6} and status["state"] == "IDLE"
     assert status["best"]["value"] == max(t["value"] for t in status["trials"])
