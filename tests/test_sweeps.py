@@ -539,3 +539,17 @@ def test_a_grid_sweep_from_before_queued_points_is_refused_not_run_twice():
     with pytest.raises(ConfigError, match="grid sweep oldgrid1 was created before grid points were queued"):
         sr.run_agent("oldgrid1", None, objective=fake_objective, options=sr.AgentOptions(summary=False))
     assert sr.sweep_status(sr.open_sweep("oldgrid1"))["state"] == "PENDING"  # status (and the report) still work
+
+
+def test_an_interrupted_grid_agent_leaves_its_point_queued_again():
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(GRID_CFG))
+
+    def interrupted(params, epoch_callback, ctx):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sr.run_agent(sweep_id, None, objective=interrupted, options=sr.AgentOptions(summary=False))
+    status = sr.run_agent(sweep_id, None, objective=fake_objective, options=sr.AgentOptions(summary=False))
+    assert [(t["state"], t["params"]["region"], t["retry_of"]) for t in status["trials"]] == [
+        ("FAIL", "good", None), ("COMPLETE", "bad", None), ("COMPLETE", "good", 0)]
+    assert status["state"] == "FINISHED"

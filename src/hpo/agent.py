@@ -304,7 +304,8 @@ def run_grid(sweep: Sweep, run_trial: Callable, count: int | None, progress: "_A
             except _TrialFailed:
                 requeue_failed(sweep, trial_id)
                 frozen = study.tell(trial, state=TrialState.FAIL)
-            except BaseException:  # KeyboardInterrupt: record the trial as failed, as Optuna does
+            except BaseException:  # KeyboardInterrupt: the point runs again later, this trial failed
+                requeue_failed(sweep, trial_id)
                 study.tell(trial, state=TrialState.FAIL)
                 raise
         ran += 1
