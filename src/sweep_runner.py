@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", default=None, help="local store directory (default $MLOPS_STORE or ./.mlops)")
     common.add_argument("--storage", default=None,
-                        help="SQLAlchemy URL of a shared sweep database (default: the store's optuna.db)")
+                        help="SQLAlchemy URL of a shared sweep database, e.g. postgresql+psycopg://user@host/db "
+                             "with the password in PGPASSWORD (default: the store's optuna.db)")
     add_common_flags(common)
     c = sub.add_parser("create", parents=[common], help="create a sweep from a W&B sweep YAML; prints its id")
     c.add_argument("config", nargs="?", default="sweep_config.yaml")

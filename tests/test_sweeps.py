@@ -100,7 +100,7 @@ def test_methods_and_hyperband_map_to_samplers_and_pruner():
     grid = sc.validate_sweep_config(with_(method="grid", parameters={"k": {"distribution": "int_uniform", "min": 1, "max": 3},
                                                                      "a": {"values": ["x", "y"]}}))
     assert sc.grid_space(grid) == {"k": [1, 2, 3], "a": ["x", "y"]}
-    assert isinstance(sc.make_sampler(grid), optuna.samplers.GridSampler)
+    assert type(sc.make_sampler(grid)).__name__ == "QueuedPointsSampler"  # grid points are queued at create
     assert isinstance(sc.make_sampler(with_(method="random")), optuna.samplers.RandomSampler)
     assert isinstance(sc.make_sampler(with_(method="bayes")), optuna.samplers.TPESampler)
     assert isinstance(sc.make_pruner(BASE), optuna.pruners.NopPruner)
@@ -215,21 +215,6 @@ def _agent_cmd(sweep_id: str, *extra: str, sleep: float = 0.0) -> list[str]:
     """An agent in its own process, running the fake objective through the test-owned entry point."""
     return [sys.executable, str(ROOT / "tests" / "sweep_fakes.py"), "--sleep", str(sleep), "agent", sweep_id,
             "--no-summary", "-q", *extra]
-
-
-def test_two_agents_share_one_sweep_through_a_database_url(tmp_path):
-    url = f"sqlite:///{tmp_path}/shared.db"
-    sweep_id = sr.create_local_sweep(sc.load_sweep_config(ROOT / "sweep_config.yaml"), storage=url)
-    procs = [subprocess.Popen(_agent_cmd(sweep_id, "--count", "3", "--storage", url, "--json", sleep=0.01), cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
-    mine = [set(json.loads(o[0])["agent_trials"]) for o in outs]
-    assert len(mine[0]) == len(mine[1]) == 3 and not mine[0] & mine[1]
-    status = sr.sweep_status(sr.open_sweep(sweep_id, storage=url))
-    assert sorted(t["number"] for t in status["trials"]) == list(range(6))
-    assert all(t["state"] in ("COMPLETE", "PRUNED") for t in status["trials"])
 
 
 def test_killed_agent_is_requeued_and_the_sweep_resumes(tmp_path):
@@ -492,3 +477,79 @@ def test_a_dataset_generated_concurrently_by_another_process_wins(default_root, 
     pipeline.ensure_dataset(pipeline.TrainConfig())
     assert sorted(p.name for p in (root / "train").iterdir()) == ["theirs"]
     assert sorted(p.name for p in work.iterdir()) == ["DS2GROCERIES"]
+
+
+# -- grid sweeps: every point queued at create, retried when it fails ------------------------------------------
+GRID_CFG = with_(method="grid", parameters={"region": {"values": ["good", "bad"]}, "fine_tune_epochs": {"value": 1}})
+
+
+def test_a_grid_point_that_fails_once_is_retried_and_the_grid_finishes():
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(GRID_CFG))
+    fresh = sr.sweep_status(sr.open_sweep(sweep_id))
+    assert fresh["state"] == "PENDING" and fresh["counts"] == {"WAITING": 2}
+    assert [t["params"] for t in fresh["trials"]] == [{"region": "good"}, {"region": "bad"}]
+    failures = []
+
+    def flaky(params, epoch_callback, ctx):
+        if params["region"] == "bad" and not failures:
+            failures.append(ctx.number)
+            raise RuntimeError("lost the GPU")
+        return fake_objective(params, epoch_callback, ctx)
+
+    status = sr.run_agent(sweep_id, None, objective=flaky, options=sr.AgentOptions(summary=False))
+    assert [(t["number"], t["state"], t["params"]["region"], t["retry_of"]) for t in status["trials"]] == [
+        (0, "COMPLETE", "good", None), (1, "FAIL", "bad", None), (2, "COMPLETE", "bad", 1)]
+    assert status["state"] == "FINISHED" and status["agent_trials"] == [0, 1, 2]
+    assert status["grid"] == {"points": 2, "done": 2, "failed": 0, "remaining": 0, "failed_points": []}
+
+
+def test_a_grid_point_failing_every_attempt_is_reported_failed_after_two_retries(capsys):
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(GRID_CFG))
+
+    def bad_region_breaks(params, epoch_callback, ctx):
+        if params["region"] == "bad":
+            raise ConfigError("fewer labeled samples than classes")
+        return fake_objective(params, epoch_callback, ctx)
+
+    first = sr.run_agent(sweep_id, 2, objective=bad_region_breaks, options=sr.AgentOptions(summary=False))
+    assert [t["state"] for t in first["trials"]] == ["COMPLETE", "FAIL", "WAITING"]  # #2: the queued retry
+    assert first["state"] == "IDLE" and first["grid"]["remaining"] == 1  # a retry is due: not finished
+    with pytest.raises(ConfigError, match="all 2 trials this agent ran .* failed"):
+        sr.run_agent(sweep_id, None, objective=bad_region_breaks, options=sr.AgentOptions(summary=False))
+    status = sr.sweep_status(sr.open_sweep(sweep_id))
+    bad = [t for t in status["trials"] if t["params"]["region"] == "bad"]
+    assert [(t["state"], t["retry_of"]) for t in bad] == [("FAIL", None), ("FAIL", 1), ("FAIL", 1)]
+    assert len(status["trials"]) == 4 and status["state"] == "FINISHED"
+    assert status["grid"] == {"points": 2, "done": 1, "failed": 1, "remaining": 0, "failed_points": [{"region": "bad"}]}
+    assert sr.run_agent(sweep_id, 1, objective=bad_region_breaks,
+                        options=sr.AgentOptions(summary=False))["agent_trials"] == []  # nothing is queued again
+    capsys.readouterr()
+    assert sr.main(["status", sweep_id]) == 0
+    out = capsys.readouterr().out
+    assert ": FINISHED, grid" in out and "grid: 2 points, 1 done, 1 failed after 3 attempts, 0 to run" in out
+    assert 'failed point: {"region": "bad"}' in out
+
+
+def test_a_grid_sweep_from_before_queued_points_is_refused_not_run_twice():
+    import optuna
+
+    sr.create_local_sweep(sc.validate_sweep_config(with_()))  # creates the store and its optuna.db
+    old = optuna.create_study(storage=sr.default_storage_url(Store()), study_name="oldgrid1")
+    old.set_user_attr("sweep_config", sc.validate_sweep_config(GRID_CFG))  # no queued points, no grid_points
+    with pytest.raises(ConfigError, match="grid sweep oldgrid1 was created before grid points were queued"):
+        sr.run_agent("oldgrid1", None, objective=fake_objective, options=sr.AgentOptions(summary=False))
+    assert sr.sweep_status(sr.open_sweep("oldgrid1"))["state"] == "PENDING"  # status (and the report) still work
+
+
+def test_an_interrupted_grid_agent_leaves_its_point_queued_again():
+    sweep_id = sr.create_local_sweep(sc.validate_sweep_config(GRID_CFG))
+
+    def interrupted(params, epoch_callback, ctx):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sr.run_agent(sweep_id, None, objective=interrupted, options=sr.AgentOptions(summary=False))
+    status = sr.run_agent(sweep_id, None, objective=fake_objective, options=sr.AgentOptions(summary=False))
+    assert [(t["state"], t["params"]["region"], t["retry_of"]) for t in status["trials"]] == [
+        ("FAIL", "good", None), ("COMPLETE", "bad", None), ("COMPLETE", "good", 0)]
+    assert status["state"] == "FINISHED"

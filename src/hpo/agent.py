@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 from src.core.errors import ConfigError, GroceryError
 from src.core.store import Store
 from src.hpo.optuna_space import fixed_params, to_optuna_space
+from src.hpo.claims import claim_waiting_trial, heartbeat, requeue_failed
 from src.hpo.study import DEFAULT_DATA_DIR, Sweep, open_sweep, sweep_dir
 
 log = logging.getLogger(__name__)
@@ -181,8 +182,9 @@ def _trial_function(sweep: Sweep, objective: Objective, errors: list[Exception])
 class _AgentProgress:
     """Logs each finished trial, remembers which trials this agent ran, stops on a failure streak."""
 
-    def __init__(self, max_failures: int):
+    def __init__(self, max_failures: int, stop_study: bool = True):
         self.max_failures = max_failures
+        self.stop_study = stop_study  # Study.stop() works only inside optimize(); run_grid checks gave_up
         self.numbers: list[int] = []
         self.failed = 0
         self._streak = 0
@@ -199,7 +201,8 @@ class _AgentProgress:
         if self._streak >= self.max_failures:
             log.error("%d trials failed in a row; stopping this agent", self._streak)
             self.gave_up = True
-            study.stop()
+            if self.stop_study:
+                study.stop()
 
 
 def sweep_status(sweep: "Sweep") -> dict[str, Any]:
@@ -219,10 +222,14 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
     if count is not None and count < 1:
         raise ConfigError(f"--count must be at least 1, got {count}")
     sweep = open_sweep(sweep_id, storage, store, opts.heartbeat_interval, opts.grace_period)
+    grid = sweep.config["method"] == "grid"
+    if grid and "grid_points" not in sweep.study.user_attrs:
+        raise ConfigError(f"grid sweep {sweep.id} was created before grid points were queued at create",
+                          hint="create it again: python src/sweep_runner.py create ...")
     if objective is None:
         preflight(sweep, opts)
         objective = training_objective(opts, sweep.store, sweep.id)
-    progress, errors = _AgentProgress(MAX_CONSECUTIVE_FAILURES), []
+    progress, errors = _AgentProgress(MAX_CONSECUTIVE_FAILURES, stop_study=not grid), []
     callbacks = [progress]
     run_cap = sweep.config.get("run_cap")
     if run_cap:
@@ -231,25 +238,26 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
         if _finished(sweep.study) >= run_cap:
             log.warning("sweep %s already reached run_cap=%d", sweep.id, run_cap)
             return {**sweep_status(sweep), "agent_trials": []}
-    if sweep.config["method"] == "grid":
-        from src.hpo.status import grid_remaining
-
-        if grid_remaining(sweep) == 0:
-            log.info("grid sweep %s is exhausted: every grid point already has a trial", sweep.id)
-            return {**sweep_status(sweep), "agent_trials": []}
-    if count is None and sweep.config["method"] != "grid" and not run_cap:
+    if count is None and not grid and not run_cap:
         raise ConfigError("--count is required for bayes and random sweeps without run_cap")
     optuna_log, quiet = logging.getLogger("optuna.study._optimize"), _NoFailedTrialLogs()
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         optuna_log.addFilter(quiet)
+    run_trial = _trial_function(sweep, objective, errors)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sweep.study.optimize(_trial_function(sweep, objective, errors), n_trials=count, callbacks=callbacks,
-                                 gc_after_trial=False, catch=(_TrialFailed,))
+            if grid:
+                run_grid(sweep, run_trial, count, progress, opts.heartbeat_interval, run_cap)
+            else:
+                sweep.study.optimize(run_trial, n_trials=count, callbacks=callbacks, gc_after_trial=False,
+                                     catch=(_TrialFailed,))
             optuna.storages.fail_stale_trials(sweep.study)
     finally:
         optuna_log.removeFilter(quiet)
+    if grid and not progress.numbers:
+        log.info("grid sweep %s has no queued point left", sweep.id)
+        return {**sweep_status(sweep), "agent_trials": []}
     if errors and progress.gave_up:
         raise _agent_error(errors[-1], f"{len(errors)} trials of sweep {sweep.id} failed, the last with: "
                                        f"{_plain_message(errors[-1])}")
@@ -265,6 +273,43 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
 
         result["summary"] = summarize_sweep(sweep, wandb_mode=opts.wandb_mode)
     return result
+
+
+def run_grid(sweep: Sweep, run_trial: Callable, count: int | None, progress: "_AgentProgress",
+             heartbeat_interval: int, run_cap: int | None = None) -> None:
+    """Run queued grid points until ``count`` trials, the queue is empty or ``run_cap`` is reached.
+
+    Only WAITING trials are taken (claimed atomically by the database), never sampled ones, so each
+    point runs once however many agents share the sweep. A failed point is queued again (at most
+    ``MAX_RETRIES`` times, see :mod:`src.hpo.claims`) before its trial is marked failed, so no
+    agent or ``status`` ever sees the point as settled in between.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    study, ran = sweep.study, 0
+    while (count is None or ran < count) and not progress.gave_up:
+        if run_cap and _finished(study) >= run_cap:
+            break
+        optuna.storages.fail_stale_trials(study)  # re-queue the points of dead agents first
+        trial_id = claim_waiting_trial(sweep)
+        if trial_id is None:
+            break
+        trial = optuna.Trial(study, trial_id)
+        with heartbeat(sweep.storage, trial_id, heartbeat_interval):
+            try:
+                frozen = study.tell(trial, run_trial(trial))
+            except optuna.TrialPruned:
+                frozen = study.tell(trial, state=TrialState.PRUNED)
+            except _TrialFailed:
+                requeue_failed(sweep, trial_id)
+                frozen = study.tell(trial, state=TrialState.FAIL)
+            except BaseException:  # KeyboardInterrupt: the point runs again later, this trial failed
+                requeue_failed(sweep, trial_id)
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+        ran += 1
+        progress(study, frozen)
 
 
 def _plain_message(e: BaseException) -> str:

@@ -55,7 +55,7 @@ def to_optuna_space(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def make_sampler(cfg: Mapping[str, Any], seed: int | None = None):
-    """bayes → TPE (constant liar, so parallel agents spread out), random, grid."""
+    """bayes → TPE (constant liar, so parallel agents spread out), random; grid → :func:`queued_points_sampler`."""
     import warnings
 
     import optuna
@@ -64,7 +64,8 @@ def make_sampler(cfg: Mapping[str, Any], seed: int | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if method == "grid":
-            return optuna.samplers.GridSampler(grid_space(cfg), seed=seed)
+            grid_space(cfg)  # raises if a parameter has no finite set of values
+            return queued_points_sampler()
         if method == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, constant_liar=True)
@@ -88,3 +89,18 @@ def make_pruner(cfg: Mapping[str, Any]):
 
 def direction(cfg: Mapping[str, Any]) -> str:
     return cfg["metric"].get("goal", "minimize")
+
+
+def queued_points_sampler():
+    """The sampler of a grid sweep: every grid point is a queued trial with fixed parameters
+    (see :func:`src.hpo.study.queue_grid`), so asking it for a value is a bug, never a new point.
+
+    (Optuna's GridSampler picks points per agent and runs some twice when agents share a study.)
+    """
+    import optuna
+
+    class QueuedPointsSampler(optuna.samplers.RandomSampler):
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            raise RuntimeError(f"grid trial {trial.number} has no queued value for {param_name!r}")
+
+    return QueuedPointsSampler()

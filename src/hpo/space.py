@@ -14,7 +14,7 @@ W&B                        Optuna
                            ``IntDistribution``/``FloatDistribution(lo, hi, step=q)``
 ``log_uniform_values``     ``FloatDistribution(min, max, log=True)``
 ``log_uniform``            ``FloatDistribution(e**min, e**max, log=True)``
-``method: bayes/random/grid``  ``TPESampler`` / ``RandomSampler`` / ``GridSampler``
+``method: bayes/random/grid``  ``TPESampler`` / ``RandomSampler`` / every point queued
 ``early_terminate: hyperband``  ``HyperbandPruner(min_resource=min_iter, reduction_factor=eta)``
 =========================  ==========================================================
 

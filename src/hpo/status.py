@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from src.hpo.study import Sweep, redact, sweep_dir
+from src.hpo.study import MAX_RETRIES, Sweep, redact, sweep_dir
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +32,32 @@ def sweep_status(sweep: Sweep) -> dict[str, Any]:
         best = {"number": bt.number, "value": bt.value, "params": {**fixed_params(sweep.config), **bt.params},
                 "run_name": bt.user_attrs.get("run_name")}
     run_cap = sweep.config.get("run_cap")
-    if counts["RUNNING"] or counts["WAITING"]:
+    grid = grid_progress(sweep, trials) if sweep.config["method"] == "grid" else None
+    if counts["RUNNING"]:
         state = "RUNNING"
-    elif run_cap and counts["COMPLETE"] + counts["PRUNED"] >= run_cap:
+    elif (run_cap and counts["COMPLETE"] + counts["PRUNED"] >= run_cap) or (grid and grid["remaining"] == 0):
         state = "FINISHED"
-    elif sweep.config["method"] == "grid" and grid_remaining(sweep, trials) == 0:
-        state = "FINISHED"
-    else:
-        state = "IDLE" if trials else "PENDING"
+    else:  # queued trials wait for an agent
+        state = "IDLE" if any(t.state != TrialState.WAITING for t in trials) else "PENDING"
     return {
         "sweep_id": sweep.id, "name": sweep.name, "display_name": sweep.display_name, "state": state, "method": sweep.config["method"],
         "metric": {"name": sweep.config["metric"]["name"], "goal": sweep.config["metric"].get("goal", "minimize")},
         "storage": redact(sweep.storage_url), "counts": {k: v for k, v in counts.items() if v}, "best": best,
-        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+        "grid": grid,
+        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": _params(t),
                     "epochs_reported": len(t.intermediate_values), "error": t.user_attrs.get("error"),
                     "retry_of": t.system_attrs.get("failed_trial")} for t in trials],
     }
 
 
-def grid_remaining(sweep: Sweep, trials: list | None = None) -> int:
-    """How many points of a grid sweep have no COMPLETE, PRUNED or RUNNING trial yet."""
+def _params(trial) -> dict[str, Any]:
+    """A trial's parameters; a queued trial has none yet, only the values it was queued with."""
+    return trial.params or dict(trial.system_attrs.get("fixed_params", {}))
+
+
+def grid_progress(sweep: Sweep, trials: list | None = None) -> dict[str, Any]:
+    """A grid sweep's points: done (COMPLETE/PRUNED), failed (every attempt, ``MAX_RETRIES`` + 1,
+    failed), remaining (queued, running or awaiting a retry), and the failed points' parameters."""
     from optuna.trial import TrialState
 
     from src.hpo.space import grid_space
@@ -60,13 +66,22 @@ def grid_remaining(sweep: Sweep, trials: list | None = None) -> int:
     names = sorted(grid)
     if trials is None:
         trials = sweep.study.get_trials(deepcopy=False)
-    covered = set()
+    done, active, exhausted = set(), set(), set()
     for t in trials:
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) and set(names) <= set(t.params):
-            point = tuple(t.params[n] for n in names)
-            if all(v in grid[n] for n, v in zip(names, point)):
-                covered.add(point)
-    return math.prod(len(grid[n]) for n in names) - len(covered)  # covered holds grid points only
+        params = _params(t)
+        if not set(names) <= set(params):
+            continue
+        point = tuple(params[n] for n in names)
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            done.add(point)
+        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+            active.add(point)
+        elif t.state == TrialState.FAIL and len(t.system_attrs.get("retry_history", [])) >= MAX_RETRIES:
+            exhausted.add(point)
+    failed = exhausted - done - active
+    total = math.prod(len(grid[n]) for n in names)
+    return {"points": total, "done": len(done), "failed": len(failed), "remaining": total - len(done) - len(failed),
+            "failed_points": [dict(zip(names, p)) for p in sorted(failed, key=repr)]}
 
 
 def summarize_sweep(sweep: Sweep, wandb_mode: str | None = None) -> dict[str, Any]:
@@ -136,6 +151,12 @@ def format_status(status: Mapping[str, Any]) -> str:
     for t in status["trials"]:
         value = "-" if t["value"] is None else f"{t['value']:.4f}"
         lines.append(f"  #{t['number']:<3} {t['state']:<8} {value:>8}  {json.dumps(t['params'], sort_keys=True)}")
+    grid = status.get("grid")
+    if grid:
+        failed = f", {grid['failed']} failed after {MAX_RETRIES + 1} attempts" if grid["failed"] else ""
+        lines.append(f"grid: {grid['points']} points, {grid['done']} done{failed}, {grid['remaining']} to run")
+        for point in grid["failed_points"]:
+            lines.append(f"  failed point: {json.dumps(point, sort_keys=True)}")
     if status["best"]:
         b = status["best"]
         lines.append(f"best: trial #{b['number']} {m['name']}={b['value']:.4f} {json.dumps(b['params'], sort_keys=True)}")

@@ -5,12 +5,14 @@ The same ``sweep_config.yaml`` that ``wandb sweep`` takes is translated to an Op
 any SQLAlchemy database given with ``--storage`` (e.g. ``postgresql://...``), so several
 agents — on one machine or many — share one sweep without running the same trial twice.
 Agents (:mod:`src.hpo.agent`) send a heartbeat; a trial whose agent died (SIGKILL, lost
-machine) is marked failed and re-queued by the next agent.
+machine) is marked failed and re-queued by the next agent. A grid sweep queues every grid point
+at ``create``; agents only take queued points, so each point runs once however many share it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -25,7 +27,7 @@ from typing import Any, Mapping
 from src.core.errors import ConfigError, StoreError
 from src.core.store import Store, validate_name
 from src.hpo.optuna_space import direction, make_pruner, make_sampler, to_optuna_space
-from src.hpo.space import validate_sweep_config
+from src.hpo.space import grid_space, validate_sweep_config
 from src.tracking import create_wandb_sweep, resolve_mode
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ CREATE TABLE IF NOT EXISTS sweep_sweeps (
     created_at REAL NOT NULL
 );
 """
+MAX_RETRIES = 2  # a failed or abandoned trial runs again at most twice (three attempts in all)
 DEFAULT_DATA_DIR = "DS2GROCERIES"  # generated on first use when missing (see src.training.pipeline.ensure_dataset)
 
 
@@ -69,15 +72,46 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if heartbeat_interval:
             kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period or 4 * heartbeat_interval,
-                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                              max_retry=MAX_RETRIES))
         try:
-            return optuna.storages.RDBStorage(url, **kwargs)
+            rdb = optuna.storages.RDBStorage(url, **kwargs)
         except (ImportError, ModuleNotFoundError) as e:
-            raise ConfigError(f"no database driver for {redact(url)}: {e}",
-                              hint="pip install the driver (e.g. psycopg[binary] for postgresql://)") from e
+            raise ConfigError(f"no database driver for {redact(url)}: {e}", hint=_driver_hint(url)) from e
         except Exception as e:  # sqlalchemy raises ArgumentError/OperationalError for bad or unreachable URLs
             raise ConfigError(f"cannot open sweep storage {redact(url)}: {str(e).splitlines()[0]}",
-                              hint="pass a SQLAlchemy URL such as sqlite:///path/optuna.db or postgresql://...") from e
+                              hint="pass a SQLAlchemy URL such as sqlite:///path/optuna.db or "
+                                   "postgresql+psycopg://user@host/db (password in PGPASSWORD)") from e
+    if rdb.engine.dialect.name == "sqlite":
+        _serialize_sqlite(rdb.engine)
+    return rdb
+
+
+def _driver_hint(url: str) -> str:
+    if url.startswith("postgresql"):
+        return ("install the pinned requirements (pip install -r requirements.txt): they include psycopg[binary], "
+                "the driver for postgresql:// and postgresql+psycopg:// URLs")
+    return "install the SQLAlchemy driver for this database, or use sqlite:/// or postgresql+psycopg://"
+
+
+def _serialize_sqlite(engine) -> None:
+    """Begin every SQLite transaction with BEGIN IMMEDIATE (SQLAlchemy's pysqlite recipe).
+
+    Python's sqlite3 begins a transaction only at the first write, so two agents could both read
+    a queued trial as WAITING and both claim it; taking the write lock at BEGIN makes the
+    read-then-claim atomic, as ``SELECT ... FOR UPDATE`` does on PostgreSQL.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # sqlite3 emits no BEGIN of its own; _begin does
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made while opening the storage predate the listeners
 
 
 def _quiet_optuna() -> None:
@@ -128,10 +162,23 @@ def create_local_sweep(cfg: Mapping[str, Any], store: str | os.PathLike | Store 
     study.set_user_attr("sweep_config", cfg)
     study.set_user_attr("sweep_name", sweep_name)
     study.set_user_attr("display_name", display_name)
+    if cfg["method"] == "grid":
+        queue_grid(study, cfg)
     _record(st, sweep_id, sweep_name, url, cfg)
     sweep_dir(st, sweep_id).mkdir(parents=True, exist_ok=True)
     log.info("created sweep %s (%s) in %s", sweep_id, sweep_name, redact(url))
     return sweep_id
+
+
+def queue_grid(study, cfg: Mapping[str, Any]) -> int:
+    """Queue every grid point as a WAITING trial; agents claim them one by one (atomically in the database)."""
+    grid = grid_space(cfg)
+    names = list(grid)
+    points = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+    for params in points:
+        study.enqueue_trial(params)
+    study.set_user_attr("grid_points", len(points))
+    return len(points)
 
 
 def slugify(name: str) -> str:
@@ -152,6 +199,7 @@ class Sweep:
     store: Store
     storage_url: str
     display_name: str | None = None
+    storage: Any = None  # the study's Optuna storage (claiming queued trials, heartbeats)
 
 
 def open_sweep(sweep_id: str, storage: str | None = None, store: str | os.PathLike | Store | None = None,
@@ -172,7 +220,9 @@ def open_sweep(sweep_id: str, storage: str | None = None, store: str | os.PathLi
     if not cfg:
         raise StoreError(f"study {sweep_id!r} in {redact(url)} was not created by the sweep runner")
     study = optuna.load_study(study_name=sweep_id, storage=rdb, sampler=make_sampler(cfg), pruner=make_pruner(cfg))
-    return Sweep(sweep_id, attrs.get("sweep_name", sweep_id), cfg, study, st, url, attrs.get("display_name"))
+    # the study wraps `rdb` in a cache that must see every trial its agent touches, so claims go through it
+    return Sweep(sweep_id, attrs.get("sweep_name", sweep_id), cfg, study, st, url, attrs.get("display_name"),
+                 study._storage)
 
 
 
