@@ -76,7 +76,11 @@ def grid_space(cfg: Mapping[str, Any]) -> dict[str, list[Any]]:
     for name, spec in cfg["parameters"].items():
         dist = "nested" if "parameters" in spec else infer_distribution(spec)
         if dist == "categorical":
-            out[name] = list(spec["values"])
+            # W&B accepts a value listed twice; a grid point is still run once (W&B dedupes by value too)
+            unique: dict[str, Any] = {}
+            for v in spec["values"]:
+                unique.setdefault(repr(v), v)
+            out[name] = list(unique.values())
         elif dist == "int_uniform":
             out[name] = list(range(spec["min"], spec["max"] + 1))
         elif dist == "q_uniform":
