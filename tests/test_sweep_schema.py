@@ -291,7 +291,10 @@ def test_a_grid_with_a_value_listed_twice_runs_it_once():
 
 
 def test_create_notes_what_the_local_runner_changes(tmp_path, capsys):
-    cfg = cfg_with(early_terminate={**HB, "min_iter": 1, "eta": 2.5}, metric={"name": "test_accuracy", "target": 0.9})
+    cfg = cfg_with(early_terminate={**HB, "min_iter": 1, "eta": 2.5}, metric={"name": "test_accuracy", "target": 0.9},
+                   program="train.py")
     assert sr.main(["create", str(_write(tmp_path, cfg))]) == 0
     err = capsys.readouterr().err
     assert "the local runner uses 2" in err and "metric.target is ignored locally" in err
+    assert "program train.py is not run locally" in err
+    assert sc.local_notes(BASE) == []

@@ -64,6 +64,7 @@ NO_LOCAL_MEANING = {
     "job": "a W&B Launch job",
     "image_uri": "a W&B Launch image",
 }
+TRAINING_PROGRAM = "src/train_with_wandb.py"  # what each local trial runs (in-process)
 EPS = 1e-12  # u is kept in [EPS, 1 - EPS]: the inverse CDF of a normal is infinite at 0 and 1
 
 
@@ -110,6 +111,9 @@ def local_notes(cfg: Mapping[str, Any]) -> list[str]:
                      f"the local runner uses {hyperband_eta(cfg)}")
     if "target" in (cfg.get("metric") or {}):
         notes.append("metric.target is ignored locally (W&B stops the sweep once a run reaches it)")
+    if cfg.get("program", TRAINING_PROGRAM) != TRAINING_PROGRAM:
+        notes.append(f"program {cfg['program']} is not run locally: each trial trains in-process "
+                     f"({TRAINING_PROGRAM}'s options)")
     return notes
 
 

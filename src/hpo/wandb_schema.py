@@ -71,6 +71,19 @@ def distributions() -> list[str]:
 
 def distribution_of(spec: Any) -> str | None:
     """W&B's rule: a parameter is the first definition (in the schema's order) it matches; None if none."""
+    try:
+        key = json.dumps(spec, sort_keys=True)
+    except (TypeError, ValueError):  # not JSON (a YAML date, say): judge it uncached
+        return _first_match(spec)
+    return _distribution_of_json(key)
+
+
+@lru_cache(maxsize=4096)
+def _distribution_of_json(key: str) -> str | None:
+    return _first_match(json.loads(key))
+
+
+def _first_match(spec: Any) -> str | None:
     for ref in schema()["definitions"]["parameter"]["anyOf"]:
         name = ref["$ref"].rsplit("/", 1)[-1]
         if validator(name).is_valid(spec):
@@ -194,8 +207,9 @@ def _parameter_problems(name: str, spec: Any) -> list[Problem]:
                      if not validator("parameter").is_valid(v)]
             if found:
                 return found
-    errors = sorted(validator(dist).iter_errors(spec), key=lambda e: (e.validator != "additionalProperties",
-                                                                      list(map(str, e.absolute_path))))
+    order = {k: i for i, k in enumerate(spec)}  # report the keys in the order the YAML gives them
+    errors = sorted(validator(dist).iter_errors(spec), key=lambda e: (
+        e.validator != "additionalProperties", order.get(e.absolute_path[0], -1) if e.absolute_path else -1))
     if not errors:
         return [Problem(f"{where} matches no W&B distribution")]
     return [_describe(errors[0], where, dist)]
