@@ -172,7 +172,7 @@ def _deprecated(where: str, dist: str, spec: Mapping[str, Any]) -> Problem:
     message = (f"{where} uses {dist}, where min/max are base-e exponents "
                f"(W&B refuses it: use {new} to give the values themselves)")
     if 0 < lo < hi <= 1:  # these look like values (a learning rate), not exponents
-        hint = f"write distribution: {new} (min: {lo}, max: {hi} are then the values)"
+        hint = f"write distribution: {new}; min: {lo} and max: {hi} are then the values"
     else:
         try:
             hint = f"write distribution: {new}, min: {math.exp(lo):.3g}, max: {math.exp(hi):.3g}"
