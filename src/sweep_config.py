@@ -2,8 +2,12 @@
 
     python src/sweep_config.py sweep_config.yaml      # validate and show the Optuna translation
 
-The rules live in :mod:`src.hpo.space` (validation) and :mod:`src.hpo.optuna_space` (translation);
-their public names are re-exported here.
+"valid" means: W&B accepts it (its own schema and checks), the local runner can run it, and every
+parameter is a training option whose reachable values training accepts.
+
+The rules live in :mod:`src.hpo.wandb_schema` (W&B's), :mod:`src.hpo.space` (loading),
+:mod:`src.hpo.optuna_space` (translation, the local runner's limits) and :mod:`src.hpo.local_checks`
+(training's); their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ import argparse
 from typing import Any, Mapping, Sequence
 
 from src.core.cli import add_common_flags, print_json, run_cli
-from src.hpo.optuna_space import direction, fixed_params, make_pruner, make_sampler, to_optuna_space
+from src.hpo.local_checks import check_local_sweep, check_training_values
+from src.hpo.optuna_space import (QUANTILE, check_local_runner, decode_params, direction, fixed_params, local_notes,
+                                  make_pruner, make_sampler, ppf, to_optuna_space)
 from src.hpo.space import grid_space, infer_distribution, load_sweep_config, validate_sweep_config
+from src.hpo.wandb_schema import problems as wandb_problems
 
-__all__ = ["load_sweep_config", "validate_sweep_config", "infer_distribution", "to_optuna_space", "grid_space",
-           "fixed_params", "make_sampler", "make_pruner", "direction", "describe", "main"]
+__all__ = ["load_sweep_config", "validate_sweep_config", "wandb_problems", "infer_distribution", "to_optuna_space",
+           "decode_params", "ppf", "grid_space", "fixed_params", "make_sampler", "make_pruner", "direction",
+           "check_local_runner", "check_local_sweep", "check_training_values", "local_notes", "describe", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,13 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
 def describe(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON-friendly summary of what the local runner will do with ``cfg``."""
     space = to_optuna_space(cfg)
+    shown = {}
+    for name, dist in space.items():
+        kind = infer_distribution(cfg["parameters"][name])
+        shown[name] = (f"{kind} through its quantile u ~ {dist!r}" if kind in QUANTILE else
+                       f"{dist!r}, then round(x/q)*q" if kind == "q_log_uniform_values" else repr(dist))
     return {"method": cfg["method"], "sampler": type(make_sampler(cfg)).__name__,
             "pruner": type(make_pruner(cfg)).__name__, "metric": cfg["metric"]["name"], "direction": direction(cfg),
-            "fixed": fixed_params(cfg), "space": {n: repr(d) for n, d in space.items()}}
+            "fixed": fixed_params(cfg), "space": shown, "notes": local_notes(cfg)}
 
 
 def _command(args: argparse.Namespace) -> int:
-    info = describe(load_sweep_config(args.path))
+    cfg = load_sweep_config(args.path)  # W&B's verdict
+    check_local_sweep(cfg)  # the local runner's and training's, on top
+    info = describe(cfg)
     if args.json:
         print_json(info)
     else:
@@ -46,6 +61,8 @@ def _command(args: argparse.Namespace) -> int:
             print(f"  {name}: {d}")
         for name, v in info["fixed"].items():
             print(f"  {name} = {v!r} (fixed)")
+        for note in info["notes"]:
+            print(f"  note: {note}")
     return 0
 
 

@@ -16,6 +16,8 @@ from typing import Sequence
 from src.core.cli import add_common_flags, print_json, run_cli
 from src.hpo.agent import (AgentOptions, Objective, TrialContext, check_training_parameters, preflight, run_agent,
                            sweep_status, training_objective, training_options)
+from src.hpo.local_checks import check_local_sweep
+from src.hpo.optuna_space import local_notes
 from src.hpo.space import load_sweep_config
 from src.hpo.status import format_status
 from src.hpo.study import (DEFAULT_DATA_DIR, Sweep, create_local_sweep, create_sweep, default_storage_url,
@@ -62,6 +64,9 @@ def _command(args: argparse.Namespace, objective: Objective | None = None) -> in
 
     if args.verb == "create":
         cfg = load_sweep_config(args.config)
+        check_local_sweep(cfg)  # what the local runner or training would refuse, before the sweep exists
+        for note in local_notes(cfg):
+            log.warning("%s", note)
         sweep_id = create_local_sweep(cfg, store=args.store, storage=args.storage, name=args.name)
         if args.json:
             print_json({"sweep_id": sweep_id})

@@ -73,10 +73,12 @@ def sweep_with_queued_regions(cfg: dict, regions) -> str:
     ({"distribution": "q_uniform", "min": 0.0, "max": 1.0, "q": 0.25}, ("FloatDistribution", {"step": 0.25})),
     ({"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-3},
      ("FloatDistribution", {"low": 1e-5, "high": 1e-3, "log": True})),
-    ({"distribution": "log_uniform_values", "min": "1e-5", "max": "1e-3"},  # YAML 1.1 reads 1e-5 as a string
+    ({"distribution": "inv_log_uniform_values", "min": 1e-5, "max": 1e-3},
      ("FloatDistribution", {"low": 1e-5, "high": 1e-3, "log": True})),
-    ({"distribution": "log_uniform", "min": -2.0, "max": 0.0},
-     ("FloatDistribution", {"low": math.exp(-2.0), "high": 1.0, "log": True})),
+    ({"distribution": "q_log_uniform_values", "min": 1.0, "max": 100.0, "q": 5},
+     ("FloatDistribution", {"low": 1.0, "high": 100.0, "log": True})),  # then round(x/5)*5
+    ({"distribution": "normal", "mu": 0, "sigma": 1}, ("FloatDistribution", {"low": 0.0, "high": 1.0})),  # quantile
+    ({"distribution": "beta", "a": 2, "b": 5}, ("FloatDistribution", {"low": 0.0, "high": 1.0})),  # quantile
 ])
 def test_every_distribution_translates(spec, expected):
     cfg = sc.validate_sweep_config(with_(parameters={"p": spec}))
@@ -87,11 +89,13 @@ def test_every_distribution_translates(spec, expected):
         assert getattr(dist, k) == (pytest.approx(v) if isinstance(v, float) else v)
 
 
-def test_constant_is_fixed_and_wandb_only_distributions_are_rejected_locally():
+def test_constant_is_fixed_and_what_has_no_local_meaning_is_refused_locally():
     cfg = sc.validate_sweep_config(with_(parameters={"a": {"value": 3}, "b": {"distribution": "normal", "mu": 0, "sigma": 1}}))
-    assert sc.fixed_params(cfg) == {"a": 3}
-    with pytest.raises(ConfigError, match="not supported by the local Optuna runner"):
-        sc.to_optuna_space(cfg)
+    assert sc.fixed_params(cfg) == {"a": 3} and set(sc.to_optuna_space(cfg)) == {"b"}
+    for change, message in ((dict(method="custom"), "method: custom"), (dict(job="me/jobs/train:v0"), "'job'"),
+                            (dict(parameters={"o": {"parameters": {"lr": {"value": 1}}}}), "nested parameters")):
+        with pytest.raises(ConfigError, match=message):
+            sc.to_optuna_space(sc.validate_sweep_config(with_(**change)))
 
 
 def test_methods_and_hyperband_map_to_samplers_and_pruner():
@@ -130,30 +134,31 @@ def test_shipped_yaml_parses_as_documented():
 
 @pytest.mark.parametrize("cfg, message", [
     (with_(metrc={"name": "x"}), "unknown top-level key 'metrc'"),
-    (with_(parameters={"k": {"values": [1], "mni": 3}}), "unknown key in parameter 'k': 'mni'"),
-    (with_(parameters={"k": {"values": [1], "min": 3}}), "'min' does not apply to distribution categorical"),
-    (with_(parameters={"k": {"distribution": "int_uniform", "min": 20, "max": 5}}), "min (20) is greater than max (5)"),
+    (with_(parameters={"k": {"values": [1], "mni": 3}}), "key 'mni' does not apply to distribution categorical"),
+    (with_(parameters={"k": {"values": [1], "min": 3}}), "key 'min' does not apply to distribution categorical"),
+    (with_(parameters={"k": {"distribution": "int_uniform", "min": 20, "max": 5}}), "min 20 is not less than max 5"),
     (with_(parameters={"k": {"distribution": "gaussian", "min": 0, "max": 1}}), "unknown distribution 'gaussian'"),
-    (with_(parameters={"k": {"distribution": "log_uniform_values", "min": 0, "max": 1}}), "needs min > 0"),
-    (with_(parameters={"k": {"distribution": "int_uniform", "min": 1.5, "max": 3}}), "must be an integer"),
-    (with_(parameters={"k": {"values": []}}), "non-empty list"),
-    (with_(metric={"name": "test_accuracy", "goal": "maximise"}), "bad metric goal 'maximise'"),
-    (with_(method="hyperopt"), "unknown sweep method 'hyperopt'"),
-    (with_(early_terminate={"type": "hyperband", "eta": 3}), "needs min_iter or max_iter"),
-    (with_(method="grid", parameters={"k": {"min": 0.0, "max": 1.0}}), "grid search needs a finite set"),
-    # defect 3: Optuna's reduction_factor is an int
-    (with_(early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2.5}), "early_terminate.eta must be an integer"),
-    (with_(early_terminate={"type": "hyperband", "min_iter": 1, "eta": 1}), "early_terminate.eta must be at least 2"),
-    (with_(early_terminate={"type": "hyperband", "max_iter": 9, "s": 1.5}), "early_terminate.s must be an integer"),
-    # defect 5: log_uniform takes exponents; e**1000 overflows
-    (with_(parameters={"k": {"distribution": "log_uniform", "min": 1, "max": 1000}}), "log_uniform_values"),
-    (with_(parameters={"k": {"distribution": "log_uniform", "min": -1000, "max": 0}}), "natural-log exponents"),
-    # defect 6: malformed specs
-    (with_(parameters={"opt": {"parameters": [1, 2]}}), "nested 'parameters' must map"),
-    (with_(parameters={"opt": {"parameters": {}}}), "nested 'parameters' must map"),
-    (with_(parameters={"a": {"distribution": ["x"], "min": 1, "max": 2}}), "'distribution' must be a name"),
-    # defect 4: no multiple of q in the range
-    (with_(parameters={"k": {"distribution": "q_uniform", "min": 1.1, "max": 1.2, "q": 1}}), "no multiple of q=1"),
+    (with_(parameters={"k": {"distribution": "log_uniform_values", "min": 0, "max": 1}}), "min must be > 0"),
+    (with_(parameters={"k": {"distribution": "int_uniform", "min": 1.5, "max": 3}}), "min must be an integer"),
+    (with_(parameters={"k": {"distribution": "log_uniform_values", "min": "1e-5", "max": 1.0e-3}}),
+     "min must be a number, got '1e-5' (YAML 1.1 reads 1e-5 as a string: write 1.0e-5"),
+    (with_(parameters={"k": {"values": []}}), "values must not be empty"),
+    (with_(metric={"name": "test_accuracy", "goal": "maximise"}), "metric.goal must be one of minimize, maximize"),
+    (with_(method="hyperopt"), "method must be one of bayes, random, grid, custom, got 'hyperopt'"),
+    (with_(early_terminate={"type": "hyperband", "eta": 3}), "hyperband needs min_iter, or max_iter together with s"),
+    (with_(early_terminate={"type": "hyperband", "max_iter": 9}), "hyperband needs min_iter, or max_iter together"),
+    (with_(early_terminate={"type": "hyperband", "min_iter": 1, "eta": 1}), "early_terminate.eta must be > 1"),
+    (with_(parameters={"k": {"distribution": "log_uniform", "min": 1, "max": 1000}}), "use log_uniform_values"),
+    (with_(parameters={"opt": {"parameters": [1, 2]}}), "parameter 'opt' parameters must be a mapping"),
+    (with_(parameters={"opt": {"parameters": {}}}), "parameter 'opt' parameters must not be empty"),
+    (with_(parameters={"a": {"distribution": ["x"], "min": 1, "max": 2}}), "unknown distribution ['x']"),
+    # accepted by W&B, refused by the local runner or by training
+    (with_(method="grid", parameters={"labeled_ratio": {"min": 0.1, "max": 1.0}}), "grid search needs a finite set"),
+    (with_(parameters={"fine_tune_epochs": {"distribution": "q_uniform", "min": 1.1, "max": 1.2, "q": 1}}),
+     "no multiple of q=1"),
+    (with_(), "sweep parameter 'region' is not a training option"),
+    (with_(parameters={"labeled_ratio": {"values": [0.5, 1.5, -1]}}),
+     "parameter 'labeled_ratio': 1.5 (one of its values) is refused by training: labeled_ratio must be in (0, 1]"),
 ])
 def test_bad_yaml_is_one_error_line(tmp_path, capsys, cfg, message):
     rc = sr.main(["create", str(write_yaml(tmp_path, cfg))])
@@ -314,9 +319,12 @@ def test_q_uniform_draws_multiples_of_q_like_wandb():
 
 
 def test_hyperband_eta_is_an_int_for_optuna():
-    cfg = sc.validate_sweep_config(with_(early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2.0}))
-    assert cfg["early_terminate"]["eta"] == 2 and type(cfg["early_terminate"]["eta"]) is int
-    assert sc.make_pruner(cfg)._reduction_factor == 2
+    """W&B takes any eta > 1; Optuna's reduction factor is an int >= 2: rounded, with a note when it changes."""
+    for eta, factor, noted in ((2.0, 2, False), (3, 3, False), (2.5, 2, True), (1.2, 2, True), (3.6, 4, True)):
+        cfg = sc.validate_sweep_config(with_(early_terminate={"type": "hyperband", "min_iter": 1, "eta": eta}))
+        pruner = sc.make_pruner(cfg)
+        assert pruner._reduction_factor == factor and type(pruner._reduction_factor) is int
+        assert bool(sc.local_notes(cfg)) == noted
 
 
 def test_train_config_coerces_integral_floats_and_rejects_others():
@@ -406,7 +414,7 @@ def test_q_uniform_epochs_reach_training_as_ints():
 
 
 def test_wandb_style_sweep_names_are_slugified(tmp_path, capsys):
-    path = write_yaml(tmp_path, with_(name="My HB sweep (v2)"))
+    path = write_yaml(tmp_path, {**TRAINING_CFG, "name": "My HB sweep (v2)"})
     assert sr.main(["create", str(path), "--json"]) == 0
     sweep_id = json.loads(capsys.readouterr().out)["sweep_id"]
     status = sr.sweep_status(sr.open_sweep(sweep_id))

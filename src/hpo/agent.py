@@ -13,19 +13,18 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from src.core.errors import ConfigError, GroceryError
 from src.core.store import Store
-from src.hpo.optuna_space import fixed_params, to_optuna_space
 from src.hpo.claims import claim_waiting_trial, heartbeat, requeue_failed
+from src.hpo.local_checks import check_training_parameters, check_training_values, training_options  # noqa: F401
+from src.hpo.optuna_space import decode_params, fixed_params, to_optuna_space
 from src.hpo.study import DEFAULT_DATA_DIR, Sweep, open_sweep, sweep_dir
 
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_FAILURES = 3
-# training options the runner sets itself; a sweep may not search them.
-RUNNER_KEYS = {"run_name", "group", "tags", "data_dir", "models_dir", "wandb_mode", "store", "progress"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,27 +58,10 @@ class AgentOptions:
     summary: bool = True
 
 
-def training_options() -> set[str]:
-    """Parameter names a sweep may search: the training options (``algorithm`` too)."""
-    from dataclasses import fields
-
-    from src.training.config import TrainConfig
-
-    return ({f.name for f in fields(TrainConfig)} - RUNNER_KEYS) | {"algorithm"}
-
-
-def check_training_parameters(names: Iterable[str]) -> None:
-    """Every swept or fixed parameter must be a training option (else every trial would fail)."""
-    accepted = training_options()
-    unknown = sorted(set(names) - accepted)
-    if unknown:
-        raise ConfigError(f"sweep parameter {unknown[0]!r} is not a training option",
-                          hint=f"parameter names must match train_with_wandb's options: {', '.join(sorted(accepted))}")
-
-
 def preflight(sweep: "Sweep", options: AgentOptions) -> None:
     """Check once, before any trial is recorded, what would make every training trial fail."""
-    check_training_parameters(set(fixed_params(sweep.config)) | set(to_optuna_space(sweep.config)))
+    to_optuna_space(sweep.config)  # what the local runner cannot do
+    check_training_values(sweep.config)  # parameter names and values training would refuse
     if options.data_dir != DEFAULT_DATA_DIR or Path(options.data_dir).exists():
         from src.data.dataset import image_dataset
 
@@ -151,7 +133,8 @@ def _trial_function(sweep: Sweep, objective: Objective, errors: list[Exception])
     metric = sweep.config["metric"]["name"]
 
     def run_trial(trial: optuna.Trial) -> float:
-        params = {**fixed, **{name: _suggest(trial, name, dist) for name, dist in space.items()}}
+        raw = {name: _suggest(trial, name, dist) for name, dist in space.items()}
+        params = {**fixed, **decode_params(sweep.config, raw)}  # W&B's values from Optuna's quantiles
         ctx = TrialContext(sweep.id, sweep.name, trial.number, metric)
         trial.set_user_attr("run_name", ctx.run_name)
 

@@ -1,9 +1,8 @@
-"""The sweep definition: load and validate ``sweep_config.yaml`` (W&B format).
+"""The sweep definition: load ``sweep_config.yaml`` (W&B format) and judge it by W&B's own rules.
 
 One file drives both engines: ``wandb sweep sweep_config.yaml`` online, and the local runner
-(:mod:`src.hpo.optuna_space` maps it onto Optuna, SPEC §3.3):
+(:mod:`src.hpo.optuna_space` maps it onto Optuna; its docstring has the distribution table).
 
-=========================  ==========================================================
 W&B                        Optuna
 =========================  ==========================================================
 ``value``                  fixed parameter (not searched)
@@ -21,52 +20,26 @@ W&B                        Optuna
 Validation accepts everything W&B accepts (so online sweeps are not restricted) and rejects
 unknown keys, bad ranges and unknown distribution names with one actionable message;
 :func:`to_optuna_space` additionally rejects the few W&B distributions Optuna cannot express.
+=======
+:func:`validate_sweep_config` gives W&B's verdict (:mod:`src.hpo.wandb_schema`: W&B's JSON Schema and
+the checks of its ``cfg.py``): a config W&B refuses is refused here with one line, a config W&B accepts
+passes. What the *local runner* cannot do on top of that (``method: custom``, a Launch ``job``, nested
+parameters, ...) is refused by :func:`src.hpo.optuna_space.check_local_runner`, and parameter names or
+values the training flags would refuse by :mod:`src.hpo.local_checks`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import numbers
 from pathlib import Path
 from typing import Any, Mapping
 
 from src.core.errors import ConfigError
+from src.hpo import wandb_schema
 
-TOP_LEVEL_KEYS = {"program", "method", "metric", "parameters", "early_terminate", "command", "name",
-                  "description", "project", "entity", "run_cap"}
-METHODS = ("bayes", "grid", "random")
-GOALS = ("maximize", "minimize")
-METRIC_KEYS = {"name", "goal", "target", "impute", "impute_while_running"}
-EARLY_TERMINATE_KEYS = {"type", "min_iter", "max_iter", "s", "eta", "strict"}
-PARAM_KEYS = {"value", "values", "distribution", "min", "max", "mu", "sigma", "q", "a", "b",
-              "probabilities", "parameters"}
-
-# Every distribution W&B knows, with the keys each one takes.
-DISTRIBUTIONS: dict[str, set[str]] = {
-    "constant": {"value"},
-    "categorical": {"values", "probabilities"},
-    "int_uniform": {"min", "max"},
-    "uniform": {"min", "max"},
-    "q_uniform": {"min", "max", "q"},
-    "log_uniform": {"min", "max"},
-    "log_uniform_values": {"min", "max"},
-    "q_log_uniform": {"min", "max", "q"},
-    "q_log_uniform_values": {"min", "max", "q"},
-    "inv_log_uniform": {"min", "max"},
-    "inv_log_uniform_values": {"min", "max"},
-    "normal": {"mu", "sigma"},
-    "q_normal": {"mu", "sigma", "q"},
-    "log_normal": {"mu", "sigma"},
-    "q_log_normal": {"mu", "sigma", "q"},
-    "beta": {"a", "b"},
-    "q_beta": {"a", "b", "q"},
-}
-RANGED = {d for d, keys in DISTRIBUTIONS.items() if "min" in keys}
-POSITIVE_RANGE = {"log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values"}
-EXPONENT_RANGE = {"log_uniform", "q_log_uniform", "inv_log_uniform"}
-LOCAL_DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform",
-                       "log_uniform_values")
+# integer fields W&B's schema types as JSON integers, which lets 9.0 through; the runner wants 9
+INTEGER_FIELDS = (("run_cap",), ("early_terminate", "min_iter"), ("early_terminate", "max_iter"))
 
 
 def load_sweep_config(path: str | Path) -> dict[str, Any]:
@@ -93,184 +66,26 @@ def load_sweep_config(path: str | Path) -> dict[str, Any]:
 
 
 def validate_sweep_config(cfg: Any) -> dict[str, Any]:
-    """Check a W&B sweep config; returns a normalised deep copy (numeric strings become numbers)."""
-    if not isinstance(cfg, Mapping):
-        raise ConfigError("a sweep config must be a mapping with 'method', 'metric' and 'parameters'")
+    """W&B's verdict on a sweep config: a normalised deep copy if W&B accepts it, else one ConfigError."""
+    found = wandb_schema.problems(cfg)
+    if found:
+        first = found[0]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise ConfigError(f"{first.message}{more}", hint=first.hint)
     cfg = copy.deepcopy(dict(cfg))
-    _no_unknown(cfg, TOP_LEVEL_KEYS, "top-level key")
-    method = cfg.get("method")
-    if method not in METHODS:
-        raise ConfigError(f"unknown sweep method {method!r}", hint=f"use one of {', '.join(METHODS)}")
-    _validate_metric(cfg)
-    if "early_terminate" in cfg:
-        _validate_early_terminate(cfg["early_terminate"])
-    if "run_cap" in cfg:
-        cfg["run_cap"] = _int(cfg["run_cap"], "run_cap", minimum=1)
-    for key in ("name", "description", "project", "entity"):
-        if key in cfg and cfg[key] is not None and not isinstance(cfg[key], str):
-            if isinstance(cfg[key], (int, float)) and not isinstance(cfg[key], bool):
-                cfg[key] = str(cfg[key])  # `name: 2024` is a number in YAML
-            else:
-                raise ConfigError(f"'{key}' must be a string, got {cfg[key]!r}")
-    if "program" in cfg and not isinstance(cfg["program"], str):
-        raise ConfigError("'program' must be a path such as src/train_with_wandb.py")
-    if "command" in cfg and not (isinstance(cfg["command"], list) and all(isinstance(c, str) for c in cfg["command"])):
-        raise ConfigError("'command' must be a list of strings such as ['${env}', 'python', '${program}', '${args}']")
-    params = cfg.get("parameters")
-    if not isinstance(params, Mapping) or not params:
-        raise ConfigError("'parameters' must map at least one parameter name to its search space")
-    cfg["parameters"] = {str(name): _validate_param(str(name), spec) for name, spec in params.items()}
-    if method == "grid":
-        grid_space(cfg)  # raises if a parameter has no finite set of values
+    for path in INTEGER_FIELDS:
+        parent = cfg.get(path[0]) if len(path) == 2 else cfg
+        if isinstance(parent, dict) and isinstance(parent.get(path[-1]), float):
+            parent[path[-1]] = int(parent[path[-1]])
     return cfg
 
 
-def _no_unknown(d: Mapping, allowed: set[str], what: str) -> None:
-    unknown = sorted(set(map(str, d)) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown {what} {unknown[0]!r}", hint=f"allowed: {', '.join(sorted(allowed))}")
-
-
-def _validate_metric(cfg: dict) -> None:
-    metric = cfg.get("metric")
-    if not isinstance(metric, Mapping) or not isinstance(metric.get("name"), str) or not metric["name"]:
-        raise ConfigError("'metric' must have a 'name' (for example test_accuracy) and a 'goal'")
-    _no_unknown(metric, METRIC_KEYS, "metric key")
-    goal = metric.get("goal", "minimize")  # W&B's default
-    if goal not in GOALS:
-        raise ConfigError(f"bad metric goal {goal!r}", hint="use maximize or minimize")
-
-
-def _validate_early_terminate(et: Any) -> None:
-    if not isinstance(et, Mapping):
-        raise ConfigError("'early_terminate' must be a mapping such as {type: hyperband, min_iter: 2, eta: 3}")
-    _no_unknown(et, EARLY_TERMINATE_KEYS, "early_terminate key")
-    if et.get("type") != "hyperband":
-        raise ConfigError(f"unknown early_terminate type {et.get('type')!r}", hint="the only type is hyperband")
-    for key in ("min_iter", "max_iter", "s"):
-        if key in et:
-            et[key] = _int(et[key], f"early_terminate.{key}", minimum=1)
-    if "min_iter" not in et and "max_iter" not in et:
-        raise ConfigError("hyperband needs min_iter or max_iter", hint="for example min_iter: 2")
-    if "eta" in et:
-        et["eta"] = _int(et["eta"], "early_terminate.eta", minimum=2)  # Optuna's reduction_factor is an int
-    if "min_iter" in et and "max_iter" in et and et["min_iter"] > et["max_iter"]:
-        raise ConfigError(f"early_terminate.min_iter ({et['min_iter']}) is greater than max_iter ({et['max_iter']})")
-
-
 def infer_distribution(spec: Mapping[str, Any]) -> str:
-    """W&B's rule: ``value`` → constant, ``values`` → categorical, int bounds → int_uniform."""
-    if "distribution" in spec:
-        if not isinstance(spec["distribution"], str):
-            raise ConfigError(f"'distribution' must be a name such as int_uniform, got {spec['distribution']!r}")
-        return spec["distribution"]
-    if "value" in spec:
-        return "constant"
-    if "values" in spec:
-        return "categorical"
-    if "min" in spec and "max" in spec:
-        ints = all(isinstance(spec[k], int) and not isinstance(spec[k], bool) for k in ("min", "max"))
-        return "int_uniform" if ints else "uniform"
-    if "mu" in spec or "sigma" in spec:
-        return "normal"
-    raise ConfigError("no search space given", hint="use 'values: [...]', 'value: x', or 'min'/'max' with a distribution")
-
-
-def _validate_param(name: str, spec: Any) -> dict[str, Any]:
-    where = f"parameter {name!r}"
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"{where} must be a mapping such as {{values: [...]}} or {{min: 1, max: 10}}")
-    spec = dict(spec)
-    _no_unknown(spec, PARAM_KEYS, f"key in {where}:")
-    if "parameters" in spec:  # nested parameters: W&B accepts them; validate the children
-        if not isinstance(spec["parameters"], Mapping) or not spec["parameters"]:
-            raise ConfigError(f"{where}: nested 'parameters' must map at least one name to its search space")
-        spec["parameters"] = {str(k): _validate_param(f"{name}.{k}", v) for k, v in spec["parameters"].items()}
-        return spec
-    try:
-        dist = infer_distribution(spec)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e.args[0]}", hint=e.hint) from None
-    if dist not in DISTRIBUTIONS:
-        raise ConfigError(f"{where}: unknown distribution {dist!r}",
-                          hint=f"use one of {', '.join(sorted(DISTRIBUTIONS))}")
-    extra = sorted(set(spec) - DISTRIBUTIONS[dist] - {"distribution"})
-    if extra:
-        raise ConfigError(f"{where}: key {extra[0]!r} does not apply to distribution {dist}",
-                          hint=f"{dist} takes {', '.join(sorted(DISTRIBUTIONS[dist]))}")
-    missing = sorted(DISTRIBUTIONS[dist] & {"value", "values", "min", "max", "a", "b"} - set(spec))
-    if missing:
-        raise ConfigError(f"{where}: distribution {dist} needs {missing[0]!r}")
-    if dist == "categorical":
-        _validate_values(where, spec)
-    for key in ("min", "max", "mu", "sigma", "q", "a", "b"):
-        if key in spec:
-            spec[key] = _number(spec[key], f"{where} {key}")
-    if dist == "int_uniform":
-        for key in ("min", "max"):
-            if spec[key] != int(spec[key]):
-                raise ConfigError(f"{where}: int_uniform {key} must be an integer, got {spec[key]}")
-            spec[key] = int(spec[key])
-    if dist in RANGED and spec["min"] > spec["max"]:
-        raise ConfigError(f"{where}: min ({spec['min']}) is greater than max ({spec['max']})",
-                          hint="swap them")
-    if dist in EXPONENT_RANGE:
-        for key in ("min", "max"):
-            try:
-                ok = 0 < math.exp(spec[key]) < math.inf
-            except OverflowError:
-                ok = False
-            if not ok:
-                raise ConfigError(f"{where}: {dist} {key}={spec[key]} is out of range: {dist} takes natural-log "
-                                  f"exponents (values e**min .. e**max)",
-                                  hint="to give the values themselves use log_uniform_values, "
-                                       "e.g. {distribution: log_uniform_values, min: 1e-5, max: 1e-3}")
-    if dist in POSITIVE_RANGE and spec["min"] <= 0:
-        raise ConfigError(f"{where}: {dist} needs min > 0, got {spec['min']}",
-                          hint="these are the values themselves; log_uniform takes exponents")
-    for key in ("q", "sigma", "a", "b"):
-        if key in spec and spec[key] <= 0:
-            raise ConfigError(f"{where}: {key} must be positive, got {spec[key]}")
-    return spec
-
-
-def _validate_values(where: str, spec: dict) -> None:
-    values = spec["values"]
-    if not isinstance(values, list) or not values:
-        raise ConfigError(f"{where}: 'values' must be a non-empty list")
-    if len({repr(v) for v in values}) != len(values):
-        raise ConfigError(f"{where}: 'values' lists a value twice")
-    probs = spec.get("probabilities")
-    if probs is not None:
-        if not isinstance(probs, list) or len(probs) != len(values):
-            raise ConfigError(f"{where}: 'probabilities' needs one number per value")
-        probs = [_number(p, f"{where} probability") for p in probs]
-        if any(p < 0 for p in probs) or not math.isclose(sum(probs), 1.0, abs_tol=1e-6):
-            raise ConfigError(f"{where}: probabilities must be non-negative and sum to 1")
-
-
-def _number(v: Any, what: str) -> float | int:
-    if isinstance(v, bool):
-        raise ConfigError(f"{what} must be a number, got {v!r}")
-    if isinstance(v, numbers.Real):
-        out = v
-    else:
-        try:
-            out = float(v)  # YAML 1.1 reads 1e-5 (no dot) as a string
-        except (TypeError, ValueError):
-            raise ConfigError(f"{what} must be a number, got {v!r}") from None
-    if not math.isfinite(out):
-        raise ConfigError(f"{what} must be finite, got {v!r}")
-    return out
-
-
-def _int(v: Any, what: str, minimum: int | None = None) -> int:
-    n = _number(v, what)
-    if n != int(n):
-        raise ConfigError(f"{what} must be an integer, got {v!r}")
-    if minimum is not None and n < minimum:
-        raise ConfigError(f"{what} must be at least {minimum}, got {v!r}")
-    return int(n)
+    """W&B's rule: the first distribution (in its schema's order) the spec matches; ``nested`` for a dict."""
+    dist = wandb_schema.distribution_of(spec)
+    if dist is None:
+        raise ConfigError(f"not a W&B parameter: {dict(spec)!r}", hint="validate the config first")
+    return dist
 
 
 def grid_space(cfg: Mapping[str, Any]) -> dict[str, list[Any]]:
@@ -279,7 +94,11 @@ def grid_space(cfg: Mapping[str, Any]) -> dict[str, list[Any]]:
     for name, spec in cfg["parameters"].items():
         dist = "nested" if "parameters" in spec else infer_distribution(spec)
         if dist == "categorical":
-            out[name] = list(spec["values"])
+            # W&B accepts a value listed twice; a grid point is still run once (W&B dedupes by value too)
+            unique: dict[str, Any] = {}
+            for v in spec["values"]:
+                unique.setdefault(repr(v), v)
+            out[name] = list(unique.values())
         elif dist == "int_uniform":
             out[name] = list(range(spec["min"], spec["max"] + 1))
         elif dist == "q_uniform":

@@ -18,6 +18,11 @@ def sweep_status(sweep: Sweep) -> dict[str, Any]:
     """Trials, state, metric and best config of a sweep (W&B's sweep page, as a dict)."""
     from optuna.trial import TrialState
 
+    from src.hpo.optuna_space import decode_params, fixed_params
+
+    def values(t) -> dict[str, Any]:  # what training received (Optuna records W&B's quantile for some)
+        return decode_params(sweep.config, _params(t))
+
     trials = sweep.study.get_trials(deepcopy=False)
     counts = {s.name: 0 for s in TrialState}
     for t in trials:
@@ -25,11 +30,9 @@ def sweep_status(sweep: Sweep) -> dict[str, Any]:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = None
     if complete:
-        from src.hpo.optuna_space import fixed_params
-
         bt = sweep.study.best_trial
         # the fixed `value:` parameters too, so the best config re-runs as it ran
-        best = {"number": bt.number, "value": bt.value, "params": {**fixed_params(sweep.config), **bt.params},
+        best = {"number": bt.number, "value": bt.value, "params": {**fixed_params(sweep.config), **values(bt)},
                 "run_name": bt.user_attrs.get("run_name")}
     run_cap = sweep.config.get("run_cap")
     grid = grid_progress(sweep, trials) if sweep.config["method"] == "grid" else None
@@ -44,7 +47,7 @@ def sweep_status(sweep: Sweep) -> dict[str, Any]:
         "metric": {"name": sweep.config["metric"]["name"], "goal": sweep.config["metric"].get("goal", "minimize")},
         "storage": redact(sweep.storage_url), "counts": {k: v for k, v in counts.items() if v}, "best": best,
         "grid": grid,
-        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": _params(t),
+        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": values(t),
                     "epochs_reported": len(t.intermediate_values), "error": t.user_attrs.get("error"),
                     "retry_of": t.system_attrs.get("failed_trial")} for t in trials],
     }
