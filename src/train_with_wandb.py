@@ -3,7 +3,7 @@
 Pipeline: scan (or generate) the dataset → seeded stratified labeled/unlabeled split →
 fine-tune EfficientNet-Lite0 on the labeled images (cached) → extract features (cached)
 → fit each semi-supervised algorithm plus the labeled-only baseline → evaluate, save
-``models/{algorithm}_model.pkl``, ``feature_extractor.pth``, ``training_results.json`` and
+``models/{algorithm}_model.skops``, ``feature_extractor.pth``, ``training_results.json`` and
 confusion-matrix PNGs, and log everything to one W&B run (``job_type="train"``).
 The stages live in :mod:`src.training`; every default lives in :class:`TrainConfig`.
 
