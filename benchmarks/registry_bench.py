@@ -5,8 +5,8 @@
 Registers N small bundles under one name in a temporary store (through the public API,
 W&B disabled), then times ``list_models`` (all versions, aliases, key metrics), the CLI
 ``list --json``, and loading ``NAME:production`` (alias resolution, both digest checks,
-unpickling), plus the full ``load_model_from_registry`` (which also builds the torch
-extractor) when ``src.predictor`` is importable. Prints JSON.
+the skops load with its trusted-type check), plus the full ``load_model_from_registry``
+(which also builds the torch extractor) when ``src.predictor`` is importable. Prints JSON.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ LEGACY_GLOBALS = frozenset({
     "sklearn.neighbors._kd_tree.KDTree",
     "sklearn.neighbors._kd_tree.newObj",
     "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.newObj",
     "src.learning.semi_supervised.InductiveGraphClassifier",
     "numpy.dtype",
     "numpy.ndarray",
