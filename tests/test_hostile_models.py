@@ -359,3 +359,14 @@ def test_convert_refuses_hostile_or_swapped_pickles_even_with_consent(tmp_path, 
                               "--wandb-mode", "disabled"])
     assert rc == ModelError.exit_code and "digest check" in one_error_line(capsys.readouterr().err)
     assert not list(folder.glob("*.skops"))
+
+
+def test_convert_never_replaces_a_newer_skops_file(folder, capsys):
+    old_models_dir(folder)
+    newer = folder / "self_training_model.skops"
+    save_model_bundle(newer, genuine_bundle(folder / "feature_extractor.pth", seed=5))
+    before = newer.read_bytes()
+    rc = model_registry.main(["convert", "--i-trust-these-files", "--models-dir", str(folder),
+                              "--wandb-mode", "disabled"])
+    assert rc == ModelError.exit_code and "already exists" in one_error_line(capsys.readouterr().err)
+    assert newer.read_bytes() == before and (folder / "self_training_model.pkl").exists()

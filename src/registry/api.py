@@ -101,8 +101,12 @@ def _publish(tracker, mv, store) -> None:
         import tempfile
 
         with tempfile.TemporaryDirectory() as d:
-            for arcname, src in files.items():
-                Path(d, arcname).write_bytes(Path(src).read_bytes())
+            for (arcname, src), digest in zip(files.items(), (mv.digest, mv.extractor_digest)):
+                data = Path(src).read_bytes()
+                if sha256_bytes(data) != digest:  # changed since the check above: upload nothing more
+                    raise ModelError(f"stored {arcname} of {mv.ref} changed while it was mirrored",
+                                     hint="the store was tampered with; re-register the model")
+                Path(d, arcname).write_bytes(data)
             tracker.link_model(d, mv.name, sorted(mv.aliases))
 
 

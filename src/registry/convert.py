@@ -110,6 +110,10 @@ def convert_legacy(models_dir: str | os.PathLike = "models", *, consent: bool = 
         raise ConfigError(f"would convert {plan.describe(models_dir)} to {MODEL_SUFFIX}; converting reads "
                           "pickles, which can run code",
                           hint=f"only if you trust these files: {CONVERT_COMMAND} --models-dir {models_dir}")
+    clash = [p for p in plan.files if p.with_suffix(MODEL_SUFFIX).exists()]
+    if clash:
+        raise ModelError(f"{clash[0].with_suffix(MODEL_SUFFIX)} already exists; converting {clash[0].name} would "
+                         "replace it", hint="move or delete one of them, then convert again")
     results = _results(models_dir)
     converted: dict[str, bytes] = {}  # old digest → new bytes
 
