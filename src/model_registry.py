@@ -24,9 +24,10 @@ from src.registry.api import (EXTRACTOR_FILE, RESULTS_FILE, PromotionRefused, co
                               register_model)
 from src.registry.convert import convert_legacy
 
-__all__ = ["EXTRACTOR_FILE", "RESULTS_FILE", "PromotionRefused", "compare_models", "convert_legacy", "get_model_version",
-           "list_models", "load_model_from_registry", "load_registered_bundle", "model_history", "model_lineage",
-           "model_name_for", "normalize_metrics", "promote_model", "register_all", "register_model", "main"]
+__all__ = ["EXTRACTOR_FILE", "RESULTS_FILE", "PromotionRefused", "compare_models", "convert_legacy",
+           "get_model_version", "list_models", "load_model_from_registry", "load_registered_bundle", "model_history",
+           "model_lineage", "model_name_for", "normalize_metrics", "promote_model", "register_all", "register_model",
+           "main"]
 
 
 def _common() -> argparse.ArgumentParser:

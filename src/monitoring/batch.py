@@ -110,8 +110,9 @@ def default_model() -> str:
 
     record = json.loads(results.read_text())
     best = record["summary"]["best_algorithm"]
-    recorded = (record.get("algorithms", {}).get(best) or {}).get("model_path")  # an old record names a .pkl
-    return str(results.parent / (recorded or model_file_name(best)))
+    info = (record.get("algorithms") or {}).get(best) if isinstance(record.get("algorithms"), dict) else None
+    recorded = info.get("model_path") if isinstance(info, dict) else None  # an old record names a .pkl
+    return str(results.parent / (recorded if isinstance(recorded, str) and recorded else model_file_name(best)))
 
 
 def outcome_error(summary: dict[str, Any], fail_on_drift: bool) -> GroceryError | None:
