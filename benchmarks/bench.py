@@ -202,7 +202,7 @@ def _tiny_model(tmp: Path) -> tuple[Path, list[Path]]:
     data = generate_dataset(tmp / "d", n_classes=5, train_per_class=20, test_per_class=10, image_size=128)
     train_with_wandb(data_dir=data, fine_tune_epochs=0, wandb_mode="disabled", store=tmp / "store",
                      models_dir=tmp / "models", progress=False, algorithms="label_spreading")
-    return tmp / "models" / "label_spreading_model.pkl", sorted((data / "test").rglob("*.jpg"))
+    return tmp / "models" / "label_spreading_model.skops", sorted((data / "test").rglob("*.jpg"))
 
 
 def bench_monitor(tmp: Path, quick: bool) -> dict:

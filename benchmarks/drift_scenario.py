@@ -4,7 +4,7 @@ Uses the trained default model (``make run`` first, or it trains one), monitors 
 DS2GROCERIES test images, then the same 400 redrawn in another style (grayscale contour
 sketch, or ``--style posterize``), and prints both verdicts as JSON.
 
-    python benchmarks/drift_scenario.py [--model models/label_spreading_model.pkl]
+    python benchmarks/drift_scenario.py [--model models/label_spreading_model.skops]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def monitor(model: str, test_dir: Path, store: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="models/label_spreading_model.pkl")
+    ap.add_argument("--model", default="models/label_spreading_model.skops")
     ap.add_argument("--data-dir", default="DS2GROCERIES")
     ap.add_argument("--style", choices=sorted(STYLES), default="sketch")
     a = ap.parse_args()

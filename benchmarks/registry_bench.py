@@ -5,8 +5,8 @@
 Registers N small bundles under one name in a temporary store (through the public API,
 W&B disabled), then times ``list_models`` (all versions, aliases, key metrics), the CLI
 ``list --json``, and loading ``NAME:production`` (alias resolution, both digest checks,
-unpickling), plus the full ``load_model_from_registry`` (which also builds the torch
-extractor) when ``src.predictor`` is importable. Prints JSON.
+the skops load with its trusted-type check), plus the full ``load_model_from_registry``
+(which also builds the torch extractor) when ``src.predictor`` is importable. Prints JSON.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def build(store: Path, work: Path, n: int) -> float:
     clf = LogisticRegression(max_iter=200).fit(X, y)
     t0 = time.perf_counter()
     for i in range(n):
-        path = work / f"v{i}_model.pkl"
+        path = work / f"v{i}_model.skops"
         save_model_bundle(path, {"algorithm": "label_spreading", "classifier": clf, "class_names": ["a", "b", "c"],
                                  "extractor_digest": sha256_file(ext), "preprocessing": {}, "seed": i})
         acc = 0.5 + 0.4 * i / n
@@ -93,7 +93,7 @@ def main() -> int:
             "list_models_ms": _timed(lambda: mr.list_models(store=str(store)), args.repeat),
             "cli_list_json_ms": _timed(cli_list, args.repeat),
             "compare_all_ms": _timed(lambda: mr.compare_models(["bench-classifier"], store=str(store)), args.repeat),
-            # resolve alias + verify both blob digests + unpickle the classifier bundle
+            # resolve alias + verify both blob digests + load the skops classifier bundle
             "load_ms": _timed(lambda: mr.load_registered_bundle("bench-classifier", "production",
                                                                 store=str(store)), args.repeat),
             "target_ms": 100,

@@ -1,6 +1,6 @@
 """Monitored inference: accuracy, confidence, latency, throughput, calibrated drift, alerts.
 
-    python src/inference_monitor.py --model-path models/label_spreading_model.pkl --test-dir DS2GROCERIES/test --n-samples 200
+    python src/inference_monitor.py --model-path models/label_spreading_model.skops --test-dir DS2GROCERIES/test --n-samples 200
     python src/inference_monitor.py --model-path label-spreading-classifier:production --test-dir new_photos/ --fail-on-drift
     python src/inference_monitor.py --alerts
     python src/inference_monitor.py --dashboard-help

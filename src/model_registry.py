@@ -1,10 +1,11 @@
 """Model registry: versions, aliases, gated promotion, lineage and digest-checked loading.
 
-    python src/model_registry.py register models/label_spreading_model.pkl \\
+    python src/model_registry.py register models/label_spreading_model.skops \\
         --name label-spreading-classifier --accuracy 0.91 --f1 0.90 --alias staging
     python src/model_registry.py register-all --models-dir models
     python src/model_registry.py list | compare A B:staging C:v2 | history NAME | lineage NAME:production
     python src/model_registry.py promote NAME --to-alias production [--version v3] [--force --reason "..."]
+    python src/model_registry.py convert --i-trust-these-files [--models-dir models]   # old .pkl bundles, once
 
 The work lives in :mod:`src.registry` (:mod:`src.registry.api`); this script parses flags and prints.
 ``from src.model_registry import register_model, load_model_from_registry`` keeps working.
@@ -21,10 +22,12 @@ from src.registry.api import (EXTRACTOR_FILE, RESULTS_FILE, PromotionRefused, co
                               list_models, load_model_from_registry, load_registered_bundle, model_history,
                               model_lineage, model_name_for, normalize_metrics, promote_model, register_all,
                               register_model)
+from src.registry.convert import convert_legacy
 
-__all__ = ["EXTRACTOR_FILE", "RESULTS_FILE", "PromotionRefused", "compare_models", "get_model_version",
-           "list_models", "load_model_from_registry", "load_registered_bundle", "model_history", "model_lineage",
-           "model_name_for", "normalize_metrics", "promote_model", "register_all", "register_model", "main"]
+__all__ = ["EXTRACTOR_FILE", "RESULTS_FILE", "PromotionRefused", "compare_models", "convert_legacy",
+           "get_model_version", "list_models", "load_model_from_registry", "load_registered_bundle", "model_history",
+           "model_lineage", "model_name_for", "normalize_metrics", "promote_model", "register_all", "register_model",
+           "main"]
 
 
 def _common() -> argparse.ArgumentParser:
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("register", parents=[common], help="register a model file as a new version")
-    p.add_argument("path", metavar="PATH", help="a models/*_model.pkl bundle")
+    p.add_argument("path", metavar="PATH", help="a models/*_model.skops bundle")
     p.add_argument("--name", required=True, help="registered model name, e.g. label-spreading-classifier")
     p.add_argument("--accuracy", type=float, required=True, help="test accuracy in [0, 1]")
     p.add_argument("--f1", type=float, required=True, help="F1 score in [0, 1]")
@@ -69,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="override the metric gate (needs --reason)")
     p.add_argument("--reason", help="why; kept in the audit log")
     p.add_argument("--tolerance", type=float, help="allowed test-accuracy drop for protected aliases (default 0.01, at most 0.05)")
+
+    p = sub.add_parser("convert", parents=[common],
+                       help="turn old pickle bundles (models/*_model.pkl, registered versions) into .skops, once")
+    p.add_argument("--models-dir", default="models", help="folder with *_model.pkl files (default: models)")
+    p.add_argument("--i-trust-these-files", dest="consent", action="store_true",
+                   help="you trust these pickles: reading them could run code (without it: say what would change)")
 
     p = sub.add_parser("history", parents=[common], help="audit log of every alias move")
     p.add_argument("name")
@@ -111,6 +120,10 @@ def _print_compare(res: dict[str, Any]) -> None:
 
 def _print_history(events: list[dict[str, Any]]) -> None:
     for e in events:
+        if e["action"] == "converted":
+            d = e["details"]
+            print(f"{e['at']}  converted {e['to']}: pickle {d['from_digest'][:12]} -> skops {d['to_digest'][:12]}")
+            continue
         why = f"  reason: {e['reason']}" if e["reason"] else ""
         gate = e["details"].get("refusal")
         print(f"{e['at']}  {e['action']:<8} {e['alias']}: {e['from'] or '-'} -> {e['to']}{why}"
@@ -152,6 +165,17 @@ def command(args: argparse.Namespace) -> int:
             print_json(res)
         else:
             print(f"{res['action']}: {args.name}:{res['alias']} {res['from'] or '-'} -> {res['to']}")
+    elif args.command == "convert":
+        res = convert_legacy(args.models_dir, consent=args.consent, store=store, wandb_mode=args.wandb_mode)
+        if args.json:
+            print_json(res)
+        elif not res["files"] and not res["versions"]:
+            print(f"nothing to convert: no pickle bundles in {args.models_dir} or the registry")
+        else:
+            for f in res["files"]:
+                print(f"converted {f['from']} -> {f['to']}  digest {f['digest'][:12]}")
+            for v in res["versions"]:
+                print(f"converted {v['ref']}  digest {v['from_digest'][:12]} -> {v['to_digest'][:12]}")
     elif args.command == "history":
         res = mr.model_history(args.name, store=store)
         print_json(res) if args.json else _print_history(res)

@@ -3,7 +3,7 @@
 Pipeline: scan (or generate) the dataset → seeded stratified labeled/unlabeled split →
 fine-tune EfficientNet-Lite0 on the labeled images (cached) → extract features (cached)
 → fit each semi-supervised algorithm plus the labeled-only baseline → evaluate, save
-``models/{algorithm}_model.pkl``, ``best_model.pkl``, ``feature_extractor.pth``,
+``models/{algorithm}_model.skops``, ``best_model.skops``, ``feature_extractor.pth``,
 ``training_results.json`` and confusion-matrix PNGs (staged, then published as one set: a failed
 or killed run leaves the previous set usable), and log everything to one W&B run (``job_type="train"``).
 The stages live in :mod:`src.training`; every default lives in :class:`TrainConfig`.

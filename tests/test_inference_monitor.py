@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
         out = sketch / p.parent.name / p.name
         out.parent.mkdir(parents=True, exist_ok=True)
         ImageOps.grayscale(Image.open(p)).filter(ImageFilter.CONTOUR).convert("RGB").save(out)
-    return {"tmp": tmp, "data": data, "model": tmp / "models" / "label_spreading_model.pkl", "sketch": sketch}
+    return {"tmp": tmp, "data": data, "model": tmp / "models" / "label_spreading_model.skops", "sketch": sketch}
 
 
 def run(capsys, *args):
@@ -122,7 +122,7 @@ def test_registry_reference(trained, tmp_path):
 
 
 def test_missing_model(trained, capsys, tmp_path):
-    code, out = run(capsys, "--model-path", str(tmp_path / "nope.pkl"), "--test-dir", str(trained["data"] / "test"))
+    code, out = run(capsys, "--model-path", str(tmp_path / "nope.skops"), "--test-dir", str(trained["data"] / "test"))
     assert code == 3 and "does not exist" in one_error_line(out.err)
 
 
@@ -178,7 +178,7 @@ def test_dashboard_shows_sessions_and_alerts(trained, tmp_path):
     mon.finish()
     add_alert(open_monitor_store(tmp_path / "s"), mon.session, "WARN", "Data drift detected", "drift in feature", {})
     page = build_report(tmp_path / "r.html", tmp_path / "s").read_text()
-    assert "label_spreading_model.pkl" in page and "drift in feature" in page and "could not read" not in page
+    assert "label_spreading_model.skops" in page and "drift in feature" in page and "could not read" not in page
 
 
 def _images(trained, key="data", n=None):

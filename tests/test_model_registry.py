@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import pickle
 import signal
 import sys
 import time
@@ -13,6 +12,7 @@ import types
 from pathlib import Path
 
 import pytest
+import skops.io
 from sklearn.datasets import make_blobs
 from sklearn.linear_model import LogisticRegression
 
@@ -49,7 +49,7 @@ def make_bundle(folder: Path, seed: int = 0, accuracy: float | None = None, **ex
               "code_version": "abc123", **extra}
     if accuracy is not None:
         bundle["metrics"] = {"test_accuracy": accuracy, "f1_score": accuracy - 0.01}
-    path = folder / f"m{seed}_model.pkl"
+    path = folder / f"m{seed}_model.skops"
     save_model_bundle(path, bundle)
     return path
 
@@ -102,21 +102,21 @@ def test_register_records_lineage(tmp_path, capsys):
 def test_register_refuses_non_models(tmp_path):
     folder = tmp_path / "m"
     make_bundle(folder, 0)
-    (folder / "notes_model.pkl").write_text("not a pickle")
+    (folder / "notes_model.skops").write_text("not a model")
     with pytest.raises(ModelError, match="not a model"):
-        reg(folder / "notes_model.pkl")
-    (folder / "list_model.pkl").write_bytes(pickle.dumps([1, 2, 3]))
+        reg(folder / "notes_model.skops")
+    (folder / "list_model.skops").write_bytes(skops.io.dumps([1, 2, 3]))
     with pytest.raises(ModelError, match="not a grocery-mlops model bundle"):
-        reg(folder / "list_model.pkl")
+        reg(folder / "list_model.skops")
     other = tmp_path / "other.pth"
     other.write_bytes(b"a different extractor")
     with pytest.raises(ModelError, match="not the one"):
-        reg(folder / "m0_model.pkl", extractor_path=other)
+        reg(folder / "m0_model.skops", extractor_path=other)
     lone = tmp_path / "lone"
     make_bundle(lone, 1)
     (lone / "feature_extractor.pth").unlink()
     with pytest.raises(ModelError, match="extractor"):
-        reg(lone / "m1_model.pkl")
+        reg(lone / "m1_model.skops")
     assert mr.list_models() == []
 
 
@@ -125,7 +125,7 @@ def test_register_all_uses_training_results(tmp_path, capsys):
     algos = {}
     for i, algo in enumerate(["label_spreading", "self_training"]):
         p = make_bundle(models, i)
-        target = models / f"{algo}_model.pkl"
+        target = models / f"{algo}_model.skops"
         p.rename(target)
         algos[algo] = {"test_accuracy": 0.8 + i / 10, "f1_score": 0.75, "precision": 0.7, "recall": 0.72,
                        "fit_seconds": 1.5, "model_path": target.name, "model_digest": sha256_file(target)}
@@ -284,7 +284,7 @@ def test_register_all_registers_every_model_then_reports_refusals(tmp_path, caps
     def models_dir(folder, accs):
         algos = {}
         for i, (algo, acc) in enumerate(accs.items()):
-            target = folder / f"{algo}_model.pkl"
+            target = folder / f"{algo}_model.skops"
             make_bundle(folder, i + 10 * int(acc * 100), accuracy=acc).rename(target)
             algos[algo] = {"test_accuracy": acc, "f1_score": acc - 0.01, "model_path": target.name}
         (folder / "training_results.json").write_text(json.dumps({"algorithms": algos}))
@@ -311,7 +311,7 @@ def test_register_all_registers_every_model_then_reports_refusals(tmp_path, caps
 ])
 def test_malformed_training_results_one_error_line(tmp_path, capsys, content):
     models = tmp_path / "models"
-    make_bundle(models, 0).rename(models / "label_spreading_model.pkl")
+    make_bundle(models, 0).rename(models / "label_spreading_model.skops")
     (models / "training_results.json").write_text(json.dumps(content))
     rc, _, err = cli(capsys, "register-all", "--models-dir", str(models))
     assert rc == ModelError.exit_code and "training results" in one_error_line(err)
@@ -321,9 +321,8 @@ def test_incomplete_bundle_refused_at_registration(tmp_path, capsys):
     folder = tmp_path / "fake"
     folder.mkdir()
     (folder / "feature_extractor.pth").write_bytes(EXTRACTOR_BYTES)
-    with open(folder / "f.pkl", "wb") as f:
-        pickle.dump({"format": "grocery-mlops/model-v1"}, f)
-    rc, _, err = cli(capsys, "register", str(folder / "f.pkl"), "--name", "fk", "--accuracy", "0.9", "--f1", "0.9")
+    (folder / "f.skops").write_bytes(skops.io.dumps({"format": "grocery-mlops/model-v1"}))
+    rc, _, err = cli(capsys, "register", str(folder / "f.skops"), "--name", "fk", "--accuracy", "0.9", "--f1", "0.9")
     assert rc == ModelError.exit_code and "incomplete model bundle" in one_error_line(err)
 
 
@@ -380,18 +379,17 @@ def test_load_model_from_registry_passes_verified_blobs(tmp_path, fake_predictor
 
 
 @pytest.mark.parametrize("victim", ["model", "extractor"])
-def test_tampered_blob_refused_before_unpickle(tmp_path, monkeypatch, fake_predictor, victim):
+def test_tampered_blob_refused_before_loading(tmp_path, monkeypatch, fake_predictor, victim):
     rec = reg(make_bundle(tmp_path / "m", 0), aliases=["production"])
     swapped = make_bundle(tmp_path / "other", 1)  # a valid bundle with different bytes
     blob = Store().blob_path(rec["digest"] if victim == "model" else rec["extractor_digest"])
     os.chmod(blob, 0o644)
     blob.write_bytes(swapped.read_bytes() if victim == "model" else b"evil")
 
-    def no_unpickle(*a, **k):
-        raise AssertionError("unpickled before the digest check")
+    def no_load(*a, **k):
+        raise AssertionError("loaded before the digest check")
 
-    monkeypatch.setattr(pickle, "load", no_unpickle)
-    monkeypatch.setattr(pickle, "loads", no_unpickle)
+    monkeypatch.setattr(skops.io, "loads", no_load)
     with pytest.raises(ModelError, match="digest check"):
         mr.load_model_from_registry(NAME, "production")
     with pytest.raises(ModelError, match="digest check"):
@@ -428,10 +426,10 @@ def test_end_to_end_predict_with_random_weight_extractor(tmp_path):
     save_extractor(create_model(num_classes=0, pretrained=False), ext, Preprocessing.for_size(32))
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(30, 1280)), np.arange(30) % 3
-    save_model_bundle(models / "self_training_model.pkl", {
+    save_model_bundle(models / "self_training_model.skops", {
         "algorithm": "self_training", "classifier": LogisticRegression(max_iter=50).fit(X, y),
         "class_names": ["apple", "milk", "bread"], "extractor_digest": sha256_file(ext), "preprocessing": {}})
-    reg(models / "self_training_model.pkl", aliases=["production"])
+    reg(models / "self_training_model.skops", aliases=["production"])
     image = tmp_path / "img.png"
     Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(image)
     predictor = mr.load_model_from_registry(NAME)

@@ -241,10 +241,10 @@ def test_predictor_predictions_equal_between_runtimes(saved, images, tmp_path, m
     feats = extract(load_runtime(path, digest, runtime="torch"), images, progress=False)
     labels = np.array([sorted({p.parent.name for p in images}).index(p.parent.name) for p in images])
     clf = LogisticRegression(C=100, max_iter=2000).fit(feats, labels)
-    save_model_bundle(models / "lr_model.pkl", {
+    save_model_bundle(models / "lr_model.skops", {
         "algorithm": "lr", "classifier": clf, "class_names": sorted({p.parent.name for p in images}),
         "extractor_digest": digest, "preprocessing": Preprocessing.for_size(SIZE).to_dict()})
-    by_runtime = {rt: Predictor.load(models / "lr_model.pkl", runtime=rt) for rt in ("onnx", "torch")}
+    by_runtime = {rt: Predictor.load(models / "lr_model.skops", runtime=rt) for rt in ("onnx", "torch")}
     assert isinstance(by_runtime["onnx"].extractor, OrtExtractor)
     assert isinstance(by_runtime["torch"].extractor, TorchExtractor)
     a, b = (by_runtime[rt].predict_paths(images) for rt in ("onnx", "torch"))
@@ -254,15 +254,15 @@ def test_predictor_predictions_equal_between_runtimes(saved, images, tmp_path, m
     assert by_runtime["onnx"].extractor.precision == "float32"
     int8 = tmp_path / "int8"
     shutil.copytree(models, int8)
-    bundle = load_model_bundle(int8 / "lr_model.pkl")
+    bundle = load_model_bundle(int8 / "lr_model.skops")
     bundle.pop("_digest", None)
-    save_model_bundle(int8 / "lr_model.pkl", {**bundle, "extractor_precision": "int8"})
+    save_model_bundle(int8 / "lr_model.skops", {**bundle, "extractor_precision": "int8"})
     monkeypatch.delenv("MLOPS_RUNTIME", raising=False)
-    assert Predictor.load(int8 / "lr_model.pkl").extractor.precision == "int8"  # trained on int8 features
+    assert Predictor.load(int8 / "lr_model.skops").extractor.precision == "int8"  # trained on int8 features
     monkeypatch.setenv("MLOPS_RUNTIME", "onnx")  # an explicit choice still wins
-    assert Predictor.load(int8 / "lr_model.pkl").extractor.precision == "float32"
+    assert Predictor.load(int8 / "lr_model.skops").extractor.precision == "float32"
     elsewhere = tmp_path / "other-store"  # an explicit store (a path, as the CLIs pass it) holds the export
-    moved = Predictor.load(models / "lr_model.pkl", runtime="onnx", store=elsewhere)
+    moved = Predictor.load(models / "lr_model.skops", runtime="onnx", store=elsewhere)
     assert Path(moved.extractor.path).parent == elsewhere / "onnx"
 
 

@@ -142,7 +142,7 @@ def test_e2e_outputs_load_and_predict(e2e):
     assert saved["summary"] == res["summary"] and saved["run"] == res["run"]
     for a in ALGOS:
         assert (models / f"{a}_confusion_matrix.png").stat().st_size > 1000
-        pred = Predictor.load(models / f"{a}_model.pkl")
+        pred = Predictor.load(models / f"{a}_model.skops")
         img = sorted((e2e["data"] / "test" / pred.class_names[0]).glob("*.jpg"))[0]
         label, conf, probs = pred.predict(img)
         assert label in pred.class_names and 0 < conf <= 1 and probs.sum() == pytest.approx(1)
@@ -233,7 +233,7 @@ def test_e2e_int8_runtime_has_its_own_features_and_models_remember_it(e2e, monke
     assert res["summary"]["best_test_accuracy"] >= 0.75
     monkeypatch.setenv("MLOPS_STORE", e2e["env"]["MLOPS_STORE"])
     monkeypatch.delenv("MLOPS_RUNTIME", raising=False)
-    pred = Predictor.load(models / "label_spreading_model.pkl")
+    pred = Predictor.load(models / "label_spreading_model.skops")
     assert pred.bundle["extractor_precision"] == "int8" and pred.extractor.precision == "int8"
     img = sorted((e2e["data"] / "test" / "milk").glob("*.jpg"))[0]
     assert pred.predict(img)[0] in pred.class_names

@@ -106,8 +106,13 @@ def default_model() -> str:
     if not results.is_file():
         raise ModelError("no --model-path given and models/training_results.json does not exist",
                          hint="train first (python src/train_with_wandb.py) or pass --model-path")
-    best = json.loads(results.read_text())["summary"]["best_algorithm"]
-    return str(results.parent / f"{best}_model.pkl")
+    from src.learning.bundles import model_file_name
+
+    record = json.loads(results.read_text())
+    best = record["summary"]["best_algorithm"]
+    info = (record.get("algorithms") or {}).get(best) if isinstance(record.get("algorithms"), dict) else None
+    recorded = info.get("model_path") if isinstance(info, dict) else None  # an old record names a .pkl
+    return str(results.parent / (recorded if isinstance(recorded, str) and recorded else model_file_name(best)))
 
 
 def outcome_error(summary: dict[str, Any], fail_on_drift: bool) -> GroceryError | None:

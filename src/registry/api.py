@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from src.core.errors import ConfigError, ModelError, StoreError
-from src.core.store import sha256_file, validate_name
-from src.learning.bundles import load_model_bundle
+from src.core.store import sha256_bytes, sha256_file, validate_name
+from src.learning.bundles import MODEL_SUFFIX, check_model_bytes, load_model_bundle, model_file_name
 from src.registry.tables import (DEFAULT_TOLERANCE, LATEST, all_versions, get_version, history, insert_version,
                                  move_alias, open_registry, parse_ref, resolve, validate_alias)
 
@@ -86,9 +86,11 @@ def _lineage_metadata(bundle: Mapping[str, Any], context: Mapping[str, Any] | No
 
 
 def _publish(tracker, mv, store) -> None:
+    """Mirror ``mv`` to W&B, after its stored bytes pass their digest checks (never a tampered blob)."""
     if not tracker.enabled:
         return
-    files = {"model.pkl": store.blob_path(mv.digest), EXTRACTOR_FILE: store.blob_path(mv.extractor_digest)}
+    model, extractor = verified_blobs(store, mv)
+    files = {f"model{MODEL_SUFFIX}": model, EXTRACTOR_FILE: extractor}
     meta = {"registry_version": f"v{mv.version}", "digest": mv.digest, "extractor_digest": mv.extractor_digest,
             "metrics": mv.metrics, **{k: mv.metadata.get(k) for k in ("run_id", "dataset", "code_version")}}
     tracker.log_artifact(mv.name, "model", immutable_files=files, metadata=meta, aliases=sorted(mv.aliases))
@@ -99,8 +101,12 @@ def _publish(tracker, mv, store) -> None:
         import tempfile
 
         with tempfile.TemporaryDirectory() as d:
-            for arcname, src in files.items():
-                Path(d, arcname).write_bytes(Path(src).read_bytes())
+            for (arcname, src), digest in zip(files.items(), (mv.digest, mv.extractor_digest)):
+                data = Path(src).read_bytes()
+                if sha256_bytes(data) != digest:  # changed since the check above: upload nothing more
+                    raise ModelError(f"stored {arcname} of {mv.ref} changed while it was mirrored",
+                                     hint="the store was tampered with; re-register the model")
+                Path(d, arcname).write_bytes(data)
             tracker.link_model(d, mv.name, sorted(mv.aliases))
 
 
@@ -142,6 +148,8 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
     with _mirror(tracker, wandb_mode, "register") as t:
         st.put_file(path, bundle["_digest"], link=False, verify_existing=True)
         st.put_file(ext, ext_digest, link=False, verify_existing=True)
+        _verified_blob(st, bundle["_digest"], "model")  # what the aliases below will point at
+        _verified_blob(st, ext_digest, "extractor")
         meta = {**_lineage_metadata(bundle, context), "source_path": str(path.resolve()),
                 "size_bytes": path.stat().st_size, "wandb_run_id": t.run_id}
         if claimed:
@@ -190,7 +198,7 @@ def register_all(models_dir: str | os.PathLike = "models", aliases: Iterable[str
     out = []
     with _mirror(None, wandb_mode, "register-all") as t:
         for algo, info in algorithms.items():
-            model_path = d / (info.get("model_path") or f"{algo}_model.pkl")
+            model_path = d / (info.get("model_path") or model_file_name(algo))
             if info.get("model_digest"):
                 from src.core.store import sha256_file
 
@@ -278,6 +286,7 @@ def promote_model(name: str, to_alias: str, version: str | int | None = None, *,
     tag = f"v{version}" if isinstance(version, int) else version
     with st.transaction() as con:
         target = resolve(con, name, tag)
+        verified_blobs(st, target)  # before any move, --force or not: never onto tampered bytes
         event = move_alias(con, name, to_alias, target.version, reason=reason, force=force,
                            tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance)
     if event["action"] == "refused":
@@ -312,38 +321,43 @@ def model_lineage(ref: str, *, store: Any = None) -> dict[str, Any]:
 
 
 def _verified_blob(st, digest: str, what: str) -> Path:
-
+    """The blob of ``digest`` after its bytes were hashed; a model blob must also be a skops file of trusted types."""
     p = st.blob_path(digest)
     if not p.is_file():
         raise ModelError(f"stored {what} {digest[:12]} is missing from {st.blob_root}",
                          hint="the store was edited by hand; re-register the model")
-    actual = sha256_file(p)
+    data = p.read_bytes()
+    actual = sha256_bytes(data)
     if actual != digest:
         raise ModelError(f"stored {what} fails its digest check (expected {digest[:12]}, found {actual[:12]})",
                          hint="the store was tampered with; re-register the model from a trusted file")
+    if what == "model":
+        check_model_bytes(data, f"stored model {digest[:12]}")
     return p
 
 
+def verified_blobs(st, mv) -> tuple[Path, Path]:
+    """Model and extractor blobs of ``mv``, both checked against their recorded digests."""
+    return _verified_blob(st, mv.digest, "model"), _verified_blob(st, mv.extractor_digest, "extractor")
+
+
 def load_registered_bundle(name: str, alias: str = "production", *, store: Any = None) -> dict[str, Any]:
-    """The model bundle of ``name:alias``, digest-checked before it is unpickled."""
+    """The model bundle of ``name:alias``, digest- and type-checked before it is built."""
 
     mv = get_model_version(f"{name}:{alias}", store=store)
-    st = open_registry(store)
-    model = _verified_blob(st, mv.digest, "model")
-    _verified_blob(st, mv.extractor_digest, "extractor")
+    model, _ = verified_blobs(open_registry(store), mv)
     return load_model_bundle(model, mv.digest)
 
 
 def load_model_from_registry(name: str, alias: str = "production", *, store: Any = None):
     """A ready :class:`~src.predictor.Predictor` for ``name:alias`` (model + its extractor).
 
-    Both stored files are checked against their recorded digests before anything is unpickled.
+    Both stored files are checked against their recorded digests before anything is built.
     """
 
     mv = get_model_version(f"{name}:{alias}", store=store)
     st = open_registry(store)
-    model = _verified_blob(st, mv.digest, "model")
-    extractor = _verified_blob(st, mv.extractor_digest, "extractor")
+    model, extractor = verified_blobs(st, mv)
     from src.serving.predictor import Predictor
 
     return Predictor.load(model, extractor, model_digest=mv.digest, extractor_digest=mv.extractor_digest,

@@ -34,7 +34,7 @@ def format_training_summary(results: dict[str, Any]) -> str:
         f"best by validation: {best} (val accuracy {_f(results['summary'].get('best_val_accuracy'))}), "
         f"test accuracy {results['summary']['best_test_accuracy']:.4f} "
         f"({results['summary']['gain_over_baseline']:+.4f} vs labeled-only baseline)",
-        f"models:  {results['models_dir']}/{{algorithm}}_model.pkl, feature_extractor.pth, training_results.json",
+        f"models:  {results['models_dir']}/{{algorithm}}_model.skops, feature_extractor.pth, training_results.json",
     ]
     if results["run"].get("dir"):
         out.append(f"W&B run ({results['run']['mode']}): {results['run']['dir']}")

@@ -1,7 +1,7 @@
 """A ready-to-use predictor: classifier bundle + the feature extractor it was trained with.
 
-Both files are checked before use: the model's digest (sidecar or registry) before it
-is unpickled, and the extractor's file digest against the one recorded in the model,
+Both files are checked before use: the model's digest (sidecar or registry) and its types before
+it is built (skops, never pickle), and the extractor's file digest against the one recorded in the model,
 so a model is never paired with the wrong extractor.
 """
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from src.core.store import PROJECT_ROOT
-from src.learning.bundles import save_model_bundle
+from src.learning.bundles import model_file_name, save_model_bundle
 from src.learning.evaluation import evaluate, save_confusion_png
 from src.learning.semi_supervised import UNLABELED, fit_baseline, fit_semi_supervised, transduced_labels
 from src.learning.validation import cross_val_accuracy
@@ -98,7 +98,7 @@ def save_outputs(name: str, model, m: dict[str, Any], s: TrainState) -> dict[str
         "run_id": s.tracker.run_id, "code_version": code_version(), "created_at": time.time(),
         "reference": _reference(s, model, m["confidences"]),
     }
-    path = s.models_dir / f"{name}_model.pkl"
+    path = s.models_dir / model_file_name(name)
     metrics["model_path"] = path.name
     metrics["model_digest"] = save_model_bundle(path, bundle)
     metrics["confusion_matrix_png"] = png.name
