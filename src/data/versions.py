@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from src.core.errors import ConfigError, DataError, StoreError
@@ -181,11 +180,14 @@ def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=No
     """Rebuild the exact tree of ``name:version`` in ``to_dir`` (new or empty), verifying bytes."""
     import shutil
 
+    from src.core.paths import clean_pid_siblings, contained_path
     from src.core.store import sha256_file
 
     info = load_dataset_artifact(name, version, store)
     st = open_store(store)
     dest = Path(to_dir).expanduser()
+    for e in info["manifest"]:  # every stored path, before anything is written
+        contained_path(dest, e["path"], what=f"stored path of {name}:{info['version']}")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DataError(f"restore target {dest} exists and is not an empty folder",
                         hint="pass --to a new or empty folder; nothing is overwritten")
@@ -193,7 +195,10 @@ def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=No
     # failed or interrupted restore never leaves a tree that looks complete.
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+        clean_pid_siblings(dest, ".partial-")
+        partial = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
     except OSError as e:
         raise DataError(f"cannot write restore target {dest}: {e.strerror}",
                         hint="pass --to a new folder in a writable location") from e
@@ -204,7 +209,7 @@ def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=No
             if not src.exists():
                 raise StoreError(f"blob {e['sha256'][:12]} of {e['path']} is missing from the store",
                                  hint="the store was edited by hand; restore it from a backup")
-            out = partial / e["path"]
+            out = contained_path(partial, e["path"], what=f"stored path of {name}:{info['version']}")
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, out)
             if sha256_file(out) != e["sha256"]:
