@@ -83,6 +83,16 @@ def test_quality_check_reports_outside_links_and_fail_on_issues_refuses(linked, 
                     "--fail-on-issues"]) == 1
 
 
+def test_outside_links_are_not_in_the_wandb_artifact(linked, tmp_path):
+    from wandb_records import read_run
+
+    r = dv.create_dataset_artifact(linked, "groc", wandb_mode="offline", samples_per_class=50)
+    files = read_run(r["run_dir"])["artifact_files"]["groc"]
+    data = {f for f in files if f.startswith("data/")}
+    assert data and not {f for f in data if "evil" in f or "/pear/" in f or f.startswith("data/val/")}
+    assert len(data) == len(dv.load_dataset_artifact("groc", "v1")["manifest"])
+
+
 def test_training_never_reads_outside_files(linked):
     from src.data.dataset import image_dataset
 

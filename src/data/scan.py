@@ -215,9 +215,14 @@ def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = 
             entry.update(probe)
             bytes_hashed += entry["size"]
             updates.append((key, size, mtime_ns, sha, json.dumps(probe)))
-    if store is not None and updates:
-        with store.transaction() as con:
-            con.executemany("INSERT OR REPLACE INTO dataset_stat_cache VALUES (?,?,?,?,?)", updates)
+    if store is not None and updates and store.writable:
+        from src.core.errors import StoreError
+
+        try:
+            with store.transaction() as con:
+                con.executemany("INSERT OR REPLACE INTO dataset_stat_cache VALUES (?,?,?,?,?)", updates)
+        except StoreError as e:  # a full disk: the cache is an optimisation, the scan itself is done
+            log.warning("stat cache not updated: %s", e)
     secs = time.perf_counter() - t0
     stats = {"files": len(manifest), "hashed": len(todo), "cached": len(manifest) - len(todo),
              "bytes_hashed": bytes_hashed, "seconds": round(secs, 3)}
