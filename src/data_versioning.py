@@ -8,6 +8,7 @@ version; ``find_or_create_version`` is what training calls to pin its input data
     python src/data_versioning.py --data-dir DS2GROCERIES --artifact-name grocery-dataset
     python src/data_versioning.py --quality-check --data-dir DS2GROCERIES --fail-on-issues
     python src/data_versioning.py --list | --show v2 | --diff v1 v2 | --restore v1 --to DIR
+    python src/data_versioning.py --mirror-pending --wandb-mode offline   # versions whose W&B mirror failed
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from pathlib import Path
 from src.core.errors import ConfigError
 from src.data.scan import dataset_digest
 from src.data.versioning import (DEFAULT_SAMPLES_PER_CLASS, build_metadata, create_dataset_artifact,
-                                 find_or_create_version, quality_check)
+                                 find_or_create_version, mirror_pending, quality_check)
 from src.data.versions import (DEFAULT_NAME, default_dataset_name, diff_versions, list_versions,
                                load_dataset_artifact, restore_version)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["create_dataset_artifact", "load_dataset_artifact", "find_or_create_version", "dataset_digest",
-           "diff_versions", "restore_version", "list_versions", "quality_check", "build_metadata", "main"]
+           "diff_versions", "restore_version", "list_versions", "quality_check", "build_metadata", "mirror_pending",
+           "main"]
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "DS2GROCERIES"
 
@@ -53,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("--show", metavar="VERSION", help="show one version (vN or latest)")
     act.add_argument("--diff", nargs=2, metavar=("A", "B"), help="compare two versions")
     act.add_argument("--restore", metavar="VERSION", help="rebuild a version's tree (with --to)")
+    act.add_argument("--mirror-pending", action="store_true",
+                     help="mirror to W&B every version whose mirror failed or never ran (--artifact-name: only it)")
     p.add_argument("--to", help="target folder for --restore (new or empty)")
     p.add_argument("--fail-on-issues", action="store_true", help="exit 1 when the quality check finds anything")
     p.add_argument("--store", help="local store folder (default $MLOPS_STORE or .mlops/)")
@@ -90,6 +94,7 @@ def _command(args) -> int:
         for v in vs:
             print(f"{v['name']}:{v['version']}  {v['created_at']}  {v['total_samples']} samples  "
                   f"{v['num_classes']} classes  {v['quality_issues']} issues  {v['digest'][:12]}"
+                  f"{'' if v['mirrored'] else '  (W&B mirror pending)'}"
                   f"{'  ' + v['description'] if v['description'] else ''}")
         return 0
     if args.show:
@@ -107,6 +112,12 @@ def _command(args) -> int:
     if args.diff:
         d = diff_versions(name, args.diff[0], args.diff[1], store)
         return (out(d) or 0) if out else (_print_diff(d) or 0)
+    if args.mirror_pending:
+        done = mirror_pending(args.artifact_name, store, args.wandb_mode)
+        if out:
+            return out({"mirrored": done}) or 0
+        print(f"mirrored {len(done)} pending version(s) to W&B" + (": " + ", ".join(done) if done else ""))
+        return 0
     if args.restore:
         if not args.to:
             raise ConfigError("--restore needs --to DIR", hint="give a new or empty target folder")
@@ -125,7 +136,8 @@ def _command(args) -> int:
               f"{r['new_blobs']} new blobs, digest {r['digest'][:12]})")
         print(format_report(r["quality"]))
     else:
-        print(f"unchanged: content equals {name}:{r['equals']} (digest {r['digest'][:12]})")
+        print(f"unchanged: content equals {name}:{r['equals']} (digest {r['digest'][:12]})"
+              + ("; its pending W&B mirror is done now" if r.get("mirrored") else ""))
         if args.fail_on_issues and r.get("quality") and not r["quality"]["ok"]:
             print(format_report(r["quality"]))
     return 1 if args.fail_on_issues and r.get("quality") and not r["quality"]["ok"] else 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import signal
 import subprocess
@@ -173,6 +172,16 @@ def test_missing_yaml_and_unknown_sweep_are_errors(tmp_path, capsys):
     assert sr.main(["agent", "../etc", "--count", "1"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err), err
+
+
+def test_a_sweep_yaml_that_is_not_utf8_is_one_error_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"method: grid\nmetric: {name: test_accuracy}\n\xff\xfe: 1\n")
+    assert sc.main([str(bad)]) == 2
+    assert sr.main(["create", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") and "not UTF-8" in line and "line 3" in line
+                                 for line in err), err
 
 
 # -- local runner -------------------------------------------------------------------------------

@@ -72,6 +72,30 @@ def test_corrupted_image_names_the_file(capsys, tmp_path):
     assert code == 2 and "broken.jpg" in one_error_line(out.err)
 
 
+def test_one_class_only_is_one_line_before_any_work(capsys, tmp_path):
+    data = make_image_folder(tmp_path / "d", classes=("a",))
+    code, out = run_main(capsys, "--data-dir", str(data), "--n-neighbors", "3", "--fine-tune-epochs", "0",
+                         "--models-dir", str(tmp_path / "m"), "--no-progress")
+    assert code == 2 and "needs at least 2 classes" in one_error_line(out.err)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "wandb_root").exists()  # no W&B run, no outputs
+
+
+@pytest.mark.parametrize("flag, value, message", [("--seed", "-1", "seed must be in [0, 2**32)"),
+                                                  ("--fine-tune-lr", "nan", "fine_tune_lr must be a finite number"),
+                                                  ("--fine-tune-lr", "inf", "fine_tune_lr must be a finite number"),
+                                                  ("--image-size", "5000", "image_size must be in [32, 1024]")])
+def test_out_of_range_numbers_are_one_line_before_any_work(capsys, tmp_path, flag, value, message):
+    import time
+
+    data = make_image_folder(tmp_path / "d")
+    t0 = time.perf_counter()
+    code, out = run_main(capsys, "--data-dir", str(data), flag, value, "--models-dir", str(tmp_path / "m"),
+                         "--no-progress")
+    assert code == 2 and message in one_error_line(out.err)
+    assert time.perf_counter() - t0 < 5
+    assert not (tmp_path / "m").exists() and not (tmp_path / "wandb_root").exists() and not (tmp_path / "store").exists()
+
+
 def test_agent_style_flags():
     args = build_parser().parse_args(["--labeled_ratio=0.2", "--algorithm=label_spreading", "--n_neighbors=7",
                                       "--fine_tune_epochs=5", "--fine_tune_lr=0.0001"])

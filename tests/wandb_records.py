@@ -43,12 +43,12 @@ def _records(path: Path):
 
 def read_run(run_dir: str | Path) -> dict:
     """``{"history_keys": set, "summary": dict, "config": dict, "artifacts": [names],
-    "metrics": {name or glob: step_metric}}``."""
+    "metrics": {name or glob: step_metric}, "artifact_files": {name: [paths in its manifest]}}``."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     files = glob.glob(str(Path(run_dir) / "run-*.wandb"))
     assert files, f"no run-*.wandb file in {run_dir}"
-    out = {"history_keys": set(), "summary": {}, "config": {}, "artifacts": [], "metrics": {}}
+    out = {"history_keys": set(), "summary": {}, "config": {}, "artifacts": [], "metrics": {}, "artifact_files": {}}
     for raw in _records(Path(files[0])):
         r = pb.Record()
         r.ParseFromString(raw)
@@ -63,6 +63,7 @@ def read_run(run_dir: str | Path) -> dict:
                 out["config"][i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
         elif kind == "artifact":
             out["artifacts"].append(r.artifact.name)
+            out["artifact_files"][r.artifact.name] = [c.path for c in r.artifact.manifest.contents]
         elif kind == "metric":
             out["metrics"][r.metric.name or r.metric.glob_name] = r.metric.step_metric
     return out

@@ -4,7 +4,11 @@ Everything that must be read back — dataset versions, registry versions and al
 run summaries, sweep state, monitoring events — lives here; W&B is the mirror.
 Several processes may write at once: every write happens inside ``BEGIN IMMEDIATE``
 with a generous busy timeout, and blobs are written to a temporary name and renamed,
-so a killed process never leaves a half-written record or file behind.
+so a killed process never leaves a half-written record or file behind; temporary names
+carry the host and pid, and the next writer removes those of dead processes.
+A store that is not writable (a read-only folder or file system) still answers reads: the
+database is opened read-only (``mode=ro``; ``immutable`` when SQLite cannot share its WAL
+index there), nothing is created, and a write is refused with one line.
 
 Layout of a store directory::
 
@@ -16,6 +20,7 @@ Layout of a store directory::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -27,11 +32,24 @@ from pathlib import Path
 from typing import Iterator
 
 from src.core.errors import StoreError
+from src.core.paths import clean_stale_temps, temp_prefix
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORE = PROJECT_ROOT / ".mlops"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHUNK = 1 << 20
+_TABLE_RE = re.compile(r"CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
+FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def write_error(e: OSError | sqlite3.Error, where: str | os.PathLike) -> StoreError:
+    """One actionable line for a failed store write (disk full, read-only, permissions)."""
+    text = getattr(e, "strerror", None) or str(e)
+    if getattr(e, "errno", None) in FULL_ERRNOS or "full" in text:
+        return StoreError(f"no space left to write to the store at {where} ({text})",
+                          hint="free some space and re-run; nothing of this operation was kept")
+    return StoreError(f"cannot write to the store at {where} ({text})",
+                      hint="check the folder's permissions and free space; nothing of this operation was kept")
 
 
 def store_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -86,6 +104,10 @@ class Store:
         self.db_path = self.root / "mlops.db"
         self.blob_root = self.root / "blobs"
         self._schemas: set[str] = set()
+        self._ro_tables: dict[str, str] = {}  # table → its CREATE statement, for read-only stores
+        self._temps_cleaned = False
+        if self.root.is_dir() and not self.writable:
+            return  # a read-only store: reads only, nothing is created
         try:
             self.blob_root.mkdir(parents=True, exist_ok=True)
             (self.root / "tmp").mkdir(exist_ok=True)
@@ -93,8 +115,21 @@ class Store:
             raise StoreError(f"cannot create store at {self.root}: {e.strerror}",
                              hint="pass --store DIR or set MLOPS_STORE to a writable folder") from e
 
+    @property
+    def writable(self) -> bool:
+        """Whether this process may write the store (folder and database file)."""
+        return os.access(self.root, os.W_OK) and (not self.db_path.exists() or os.access(self.db_path, os.W_OK))
+
+    def require_writable(self) -> None:
+        if not self.writable:
+            raise StoreError(f"the store at {self.root} is read-only",
+                             hint="read commands work; to write, pass --store (or MLOPS_STORE) with a writable folder")
+
     # -- database -----------------------------------------------------------------------
-    def connect(self) -> sqlite3.Connection:
+    def connect(self, readonly: bool | None = None) -> sqlite3.Connection:
+        """A connection; read-only (nothing created or migrated) when the store is not writable."""
+        if readonly or (readonly is None and not self.writable):
+            return self._connect_ro()
         try:
             con = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
             con.row_factory = sqlite3.Row
@@ -111,9 +146,32 @@ class Store:
                              hint="pass --store (or MLOPS_STORE) pointing at a grocery-mlops store folder") from e
         return con
 
+    def _connect_ro(self) -> sqlite3.Connection:
+        if not self.db_path.is_file():
+            raise StoreError(f"the read-only store at {self.root} has no database",
+                             hint="pass --store (or MLOPS_STORE) pointing at a grocery-mlops store folder")
+        uri = self.db_path.resolve().as_uri()
+        err: Exception | None = None
+        # mode=ro reads a WAL database only where SQLite can open its shared index; in a
+        # read-only folder it cannot, and nobody can write there either: read it immutable.
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
+            try:
+                con = sqlite3.connect(uri + query, uri=True, timeout=60, isolation_level=None)
+                con.row_factory = sqlite3.Row
+                names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                for table, ddl in self._ro_tables.items():  # tables this store never had: empty, in memory
+                    if table not in names:
+                        con.execute(_TABLE_RE.sub(lambda m: f"CREATE TEMP TABLE IF NOT EXISTS {m[1]}", ddl, 1))
+                return con
+            except sqlite3.DatabaseError as e:
+                err = e
+        raise StoreError(f"{self.db_path} is not a usable store database ({err})",
+                         hint="pass --store (or MLOPS_STORE) pointing at a grocery-mlops store folder") from err
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction taken up front (``BEGIN IMMEDIATE``) so writers queue, not fail."""
+        self.require_writable()
         con = self.connect()
         try:
             _retry_locked(con, "BEGIN IMMEDIATE", attempts=200)
@@ -124,27 +182,76 @@ class Store:
                 raise
             else:
                 con.execute("COMMIT")
+        except sqlite3.OperationalError as e:  # disk full, read-only file system: one line
+            if "full" in str(e) or "readonly" in str(e) or "disk I/O" in str(e):
+                raise write_error(e, self.db_path) from e
+            raise
         finally:
             con.close()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        con = self.connect()
+        try:
+            con = self.connect()
+        except StoreError:
+            if not self.writable or not self.db_path.is_file():
+                raise
+            con = self._connect_ro()  # e.g. a full disk where the WAL index cannot be created
         try:
             yield con
         finally:
             con.close()
 
-    def ensure_schema(self, name: str, ddl: str) -> None:
-        """Create a module's tables once per process (``CREATE ... IF NOT EXISTS`` DDL)."""
+    def ensure_schema(self, name: str, ddl: str, columns: dict[str, dict[str, str]] | None = None) -> None:
+        """Create a module's tables once per process (``CREATE ... IF NOT EXISTS`` DDL).
+
+        ``columns`` ({table: {column: declaration}}) are added to tables of older stores.
+        A read-only store is not touched: tables it lacks read as empty.
+        """
         if name in self._schemas:
+            return
+        if not self.writable:
+            for stmt in ddl.split(";"):
+                m = _TABLE_RE.search(stmt)
+                if m:
+                    self._ro_tables[m[1]] = stmt
+            self._schemas.add(name)
             return
         con = self.connect()
         try:
             con.executescript(ddl)
+            for table, cols in (columns or {}).items():
+                have = {r["name"] for r in con.execute(f"PRAGMA table_info({table})")}
+                if set(cols) - have:
+                    _retry_locked(con, "BEGIN IMMEDIATE", attempts=200)
+                    have = {r["name"] for r in con.execute(f"PRAGMA table_info({table})")}
+                    for col, decl in cols.items():
+                        if col not in have:
+                            con.execute(f"ALTER TABLE {table} ADD COLUMN {col} {decl}")
+                    con.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if "full" in str(e) or "readonly" in str(e):
+                raise write_error(e, self.db_path) from e
+            raise
         finally:
             con.close()
         self._schemas.add(name)
+
+    def tmp_dir(self) -> Path:
+        """The scratch folder, once per handle cleared of what killed processes left there."""
+        self.require_writable()
+        tmp = self.root / "tmp"
+        if not self._temps_cleaned:
+            tmp.mkdir(parents=True, exist_ok=True)
+            clean_stale_temps(tmp)
+            self._temps_cleaned = True
+        return tmp
+
+    def mkstemp(self) -> Path:
+        """A new empty file in the scratch folder, named after this host and process."""
+        fd, name = tempfile.mkstemp(dir=self.tmp_dir(), prefix=temp_prefix())
+        os.close(fd)  # only the name is used; leaking the descriptor ran out of them at ~20k files
+        return Path(name)
 
     # -- blobs --------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
@@ -164,11 +271,9 @@ class Store:
         dest = self.blob_path(digest)
         if dest.exists() and not (verify_existing and sha256_file(dest) != digest):
             return digest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.root / "tmp")
-        os.close(fd)  # only the name is used; leaking the descriptor ran out of them at ~20k files
-        tmp = Path(name)
+        tmp = self.mkstemp()
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
             copied = False
             if link:
                 try:
@@ -193,15 +298,30 @@ class Store:
         dest = self.blob_path(digest)
         if dest.exists():
             return digest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, dest)
+        tmp = self.mkstemp()
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         return digest
+
+    def remove_blobs(self, digests) -> int:
+        """Remove blobs (a failed operation's own new ones); returns how many were removed."""
+        n = 0
+        for d in digests:
+            try:
+                self.blob_path(d).unlink()
+                n += 1
+            except FileNotFoundError:
+                pass
+        return n
 
     def get_bytes(self, digest: str, verify: bool = True) -> bytes:
         p = self.blob_path(digest)

@@ -5,9 +5,10 @@ the train split's folder names. There is one scanner: training takes paths, clas
 sha256 digests from the same manifest dataset versions store (stat-cached in the local
 store, so an unchanged image is never hashed twice), and the dataset digest is the
 manifest's. Problems a user can fix (missing folders, a split or class with no images,
-zero-byte, corrupt or oversized images, test classes unknown to train) raise
+zero-byte, corrupt or oversized images, test classes unknown to train, a single class) raise
 :class:`DataError` with one actionable line before any expensive work; files that are not
-images by extension, and hidden files, are skipped with a warning.
+images by extension, and hidden files, are skipped with a warning; links leading outside
+the dataset folder are never read (they are not in the manifest).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from src.core.errors import DataError
+from src.core.paths import is_inside
 from src.data.scan import REQUIRED_SPLITS, SPLITS, dataset_digest, scan_dataset
 
 log = logging.getLogger(__name__)
@@ -67,9 +69,15 @@ def _check_layout(root: Path) -> list[str]:
     for split in REQUIRED_SPLITS:
         if not (root / split).is_dir():
             raise DataError(f"{root} has no '{split}' folder", hint=f"expected {root}/{split}/<class_name>/<images>")
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not is_inside(Path(os.path.realpath(root)), root / split):
+            raise DataError(f"{root / split} is a link leading outside {root}; it is never read",
+                            hint="copy the split into the dataset folder")
+    classes = sorted(_class_dirs(root / "train"))
     if not classes:
         raise DataError(f"{root / 'train'} has no class folders", hint="add one folder of images per class")
+    if len(classes) < 2:
+        raise DataError(f"training needs at least 2 classes, {root / 'train'} has one ({classes[0]})",
+                        hint="add a folder of images for each further class")
     return classes
 
 
@@ -105,8 +113,9 @@ def image_dataset(data_dir: str | os.PathLike, store=None) -> ImageDataset:
     for e in _usable(scan["manifest"], root):
         if e["split"] in by_split and not e["class"].startswith("."):
             by_split[e["split"]].append(e)
+    real_root = Path(os.path.realpath(root))
     for split in SPLITS:
-        if not (root / split).is_dir():
+        if not (root / split).is_dir() or not is_inside(real_root, root / split):
             continue
         entries = by_split[split]
         for cls in sorted({e["class"] for e in entries} | _class_dirs(root / split)):
@@ -128,4 +137,7 @@ def image_dataset(data_dir: str | os.PathLike, store=None) -> ImageDataset:
 
 
 def _class_dirs(split_dir: Path) -> set[str]:
-    return {p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    """Class folders of a split; a link leading outside the dataset is none (see :mod:`src.data.scan`)."""
+    real_root = Path(os.path.realpath(split_dir.parent))
+    return {p.name for p in split_dir.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (not p.is_symlink() or is_inside(real_root, p))}

@@ -4,7 +4,8 @@ Findings (each a small dict with ``kind``, ``severity``, ``paths`` and ``message
 undecodable/truncated files, zero-byte and non-image files, images over the pixel limit,
 exact duplicates inside a split, the same bytes in train and test/val (leakage), near
 duplicates by 64-bit dHash (Hamming distance ≤ ``near_threshold``), class imbalance,
-tiny images, unusual colour modes, empty class folders and stray files. Works on a
+tiny images, unusual colour modes, empty class folders, stray files and links leading
+outside the dataset folder (left out of the manifest, never read). Works on a
 manifest from :mod:`src.data.scan`, so a version's check costs no extra decoding.
 """
 
@@ -133,8 +134,10 @@ def analyze(manifest: list[dict], notes: list[str] = (), config: QualityConfig |
     for note in notes:
         kind, _, where = note.partition(":")
         msg = {"empty_class": f"class folder with no files: {where}",
-               "stray": f"ignored: {where} is not inside a split/class folder"}.get(kind, note)
-        findings.append(_finding(kind, "warning", [where], msg))
+               "stray": f"ignored: {where} is not inside a split/class folder",
+               "outside_link": f"left out: {where} is a link leading outside the dataset folder (never read)",
+               }.get(kind, note)
+        findings.append(_finding(kind, "error" if kind == "outside_link" else "warning", [where], msg))
     valid = [e for e in manifest if not e.get("error")]
     split_counts = Counter(e["split"] for e in valid)
     for split in ("train", "test"):

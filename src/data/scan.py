@@ -7,6 +7,13 @@ usable images are kept too, with an ``error`` kind, so a restore rebuilds the ex
 and the quality gate can name them. A stat cache in the store (absolute path, size,
 mtime_ns → sha256 + probe) makes re-versioning a large dataset cost one ``stat`` per
 unchanged file.
+
+Nothing outside the dataset folder is ever read: a file link, or a split or class folder
+that is a link, whose target (every link resolved) lies outside the root is left out of
+the manifest and reported as an ``outside_link`` note (a quality finding, a warning).
+Links that stay inside the root are followed, like the files they point at; a link to a
+folder below a class folder is not descended (an outside one is reported). FIFOs and
+devices are refused.
 """
 
 from __future__ import annotations
@@ -101,25 +108,41 @@ def _hash_and_probe(path: Path, rel: str) -> tuple[str, dict]:
 
 
 def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str, str, str]], list[str]]:
-    """(root, [(abs path, rel path, split, class)], warnings) — validates the layout."""
+    """(root, [(abs path, rel path, split, class)], notes) — validates the layout.
+
+    Notes are ``kind:where`` strings: ``stray:``, ``empty_class:`` and ``outside_link:``
+    (a link leading outside the root, left out).
+    """
+    from src.core.paths import is_inside
+
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist",
                         hint="pass --data-dir pointing at a folder with train/ and test/ sub-folders")
-    splits = [s for s in SPLITS if (root / s).is_dir()]
+    real_root = Path(os.path.realpath(root))
+    outside = [s for s in SPLITS if (root / s).is_symlink() and not is_inside(real_root, root / s)]
+    splits = [s for s in SPLITS if (root / s).is_dir() and s not in outside]
+    notes = [f"outside_link:{s}" for s in outside]
     if not splits:
-        raise DataError(f"{root} has no train/, val/ or test/ folder",
+        raise DataError(f"{root} has no train/, val/ or test/ folder" + (" inside it" if outside else ""),
                         hint="lay the dataset out as DATA_DIR/{train,test}/{class_name}/{images}")
-    notes = [f"stray:{p.name}" for p in sorted(root.iterdir()) if p.name not in splits]
+    notes += [f"stray:{p.name}" for p in sorted(root.iterdir()) if p.name not in splits and p.name not in outside]
     files: list[tuple[Path, str, str, str]] = []
     for split in splits:
         for cdir in sorted((root / split).iterdir()):
+            rel_dir = f"{split}/{cdir.name}"
+            if cdir.is_symlink() and not is_inside(real_root, cdir):
+                notes.append(f"outside_link:{rel_dir}")
+                continue
             if not cdir.is_dir():
-                notes.append(f"stray:{split}/{cdir.name}")
+                notes.append(f"stray:{rel_dir}")
                 continue
             n0 = len(files)
             for dirpath, dirnames, filenames in os.walk(cdir):
                 dirnames.sort()
+                for d in dirnames:  # not descended (os.walk follows no folder links); report outside ones
+                    if os.path.islink(os.path.join(dirpath, d)) and not is_inside(real_root, os.path.join(dirpath, d)):
+                        notes.append(f"outside_link:{(Path(dirpath) / d).relative_to(root).as_posix()}")
                 for fn in sorted(filenames):
                     p = Path(dirpath) / fn
                     try:
@@ -127,12 +150,20 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
                     except UnicodeEncodeError:
                         raise DataError(f"{dirpath}/{fn!r}: file name is not valid UTF-8",
                                         hint="rename the file; names are stored in the manifest") from None
-                    files.append((p, p.relative_to(root).as_posix(), split, cdir.name))
+                    rel = p.relative_to(root).as_posix()
+                    if p.is_symlink() and not is_inside(real_root, p):
+                        notes.append(f"outside_link:{rel}")
+                        continue
+                    files.append((p, rel, split, cdir.name))
             if len(files) == n0:
-                notes.append(f"empty_class:{split}/{cdir.name}")
+                notes.append(f"empty_class:{rel_dir}")
     if not files:
         raise DataError(f"{root} contains no files under {{split}}/{{class}}/ folders",
                         hint="add images as DATA_DIR/train/<class>/<image>.jpg")
+    links = [n.partition(":")[2] for n in notes if n.startswith("outside_link:")]
+    if links:
+        log.warning("left out %d link(s) leading outside %s (e.g. %s); they are never read", len(links), root,
+                    links[0])
     return root, files, notes
 
 
@@ -184,9 +215,14 @@ def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = 
             entry.update(probe)
             bytes_hashed += entry["size"]
             updates.append((key, size, mtime_ns, sha, json.dumps(probe)))
-    if store is not None and updates:
-        with store.transaction() as con:
-            con.executemany("INSERT OR REPLACE INTO dataset_stat_cache VALUES (?,?,?,?,?)", updates)
+    if store is not None and updates and store.writable:
+        from src.core.errors import StoreError
+
+        try:
+            with store.transaction() as con:
+                con.executemany("INSERT OR REPLACE INTO dataset_stat_cache VALUES (?,?,?,?,?)", updates)
+        except StoreError as e:  # a full disk: the cache is an optimisation, the scan itself is done
+            log.warning("stat cache not updated: %s", e)
     secs = time.perf_counter() - t0
     stats = {"files": len(manifest), "hashed": len(todo), "cached": len(manifest) - len(todo),
              "bytes_hashed": bytes_hashed, "seconds": round(secs, 3)}

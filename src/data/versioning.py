@@ -5,6 +5,10 @@ sha256, size, dimensions, mode) of an ImageFolder dataset; the bytes live once i
 store's blobs whatever the number of versions. The same content never makes a second
 version; ``find_or_create_version`` is what training calls to pin its input data. Reading
 versions back (list, show, diff, restore) is :mod:`src.data.versions`.
+
+A failed version (full disk, unreadable file, interrupt) removes the blobs it wrote; a
+version whose W&B mirror failed stays ``mirrored = 0`` and is mirrored again by the next
+run on the same content, or by ``mirror_pending`` (``--mirror-pending``).
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.core.errors import ConfigError, DataError
+from src.core.errors import ConfigError, DataError, TrackingError
 from src.data.scan import dataset_digest
-from src.data.versions import DEFAULT_NAME, insert_version, lookup_digest, open_store, parse_version
+from src.data.versions import (DEFAULT_NAME, insert_version, is_mirrored, load_dataset_artifact, lookup_digest,
+                               open_store, parse_version, pending_mirrors, set_mirrored)
 
 log = logging.getLogger(__name__)
 DEFAULT_SAMPLES_PER_CLASS = 4
@@ -71,25 +76,25 @@ def _mirror(tracker, v: _Committed, tables: bool = True) -> None:
     ``tables=False`` (a caller's run, e.g. training) logs only the artifact, so the
     caller's step counter is left alone.
     """
-    import tempfile
-
-    name, version, root, manifest, meta, quality, st = v.name, v.version, v.root, v.manifest, v.meta, v.quality, v.store
-    with tempfile.TemporaryDirectory(dir=st.root / "tmp") as tmp:
-        (Path(tmp) / "manifest.json").write_text(json.dumps(manifest))
-        (Path(tmp) / "quality.json").write_text(json.dumps(quality))
-        files = {"manifest.json": Path(tmp) / "manifest.json", "quality.json": Path(tmp) / "quality.json"}
-        blobs = {f"data/{e['path']}": st.blob_path(e["sha256"]) for e in manifest if st.has_blob(e["sha256"])}
-        tracker.log_artifact(name, "dataset", files=files, immutable_files=blobs,
-                             metadata={**meta, "local_version": f"v{version}"},
-                             aliases=["latest", f"v{version}"], description=v.description)
+    if not getattr(tracker, "enabled", True):  # W&B disabled: nothing to stage
+        return
+    name, version, manifest, meta, quality, st = v.name, v.version, v.manifest, v.meta, v.quality, v.store
+    # Everything is handed to W&B as the store's read-only blobs, referenced in place: a
+    # temporary copy deleted right after log_artifact lost the artifact about half the time
+    # (W&B stages files in the background), and `wandb sync` needs the files later anyway.
+    blobs = {"manifest.json": st.blob_path(st.put_bytes(json.dumps(manifest).encode())),
+             "quality.json": st.blob_path(st.put_bytes(json.dumps(quality).encode()))}
+    blobs |= {f"data/{e['path']}": st.blob_path(e["sha256"]) for e in manifest if st.has_blob(e["sha256"])}
+    tracker.log_artifact(name, "dataset", immutable_files=blobs, metadata={**meta, "local_version": f"v{version}"},
+                         aliases=["latest", f"v{version}"], description=v.description)
     if not tables:
         return
     rows, seen = [], {}
     for e in manifest:
         key = (e["split"], e["class"])
-        if not e.get("error") and seen.get(key, 0) < v.samples_per_class:
-            seen[key] = seen.get(key, 0) + 1
-            rows.append([e["split"], e["class"], e["path"], str(root / e["path"])])
+        if not e.get("error") and seen.get(key, 0) < v.samples_per_class and st.has_blob(e["sha256"]):
+            seen[key] = seen.get(key, 0) + 1  # the stored bytes, never the dataset folder as it is now
+            rows.append([e["split"], e["class"], e["path"], _image(st.blob_path(e["sha256"]))])
     if rows:
         tracker.image_table("dataset/samples", ["split", "class", "path", "image"], rows, image_col=3)
     stats = [[s, c, n] for s, cc in meta["split_class_counts"].items() for c, n in cc.items()]
@@ -98,9 +103,20 @@ def _mirror(tracker, v: _Committed, tables: bool = True) -> None:
                     | {"dataset/quality_issues": quality["issue_count"]})
 
 
+def _image(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        return im.copy()
+
+
 def _mirror_or_explain(tracker, v: _Committed, wandb_mode: str | None, result: dict) -> None:
-    """Mirror a committed version to W&B (the caller's run, or a run of our own)."""
-    from src.core.errors import TrackingError
+    """Mirror a committed version to W&B (the caller's run, or a run of our own) and record it.
+
+    Only a mirror that happened (W&B not disabled) marks the version mirrored; a failure
+    leaves it pending for the next run and is one line.
+    """
     from src.tracking import Tracker
 
     own = tracker is None
@@ -109,15 +125,93 @@ def _mirror_or_explain(tracker, v: _Committed, wandb_mode: str | None, result: d
         if own:
             config = {"artifact_name": v.name, "data_dir": str(v.root), "version": f"v{v.version}"}
             tr = Tracker("dataset-version", config, mode=wandb_mode, name=f"{v.name}-v{v.version}")
+        enabled = bool(tr.enabled)
         try:
             _mirror(tr, v, tables=own)
             result["run_dir"] = tr.run_dir
         finally:
             if own:
                 tr.finish()
-    except TrackingError as e:
-        raise TrackingError(f"{v.name}:v{v.version} is stored locally, but mirroring it to W&B failed: {e.args[0]}",
-                            hint="run with --wandb-mode offline and `wandb sync` later") from e
+    except (TrackingError, OSError) as e:
+        why = e.args[0] if isinstance(e, TrackingError) else f"{e.strerror or e}"
+        raise TrackingError(f"{v.name}:v{v.version} is stored locally, but mirroring it to W&B failed: {why}",
+                            hint="it is mirrored again on the next run, or with --mirror-pending; or run with "
+                                 "--wandb-mode offline and `wandb sync` later") from e
+    if enabled:
+        set_mirrored(v.store, v.name, v.version, True)
+    result["mirrored"] = enabled
+
+
+def _committed(st, name: str, version: int, samples_per_class: int = DEFAULT_SAMPLES_PER_CLASS) -> _Committed:
+    """A stored version, as its W&B mirror needs it."""
+    info = load_dataset_artifact(name, f"v{version}", st)
+    return _Committed(name, version, Path(info["data_dir"] or "."), info["manifest"], info["metadata"],
+                      info["quality"], info["description"], samples_per_class, st)
+
+
+def mirror_pending(artifact_name: str | None = None, store=None, wandb_mode: str | None = None) -> list[str]:
+    """Mirror every version whose W&B mirror failed or never ran; returns the refs mirrored."""
+    from src.tracking import resolve_mode
+
+    mode = resolve_mode(wandb_mode)
+    if mode == "disabled":
+        raise ConfigError("--mirror-pending needs W&B: the mode is 'disabled'",
+                          hint="pass --wandb-mode offline (then `wandb sync`) or online")
+    st = open_store(store)
+    done = []
+    for name, version in pending_mirrors(st, artifact_name):
+        _mirror_or_explain(None, _committed(st, name, version), mode, {})
+        done.append(f"{name}:v{version}")
+    return done
+
+
+def _stored_blobs(st, root: Path, manifest: list[dict], link: bool) -> list[str]:
+    """Put every new file's bytes into the store; on any failure remove the blobs put here."""
+    from src.core.paths import is_inside
+    from src.core.store import write_error
+
+    real_root, new = Path(os.path.realpath(root)), []
+    try:
+        for sha, e in {e["sha256"]: e for e in manifest}.items():
+            if st.has_blob(sha):
+                continue
+            src = root / e["path"]
+            if not is_inside(real_root, src):  # it became a link to elsewhere after the scan
+                raise DataError(f"{src} now leads outside {root}", hint="re-run; links to outside files are left out")
+            try:
+                st.put_file(src, sha, link=link)
+            except OSError as err:
+                if src.is_file() and os.access(src, os.R_OK):  # the source is fine: writing the store failed
+                    raise write_error(err, st.root) from err
+                raise DataError(f"{src}: disappeared or became unreadable while versioning ({err.strerror})",
+                                hint="re-run when the dataset is not being modified") from err
+            new.append(sha)
+    except BaseException:
+        discard_blobs(st, new)
+        raise
+    return new
+
+
+def discard_blobs(st, digests: list[str]) -> None:
+    """Remove a failed operation's new blobs that no dataset version references (under the write lock)."""
+    if not digests:
+        return
+
+    def drop(con) -> int:
+        used: set[str] = set()
+        for i in range(0, len(digests), 500):
+            chunk = digests[i:i + 500]
+            used |= {r[0] for r in con.execute(
+                f"SELECT DISTINCT sha256 FROM dataset_files WHERE sha256 IN ({','.join('?' * len(chunk))})", chunk)}
+        return st.remove_blobs([d for d in digests if d not in used])
+
+    try:
+        with st.transaction() as con:
+            n = drop(con)
+    except Exception:  # the database cannot be locked (full disk): check without the lock
+        with st.read() as con:
+            n = drop(con)
+    log.debug("removed %d blob(s) of a failed version", n)
 
 
 def _create(data_dir, name: str, version, description, samples_per_class: int, store, wandb_mode,
@@ -135,6 +229,7 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
 
         wandb_mode = resolve_mode(wandb_mode)  # a bad mode fails before anything is stored
     st = open_store(store)
+    st.require_writable()  # before the scan: a read-only store cannot take a version
     scan = scan if scan is not None else scan_dataset(data_dir, st)
     manifest, root = scan["manifest"], Path(scan["root"])
     digest = dataset_digest(manifest)
@@ -147,17 +242,13 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
             raise DataError(f"{root} has no usable images ({len(manifest)} unreadable or non-image files)",
                             hint="run --quality-check to see what is wrong with them")
         quality = analyze(manifest, scan["notes"])
-        stored = 0
-        for sha, e in {e["sha256"]: e for e in manifest}.items():
-            if not st.has_blob(sha):
-                try:
-                    st.put_file(root / e["path"], sha, link=link)
-                except OSError as err:
-                    raise DataError(f"{root / e['path']}: disappeared or became unreadable while versioning "
-                                    f"({err.strerror})", hint="re-run when the dataset is not being modified") from err
-                stored += 1
-        result["new_blobs"] = stored
-        same, created = insert_version(st, name, want, digest, manifest, meta, quality, description, str(root))
+        new = _stored_blobs(st, root, manifest, link)
+        result["new_blobs"] = stored = len(new)
+        try:
+            same, created = insert_version(st, name, want, digest, manifest, meta, quality, description, str(root))
+        except BaseException:
+            discard_blobs(st, new)
+            raise
         if created:
             log.debug("created %s:v%d (%d files, %d new blobs)", name, same, len(manifest), stored)
             committed = _Committed(name, same, root, manifest, meta, quality, description, samples_per_class, st)
@@ -167,6 +258,10 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
         log.warning("content equals %s:v%d; v%d not created", name, same, want)
     with st.read() as con:  # the same content keeps its verdict: --fail-on-issues must not flip
         row = con.execute("SELECT quality FROM dataset_versions WHERE name=? AND version=?", (name, same)).fetchone()
+        pending = not is_mirrored(con, name, same)
+    wanted = tracker.enabled if tracker is not None else wandb_mode != "disabled"
+    if pending and wanted and st.writable:  # its mirror failed (or W&B was off) last time: try again
+        _mirror_or_explain(tracker, _committed(st, name, same, samples_per_class), wandb_mode, result)
     return result | {"version": f"v{same}", "created": False, "equals": f"v{same}",
                      "quality": json.loads(row["quality"]) if row else None}
 

@@ -2,14 +2,14 @@
 
 The write side (scanning, blobs, W&B mirror, CLI) is :mod:`src.data_versioning`, which
 re-exports the public functions here. Tables: ``dataset_versions`` (one row per
-immutable version, unique per content digest) and ``dataset_files`` (its manifest).
+immutable version, unique per content digest, with its W&B ``mirrored`` state: 1 mirrored,
+0 or NULL not yet) and ``dataset_files`` (its manifest).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from src.core.errors import ConfigError, DataError, StoreError
@@ -36,7 +36,7 @@ def default_dataset_name(data_dir: str | os.PathLike | None) -> str:
 DDL = """
 CREATE TABLE IF NOT EXISTS dataset_versions (
     name TEXT NOT NULL, version INTEGER NOT NULL, digest TEXT NOT NULL, created_at TEXT NOT NULL,
-    description TEXT, data_dir TEXT, metadata TEXT NOT NULL, quality TEXT NOT NULL,
+    description TEXT, data_dir TEXT, metadata TEXT NOT NULL, quality TEXT NOT NULL, mirrored INTEGER,
     PRIMARY KEY (name, version), UNIQUE (name, digest)
 );
 CREATE TABLE IF NOT EXISTS dataset_files (
@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS dataset_files (
     FOREIGN KEY (name, version) REFERENCES dataset_versions (name, version)
 );
 """
+ADDED_COLUMNS = {"dataset_versions": {"mirrored": "INTEGER"}}  # stores made before the column existed
+VERSION_COLS = ("name", "version", "digest", "created_at", "description", "data_dir", "metadata", "quality",
+                "mirrored")
 FILE_COLS = ("path", "split", "class", "sha256", "size", "width", "height", "mode", "format", "dhash",
              "error", "error_detail")
 
@@ -56,7 +59,7 @@ def open_store(store=None):
     from src.core.store import Store
 
     st = Store.of(store)
-    st.ensure_schema("dataset_versions", DDL)  # Store.connect handles the fresh-database WAL race
+    st.ensure_schema("dataset_versions", DDL, ADDED_COLUMNS)  # Store.connect handles the fresh-database WAL race
     return st
 
 
@@ -93,13 +96,21 @@ def lookup_digest(con, name: str, digest: str) -> int | None:
 
 def insert_version(st, name: str, want: int | None, digest: str, manifest: list[dict], meta: dict,
                     quality: dict, description: str | None, data_dir: str) -> tuple[int, bool]:
-    """Allocate the version number and insert, atomically; returns (version, created)."""
+    """Allocate the version number and insert, atomically; returns (version, created).
+
+    Every blob the manifest names must exist when the row is written (checked under the
+    write lock, the lock a failed run also takes to remove the blobs it wrote).
+    """
     from datetime import datetime, timezone
 
     with st.transaction() as con:
         same = lookup_digest(con, name, digest)
         if same is not None:
             return same, False
+        missing = next((e for e in manifest if not st.has_blob(e["sha256"])), None)
+        if missing is not None:
+            raise StoreError(f"blob {missing['sha256'][:12]} of {missing['path']} vanished before the version "
+                             "was written (a failed run removed its blobs)", hint="re-run")
         if want is not None:
             row = con.execute("SELECT digest FROM dataset_versions WHERE name=? AND version=?",
                               (name, want)).fetchone()
@@ -109,12 +120,32 @@ def insert_version(st, name: str, want: int | None, digest: str, manifest: list[
             v = want
         else:
             v = (con.execute("SELECT MAX(version) FROM dataset_versions WHERE name=?", (name,)).fetchone()[0] or 0) + 1
-        con.execute("INSERT INTO dataset_versions VALUES (?,?,?,?,?,?,?,?)",
+        con.execute(f"INSERT INTO dataset_versions ({','.join(VERSION_COLS)}) VALUES (?,?,?,?,?,?,?,?,?)",
                     (name, v, digest, datetime.now(timezone.utc).isoformat(timespec="seconds"), description,
-                     data_dir, json.dumps(meta), json.dumps(quality)))
+                     data_dir, json.dumps(meta), json.dumps(quality), 0))
         con.executemany(f"INSERT INTO dataset_files VALUES (?,?,{','.join('?' * len(FILE_COLS))})",
                         [(name, v, *(e.get(c) for c in FILE_COLS)) for e in manifest])
     return v, True
+
+
+def set_mirrored(st, name: str, version: int, mirrored: bool) -> None:
+    with st.transaction() as con:
+        con.execute("UPDATE dataset_versions SET mirrored=? WHERE name=? AND version=?", (int(mirrored), name, version))
+
+
+def is_mirrored(con, name: str, version: int) -> bool:
+    row = con.execute("SELECT * FROM dataset_versions WHERE name=? AND version=?", (name, version)).fetchone()
+    return bool(row and "mirrored" in row.keys() and row["mirrored"])
+
+
+def pending_mirrors(st, name: str | None = None) -> list[tuple[str, int]]:
+    """(name, version) of every version not yet mirrored to W&B, oldest first."""
+    with st.read() as con:
+        cols = {r["name"] for r in con.execute("PRAGMA table_info(dataset_versions)")}
+        cond = "AND (mirrored IS NULL OR mirrored = 0)" if "mirrored" in cols else ""
+        return [(r["name"], r["version"]) for r in con.execute(
+            f"SELECT name, version FROM dataset_versions WHERE (? IS NULL OR name=?) {cond} ORDER BY name, version",
+            (name, name))]
 
 
 def _manifest(con, name: str, v: int) -> list[dict]:
@@ -139,7 +170,8 @@ def list_versions(name: str | None = None, store=None) -> list[dict]:
         out.append({"name": r["name"], "version": f"v{r['version']}", "digest": r["digest"],
                     "created_at": r["created_at"], "description": r["description"],
                     "total_samples": meta["total_samples"], "num_classes": meta["num_classes"],
-                    "quality_issues": json.loads(r["quality"])["issue_count"]})
+                    "quality_issues": json.loads(r["quality"])["issue_count"],
+                    "mirrored": bool(r["mirrored"]) if "mirrored" in r.keys() else False})
     return out
 
 
@@ -198,11 +230,14 @@ def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=No
     """Rebuild the exact tree of ``name:version`` in ``to_dir`` (new or empty), verifying bytes."""
     import shutil
 
+    from src.core.paths import clean_pid_siblings, contained_path
     from src.core.store import sha256_file
 
     info = load_dataset_artifact(name, version, store)
     st = open_store(store)
     dest = Path(to_dir).expanduser()
+    for e in info["manifest"]:  # every stored path, before anything is written
+        contained_path(dest, e["path"], what=f"stored path of {name}:{info['version']}")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DataError(f"restore target {dest} exists and is not an empty folder",
                         hint="pass --to a new or empty folder; nothing is overwritten")
@@ -210,7 +245,10 @@ def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=No
     # failed or interrupted restore never leaves a tree that looks complete.
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+        clean_pid_siblings(dest, ".partial-")
+        partial = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
     except OSError as e:
         raise DataError(f"cannot write restore target {dest}: {e.strerror}",
                         hint="pass --to a new folder in a writable location") from e
@@ -221,7 +259,7 @@ def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=No
             if not src.exists():
                 raise StoreError(f"blob {e['sha256'][:12]} of {e['path']} is missing from the store",
                                  hint="the store was edited by hand; restore it from a backup")
-            out = partial / e["path"]
+            out = contained_path(partial, e["path"], what=f"stored path of {name}:{info['version']}")
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, out)
             if sha256_file(out) != e["sha256"]:

@@ -53,6 +53,10 @@ def load_sweep_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"sweep config {p} not found", hint="pass the path of a sweep YAML such as sweep_config.yaml") from None
     except OSError as e:
         raise ConfigError(f"cannot read sweep config {p}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{p} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at line {line})",
+                          hint="save the sweep YAML as UTF-8") from None
     try:
         cfg = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -173,11 +173,12 @@ class Tracker:
             self.run.log({key: wandb.Table(columns=columns, data=rows)})
 
     def image_table(self, key: str, columns: list[str], rows: list[list[Any]], image_col: int) -> None:
-        """A table whose ``image_col`` holds image paths, logged as ``wandb.Image``."""
+        """A table whose ``image_col`` holds image paths (or PIL images), logged as ``wandb.Image``."""
         if self.run:
             import wandb
 
-            data = [[wandb.Image(str(c)) if i == image_col else c for i, c in enumerate(r)] for r in rows]
+            data = [[wandb.Image(str(c) if isinstance(c, (str, os.PathLike)) else c) if i == image_col else c
+                     for i, c in enumerate(r)] for r in rows]
             self.run.log({key: wandb.Table(columns=columns, data=data)})
 
     def image(self, key: str, path: str | os.PathLike, caption: str | None = None) -> None:

@@ -14,7 +14,6 @@ from typing import Any, Mapping
 from src.core.errors import ConfigError
 from src.core.store import validate_name
 from src.data.splits import validate_labeled_ratio
-from src.data.versions import DEFAULT_NAME as DEFAULT_DATASET_NAME
 from src.data.versions import default_dataset_name
 from src.features.runtimes import RUNTIMES
 from src.learning.semi_supervised import ALGORITHMS, validate_algorithms

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from src.core.paths import clean_pid_siblings
 from src.core.store import Store
 from src.data.dataset import ImageDataset, image_dataset
 from src.data.splits import holdout_split, labeled_split
@@ -43,6 +44,8 @@ EpochCallback = Callable[[int, float], None]
 def ensure_dataset(cfg: TrainConfig) -> Path:
     """The default dataset is generated when missing; an explicit folder must exist."""
     root = Path(cfg.data_dir)
+    if cfg.data_dir == DEFAULT_DATA_DIR:
+        clean_pid_siblings(root, ".tmp-")  # left by killed generations; a live one's stays
     if not root.exists() and cfg.data_dir == DEFAULT_DATA_DIR:
         from src.data.synth import generate_dataset
 
