@@ -41,6 +41,23 @@ def _records(path: Path):
             buf = b""
 
 
+def _wait_for_exit_record(path: Path, pb, timeout: float = 60.0) -> None:
+    """wandb's service may still be flushing the file when ``finish()`` has returned on a loaded
+    machine; its last record is the run's ``exit``: wait for it, so a read is never of half a file."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        kinds = []
+        for raw in _records(path):
+            r = pb.Record()
+            r.ParseFromString(raw)
+            kinds.append(r.WhichOneof("record_type"))
+        if "exit" in kinds or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
 def read_run(run_dir: str | Path) -> dict:
     """``{"history_keys": set, "summary": dict, "config": dict, "artifacts": [names],
     "metrics": {name or glob: step_metric}, "artifact_files": {name: [paths in its manifest]}}``."""
@@ -48,6 +65,7 @@ def read_run(run_dir: str | Path) -> dict:
 
     files = glob.glob(str(Path(run_dir) / "run-*.wandb"))
     assert files, f"no run-*.wandb file in {run_dir}"
+    _wait_for_exit_record(Path(files[0]), pb)
     out = {"history_keys": set(), "summary": {}, "config": {}, "artifacts": [], "metrics": {}, "artifact_files": {}}
     for raw in _records(Path(files[0])):
         r = pb.Record()
