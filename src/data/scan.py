@@ -1,7 +1,9 @@
 """Scan an ImageFolder dataset into a per-file manifest, re-hashing only what changed.
 
-A dataset is ``DATA_DIR/{train,test[,val]}/{class_name}/{files}``. Every file under a
-class folder becomes one manifest entry (path, split, class, sha256, size, and for
+A dataset is ``DATA_DIR/{train,test[,val]}/{class_name}/{files}``, plus optionally an
+unlabeled pool ``DATA_DIR/unlabeled/`` with images at any depth (its sub-folder names are
+never classes: pool entries have split ``unlabeled`` and class ``""``). Every file under a
+class folder or the pool becomes one manifest entry (path, split, class, sha256, size, and for
 decodable images width, height, mode, format and a 64-bit dHash); files that are not
 usable images are kept too, with an ``error`` kind, so a restore rebuilds the exact tree
 and the quality gate can name them. A stat cache in the store (absolute path, size,
@@ -27,6 +29,7 @@ from src.core.errors import DataError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test", "val")
+POOL = "unlabeled"  # the folder (and manifest split) of images without a label
 REQUIRED_SPLITS = ("train", "test")
 CACHE_DDL = """
 CREATE TABLE IF NOT EXISTS dataset_stat_cache (
@@ -110,7 +113,7 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
     if not splits:
         raise DataError(f"{root} has no train/, val/ or test/ folder",
                         hint="lay the dataset out as DATA_DIR/{train,test}/{class_name}/{images}")
-    notes = [f"stray:{p.name}" for p in sorted(root.iterdir()) if p.name not in splits]
+    notes = [f"stray:{p.name}" for p in sorted(root.iterdir()) if p.name not in splits and p.name != POOL]
     files: list[tuple[Path, str, str, str]] = []
     for split in splits:
         for cdir in sorted((root / split).iterdir()):
@@ -130,10 +133,29 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
                     files.append((p, p.relative_to(root).as_posix(), split, cdir.name))
             if len(files) == n0:
                 notes.append(f"empty_class:{split}/{cdir.name}")
+    files += list_pool(root)
     if not files:
         raise DataError(f"{root} contains no files under {{split}}/{{class}}/ folders",
                         hint="add images as DATA_DIR/train/<class>/<image>.jpg")
     return root, files, notes
+
+
+def list_pool(root: Path) -> list[tuple[Path, str, str, str]]:
+    """``[(abs path, rel path, "unlabeled", "")]`` for every file under ``root/unlabeled/``, any depth."""
+    out: list[tuple[Path, str, str, str]] = []
+    if not (root / POOL).is_dir():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root / POOL):
+        dirnames.sort()
+        for fn in sorted(filenames):
+            p = Path(dirpath) / fn
+            try:
+                fn.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DataError(f"{dirpath}/{fn!r}: file name is not valid UTF-8",
+                                hint="rename the file; names are stored in the manifest") from None
+            out.append((p, p.relative_to(root).as_posix(), POOL, ""))
+    return out
 
 
 def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = None) -> dict:
