@@ -25,13 +25,25 @@ CREATE TABLE IF NOT EXISTS dataset_versions (
 CREATE TABLE IF NOT EXISTS dataset_files (
     name TEXT NOT NULL, version INTEGER NOT NULL, path TEXT NOT NULL, split TEXT NOT NULL,
     class TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL, width INTEGER, height INTEGER,
-    mode TEXT, format TEXT, dhash TEXT, error TEXT, error_detail TEXT,
+    mode TEXT, format TEXT, dhash TEXT, error TEXT, error_detail TEXT, source TEXT,
     PRIMARY KEY (name, version, path),
     FOREIGN KEY (name, version) REFERENCES dataset_versions (name, version)
 );
 """
 FILE_COLS = ("path", "split", "class", "sha256", "size", "width", "height", "mode", "format", "dhash",
-             "error", "error_detail")
+             "error", "error_detail", "source")
+SOURCES = ("human", "pseudo")  # who gave a labeled file its class; pool files have none
+
+
+def _add_source_column(st) -> None:
+    """Stores made before labels had a source gain the column (their files read back as unknown)."""
+    with st.read() as con:
+        cols = {r["name"] for r in con.execute("PRAGMA table_info(dataset_files)")}
+    if "source" not in cols:
+        with st.transaction() as con:
+            cols = {r["name"] for r in con.execute("PRAGMA table_info(dataset_files)")}
+            if "source" not in cols:
+                con.execute("ALTER TABLE dataset_files ADD COLUMN source TEXT")
 
 
 def open_store(store=None):
@@ -40,6 +52,7 @@ def open_store(store=None):
 
     st = Store.of(store)
     st.ensure_schema("dataset_versions", DDL)  # Store.connect handles the fresh-database WAL race
+    _add_source_column(st)
     return st
 
 
