@@ -26,8 +26,7 @@ def train(capsys, tmp, data, *extra, mode="disabled"):
                  "--wandb-mode", mode, *FAST, *extra])
     out = capsys.readouterr()
     assert code == 0, out.err
-    train.err = out.err
-    return json.loads(out.out)
+    return json.loads(out.out), out.err
 
 
 def test_labeled_ratio_resolves_from_the_data():
@@ -40,7 +39,7 @@ def test_labeled_ratio_resolves_from_the_data():
 def test_pool_is_unlabeled_rows_and_pseudo_labels_come_out(pooled, capsys, tmp_path, monkeypatch):
     tmp, data = pooled
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
-    res = train(capsys, tmp, data, mode="offline")
+    res, _ = train(capsys, tmp, data, mode="offline")
     assert res["config"]["labeled_ratio"] == 1.0
     d = res["dataset"]
     assert d["pool_samples"] == 6 and d["labeled_samples"] == 12 and d["unlabeled_samples"] == 6
@@ -67,7 +66,7 @@ def test_pool_is_unlabeled_rows_and_pseudo_labels_come_out(pooled, capsys, tmp_p
 
 def test_hidden_labels_with_a_pool_measure_only_the_hidden(pooled, capsys):
     tmp, data = pooled
-    res = train(capsys, tmp, data, "--labeled-ratio", "0.5")
+    res, _ = train(capsys, tmp, data, "--labeled-ratio", "0.5")
     assert res["config"]["labeled_ratio"] == 0.5
     assert res["dataset"]["labeled_samples"] == 6 and res["dataset"]["unlabeled_samples"] == 12
     for m in res["algorithms"].values():
@@ -77,15 +76,23 @@ def test_hidden_labels_with_a_pool_measure_only_the_hidden(pooled, capsys):
 def test_pool_features_are_cached(pooled, capsys):
     tmp, data = pooled
     train(capsys, tmp, data)
-    train(capsys, tmp, data)
-    assert "pool features: 6 from cache, 0 extracted" in train.err
+    _, err = train(capsys, tmp, data)
+    assert "pool features: 6 from cache, 0 extracted" in err
 
 
 def test_no_pool_writes_no_pseudo_labels_and_keeps_the_old_default(tmp_path, capsys):
     data = make_image_folder(tmp_path / "d", per_split={"train": 10, "test": 2})
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "pseudo_labels.csv").write_text("stale")
-    res = train(capsys, tmp_path, data)
+    res, _ = train(capsys, tmp_path, data)
     assert res["config"]["labeled_ratio"] == 0.1 and res["pseudo_labels"] is None
     assert res["dataset"]["pool_samples"] == 0
     assert not (tmp_path / "m" / "pseudo_labels.csv").exists()
+
+
+def test_text_summary_names_the_pool_and_pseudo_labels(pooled, capsys):
+    tmp, data = pooled
+    code = main(["--data-dir", str(data), "--models-dir", str(tmp / "m"), "--store", str(tmp / "s"),
+                 "--wandb-mode", "disabled", *[f for f in FAST if f != "--json"]])
+    out = capsys.readouterr().out
+    assert code == 0 and "6 unlabeled in the pool" in out and "pseudo-labels: 6 pool images" in out
