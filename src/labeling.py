@@ -3,7 +3,7 @@ and find labeled images whose class folder is probably wrong.
 
     python src/labeling.py suggest --data-dir D --models-dir models --budget 40 [--strategy diverse]
     python src/labeling.py apply --data-dir D --labels labeled.csv [--dry-run] [--new-classes]
-    python src/labeling.py apply --data-dir D --labels models/pseudo_labels.csv --min-confidence 0.98
+    python src/labeling.py apply --data-dir D --labels models/pseudo_labels.csv --min-confidence 0.99
     python src/labeling.py issues --data-dir D [--models-dir models]
 
 Exit codes: 0 done, 2 bad input or data (nothing moved), 3 model problem, 4 store, 5 W&B.
