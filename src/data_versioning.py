@@ -74,9 +74,10 @@ def _print_diff(d: dict) -> None:
     for k in ("added", "removed", "modified"):
         for p in d[k]:
             print(f"  {k:9s} {p}")
-    for r in d["relabeled"] + d["moved"]:
-        kind = "relabeled" if r in d["relabeled"] else "moved"
-        print(f"  {kind:9s} {r['from']} -> {r['to']}")
+    for kind in ("labeled", "relabeled", "moved"):
+        for r in d.get(kind, []):
+            src = f" ({r['source']})" if r.get("source") else ""
+            print(f"  {kind:9s} {r['from']} -> {r['to']}{src}")
     for c, n in d["class_changes"].items():
         print(f"  class {c}: {n['a']} -> {n['b']} ({n['delta']:+d})")
 

@@ -1,6 +1,8 @@
 """Train the semi-supervised grocery classifiers, tracked in W&B (offline by default).
 
-Pipeline: scan (or generate) the dataset → seeded stratified labeled/unlabeled split →
+Pipeline: scan (or generate) the dataset → seeded stratified labeled/unlabeled split (plus the
+images of ``DATA_DIR/unlabeled/`` as unlabeled rows, whose pseudo-labels go to
+``models/pseudo_labels.csv``) →
 fine-tune EfficientNet-Lite0 on the labeled images (cached) → extract features (cached)
 → fit each semi-supervised algorithm plus the labeled-only baseline → evaluate, save
 ``models/{algorithm}_model.skops``, ``best_model.skops``, ``feature_extractor.pth``,
@@ -20,7 +22,7 @@ from typing import Any, Sequence
 from src.core.cli import add_common_flags, print_json, run_cli
 from src.features.runtimes import RUNTIMES
 from src.tracking import MODES
-from src.training.config import ALGORITHM_NAMES, TrainConfig
+from src.training.config import ALGORITHM_NAMES, DEFAULT_LABELED_RATIO, POOL_LABELED_RATIO, TrainConfig
 from src.training.pipeline import run_training
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "features, tracked in W&B. Both --flag-name and --flag_name spellings work.")
     g = p.add_argument_group("experiment")
     g.add_argument("--labeled-ratio", "--labeled_ratio", type=float, default=d.labeled_ratio,
-                   help=f"fraction of training images whose labels are used, in (0, 1] (default {d.labeled_ratio})")
+                   help=f"fraction of training images whose labels are used, in (0, 1] (default "
+                        f"{POOL_LABELED_RATIO} when DATA_DIR/unlabeled/ holds a pool, else {DEFAULT_LABELED_RATIO})")
     g.add_argument("--algorithms", "--algorithm", nargs="+", choices=ALGORITHM_NAMES, default=list(d.algorithms),
                    metavar="ALGO", help=f"one or more of {', '.join(ALGORITHM_NAMES)} (default: all)")
     g.add_argument("--fine-tune-epochs", "--fine_tune_epochs", type=int, default=d.fine_tune_epochs,

@@ -2,7 +2,8 @@
 
 One place decides what counts as a usable image: decompression bombs, truncated and
 zero-byte files and non-images raise :class:`DataError` naming the file; CMYK,
-grayscale, palette, RGBA and 16-bit images are converted to 8-bit RGB.
+grayscale, palette, RGBA and 16-bit images are converted to 8-bit RGB, and photos are
+turned upright from their EXIF orientation (phones store the rotation there, not in the pixels).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from src.core.errors import DataError
 
@@ -72,7 +73,7 @@ def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
                     if scale >= 2:
                         img.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
                 img.load()
-                return to_rgb(img)
+                return to_rgb(ImageOps.exif_transpose(img))
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -1,7 +1,8 @@
 """The labeled images training uses, read from the dataset manifest (:mod:`src.data.scan`).
 
-Layout: ``DATA_DIR/{train,test[,val]}/{class_name}/{image files}``. Class names come from
-the train split's folder names. There is one scanner: training takes paths, classes and
+Layout: ``DATA_DIR/{train,test[,val]}/{class_name}/{image files}``, plus an optional pool
+``DATA_DIR/unlabeled/**`` of images without labels (:attr:`ImageDataset.pool`: paths and
+digests; its labels are all ``-1``). Class names come from the train split's folder names. There is one scanner: training takes paths, classes and
 sha256 digests from the same manifest dataset versions store (stat-cached in the local
 store, so an unchanged image is never hashed twice), and the dataset digest is the
 manifest's. Problems a user can fix (missing folders, a split or class with no images,
@@ -22,7 +23,7 @@ import numpy as np
 
 from src.core.errors import DataError
 from src.core.paths import is_inside
-from src.data.scan import REQUIRED_SPLITS, SPLITS, dataset_digest, scan_dataset
+from src.data.scan import POOL, REQUIRED_SPLITS, SPLITS, dataset_digest, scan_dataset
 
 log = logging.getLogger(__name__)
 SKIPPED_ERRORS = ("non_image",)  # by extension or content: skipped with a warning, never trained on
@@ -45,6 +46,7 @@ class ImageDataset:
     splits: dict[str, Split] = field(default_factory=dict)
     digest: str = ""  # the manifest digest, the same one dataset versions record
     scan: dict = field(default_factory=dict, repr=False)  # the manifest scan, handed on to dataset versioning
+    pool: Split | None = None  # the unlabeled pool (labels all -1), None without an unlabeled/ folder
 
     @property
     def train(self) -> Split:
@@ -54,12 +56,17 @@ class ImageDataset:
     def test(self) -> Split:
         return self.splits["test"]
 
+    @property
+    def has_pool(self) -> bool:
+        return self.pool is not None and len(self.pool) > 0
+
     def class_counts(self, split: str) -> dict[str, int]:
         counts = np.bincount(self.splits[split].labels, minlength=len(self.classes))
         return {c: int(n) for c, n in zip(self.classes, counts)}
 
     def digests(self) -> dict[Path, str]:
-        return {p: d for s in self.splits.values() for p, d in zip(s.paths, s.digests)}
+        parts = [*self.splits.values(), *([self.pool] if self.pool else [])]
+        return {p: d for s in parts for p, d in zip(s.paths, s.digests)}
 
 
 def _check_layout(root: Path) -> list[str]:
@@ -85,7 +92,7 @@ def _usable(entries: list[dict], root: Path) -> list[dict]:
     """Entries training can use; unusable images stop here, non-images are skipped with a warning."""
     keep, skipped = [], []
     for e in entries:
-        if any(part.startswith(".") for part in Path(e["path"]).parts[2:]):
+        if any(part.startswith(".") for part in Path(e["path"]).parts[1 if e["split"] == POOL else 2:]):
             continue
         err = e.get("error")
         if err == "zero_byte":
@@ -109,11 +116,15 @@ def image_dataset(data_dir: str | os.PathLike, store=None) -> ImageDataset:
     scan = scan_dataset(root, store=store)
     index = {c: i for i, c in enumerate(classes)}
     ds = ImageDataset(root=root, classes=classes, digest=dataset_digest(scan["manifest"]), scan=scan)
-    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    by_split: dict[str, list[dict]] = {s: [] for s in (*SPLITS, POOL)}
     for e in _usable(scan["manifest"], root):
         if e["split"] in by_split and not e["class"].startswith("."):
             by_split[e["split"]].append(e)
     real_root = Path(os.path.realpath(root))
+    if (root / POOL).is_dir():
+        pool = by_split[POOL]
+        ds.pool = Split([root / e["path"] for e in pool], np.full(len(pool), -1, dtype=np.int64),
+                        [e["sha256"] for e in pool])
     for split in SPLITS:
         if not (root / split).is_dir() or not is_inside(real_root, root / split):
             continue

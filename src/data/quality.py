@@ -2,7 +2,8 @@
 
 Findings (each a small dict with ``kind``, ``severity``, ``paths`` and ``message``):
 undecodable/truncated files, zero-byte and non-image files, images over the pixel limit,
-exact duplicates inside a split, the same bytes in train and test/val (leakage), near
+exact duplicates inside a split, the same bytes in train or the unlabeled pool and in
+test/val (leakage: the pool is trained on too), a pool image already labeled in train, near
 duplicates by 64-bit dHash (Hamming distance ≤ ``near_threshold``), class imbalance,
 tiny images, unusual colour modes, empty class folders, stray files and links leading
 outside the dataset folder (left out of the manifest, never read). Works on a
@@ -15,6 +16,8 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from src.data.scan import POOL
 
 FILE_ERRORS = {
     "corrupt": ("error", "undecodable or truncated image"),
@@ -101,11 +104,17 @@ def _duplicate_findings(manifest: list[dict]) -> list[dict]:
             if len(paths) > 1:
                 found.append(_finding("duplicate", "warning", paths,
                                       f"{len(paths)} identical files in {split}: {', '.join(paths)}"))
-        if "train" in per_split and len(per_split) > 1:
-            others = [p for s, ps in sorted(per_split.items()) if s != "train" for p in ps]
-            found.append(_finding("leakage", "error", per_split["train"] + others,
-                                  f"same bytes in train and evaluation split: "
-                                  f"{per_split['train'][0]} == {', '.join(others)}"))
+        fit = [s for s in ("train", POOL) if s in per_split]  # what training sees, labeled or not
+        evals = [s for s in sorted(per_split) if s not in ("train", POOL)]
+        if fit and evals:
+            seen = [p for s in fit for p in per_split[s]]
+            others = [p for s in evals for p in per_split[s]]
+            found.append(_finding("leakage", "error", seen + others,
+                                  f"same bytes in {' and '.join(fit)} and an evaluation split: "
+                                  f"{seen[0]} == {', '.join(others)}"))
+        elif len(fit) == 2:
+            found.append(_finding("duplicate", "warning", per_split["train"] + per_split[POOL],
+                                  f"a pool image is already labeled: {per_split[POOL][0]} == {per_split['train'][0]}"))
     return found
 
 
@@ -119,7 +128,7 @@ def _near_duplicate_findings(manifest: list[dict], cfg: QualityConfig) -> list[d
     found = []
     for i, j, d in _hamming_pairs([int(e["dhash"], 16) for e in items], cfg.near_threshold):
         a, b = items[i], items[j]
-        cross = a["split"] != b["split"] and "train" in (a["split"], b["split"])
+        cross = a["split"] != b["split"] and bool({"train", POOL} & {a["split"], b["split"]})
         found.append(_finding("near_duplicate", "warning", [a["path"], b["path"]],
                               f"near duplicates (dHash distance {d}){' across splits' if cross else ''}: "
                               f"{a['path']} ~ {b['path']}", distance=d, cross_split=cross))
@@ -144,7 +153,7 @@ def analyze(manifest: list[dict], notes: list[str] = (), config: QualityConfig |
         if split_counts.get(split, 0) == 0:
             findings.append(_finding("missing_split", "warning", [split],
                                      f"no usable images in the {split} split"))
-    per_class = Counter(e["class"] for e in valid)
+    per_class = Counter(e["class"] for e in valid if e["split"] != POOL)
     ratio = imbalance_ratio(per_class)
     if ratio > cfg.max_imbalance:
         lo, hi = min(per_class, key=per_class.get), max(per_class, key=per_class.get)

@@ -1,7 +1,9 @@
 """Scan an ImageFolder dataset into a per-file manifest, re-hashing only what changed.
 
-A dataset is ``DATA_DIR/{train,test[,val]}/{class_name}/{files}``. Every file under a
-class folder becomes one manifest entry (path, split, class, sha256, size, and for
+A dataset is ``DATA_DIR/{train,test[,val]}/{class_name}/{files}``, plus optionally an
+unlabeled pool ``DATA_DIR/unlabeled/`` with images at any depth (its sub-folder names are
+never classes: pool entries have split ``unlabeled`` and class ``""``). Every file under a
+class folder or the pool becomes one manifest entry (path, split, class, sha256, size, and for
 decodable images width, height, mode, format and a 64-bit dHash); files that are not
 usable images are kept too, with an ``error`` kind, so a restore rebuilds the exact tree
 and the quality gate can name them. A stat cache in the store (absolute path, size,
@@ -34,6 +36,7 @@ from src.core.errors import DataError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test", "val")
+POOL = "unlabeled"  # the folder (and manifest split) of images without a label
 REQUIRED_SPLITS = ("train", "test")
 CACHE_DDL = """
 CREATE TABLE IF NOT EXISTS dataset_stat_cache (
@@ -126,7 +129,8 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
     if not splits:
         raise DataError(f"{root} has no train/, val/ or test/ folder" + (" inside it" if outside else ""),
                         hint="lay the dataset out as DATA_DIR/{train,test}/{class_name}/{images}")
-    notes += [f"stray:{p.name}" for p in sorted(root.iterdir()) if p.name not in splits and p.name not in outside]
+    notes += [f"stray:{p.name}" for p in sorted(root.iterdir())
+              if p.name not in splits and p.name not in outside and p.name != POOL]
     files: list[tuple[Path, str, str, str]] = []
     for split in splits:
         for cdir in sorted((root / split).iterdir()):
@@ -157,6 +161,7 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
                     files.append((p, rel, split, cdir.name))
             if len(files) == n0:
                 notes.append(f"empty_class:{rel_dir}")
+    files += list_pool(root, real_root, notes)
     if not files:
         raise DataError(f"{root} contains no files under {{split}}/{{class}}/ folders",
                         hint="add images as DATA_DIR/train/<class>/<image>.jpg")
@@ -165,6 +170,44 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
         log.warning("left out %d link(s) leading outside %s (e.g. %s); they are never read", len(links), root,
                     links[0])
     return root, files, notes
+
+
+def list_pool(root: Path, real_root: Path | None = None, notes: list[str] | None = None
+              ) -> list[tuple[Path, str, str, str]]:
+    """``[(abs path, rel path, "unlabeled", "")]`` for every file under ``root/unlabeled/``, any depth.
+
+    Links leading outside the dataset (the pool folder itself, a sub-folder or a file) are left
+    out and noted as ``outside_link:`` in ``notes``, as for the labeled splits.
+    """
+    from src.core.paths import is_inside
+
+    real_root = real_root or Path(os.path.realpath(root))
+    notes = notes if notes is not None else []
+    out: list[tuple[Path, str, str, str]] = []
+    pool = root / POOL
+    if not pool.is_dir():
+        return out
+    if pool.is_symlink() and not is_inside(real_root, pool):
+        notes.append(f"outside_link:{POOL}")
+        return out
+    for dirpath, dirnames, filenames in os.walk(pool):
+        dirnames.sort()
+        for d in dirnames:  # os.walk follows no folder links; report outside ones
+            if os.path.islink(os.path.join(dirpath, d)) and not is_inside(real_root, os.path.join(dirpath, d)):
+                notes.append(f"outside_link:{(Path(dirpath) / d).relative_to(root).as_posix()}")
+        for fn in sorted(filenames):
+            p = Path(dirpath) / fn
+            try:
+                fn.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DataError(f"{dirpath}/{fn!r}: file name is not valid UTF-8",
+                                hint="rename the file; names are stored in the manifest") from None
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink() and not is_inside(real_root, p):
+                notes.append(f"outside_link:{rel}")
+                continue
+            out.append((p, rel, POOL, ""))
+    return out
 
 
 def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = None) -> dict:

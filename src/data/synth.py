@@ -279,8 +279,16 @@ def draw_item(cls: GroceryClass, size: int, rng: random.Random) -> Image.Image:
 
 def generate_dataset(out_dir: str | Path, n_classes: int = 20, train_per_class: int = 60,
                      test_per_class: int = 20, image_size: int = 128, seed: int = 0,
-                     classes: Sequence[str] | None = None) -> Path:
-    """Write ``out_dir/{train,test}/{class}/*.jpg``; returns ``out_dir``."""
+                     classes: Sequence[str] | None = None, unlabeled: int = 0,
+                     pool_truth: str | Path | None = None) -> Path:
+    """Write ``out_dir/{train,test}/{class}/*.jpg``; returns ``out_dir``.
+
+    ``unlabeled=N`` also writes a pool of N images of the same classes under
+    ``out_dir/unlabeled/batch_XX/`` (sub-folders, as a phone export would have, never
+    classes); ``pool_truth`` names a CSV (``path,label``) kept outside the dataset that
+    records their true classes, for measuring pseudo-labels. The pool draws from its own
+    seeds, so the labeled images are the same bytes with or without it.
+    """
     from tqdm import tqdm
 
     out = Path(out_dir)
@@ -296,5 +304,27 @@ def generate_dataset(out_dir: str | Path, n_classes: int = 20, train_per_class: 
                     img = draw_item(cls, image_size, rng)
                     img.save(d / f"{cls.name}_{split}_{i:04d}.jpg", quality=rng.randint(60, 95))
                     bar.update(1)
-    log.info("generated %d images in %d classes under %s", total, len(chosen), out)
+    if unlabeled:
+        _generate_pool(out, chosen, unlabeled, image_size, seed, pool_truth)
+    log.info("generated %d images in %d classes under %s", total + unlabeled, len(chosen), out)
     return out
+
+
+def _generate_pool(out: Path, chosen: Sequence[GroceryClass], n: int, image_size: int, seed: int,
+                   pool_truth: str | Path | None) -> None:
+    import csv
+
+    if n < 0:
+        raise ValueError(f"unlabeled must be >= 0, got {n}")
+    rows = []
+    for i in range(n):
+        rng = random.Random(f"{seed}-unlabeled-{i}")
+        cls = rng.choice(list(chosen))
+        d = out / "unlabeled" / f"batch_{i // 500:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        rel = f"unlabeled/batch_{i // 500:02d}/img_{i:05d}.jpg"
+        draw_item(cls, image_size, rng).save(out / rel, quality=rng.randint(60, 95))
+        rows.append((rel, cls.name))
+    if pool_truth is not None:
+        with open(pool_truth, "w", newline="") as f:
+            csv.writer(f).writerows([("path", "label"), *rows])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,12 @@ DEFAULT_SAMPLES_PER_CLASS = 4
 
 
 def build_metadata(manifest: list[dict]) -> dict[str, Any]:
-    """Counts a user looks at first: samples, classes, splits, imbalance."""
-    from collections import Counter
-
+    """Counts a user looks at first: samples, classes, splits, imbalance (the pool is no class)."""
     from src.data.quality import imbalance_ratio
+    from src.data.scan import POOL
 
     valid = [e for e in manifest if not e.get("error")]
-    classes = Counter(e["class"] for e in valid)
+    classes = Counter(e["class"] for e in valid if e["split"] != POOL)
     split_class: dict[str, dict[str, int]] = {}
     for e in valid:
         d = split_class.setdefault(e["split"], {})
@@ -52,6 +52,7 @@ def build_metadata(manifest: list[dict]) -> dict[str, Any]:
         "split_counts": {s: sum(c.values()) for s, c in sorted(split_class.items())},
         "split_class_counts": {s: dict(sorted(c.items())) for s, c in sorted(split_class.items())},
         "imbalance_ratio": imbalance_ratio(classes),
+        "pool_samples": sum(1 for e in valid if e["split"] == POOL),
     }
 
 
@@ -214,8 +215,29 @@ def discard_blobs(st, digests: list[str]) -> None:
     log.debug("removed %d blob(s) of a failed version", n)
 
 
+def assign_sources(st, name: str, manifest: list[dict], sources: dict[str, str] | None = None) -> None:
+    """Give each labeled file its label source: ``sources[path]`` (a labeling just done), else the
+    previous version's for the same path and bytes (carried forward while the file is unchanged),
+    else ``human``; pool files have none."""
+    from src.data.scan import POOL
+
+    sources = sources or {}
+    with st.read() as con:
+        prev = {r["path"]: (r["sha256"], r["source"]) for r in con.execute(
+            "SELECT path, sha256, source FROM dataset_files WHERE name=? AND version="
+            "(SELECT MAX(version) FROM dataset_versions WHERE name=?)", (name, name))}
+    for e in manifest:
+        if e["split"] == POOL:
+            e["source"] = None
+        elif e["path"] in sources:
+            e["source"] = sources[e["path"]]
+        else:
+            sha, src = prev.get(e["path"], (None, None))
+            e["source"] = src if sha == e["sha256"] and src else "human"
+
+
 def _create(data_dir, name: str, version, description, samples_per_class: int, store, wandb_mode,
-            tracker, link: bool, scan: dict | None = None) -> dict:
+            tracker, link: bool, scan: dict | None = None, sources: dict[str, str] | None = None) -> dict:
     from src.data.scan import scan_dataset
     from src.data.quality import analyze
     from src.core.store import validate_name
@@ -242,6 +264,8 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
             raise DataError(f"{root} has no usable images ({len(manifest)} unreadable or non-image files)",
                             hint="run --quality-check to see what is wrong with them")
         quality = analyze(manifest, scan["notes"])
+        assign_sources(st, name, manifest, sources)
+        meta["label_sources"] = dict(Counter(e["source"] for e in manifest if e["source"]))
         new = _stored_blobs(st, root, manifest, link)
         result["new_blobs"] = stored = len(new)
         try:
@@ -269,7 +293,8 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
 def create_dataset_artifact(data_dir: str | os.PathLike, artifact_name: str = DEFAULT_NAME,
                             version: str | None = None, description: str | None = None,
                             samples_per_class: int = DEFAULT_SAMPLES_PER_CLASS, store=None,
-                            wandb_mode: str | None = None, link: bool = False) -> dict:
+                            wandb_mode: str | None = None, link: bool = False,
+                            sources: dict[str, str] | None = None) -> dict:
     """Version ``data_dir`` (or find the version with the same content).
 
     Returns ``{"name", "version", "digest", "created", ...}``; a new version also carries
@@ -277,9 +302,11 @@ def create_dataset_artifact(data_dir: str | os.PathLike, artifact_name: str = DE
     content is the same. Bytes are copied into the store once per distinct content;
     ``link=True`` hard-links instead (no extra space, but the dataset files become
     read-only and editing one in place as root would corrupt the stored version).
+    ``sources`` maps relative paths to ``human``/``pseudo`` for files just labeled (the others carry
+    the previous version's source forward while unchanged; see :func:`assign_sources`).
     """
     return _create(data_dir, artifact_name, version, description, samples_per_class, store, wandb_mode,
-                   None, link)
+                   None, link, sources=sources)
 
 
 def find_or_create_version(data_dir: str | os.PathLike, artifact_name: str = DEFAULT_NAME, store=None,

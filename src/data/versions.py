@@ -42,16 +42,18 @@ CREATE TABLE IF NOT EXISTS dataset_versions (
 CREATE TABLE IF NOT EXISTS dataset_files (
     name TEXT NOT NULL, version INTEGER NOT NULL, path TEXT NOT NULL, split TEXT NOT NULL,
     class TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL, width INTEGER, height INTEGER,
-    mode TEXT, format TEXT, dhash TEXT, error TEXT, error_detail TEXT,
+    mode TEXT, format TEXT, dhash TEXT, error TEXT, error_detail TEXT, source TEXT,
     PRIMARY KEY (name, version, path),
     FOREIGN KEY (name, version) REFERENCES dataset_versions (name, version)
 );
 """
-ADDED_COLUMNS = {"dataset_versions": {"mirrored": "INTEGER"}}  # stores made before the column existed
+# columns added to stores made before they existed (a file's label source reads back as unknown there)
+ADDED_COLUMNS = {"dataset_versions": {"mirrored": "INTEGER"}, "dataset_files": {"source": "TEXT"}}
 VERSION_COLS = ("name", "version", "digest", "created_at", "description", "data_dir", "metadata", "quality",
                 "mirrored")
 FILE_COLS = ("path", "split", "class", "sha256", "size", "width", "height", "mode", "format", "dhash",
-             "error", "error_detail")
+             "error", "error_detail", "source")
+SOURCES = ("human", "pseudo")  # who gave a labeled file its class; pool files have none
 
 
 def open_store(store=None):
@@ -191,39 +193,46 @@ def load_dataset_artifact(name: str = DEFAULT_NAME, version: str = "latest", sto
 
 
 def diff_versions(name: str, a: str, b: str, store=None) -> dict:
-    """Added, removed, modified (same path, new bytes), relabeled (same bytes, other class)
-    and moved (same bytes and class, other path) files, plus per-class count changes."""
-    A = {e["path"]: e for e in load_dataset_artifact(name, a, store)["manifest"]}
-    B = {e["path"]: e for e in load_dataset_artifact(name, b, store)["manifest"]}
+    """Added, removed, modified (same path, new bytes), labeled (a pool image moved under a class,
+    same bytes), relabeled (same bytes, other class) and moved (same bytes and class, other path)
+    files, plus per-class count changes (the pool counted as ``(unlabeled)``)."""
+    from src.data.scan import POOL
+
+    va, vb = load_dataset_artifact(name, a, store), load_dataset_artifact(name, b, store)
+    A = {e["path"]: e for e in va["manifest"]}
+    B = {e["path"]: e for e in vb["manifest"]}
     added = sorted(set(B) - set(A))
     removed = sorted(set(A) - set(B))
     modified = sorted(p for p in set(A) & set(B) if A[p]["sha256"] != B[p]["sha256"])
-    relabeled, moved = [], []
-    pool: dict[str, list[str]] = {}
+    labeled, relabeled, moved = [], [], []
+    gone: dict[str, list[str]] = {}
     for p in removed:
-        pool.setdefault(A[p]["sha256"], []).append(p)
+        gone.setdefault(A[p]["sha256"], []).append(p)
     for p in list(added):
-        cands = pool.get(B[p]["sha256"])
+        cands = gone.get(B[p]["sha256"])
         if cands:
             src = next((c for c in cands if A[c]["class"] != B[p]["class"]), cands[0])
             cands.remove(src)
             added.remove(p)
             removed.remove(src)
             rec = {"from": src, "to": p, "from_class": A[src]["class"], "to_class": B[p]["class"]}
-            (relabeled if rec["from_class"] != rec["to_class"] else moved).append(rec)
+            if A[src]["split"] == POOL and B[p]["split"] != POOL:
+                labeled.append({**rec, "source": B[p].get("source")})
+            else:
+                (relabeled if rec["from_class"] != rec["to_class"] else moved).append(rec)
     classes: dict[str, dict[str, int]] = {}
     for side, m in (("a", A), ("b", B)):
         for e in m.values():
             if e.get("error"):  # the same usable images --show and the metadata count
                 continue
-            c = classes.setdefault(e["class"], {"a": 0, "b": 0})
+            c = classes.setdefault(e["class"] if e["split"] != POOL else f"({POOL})", {"a": 0, "b": 0})
             c[side] += 1
     changes = {c: {**n, "delta": n["b"] - n["a"]} for c, n in sorted(classes.items()) if n["a"] != n["b"]}
-    return {"name": name, "a": load_dataset_artifact(name, a, store)["version"],
-            "b": load_dataset_artifact(name, b, store)["version"], "added": added, "removed": removed,
-            "modified": modified, "relabeled": relabeled, "moved": moved, "class_changes": changes,
+    return {"name": name, "a": va["version"], "b": vb["version"], "added": added, "removed": removed,
+            "modified": modified, "labeled": labeled, "relabeled": relabeled, "moved": moved,
+            "class_changes": changes,
             "counts": {"added": len(added), "removed": len(removed), "modified": len(modified),
-                       "relabeled": len(relabeled), "moved": len(moved)}}
+                       "labeled": len(labeled), "relabeled": len(relabeled), "moved": len(moved)}}
 
 
 def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=None) -> dict:

@@ -25,7 +25,8 @@ def format_training_summary(results: dict[str, Any]) -> str:
     d, ft = results["dataset"], results["extractor"]["fine_tune"]
     out = [
         f"dataset {d['root']}: {d['train_samples']} train ({d['labeled_samples']} labeled), "
-        f"{d['test_samples']} test, {len(d['classes'])} classes" + (f", version {d['version']}" if d["version"] else ""),
+        + (f"{d['pool_samples']} unlabeled in the pool, " if d.get("pool_samples") else "")
+        + f"{d['test_samples']} test, {len(d['classes'])} classes" + (f", version {d['version']}" if d["version"] else ""),
         f"fine-tuning: {ft['epochs']} epochs, " + (f"taken from the cache (first run took {ft['seconds']:.1f} s)"
                                                    if ft["cached"] else f"{ft['seconds']:.1f} s"),
         "",
@@ -36,6 +37,11 @@ def format_training_summary(results: dict[str, Any]) -> str:
         f"({results['summary']['gain_over_baseline']:+.4f} vs labeled-only baseline)",
         f"models:  {results['models_dir']}/{{algorithm}}_model.skops, feature_extractor.pth, training_results.json",
     ]
+    pl = results.get("pseudo_labels")
+    if pl:
+        q = pl["confidence_quantiles"]
+        out.append(f"pseudo-labels: {pl['count']} pool images ({pl['algorithm']}, median confidence "
+                   f"{q.get('p50', 0):.3f}) in {results['models_dir']}/{pl['file']}")
     if results["run"].get("dir"):
         out.append(f"W&B run ({results['run']['mode']}): {results['run']['dir']}")
     return "\n".join(out)

@@ -25,11 +25,15 @@ ALGORITHM_NAMES = tuple(sorted(ALGORITHMS))
 SWEEP_KEYS = ("labeled_ratio", "algorithm", "algorithms", "n_neighbors", "fine_tune_epochs", "fine_tune_lr", "seed")
 INT_FIELDS = ("fine_tune_epochs", "n_neighbors", "batch_size", "image_size", "seed")
 MAX_IMAGE_SIZE = 1024
+# ``labeled_ratio=None`` is resolved from the data: with an unlabeled/ pool every label is used (the pool is
+# the unlabeled part); without one, labels are hidden to simulate semi-supervision as before.
+DEFAULT_LABELED_RATIO = 0.1
+POOL_LABELED_RATIO = 1.0
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    labeled_ratio: float = 0.1
+    labeled_ratio: float | None = None  # None: POOL_LABELED_RATIO with a pool, else DEFAULT_LABELED_RATIO
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     fine_tune_epochs: int = 5
     fine_tune_lr: float = 1e-4
@@ -84,7 +88,8 @@ class TrainConfig:
         if self.dataset_name is None:
             return replace(self, dataset_name=default_dataset_name(self.data_dir)).validated()
         validate_name(self.dataset_name, "dataset name")
-        validate_labeled_ratio(self.labeled_ratio)
+        if self.labeled_ratio is not None:
+            validate_labeled_ratio(self.labeled_ratio)
         validate_algorithms(self.algorithms)
         if self.fine_tune_epochs < 0:
             raise ConfigError(f"fine_tune_epochs must be >= 0, got {self.fine_tune_epochs}")
@@ -102,6 +107,12 @@ class TrainConfig:
             raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         return self
 
+    def resolved(self, has_pool: bool) -> "TrainConfig":
+        """The config with ``labeled_ratio`` decided from the data (an explicit value is kept)."""
+        if self.labeled_ratio is not None:
+            return self
+        return replace(self, labeled_ratio=POOL_LABELED_RATIO if has_pool else DEFAULT_LABELED_RATIO)
+
     def tracked(self) -> dict[str, Any]:
         """The config as W&B, the results file and every saved model record it."""
         d = asdict(self)
@@ -112,8 +123,9 @@ class TrainConfig:
 
 
 def default_config() -> dict[str, Any]:
-    """The defaults as a plain dict (``wandb_config.DEFAULT_CONFIG``), with the backbone named."""
-    return {**TrainConfig().tracked(), "backbone": "tf_efficientnet_lite0"}
+    """The defaults as a plain dict (``wandb_config.DEFAULT_CONFIG``), with the backbone named;
+    ``labeled_ratio`` is the one for a dataset without a pool (1.0 with one)."""
+    return {**TrainConfig().resolved(has_pool=False).tracked(), "backbone": "tf_efficientnet_lite0"}
 
 
 def apply_sweep_overrides(cfg: TrainConfig, run_config: Mapping[str, Any]) -> TrainConfig:

@@ -47,17 +47,37 @@ def fit_and_evaluate(name: str, s: TrainState) -> tuple[Any, dict[str, Any]]:
     val = cross_val_accuracy(fit, s.X, s.y_partial, seed=cfg.seed)
     m = evaluate(model, s.Xt, ds.test.labels, ds.classes)
     m["val_accuracy"] = val
-    trans = transduced_labels(model)
-    unl = ~s.mask
-    if unl.any():  # labels given to the unlabeled images: transduced where assigned, else predicted
-        assigned = model.predict(s.X[unl])
-        if trans is not None:
-            assigned = np.where(trans[unl] != UNLABELED, trans[unl], assigned)
-        m["unlabeled_accuracy"] = float((assigned == ds.train.labels[unl]).mean())
-    else:
-        m["unlabeled_accuracy"] = None
+    hidden, n_pool = s.hidden, len(s.X) - s.n_train
+    m["unlabeled_accuracy"] = None  # only where truth exists: labels hidden by labeled_ratio, never the pool
+    if name != BASELINE and (hidden.any() or n_pool):
+        assigned, conf = assigned_labels(model, s.X)
+        if hidden.any():
+            m["unlabeled_accuracy"] = float((assigned[hidden] == s.truth[hidden]).mean())
+        if n_pool:
+            m["pool_labels"], m["pool_confidence"] = assigned[s.n_train:], conf[s.n_train:]
+    elif hidden.any():
+        m["unlabeled_accuracy"] = float((model.predict(s.X[hidden]) == s.truth[hidden]).mean())
     m["fit_seconds"] = fit_s
     return model, m
+
+
+def assigned_labels(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(label, confidence) a fitted model gives each of its training rows ``X``.
+
+    Graph methods give their transduction and its confidence; self-training its
+    transduced label where it assigned one, else its prediction, with the classifier's
+    probability of that label.
+    """
+    proba = model.predict_proba(X)
+    labels = model.classes_[proba.argmax(1)]
+    trans = transduced_labels(model)
+    if trans is not None:
+        labels = np.where(trans != UNLABELED, trans, labels)
+    graph_conf = getattr(model[-1], "label_confidence_", None)
+    if graph_conf is not None:
+        return labels, np.asarray(graph_conf, dtype=np.float64)
+    col = np.searchsorted(model.classes_, labels)
+    return labels, proba[np.arange(len(labels)), col]
 
 
 def log_metrics(name: str, m: dict[str, Any], s: TrainState) -> None:
@@ -110,6 +130,8 @@ def run_algorithm(name: str, s: TrainState) -> dict[str, Any]:
     if name == BASELINE:
         log_metrics(name, m, s)
         return {k: m[k] for k in METRIC_KEYS}
+    if "pool_labels" in m:
+        s.pool_predictions[name] = (m["pool_labels"], m["pool_confidence"])
     metrics = save_outputs(name, model, m, s)
     log_metrics(name, m, s)
     return metrics

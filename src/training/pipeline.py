@@ -1,10 +1,11 @@
 """The training pipeline behind ``train_with_wandb``: one function per stage.
 
-scan (or generate) the dataset → pin its version → seeded labeled/unlabeled split →
+scan (or generate) the dataset → pin its version → seeded labeled/unlabeled split (the
+``unlabeled/`` pool joins as unlabeled rows; ``labeled_ratio`` is resolved from the data) →
 fine-tune the backbone on the labeled images (cached) → extract features (cached) → fit,
-evaluate, log and save each algorithm and the labeled-only baseline → results. Outputs are
-written to a staging folder and published to ``--models-dir`` only when every stage succeeded
-(``training/outputs.py``).
+evaluate, log and save each algorithm and the labeled-only baseline → pseudo-labels for
+the pool from the best algorithm → results. Outputs are written to a staging folder and
+published to ``--models-dir`` only when every stage succeeded (``training/outputs.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from src.tracking import Tracker, in_sweep
 from src.training.config import DEFAULT_DATA_DIR, TrainConfig, apply_sweep_overrides
 from src.training.fitting import BASELINE, run_algorithm
 from src.training.outputs import RESULTS_FILE, copy_best_model, publish, staged_outputs
+from src.training.pseudo_labels import export_pseudo_labels
 from src.training.results import build_results, log_summary, summarize
 from src.training.runs import record_run
 from src.training.state import TrainState
@@ -153,14 +155,18 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
            epoch_callback: EpochCallback | None) -> dict[str, Any]:
     if in_sweep():
         cfg = apply_sweep_overrides(cfg, tracker.config)
-    n_classes = len(ds.classes)
-    validate_n_neighbors(cfg.n_neighbors, len(ds.train))
+    cfg = cfg.resolved(ds.has_pool)
+    n_classes, n_pool = len(ds.classes), len(ds.pool) if ds.has_pool else 0
+    validate_n_neighbors(cfg.n_neighbors, len(ds.train) + n_pool)
     mask = labeled_split(ds.train.labels, cfg.labeled_ratio, n_classes, cfg.seed)
     version = dataset_version(cfg, store, tracker, ds.scan)
-    tracker.update_config({"dataset_digest": ds.digest, "dataset_version": version, "classes": ds.classes})
+    per_class = _labeled_per_class(ds, mask)
+    tracker.update_config({"dataset_digest": ds.digest, "dataset_version": version, "classes": ds.classes,
+                           "labeled_ratio": cfg.labeled_ratio})
     tracker.log({"dataset/train_samples": len(ds.train), "dataset/test_samples": len(ds.test),
                  "dataset/num_classes": n_classes, "data/labeled_samples": int(mask.sum()),
-                 "data/unlabeled_samples": int((~mask).sum())})
+                 "data/unlabeled_samples": int((~mask).sum()) + n_pool, "data/pool_samples": n_pool,
+                 **{f"data/labeled_per_class/{c}": n for c, n in per_class.items()}})
 
     extractor, ft, ext_digest = build_extractor(cfg, ds, mask, store, tracker, epoch_callback, out_dir)
     precision = getattr(extractor, "precision", "float32")
@@ -168,8 +174,9 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     tracker.log({"timing/fine_tune_seconds": ft.seconds, "training/fine_tune_epochs": cfg.fine_tune_epochs,
                  "training/fine_tune_cached": int(ft.cached)})
     X, Xt = _features(cfg, ds, extractor, store, tracker)
-    state = TrainState(cfg=cfg, ds=ds, X=X, Xt=Xt, mask=mask, ext_digest=ext_digest, version=version,
-                       tracker=tracker, models_dir=out_dir, pre=extractor.preprocessing, precision=precision)
+    state = TrainState(cfg=cfg, ds=ds, X=X, Xt=Xt, mask=np.concatenate([mask, np.zeros(n_pool, dtype=bool)]),
+                       ext_digest=ext_digest, version=version, tracker=tracker, models_dir=out_dir,
+                       pre=extractor.preprocessing, precision=precision)
     per_algo = {name: run_algorithm(name, state) for name in cfg.algorithms}
     baseline = run_algorithm(BASELINE, state)
     log_summary(state, per_algo, baseline)
@@ -177,15 +184,29 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     best = summarize(per_algo, baseline)["best_algorithm"]
     results["best_model"] = {"algorithm": best, "path": copy_best_model(out_dir, per_algo[best]["model_path"]),
                              "digest": per_algo[best]["model_digest"]}
+    results["dataset"].update(pool_samples=n_pool, labeled_per_class=per_class)
+    results["pseudo_labels"] = export_pseudo_labels(state, best)
     return results
 
 
+def _labeled_per_class(ds: ImageDataset, mask: np.ndarray) -> dict[str, int]:
+    counts = np.bincount(ds.train.labels[mask], minlength=len(ds.classes))
+    return {c: int(n) for c, n in zip(ds.classes, counts)}
+
+
 def _features(cfg: TrainConfig, ds: ImageDataset, extractor, store: Store, tracker: Tracker):
+    """Train features with the pool's appended (same cache), and test features."""
     cache = FeatureCache(store)
     t0 = time.perf_counter()
     X, n_new_tr = cached_features(extractor, ds.train.paths, ds.train.digests, cache, cfg.batch_size,
                                   cfg.progress, "train features")
     Xt, n_new_te = cached_features(extractor, ds.test.paths, ds.test.digests, cache, cfg.batch_size,
                                    cfg.progress, "test features")
-    tracker.log({"timing/extract_seconds": time.perf_counter() - t0, "timing/images_extracted": n_new_tr + n_new_te})
+    n_new_pool = 0
+    if ds.has_pool:
+        Xp, n_new_pool = cached_features(extractor, ds.pool.paths, ds.pool.digests, cache, cfg.batch_size,
+                                         cfg.progress, "pool features")
+        X = np.concatenate([X, Xp])
+    tracker.log({"timing/extract_seconds": time.perf_counter() - t0,
+                 "timing/images_extracted": n_new_tr + n_new_te + n_new_pool})
     return X, Xt

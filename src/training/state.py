@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +20,39 @@ class TrainState:
 
     cfg: TrainConfig
     ds: ImageDataset
-    X: np.ndarray              # train features
+    X: np.ndarray              # train features, then the pool's (rows len(ds.train):)
     Xt: np.ndarray             # test features
-    mask: np.ndarray           # True where a training label is used
+    mask: np.ndarray           # True where a training label is used (False for every pool row)
     ext_digest: str            # sha256 of feature_extractor.pth
     version: str | None        # dataset version (name:vN) for lineage
     tracker: Tracker
     models_dir: Path           # where outputs are written (staging; published to cfg.models_dir)
     pre: Preprocessing
     precision: str             # extractor precision (float32 / int8)
+    pool_predictions: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # algo → (labels, conf)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.ds.train)
+
+    @property
+    def truth(self) -> np.ndarray:
+        """A label per row of ``X``: the train labels, ``-1`` for the pool (no truth there)."""
+        from src.learning.semi_supervised import UNLABELED
+
+        return np.concatenate([self.ds.train.labels, np.full(len(self.X) - self.n_train, UNLABELED)])
+
+    @property
+    def hidden(self) -> np.ndarray:
+        """Rows whose label exists but is hidden by ``labeled_ratio``: where unlabeled accuracy can be measured."""
+        return ~self.mask & (np.arange(len(self.X)) < self.n_train)
 
     @property
     def y_partial(self) -> np.ndarray:
-        """Training labels with ``-1`` where the label is hidden."""
+        """Training labels with ``-1`` where the label is hidden or absent (the pool)."""
         from src.learning.semi_supervised import UNLABELED
 
-        return np.where(self.mask, self.ds.train.labels, UNLABELED)
+        return np.where(self.mask, self.truth, UNLABELED)
 
     def dataset_record(self) -> dict[str, Any]:
         return {"digest": self.ds.digest, "version": self.version, "root": str(self.ds.root)}

@@ -1,0 +1,69 @@
+"""Paths inside a data dir: every write of the labeling loop stays inside it, symlinks included."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+from src.core.errors import DataError
+from src.data.scan import POOL
+
+CLASS_NAME = re.compile(r"^[^/\\\x00-\x1f]+$")
+
+
+def data_root(data_dir: str | os.PathLike) -> Path:
+    """The resolved data dir, which must hold ``train/``."""
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"dataset folder {root} does not exist", hint="pass --data-dir DIR with train/ and unlabeled/")
+    root = root.resolve()
+    if not (root / "train").is_dir():
+        raise DataError(f"{root} has no 'train' folder", hint=f"expected {root}/train/<class_name>/<images>")
+    return root
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """True when ``path`` (symlinks resolved) is ``root`` or below it."""
+    try:
+        Path(os.path.realpath(path)).relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def pool_path_problem(root: Path, rel: str) -> str | None:
+    """Why ``rel`` is not a movable pool image (None when it is)."""
+    p = PurePosixPath(rel)
+    if not rel or p.is_absolute() or "\\" in rel or any(part in ("..", ".") for part in p.parts) \
+            or len(p.parts) < 2 or p.parts[0] != POOL:
+        return f"path {rel!r} is outside the pool ({POOL}/), relative to the data dir"
+    full = root / rel
+    if not os.path.lexists(full):
+        return f"unknown path {rel!r}: no such file in the pool"
+    here = root
+    for part in p.parts:
+        here = here / part
+        if here.is_symlink():
+            return f"{here.relative_to(root).as_posix()} is a symlink; refusing to move through it"
+    if not full.is_file():
+        return f"{rel!r} is not a regular file"
+    if not is_inside(full, root / POOL):
+        return f"{rel!r} resolves outside the pool"
+    return None
+
+
+def class_name_problem(name: str) -> str | None:
+    if not CLASS_NAME.match(name) or name in (".", "..") or name.startswith(".") or name != name.strip():
+        return f"invalid class name {name!r} (a folder name: no '/', no leading dot or spaces)"
+    return None
+
+
+def class_dir_problem(root: Path, name: str) -> str | None:
+    """A class folder that exists as a symlink or resolves outside the data dir would move images out."""
+    d = root / "train" / name
+    if d.is_symlink() or (root / "train").is_symlink() or (d.exists() and not is_inside(d, root)):
+        return f"train/{name} is a symlink; refusing to move images into it"
+    if d.exists() and not d.is_dir():
+        return f"train/{name} is not a folder"
+    return None

@@ -1,0 +1,113 @@
+"""Which pool images to label next: the ones the trained model is least sure about, spread out.
+
+``margin``: the smallest gap between the model's two most likely classes (uncertainty
+sampling). ``diverse`` (default): k-means on the pool's features into ``budget`` clusters
+and the smallest-margin image of each, so a budget is not spent on near-copies of one
+confusing photo. ``random``: a seeded sample, the yardstick the other two must beat.
+The model is the best algorithm of the training run in ``--models-dir``, with the feature
+extractor it was trained with (pool features come from the store's cache when training
+already extracted them).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.core.errors import ConfigError, DataError, ModelError
+from src.core.store import Store
+from src.curation.paths import data_root
+from src.curation.sheet import contact_sheet, write_atomic
+
+log = logging.getLogger(__name__)
+STRATEGIES = ("diverse", "margin", "random")
+CSV_NAME, HTML_NAME = "suggestions.csv", "suggestions.html"
+
+
+def load_trained_model(models_dir: Path, store: Store):
+    """The best algorithm's :class:`~src.serving.predictor.Predictor` from a training run's outputs."""
+    from src.serving.predictor import Predictor
+
+    results = models_dir / "training_results.json"
+    if not results.is_file():
+        raise ModelError(f"{results} does not exist", hint="train on this dataset first (train_with_wandb.py)")
+    try:
+        best = json.loads(results.read_text())["summary"]["best_algorithm"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{results} is not a training results file", hint="train again") from e
+    return Predictor.load(models_dir / f"{best}_model.pkl", store=store), best
+
+
+def pool_probabilities(root: Path, models_dir: Path, store: Store, batch_size: int = 32):
+    """(dataset, pool features, class probabilities, algorithm) for ``root``'s pool."""
+    from src.data.dataset import image_dataset
+    from src.features.extraction import FeatureCache, cached_features
+
+    ds = image_dataset(root, store=store)
+    if not ds.has_pool:
+        raise DataError(f"{root / 'unlabeled'} holds no images", hint="put the images without labels there")
+    pred, algo = load_trained_model(models_dir, store)
+    if pred.class_names != ds.classes:
+        raise ModelError(f"the model in {models_dir} knows classes {', '.join(pred.class_names)}, the dataset has "
+                         f"{', '.join(ds.classes)}", hint="retrain on this dataset, then suggest")
+    trained_on = pred.bundle.get("dataset", {}).get("root")
+    if trained_on and Path(trained_on).resolve() != root:
+        log.warning("the model was trained on %s, not %s", trained_on, root)
+    X, _ = cached_features(pred.extractor, ds.pool.paths, ds.pool.digests, FeatureCache(store), batch_size,
+                           False, "pool features")
+    return ds, X, pred.predict_features(X), algo
+
+
+def select(X: np.ndarray, proba: np.ndarray, budget: int, strategy: str, seed: int = 0) -> np.ndarray:
+    """Indices of the ``budget`` pool rows to label, most useful first."""
+    n = len(X)
+    budget = min(budget, n)
+    top2 = np.sort(proba, axis=1)[:, -2:] if proba.shape[1] > 1 else np.hstack([np.zeros((n, 1)), proba])
+    margin = top2[:, 1] - top2[:, 0]
+    if strategy == "random":
+        return np.random.default_rng(seed).choice(n, size=budget, replace=False)
+    if strategy == "margin" or budget == n:
+        return np.argsort(margin, kind="stable")[:budget]
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import normalize
+
+    clusters = KMeans(n_clusters=budget, n_init=3, random_state=seed).fit_predict(normalize(X))
+    picks = [min(np.flatnonzero(clusters == c), key=lambda i: margin[i]) for c in np.unique(clusters)]
+    return np.asarray(sorted(picks, key=lambda i: margin[i]))
+
+
+def suggest(data_dir: str | os.PathLike, models_dir: str | os.PathLike = "models", budget: int = 50,
+            strategy: str = "diverse", out: str | os.PathLike | None = None, store=None,
+            seed: int = 0) -> dict[str, Any]:
+    """Pick ``budget`` pool images and write ``suggestions.csv`` and ``suggestions.html`` into ``out``."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}", hint=f"choose from {', '.join(STRATEGIES)}")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigError(f"--budget must be a positive integer, got {budget!r}")
+    root, models = data_root(data_dir), Path(models_dir)
+    st = Store.of(store)
+    ds, X, proba, algo = pool_probabilities(root, models, st)
+    idx = select(X, proba, budget, strategy, seed)
+    rows = [{"path": ds.pool.paths[i].relative_to(root).as_posix(),
+             "suggested_label": ds.classes[int(proba[i].argmax())], "confidence": round(float(proba[i].max()), 6)}
+            for i in idx]
+    out_dir = Path(out) if out else models / "labeling"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{CSV_NAME}.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "suggested_label", "confidence"])
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, out_dir / CSV_NAME)
+    intro = (f"{len(rows)} of {len(ds.pool)} unlabeled images ({strategy}), with {algo}'s guess. Copy {CSV_NAME}, "
+             f"add a 'label' column with the true class, then: labeling.py apply --data-dir {root} --labels FILE")
+    write_atomic(out_dir / HTML_NAME, contact_sheet("Images to label", intro, rows, root,
+                                                    ["suggested_label", "confidence"]))
+    return {"strategy": strategy, "algorithm": algo, "pool_size": len(ds.pool), "suggestions": rows,
+            "csv": str(out_dir / CSV_NAME), "html": str(out_dir / HTML_NAME)}

@@ -1,0 +1,119 @@
+"""The labeling loop: suggest pool images to label, apply labels (a person's or pseudo-labels),
+and find labeled images whose class folder is probably wrong.
+
+    python src/labeling.py suggest --data-dir D --models-dir models --budget 40 [--strategy diverse]
+    python src/labeling.py apply --data-dir D --labels labeled.csv [--dry-run] [--new-classes]
+    python src/labeling.py apply --data-dir D --labels models/pseudo_labels.csv --min-confidence 0.99
+    python src/labeling.py issues --data-dir D [--models-dir models]
+
+Exit codes: 0 done, 2 bad input or data (nothing moved), 3 model problem, 4 store, 5 W&B.
+The work lives in :mod:`src.curation`; this script parses flags and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Sequence
+
+from src.core.cli import add_common_flags, print_json, run_cli
+
+__all__ = ["apply_labels", "find_issues", "suggest", "main"]
+
+
+def __getattr__(name: str) -> Any:  # the library is imported lazily, so --help is instant
+    if name in ("apply_labels", "find_issues", "suggest"):
+        import src.curation as c
+
+        return getattr(c, name)
+    raise AttributeError(name)
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    add_common_flags(p)
+    p.add_argument("--data-dir", "--data_dir", required=True, help="dataset folder with train/ and unlabeled/")
+    p.add_argument("--store", metavar="DIR", help="local store directory (default: $MLOPS_STORE or .mlops)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="labeling.py", description="Suggest, apply and check labels.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("suggest", parents=[common], help="pool images whose labels would help most")
+    p.add_argument("--models-dir", "--models_dir", default="models", help="training outputs for this dataset")
+    p.add_argument("--budget", type=int, required=True, help="how many images to suggest")
+    p.add_argument("--strategy", choices=("diverse", "margin", "random"), default="diverse",
+                   help="diverse: least sure per feature cluster (default); margin: least sure; random")
+    p.add_argument("--out", default=None, help="folder for suggestions.csv/.html (default MODELS_DIR/labeling)")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("apply", parents=[common], help="move labeled pool images into train/<label>/")
+    p.add_argument("--labels", required=True, help="CSV with path and label columns (other columns ignored)")
+    p.add_argument("--dry-run", action="store_true", help="check and report, move nothing")
+    p.add_argument("--new-classes", action="store_true", help="create train/<label>/ for classes not seen yet")
+    p.add_argument("--min-confidence", type=float, default=None,
+                   help="only rows with confidence >= this (pseudo-labels), others stay in the pool")
+    p.add_argument("--source", choices=("human", "pseudo"), default=None,
+                   help="label source recorded in the version (default: pseudo when the CSV has an algorithm "
+                        "column, as pseudo_labels.csv does, else human)")
+    p.add_argument("--artifact-name", default="grocery-dataset", help="dataset name for the new version")
+    p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None)
+    p = sub.add_parser("issues", parents=[common], help="labeled images whose class folder is probably wrong")
+    p.add_argument("--models-dir", "--models_dir", default=None,
+                   help="reuse its extractor only when it was not fine-tuned (default: pretrained backbone)")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--top", type=int, default=None, help="print only the N most suspicious")
+    return parser
+
+
+def _print_apply(r: dict) -> None:
+    if r.get("resumed"):
+        print(f"completed an interrupted apply first: {r['resumed']['moves']} images, {r['resumed']['version']}")
+    verb = "would label" if r["dry_run"] else "labeled"
+    print(f"{verb} {r['labeled']} image(s) ({r['source']} labels)")
+    for m in r["renamed"]:
+        print(f"  name taken: {m['path']} -> {m['to']}")
+    if r["new_classes"]:
+        print(f"  new classes: {', '.join(r['new_classes'])}")
+    if r["skipped_blank"] or r["skipped_low_confidence"]:
+        print(f"  left in the pool: {r['skipped_blank']} without a label, "
+              f"{r['skipped_low_confidence']} below --min-confidence")
+    if r.get("version"):
+        print(f"dataset version {r['version']}{'' if r['created'] else ' (same content as before)'}")
+
+
+def command(args: argparse.Namespace) -> int:
+    import src.curation as c
+
+    if args.command == "suggest":
+        r = c.suggest(args.data_dir, args.models_dir, args.budget, args.strategy, args.out, args.store, args.seed)
+        if args.json:
+            print_json(r["suggestions"])
+        else:
+            for s in r["suggestions"]:
+                print(f"{s['confidence']:.3f}  {s['suggested_label']:<16} {s['path']}")
+            print(f"{len(r['suggestions'])} of {r['pool_size']} pool images ({r['strategy']}); "
+                  f"label them in {r['csv']} (contact sheet {r['html']})")
+    elif args.command == "apply":
+        r = c.apply_labels(args.data_dir, args.labels, dry_run=args.dry_run, new_classes=args.new_classes,
+                           min_confidence=args.min_confidence, source=args.source, store=args.store,
+                           artifact_name=args.artifact_name, wandb_mode=args.wandb_mode)
+        print_json(r) if args.json else _print_apply(r)
+    else:
+        r = c.find_issues(args.data_dir, args.models_dir, args.store, args.image_size)
+        issues = r["issues"][:args.top] if args.top else r["issues"]
+        if args.json:
+            print_json(issues)
+        else:
+            for i in issues:
+                print(f"{i['score']:.3f}  {i['given_label']:<14} -> {i['likely_label']:<14} {i['path']}")
+            print(f"{len(r['issues'])} suspicious of {r['checked']} labeled images (lowest score first)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(build_parser(), argv, command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

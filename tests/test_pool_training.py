@@ -1,0 +1,98 @@
+"""Training with an unlabeled pool: every label used by default, pool rows unlabeled, pseudo-labels out."""
+
+import csv
+import json
+
+import pytest
+from helpers import make_image_folder
+from test_pool import add_pool
+from wandb_records import read_run
+
+from src.train_with_wandb import main
+from src.training.config import TrainConfig
+
+FAST = ["--fine-tune-epochs", "0", "--image-size", "32", "--n-neighbors", "3", "--json", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pooled")
+    data = add_pool(make_image_folder(tmp / "d", per_split={"train": 4, "test": 2}), n=6)
+    return tmp, data
+
+
+def train(capsys, tmp, data, *extra, mode="disabled"):
+    code = main(["--data-dir", str(data), "--models-dir", str(tmp / "m"), "--store", str(tmp / "s"),
+                 "--wandb-mode", mode, *FAST, *extra])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return json.loads(out.out), out.err
+
+
+def test_labeled_ratio_resolves_from_the_data():
+    assert TrainConfig().labeled_ratio is None
+    assert TrainConfig().resolved(has_pool=True).labeled_ratio == 1.0
+    assert TrainConfig().resolved(has_pool=False).labeled_ratio == 0.1
+    assert TrainConfig(labeled_ratio=0.3).resolved(has_pool=True).labeled_ratio == 0.3
+
+
+def test_pool_is_unlabeled_rows_and_pseudo_labels_come_out(pooled, capsys, tmp_path, monkeypatch):
+    tmp, data = pooled
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    res, _ = train(capsys, tmp, data, mode="offline")
+    assert res["config"]["labeled_ratio"] == 1.0
+    d = res["dataset"]
+    assert d["pool_samples"] == 6 and d["labeled_samples"] == 12 and d["unlabeled_samples"] == 6
+    assert d["labeled_per_class"] == {"a": 4, "b": 4, "c": 4}
+    for m in res["algorithms"].values():
+        assert m["unlabeled_accuracy"] is None  # no hidden labels, and the pool has no truth
+    rows = list(csv.DictReader(open(tmp / "m" / "pseudo_labels.csv")))
+    assert [list(r) for r in rows[:1]] == [["path", "label", "confidence", "algorithm"]]
+    assert sorted(r["path"] for r in rows) == sorted(p.relative_to(data).as_posix()
+                                                      for p in (data / "unlabeled").rglob("*.png"))
+    assert {r["algorithm"] for r in rows} == {res["summary"]["best_algorithm"]}
+    assert all(r["label"] in ("a", "b", "c") and 0 <= float(r["confidence"]) <= 1 for r in rows)
+    pl = res["pseudo_labels"]
+    assert pl["count"] == 6 and sum(pl["per_class"].values()) == 6
+    q = pl["confidence_quantiles"]
+    assert q["p0"] <= q["p50"] <= q["p100"]
+    logged = read_run(res["run"]["dir"])
+    assert logged["config"]["labeled_ratio"] == 1.0
+    keys = logged["history_keys"]
+    for key in ("pseudo_labels/sample/_type", "pseudo_labels/confidence/_type", "data/pool_samples",
+                "data/labeled_per_class/a"):
+        assert key in keys, sorted(k for k in keys if "pseudo" in k)
+
+
+def test_hidden_labels_with_a_pool_measure_only_the_hidden(pooled, capsys):
+    tmp, data = pooled
+    res, _ = train(capsys, tmp, data, "--labeled-ratio", "0.5")
+    assert res["config"]["labeled_ratio"] == 0.5
+    assert res["dataset"]["labeled_samples"] == 6 and res["dataset"]["unlabeled_samples"] == 12
+    for m in res["algorithms"].values():
+        assert m["unlabeled_accuracy"] is not None
+
+
+def test_pool_features_are_cached(pooled, capsys):
+    tmp, data = pooled
+    train(capsys, tmp, data)
+    _, err = train(capsys, tmp, data)
+    assert "pool features: 6 from cache, 0 extracted" in err
+
+
+def test_no_pool_writes_no_pseudo_labels_and_keeps_the_old_default(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "d", per_split={"train": 10, "test": 2})
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "pseudo_labels.csv").write_text("stale")
+    res, _ = train(capsys, tmp_path, data)
+    assert res["config"]["labeled_ratio"] == 0.1 and res["pseudo_labels"] is None
+    assert res["dataset"]["pool_samples"] == 0
+    assert not (tmp_path / "m" / "pseudo_labels.csv").exists()
+
+
+def test_text_summary_names_the_pool_and_pseudo_labels(pooled, capsys):
+    tmp, data = pooled
+    code = main(["--data-dir", str(data), "--models-dir", str(tmp / "m"), "--store", str(tmp / "s"),
+                 "--wandb-mode", "disabled", *[f for f in FAST if f != "--json"]])
+    out = capsys.readouterr().out
+    assert code == 0 and "6 unlabeled in the pool" in out and "pseudo-labels: 6 pool images" in out
