@@ -3,7 +3,6 @@
 import hashlib
 
 import numpy as np
-import pytest
 from helpers import make_image_folder
 from PIL import Image
 
