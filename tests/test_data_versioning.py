@@ -256,7 +256,9 @@ def test_find_or_create_version_logs_through_callers_tracker(ds):
     assert [c[0] for c in tr.calls] == ["log_artifact"]  # no tables: the caller owns the step counter
     _, (name, type_), kw = tr.calls[0]
     assert (name, type_) == ("groc", "dataset") and kw["metadata"]["total_samples"] == 12
-    assert "manifest.json" in kw["immutable_files"] and "v1" in kw["aliases"]
+    # the local number is metadata: W&B numbers its own versions and reads a `vN` alias as one of them
+    assert "manifest.json" in kw["immutable_files"] and kw["aliases"] == ["latest"]
+    assert kw["metadata"]["local_version"] == "v1"
     dv.find_or_create_version(ds, "groc", tracker=tr)
     assert len(tr.calls) == 1
 

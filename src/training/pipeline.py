@@ -2,8 +2,8 @@
 
 scan (or generate) the dataset → pin its version → seeded labeled/unlabeled split →
 fine-tune the backbone on the labeled images (cached) → extract features (cached) → fit,
-evaluate, log and save each algorithm and the labeled-only baseline → results. Outputs are
-written to a staging folder and published to ``--models-dir`` only when every stage succeeded
+evaluate, log and save each algorithm and the labeled-only baseline → results, and each model
+as a W&B ``model`` artifact (lineage: ``training/lineage.py``). Outputs are written to a staging folder and published to ``--models-dir`` only when every stage succeeded
 (``training/outputs.py``).
 """
 
@@ -23,7 +23,6 @@ from src.core.paths import clean_pid_siblings
 from src.core.store import Store
 from src.data.dataset import ImageDataset, image_dataset
 from src.data.splits import holdout_split, labeled_split
-from src.data.versioning import find_or_create_version
 from src.features.backbone import Preprocessing, save_extractor
 from src.features.extraction import FeatureCache, cached_features
 from src.features.finetune import ExtractorCache, FineTuneSpec, fine_tune, finetune_key, weights_digest
@@ -32,6 +31,7 @@ from src.learning.semi_supervised import validate_n_neighbors
 from src.tracking import Tracker, in_sweep
 from src.training.config import DEFAULT_DATA_DIR, TrainConfig, apply_sweep_overrides
 from src.training.fitting import BASELINE, run_algorithm
+from src.training.lineage import log_models, use_dataset
 from src.training.outputs import RESULTS_FILE, copy_best_model, publish, staged_outputs
 from src.training.results import build_results, log_summary, summarize
 from src.training.runs import record_run
@@ -65,15 +65,6 @@ def ensure_dataset(cfg: TrainConfig) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return root
-
-
-def dataset_version(cfg: TrainConfig, store: Store, tracker: Tracker, scan: dict) -> str:
-    """The dataset version whose content matches (created if none), for lineage."""
-    info = find_or_create_version(cfg.data_dir, artifact_name=cfg.dataset_name, store=store.root, tracker=tracker,
-                                  scan=scan)
-    ref = f"{info['name']}:{info['version']}"
-    tracker.use_artifact(ref)
-    return ref
 
 
 def _report_epoch(tracker: Tracker, entry: dict, epoch_callback: EpochCallback | None) -> None:
@@ -156,7 +147,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     n_classes = len(ds.classes)
     validate_n_neighbors(cfg.n_neighbors, len(ds.train))
     mask = labeled_split(ds.train.labels, cfg.labeled_ratio, n_classes, cfg.seed)
-    version = dataset_version(cfg, store, tracker, ds.scan)
+    version = use_dataset(cfg.data_dir, cfg.dataset_name, store, tracker, ds.scan)  # config offline, use online
     tracker.update_config({"dataset_digest": ds.digest, "dataset_version": version, "classes": ds.classes})
     tracker.log({"dataset/train_samples": len(ds.train), "dataset/test_samples": len(ds.test),
                  "dataset/num_classes": n_classes, "data/labeled_samples": int(mask.sum()),
@@ -177,6 +168,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     best = summarize(per_algo, baseline)["best_algorithm"]
     results["best_model"] = {"algorithm": best, "path": copy_best_model(out_dir, per_algo[best]["model_path"]),
                              "digest": per_algo[best]["model_digest"]}
+    log_models(state, per_algo, best, store)  # one W&B `model` artifact per algorithm, last: the run succeeded
     return results
 
 
