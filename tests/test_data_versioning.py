@@ -311,6 +311,22 @@ def test_bad_input_one_line_nonzero_and_nothing_lost(case, ds, tmp_path, capsys)
     assert dv.load_dataset_artifact("groc", "v1")["metadata"]["total_samples"] == 12
 
 
+def test_description_for_unchanged_content_updates_the_version(ds, capsys):
+    create(ds, description="first")
+    assert dv.main(["--data-dir", str(ds), "--artifact-name", "groc", "--wandb-mode", D,
+                    "--description", "shelf photos, March"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("unchanged: content equals groc:v1") and "description updated" in out
+    [v] = dv.list_versions("groc")
+    assert v["description"] == "shelf photos, March"
+    assert dv.load_dataset_artifact("groc", "v1")["description"] == "shelf photos, March"
+    assert dv.main(["--data-dir", str(ds), "--artifact-name", "groc", "--wandb-mode", D,
+                    "--description", "shelf photos, March"]) == 0
+    assert "description updated" not in capsys.readouterr().out  # the same text again changes nothing
+    assert "description_updated" not in create(ds)  # no --description: the recorded one stays
+    assert dv.list_versions("groc")[0]["description"] == "shelf photos, March"
+
+
 def test_unchanged_content_keeps_its_quality_verdict(tmp_path, capsys):
     """A CI gate must not flip: the second run on the same data fails like the first."""
     ds = make_dataset(tmp_path / "ds")
