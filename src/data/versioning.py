@@ -107,10 +107,15 @@ def _artifact_content(v: _Committed) -> tuple[dict[str, Path], dict[str, Any]]:
     # Everything is handed to W&B as the store's read-only blobs, referenced in place: a
     # temporary copy deleted right after log_artifact lost the artifact about half the time
     # (W&B stages files in the background), and `wandb sync` needs the files later anyway.
-    blobs = {"manifest.json": st.blob_path(st.put_bytes(json.dumps(v.manifest).encode())),
-             "quality.json": st.blob_path(st.put_bytes(json.dumps(v.quality).encode()))}
+    blobs = {"manifest.json": st.blob_path(st.put_bytes(_canonical(sorted(v.manifest, key=lambda e: e["path"])))),
+             "quality.json": st.blob_path(st.put_bytes(_canonical(v.quality)))}
     blobs |= {f"data/{e['path']}": st.blob_path(e["sha256"]) for e in v.manifest if st.has_blob(e["sha256"])}
     return blobs, {**v.meta, "local_version": f"v{v.version}"}
+
+
+def _canonical(obj: Any) -> bytes:
+    """One byte form whatever the order a manifest was scanned or read back in (tuples as lists)."""
+    return json.dumps(json.loads(json.dumps(obj)), sort_keys=True).encode()
 
 
 def dataset_artifact(name: str, version: str, store=None) -> dict[str, Any]:
