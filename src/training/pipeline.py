@@ -3,8 +3,8 @@
 scan (or generate) the dataset → pin its version → seeded labeled/unlabeled split →
 fine-tune the backbone on the labeled images (cached) → extract features (cached) → fit,
 evaluate, log and save each algorithm and the labeled-only baseline → results, and each model
-as a W&B ``model`` artifact (lineage: ``training/lineage.py``). Outputs are written to a staging folder and published to ``--models-dir`` only when every stage succeeded
-(``training/outputs.py``).
+as a W&B ``model`` artifact (lineage: ``training/lineage.py``). Outputs are written to a staging
+folder and published to ``--models-dir`` only when every stage succeeded (``training/outputs.py``).
 """
 
 from __future__ import annotations
