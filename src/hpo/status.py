@@ -118,7 +118,8 @@ def summarize_sweep(sweep: Sweep, wandb_mode: str | None = None) -> dict[str, An
     with Tracker("sweep-summary", {"sweep_id": sweep.id, "sweep_config": sweep.config}, mode=wandb_mode,
                  name=f"{sweep.name}-summary", group=sweep.name, tags=["sweep", sweep.id]) as tracker:
         best = status["best"] or {}
-        tracker.summary({"sweep/trial_count": len(status["trials"]), **{f"sweep/{k.lower()}": v for k, v in status["counts"].items()},
+        tracker.summary({"sweep/trial_count": len(status["trials"]),
+                         **{f"sweep/{k.lower()}": v for k, v in status["counts"].items()},
                          "sweep/best_value": best.get("value"), "sweep/best_trial": best.get("number"),
                          **{f"best/{k}": v for k, v in best.get("params", {}).items()}})
         # the table has its own key: a summary value under the same key would be overwritten by it
@@ -173,7 +174,8 @@ def format_status(status: Mapping[str, Any]) -> str:
     lines.append(f"sweep {status['sweep_id']} ({name}): {status['state']}, {status['method']}, "
                  f"{m['goal']} {m['name']}; {counts}")
     for t in status["trials"]:
-        lines.append(f"  #{t['number']:<3} {t['state']:<8} {format_value(t):>8}  {json.dumps(t['params'], sort_keys=True)}")
+        params = json.dumps(t["params"], sort_keys=True)
+        lines.append(f"  #{t['number']:<3} {t['state']:<8} {format_value(t):>8}  {params}")
     grid = status.get("grid")
     if grid:
         failed = f", {grid['failed']} failed after {MAX_RETRIES + 1} attempts" if grid["failed"] else ""
