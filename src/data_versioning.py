@@ -138,6 +138,7 @@ def _command(args) -> int:
         print(format_report(r["quality"]))
     else:
         print(f"unchanged: content equals {name}:{r['equals']} (digest {r['digest'][:12]})"
+              + ("; description updated" if r.get("description_updated") else "")
               + ("; its pending W&B mirror is done now" if r.get("mirrored") else ""))
         if args.fail_on_issues and r.get("quality") and not r["quality"]["ok"]:
             print(format_report(r["quality"]))

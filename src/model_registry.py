@@ -1,7 +1,7 @@
 """Model registry: versions, aliases, gated promotion, lineage and digest-checked loading.
 
     python src/model_registry.py register models/label_spreading_model.skops \\
-        --name label-spreading-classifier --accuracy 0.91 --f1 0.90 --alias staging
+        --name label-spreading-classifier --alias staging   # metrics from training (or --accuracy/--f1)
     python src/model_registry.py register-all --models-dir models
     python src/model_registry.py list | compare A B:staging C:v2 | history NAME | lineage NAME:production
     python src/model_registry.py promote NAME --to-alias production [--version v3] [--force --reason "..."]
@@ -49,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("register", parents=[common], help="register a model file as a new version")
     p.add_argument("path", metavar="PATH", help="a models/*_model.skops bundle")
     p.add_argument("--name", required=True, help="registered model name, e.g. label-spreading-classifier")
-    p.add_argument("--accuracy", type=float, required=True, help="test accuracy in [0, 1]")
-    p.add_argument("--f1", type=float, required=True, help="F1 score in [0, 1]")
-    p.add_argument("--alias", action="append", default=[], help="alias to set (repeatable): staging, production")
+    p.add_argument("--accuracy", type=float,
+                   help="test accuracy in [0, 1] (optional when the bundle records its metrics, as trained ones do)")
+    p.add_argument("--f1", type=float, help="F1 score in [0, 1] (optional like --accuracy)")
+    p.add_argument("--alias", action="append", default=[],
+                   help="alias to set (repeatable): staging, production ('latest' moves by itself)")
     p.add_argument("--extractor", metavar="PATH", help="feature extractor (default: feature_extractor.pth beside PATH)")
 
     p = sub.add_parser("register-all", parents=[common], help="register every model in a models folder")
@@ -143,7 +145,8 @@ def command(args: argparse.Namespace) -> int:
     store = args.store
     if args.command == "register":
         res = mr.register_model(args.path, args.name, {"test_accuracy": args.accuracy, "f1_score": args.f1},
-                                args.alias, extractor_path=args.extractor, store=store, wandb_mode=args.wandb_mode)
+                                args.alias, extractor_path=args.extractor, store=store, wandb_mode=args.wandb_mode,
+                                required_metrics=("test_accuracy", "f1_score"))
         print_json(res) if args.json else _print_version(res)
     elif args.command == "register-all":
         res = mr.register_all(args.models_dir, args.alias, store=store, wandb_mode=args.wandb_mode)

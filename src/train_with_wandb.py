@@ -28,7 +28,7 @@ from src.training.pipeline import run_training
 log = logging.getLogger(__name__)
 DEFAULTS = TrainConfig()
 
-__all__ = ["train_with_wandb", "TrainConfig", "build_parser", "main"]
+__all__ = ["train_with_wandb", "TrainConfig", "build_parser", "config_from_args", "main"]
 
 
 def train_with_wandb(*, epoch_callback=None, **options: Any) -> dict[str, Any]:
@@ -44,12 +44,34 @@ def train_with_wandb(*, epoch_callback=None, **options: Any) -> dict[str, Any]:
     return run_training(TrainConfig.from_options(**options), epoch_callback=epoch_callback)
 
 
+class _SweepArgumentParser(argparse.ArgumentParser):
+    """Also reads ``name=value`` for a known ``--name``: what ``wandb agent`` passes for a sweep whose
+    ``command`` uses ``${args_no_hyphens}`` (``labeled_ratio=0.2``)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        import sys
+
+        tokens, out = list(sys.argv[1:] if args is None else args), []
+        for i, tok in enumerate(tokens):
+            if tok == "--":
+                out += tokens[i:]
+                break
+            name, eq, _ = tok.partition("=")
+            prev = self._option_string_actions.get(tokens[i - 1]) if i else None
+            takes_value = prev is not None and prev.nargs != 0 and not isinstance(prev, argparse._HelpAction)
+            if eq and not tok.startswith("-") and f"--{name}" in self._option_string_actions and not takes_value:
+                tok = f"--{tok}"
+            out.append(tok)
+        return super().parse_known_args(out, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
-    p = argparse.ArgumentParser(
+    p = _SweepArgumentParser(
         prog="train_with_wandb.py",
         description="Train label propagation, label spreading and self-training on EfficientNet-Lite0 "
-                    "features, tracked in W&B. Both --flag-name and --flag_name spellings work.")
+                    "features, tracked in W&B. Both --flag-name and --flag_name spellings work, and "
+                    "name=value (wandb agent's ${args_no_hyphens}).")
     g = p.add_argument_group("experiment")
     g.add_argument("--labeled-ratio", "--labeled_ratio", type=float, default=d.labeled_ratio,
                    help=f"fraction of training images whose labels are used, in (0, 1] (default "
@@ -86,10 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _command(args: argparse.Namespace) -> int:
-    from src.reporting.text import format_training_summary
-
-    results = train_with_wandb(
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` the parsed command line asks for (not yet validated)."""
+    return TrainConfig.from_options(
         labeled_ratio=args.labeled_ratio, algorithms=args.algorithms, fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_lr=args.fine_tune_lr, n_neighbors=args.n_neighbors, run_name=args.run_name,
         data_dir=args.data_dir, models_dir=args.models_dir, seed=args.seed, wandb_mode=args.wandb_mode,
@@ -97,6 +118,12 @@ def _command(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, image_size=args.image_size,
         progress=not (args.no_progress or args.quiet), runtime=args.runtime,
     )
+
+
+def _command(args: argparse.Namespace) -> int:
+    from src.reporting.text import format_training_summary
+
+    results = run_training(config_from_args(args))
     if args.json:
         print_json(results)
     else:

@@ -162,7 +162,7 @@ def test_run_killed_while_publishing_is_finished_by_the_next_run(trained, tmp_pa
 @pytest.mark.slow
 def test_rerun_with_fewer_algorithms_removes_only_stale_suite_files(trained):
     models = trained["models"]
-    assert (models / "self_training_model.pkl").is_file()
+    assert (models / "self_training_model.skops").is_file()
     results = train(trained["data"], models, algorithms=["label_spreading"])
     names = {p.name for p in models.iterdir()}
     assert not [n for n in names if n.startswith("self_training")]

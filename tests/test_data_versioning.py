@@ -256,7 +256,9 @@ def test_find_or_create_version_logs_through_callers_tracker(ds):
     assert [c[0] for c in tr.calls] == ["log_artifact"]  # no tables: the caller owns the step counter
     _, (name, type_), kw = tr.calls[0]
     assert (name, type_) == ("groc", "dataset") and kw["metadata"]["total_samples"] == 12
-    assert "manifest.json" in kw["immutable_files"] and "v1" in kw["aliases"]
+    # the local number is metadata: W&B numbers its own versions and reads a `vN` alias as one of them
+    assert "manifest.json" in kw["immutable_files"] and kw["aliases"] == ["latest"]
+    assert kw["metadata"]["local_version"] == "v1"
     dv.find_or_create_version(ds, "groc", tracker=tr)
     assert len(tr.calls) == 1
 
@@ -307,6 +309,22 @@ def test_bad_input_one_line_nonzero_and_nothing_lost(case, ds, tmp_path, capsys)
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert "Traceback" not in err[0]
     assert dv.load_dataset_artifact("groc", "v1")["metadata"]["total_samples"] == 12
+
+
+def test_description_for_unchanged_content_updates_the_version(ds, capsys):
+    create(ds, description="first")
+    assert dv.main(["--data-dir", str(ds), "--artifact-name", "groc", "--wandb-mode", D,
+                    "--description", "shelf photos, March"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("unchanged: content equals groc:v1") and "description updated" in out
+    [v] = dv.list_versions("groc")
+    assert v["description"] == "shelf photos, March"
+    assert dv.load_dataset_artifact("groc", "v1")["description"] == "shelf photos, March"
+    assert dv.main(["--data-dir", str(ds), "--artifact-name", "groc", "--wandb-mode", D,
+                    "--description", "shelf photos, March"]) == 0
+    assert "description updated" not in capsys.readouterr().out  # the same text again changes nothing
+    assert "description_updated" not in create(ds)  # no --description: the recorded one stays
+    assert dv.list_versions("groc")[0]["description"] == "shelf photos, March"
 
 
 def test_unchanged_content_keeps_its_quality_verdict(tmp_path, capsys):

@@ -209,6 +209,51 @@ def test_bad_input_one_error_line(tmp_path, capsys, args):
     assert len(mr.list_models()[0]["versions"]) == 1  # nothing stored changed
 
 
+def test_cli_register_takes_recorded_metrics_and_latest(tmp_path, capsys):
+    """--accuracy/--f1 are optional for a bundle that records them; `--alias latest` is accepted (it moves by itself)."""
+    trained = make_bundle(tmp_path / "m", 0, accuracy=0.8)
+    rc, out, err = cli(capsys, "register", str(trained), "--name", NAME, "--alias", "latest", "--alias", "staging",
+                       "--json")
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["metrics"]["test_accuracy"] == 0.8 and res["metrics"]["f1_score"] == pytest.approx(0.79)
+    assert res["aliases"] == ["latest", "staging"]
+    assert [e["alias"] for e in mr.model_history(NAME)] == ["latest", "staging"]  # latest moved once, not twice
+
+
+def test_cli_register_needs_metrics_the_bundle_does_not_record(tmp_path, capsys):
+    untrained = make_bundle(tmp_path / "m", 0)  # no metrics recorded
+    rc, _, err = cli(capsys, "register", str(untrained), "--name", NAME, "--accuracy", "0.9")
+    assert rc == ConfigError.exit_code
+    line = one_error_line(err)
+    assert "records no f1_score" in line and "--f1" in line and "--accuracy" not in line
+    assert mr.list_models() == []
+    assert cli(capsys, "register", str(untrained), "--name", NAME, "--accuracy", "0.9", "--f1", "0.8")[0] == 0
+
+
+def test_cli_register_says_when_given_metrics_differ_from_recorded_ones(tmp_path, capsys):
+    trained = make_bundle(tmp_path / "m", 0, accuracy=0.8)
+    rc, out, err = cli(capsys, "register", str(trained), "--name", NAME, "--accuracy", "0.95", "--f1", "0.79")
+    assert rc == 0
+    warnings = [line for line in err.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "test_accuracy 0.8000" in warnings[0] and "test_accuracy 0.9500" in warnings[0]
+    assert "f1_score" not in warnings[0]  # the same value given and recorded is no conflict
+    assert mr.get_model_version(NAME).metrics["test_accuracy"] == 0.8  # the recorded one wins
+
+
+def test_latest_in_aliases_is_ignored_everywhere_but_promote(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="src.registry.api")
+    a, b = make_bundle(tmp_path / "m", 0), make_bundle(tmp_path / "m", 1)
+    assert reg(a, aliases=["latest", "best"])["aliases"] == ["best", "latest"]
+    assert reg(b, aliases=["latest"])["aliases"] == ["latest"]
+    assert mr.list_models()[0]["aliases"] == {"best": "v0", "latest": "v1"}
+    assert "alias 'latest' ignored" in caplog.text
+    with pytest.raises(StoreError, match="moves automatically"):
+        mr.promote_model(NAME, "latest", "v0")
+
+
 # -- promotion gate -----------------------------------------------------------------------
 def test_promotion_gate_refuses_then_force_and_audit(tmp_path, capsys):
     good, worse, close = (make_bundle(tmp_path / "m", i) for i in range(3))

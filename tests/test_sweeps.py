@@ -225,6 +225,44 @@ def test_hyperband_prunes_the_bad_region(tmp_path):
     assert status["best"]["params"] == {"region": "good", "fine_tune_epochs": 6}  # fixed params included
 
 
+def test_a_pruned_trials_value_is_marked_as_intermediate(tmp_path, capsys):
+    """Optuna gives a pruned trial its last epoch score as `value`: status says so, text and JSON."""
+    cfg = with_(parameters={"region": {"values": ["good", "bad"]}, "fine_tune_epochs": {"value": 6}},
+                early_terminate={"type": "hyperband", "min_iter": 1, "max_iter": 2, "eta": 3})
+    sweep_id = sweep_with_queued_regions(cfg, ("good", "bad", "good", "bad"))
+    status = sr.run_agent(sweep_id, 4, objective=fake_objective, options=sr.AgentOptions(summary=False))
+    pruned = [t for t in status["trials"] if t["state"] == "PRUNED"]
+    complete = [t for t in status["trials"] if t["state"] == "COMPLETE"]
+    assert pruned and complete
+    for t in pruned:
+        assert t["value"] is not None and t["value_is_intermediate"] is True
+        assert t["pruned_at"] == t["epochs_reported"] < 6  # the epoch whose score `value` is
+    assert all(t["value_is_intermediate"] is False and t["pruned_at"] is None for t in complete)
+    assert sr.main(["status", sweep_id]) == 0
+    out = capsys.readouterr().out
+    t = pruned[0]
+    assert f"{t['value']:.4f} (pruned at epoch {t['pruned_at']})" in out
+    assert f"{complete[0]['value']:.4f} (pruned" not in out
+    assert sr.main(["status", sweep_id, "--json"]) == 0
+    js = json.loads(capsys.readouterr().out)
+    assert {t["number"]: t["pruned_at"] for t in js["trials"]} == {t["number"]: t["pruned_at"] for t in status["trials"]}
+
+
+def test_sweep_summary_keeps_the_trial_count_and_the_trials_table_apart(tmp_path):
+    from src.hpo.status import summarize_sweep
+    from wandb_records import read_run
+
+    sweep_id = sweep_with_queued_regions(with_(), ("good", "bad", "good"))
+    sr.run_agent(sweep_id, 3, objective=fake_objective, options=sr.AgentOptions(summary=False))
+    summarize_sweep(sr.open_sweep(sweep_id), wandb_mode="offline")
+    [run_dir] = (Path(os.environ["WANDB_DIR"]) / "wandb").glob("offline-run-*")
+    rec = read_run(run_dir)
+    assert rec["summary"]["sweep/trial_count"] == 3  # a number, not overwritten by the table
+    assert rec["summary"]["sweep/trials_table/_type"] == "table-file"
+    assert rec["summary"]["sweep/trials_table/nrows"] == 3
+    assert not [k for k in rec["summary"] if k == "sweep/trials" or k.startswith("sweep/trials/")]
+
+
 def _agent_cmd(sweep_id: str, *extra: str, sleep: float = 0.0) -> list[str]:
     """An agent in its own process, running the fake objective through the test-owned entry point."""
     return [sys.executable, str(ROOT / "tests" / "sweep_fakes.py"), "--sleep", str(sleep), "agent", sweep_id,

@@ -158,6 +158,68 @@ def test_e2e_offline_run_directory_and_keys(e2e):
     assert res["config"]["dataset_name"] == "data" and res["dataset"]["version"] == "data:v1"  # the folder's name
 
 
+def _training_record(e2e) -> dict:
+    return read_run(Path(e2e["results"]["run"]["dir"]))
+
+
+def test_e2e_training_run_logs_its_models_and_only_uses_the_dataset(e2e):
+    """Lineage: each trained model is a `model` artifact of the training run; the dataset is not its output."""
+    res, logged = e2e["results"], _training_record(e2e)
+    info = logged["artifact_info"]
+    assert {n for n, a in info.items() if a["type"] == "model"} == {f"{a.replace('_', '-')}-classifier" for a in ALGOS}
+    assert not [n for n, a in info.items() if a["type"] == "dataset"]  # produced by its own dataset-version run
+    for algo in ALGOS:
+        a = info[f"{algo.replace('_', '-')}-classifier"]
+        assert sorted(logged["artifact_files"][f"{algo.replace('_', '-')}-classifier"]) == [
+            "feature_extractor.pth", "model.skops"]
+        meta, m = a["metadata"], res["algorithms"][algo]
+        assert meta["algorithm"] == algo and meta["best"] == (algo == res["summary"]["best_algorithm"])
+        assert meta["metrics"]["val_accuracy"] == pytest.approx(m["val_accuracy"])
+        assert meta["metrics"]["test_accuracy"] == pytest.approx(m["test_accuracy"])
+        assert meta["model_digest"] == m["model_digest"] and meta["extractor_digest"] == res["extractor"]["digest"]
+        assert meta["dataset_version"] == res["dataset"]["version"] == "data:v1"
+        assert not [x for x in a["aliases"] if x.startswith("v")]
+    # offline W&B refuses use_artifact: the input is in the config
+    assert logged["config"]["dataset_version"] == "data:v1"
+    assert logged["config"]["dataset_digest"] == res["dataset"]["digest"]
+    dataset_runs = [d for d in (e2e["tmp"] / "wandb").glob("offline-run-*") if d != Path(res["run"]["dir"])]
+    produced = [read_run(d)["artifact_info"].get("data") for d in dataset_runs]
+    [ds] = [a for a in produced if a]
+    assert ds["type"] == "dataset" and ds["aliases"] == ["latest"] and ds["metadata"]["local_version"] == "v1"
+
+
+def test_e2e_registry_runs_log_the_training_runs_model_versions(e2e, monkeypatch):
+    """Registered under their default names, the registry's artifacts have the training run's W&B digests:
+    W&B keeps one version per model, created by the training run."""
+    from src.model_registry import register_all
+
+    trained = _training_record(e2e)["artifact_info"]
+    registered = register_all(e2e["tmp"] / "models", aliases=["staging"], wandb_mode="offline")
+    assert len(registered) == 3
+    [reg_dir] = (Path(os.environ["WANDB_DIR"]) / "wandb").glob("offline-run-*")
+    mirrored = read_run(reg_dir)["artifact_info"]
+    for name, a in mirrored.items():
+        assert a["type"] == "model" and a["digest"] == trained[name]["digest"], name
+        assert sorted(a["aliases"]) == ["latest", "staging"] and a["metadata"]["local_version"] == "v0"
+
+
+def test_seed_registry_example_runs_as_written(e2e, monkeypatch, caplog):
+    """The seed's example, verbatim but for the file suffix: best_model.<ext> exists and `latest` is accepted."""
+    import logging
+
+    from src.model_registry import register_model
+
+    monkeypatch.chdir(e2e["tmp"])
+    caplog.set_level(logging.DEBUG, logger="src.registry.api")
+    res = register_model(model_path="models/best_model.skops", model_name="grocery-classifier",
+                         metrics={"accuracy": 0.9, "f1": 0.88}, aliases=["latest", "best"])
+    assert res["version"] == "v0" and res["created"] and sorted(res["aliases"]) == ["best", "latest"]
+    best = e2e["results"]["summary"]["best_algorithm"]
+    assert res["metadata"]["algorithm"] == best
+    assert "alias 'latest' ignored" in caplog.text
+    assert "using those, not the given" in caplog.text  # 0.9 claimed vs what training measured
+
+
 def test_e2e_outputs_load_and_predict(e2e):
     from src.predictor import Predictor
 

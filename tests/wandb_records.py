@@ -60,13 +60,16 @@ def _wait_for_exit_record(path: Path, pb, timeout: float = 60.0) -> None:
 
 def read_run(run_dir: str | Path) -> dict:
     """``{"history_keys": set, "summary": dict, "config": dict, "artifacts": [names],
-    "metrics": {name or glob: step_metric}, "artifact_files": {name: [paths in its manifest]}}``."""
+    "metrics": {name or glob: step_metric}, "artifact_files": {name: [paths in its manifest]},
+    "artifact_info": {name: {"type", "digest", "aliases", "metadata", "description"}}}`` (the last logged
+    version of each name)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     files = glob.glob(str(Path(run_dir) / "run-*.wandb"))
     assert files, f"no run-*.wandb file in {run_dir}"
     _wait_for_exit_record(Path(files[0]), pb)
-    out = {"history_keys": set(), "summary": {}, "config": {}, "artifacts": [], "metrics": {}, "artifact_files": {}}
+    out = {"history_keys": set(), "summary": {}, "config": {}, "artifacts": [], "metrics": {}, "artifact_files": {},
+           "artifact_info": {}}
     for raw in _records(Path(files[0])):
         r = pb.Record()
         r.ParseFromString(raw)
@@ -82,6 +85,10 @@ def read_run(run_dir: str | Path) -> dict:
         elif kind == "artifact":
             out["artifacts"].append(r.artifact.name)
             out["artifact_files"][r.artifact.name] = [c.path for c in r.artifact.manifest.contents]
+            a = r.artifact
+            out["artifact_info"][a.name] = {"type": a.type, "digest": a.digest, "aliases": list(a.aliases),
+                                            "metadata": json.loads(a.metadata) if a.metadata else {},
+                                            "description": a.description}
         elif kind == "metric":
             out["metrics"][r.metric.name or r.metric.glob_name] = r.metric.step_metric
     return out

@@ -24,7 +24,7 @@ from typing import Any
 from src.core.errors import ConfigError, DataError, TrackingError
 from src.data.scan import dataset_digest
 from src.data.versions import (DEFAULT_NAME, insert_version, is_mirrored, load_dataset_artifact, lookup_digest,
-                               open_store, parse_version, pending_mirrors, set_mirrored)
+                               open_store, parse_version, pending_mirrors, set_description, set_mirrored)
 
 log = logging.getLogger(__name__)
 DEFAULT_SAMPLES_PER_CLASS = 4
@@ -79,15 +79,12 @@ def _mirror(tracker, v: _Committed, tables: bool = True) -> None:
     """
     if not getattr(tracker, "enabled", True):  # W&B disabled: nothing to stage
         return
-    name, version, manifest, meta, quality, st = v.name, v.version, v.manifest, v.meta, v.quality, v.store
-    # Everything is handed to W&B as the store's read-only blobs, referenced in place: a
-    # temporary copy deleted right after log_artifact lost the artifact about half the time
-    # (W&B stages files in the background), and `wandb sync` needs the files later anyway.
-    blobs = {"manifest.json": st.blob_path(st.put_bytes(json.dumps(manifest).encode())),
-             "quality.json": st.blob_path(st.put_bytes(json.dumps(quality).encode()))}
-    blobs |= {f"data/{e['path']}": st.blob_path(e["sha256"]) for e in manifest if st.has_blob(e["sha256"])}
-    tracker.log_artifact(name, "dataset", immutable_files=blobs, metadata={**meta, "local_version": f"v{version}"},
-                         aliases=["latest", f"v{version}"], description=v.description)
+    manifest, meta, quality, st = v.manifest, v.meta, v.quality, v.store
+    blobs, metadata = _artifact_content(v)
+    # `latest` only: W&B numbers versions itself (from v0, none for identical content) and reads a `vN`
+    # alias as its own version index, so the local number is metadata (`local_version`), not an alias.
+    tracker.log_artifact(v.name, "dataset", immutable_files=blobs, metadata=metadata, aliases=["latest"],
+                         description=v.description)
     if not tables:
         return
     rows, seen = [], {}
@@ -102,6 +99,36 @@ def _mirror(tracker, v: _Committed, tables: bool = True) -> None:
     tracker.table("dataset/statistics", ["split", "class", "count"], stats)
     tracker.summary({f"dataset/{k}": v for k, v in meta.items() if isinstance(v, (int, float, str))}
                     | {"dataset/quality_issues": quality["issue_count"]})
+
+
+def _artifact_content(v: _Committed) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The files and metadata of the W&B ``dataset`` artifact of ``v``; the same bytes every time, so
+    W&B gives every log of one version the same digest."""
+    st = v.store
+    # Everything is handed to W&B as the store's read-only blobs, referenced in place: a
+    # temporary copy deleted right after log_artifact lost the artifact about half the time
+    # (W&B stages files in the background), and `wandb sync` needs the files later anyway.
+    blobs = {"manifest.json": st.blob_path(st.put_bytes(_canonical(sorted(v.manifest, key=lambda e: e["path"])))),
+             "quality.json": st.blob_path(st.put_bytes(_canonical(v.quality)))}
+    blobs |= {f"data/{e['path']}": st.blob_path(e["sha256"]) for e in v.manifest if st.has_blob(e["sha256"])}
+    return blobs, {**v.meta, "local_version": f"v{v.version}"}
+
+
+def _canonical(obj: Any) -> bytes:
+    """One byte form whatever the order a manifest was scanned or read back in (tuples as lists)."""
+    return json.dumps(json.loads(json.dumps(obj)), sort_keys=True).encode()
+
+
+def dataset_artifact(name: str, version: str, store=None) -> dict[str, Any]:
+    """A stored version as its W&B ``dataset`` artifact: ``{"name", "files", "metadata"}``.
+
+    A run that *uses* the version online hands these to W&B, which finds its version by content
+    (local version numbers are not W&B's).
+    """
+    st = open_store(store)
+    v = _committed(st, name, parse_version(version))
+    files, metadata = _artifact_content(v)
+    return {"name": name, "files": files, "metadata": metadata}
 
 
 def _image(path: Path):
@@ -280,6 +307,8 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
             return result | {"version": f"v{same}", "created": True, "quality": quality, "metadata": meta}
     if want is not None and want != same:
         log.warning("content equals %s:v%d; v%d not created", name, same, want)
+    if description is not None:  # a new description for the same content replaces the old one
+        result["description_updated"] = set_description(st, name, same, description)
     with st.read() as con:  # the same content keeps its verdict: --fail-on-issues must not flip
         row = con.execute("SELECT quality FROM dataset_versions WHERE name=? AND version=?", (name, same)).fetchone()
         pending = not is_mirrored(con, name, same)
@@ -310,12 +339,15 @@ def create_dataset_artifact(data_dir: str | os.PathLike, artifact_name: str = DE
 
 
 def find_or_create_version(data_dir: str | os.PathLike, artifact_name: str = DEFAULT_NAME, store=None,
-                           tracker=None, scan: dict | None = None) -> dict:
+                           tracker=None, scan: dict | None = None, wandb_mode: str | None = None) -> dict:
     """The version whose content digest matches ``data_dir``, created if none; for lineage.
 
     ``scan`` is a manifest the caller already made of ``data_dir`` (training's), so nothing is scanned twice.
+    A new version is mirrored by ``tracker`` when given, else by a ``dataset-version`` run of its own in
+    ``wandb_mode`` (training does that: its run *uses* the dataset, it does not produce it).
     """
-    r = _create(data_dir, artifact_name, None, None, DEFAULT_SAMPLES_PER_CLASS, store, None, tracker, False, scan)
+    r = _create(data_dir, artifact_name, None, None, DEFAULT_SAMPLES_PER_CLASS, store, wandb_mode, tracker, False,
+                scan)
     return {k: r[k] for k in ("name", "version", "digest", "created")}
 
 

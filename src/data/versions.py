@@ -135,6 +135,14 @@ def set_mirrored(st, name: str, version: int, mirrored: bool) -> None:
         con.execute("UPDATE dataset_versions SET mirrored=? WHERE name=? AND version=?", (int(mirrored), name, version))
 
 
+def set_description(st, name: str, version: int, description: str) -> bool:
+    """Replace a version's description; True when it changed."""
+    with st.transaction() as con:
+        cur = con.execute("UPDATE dataset_versions SET description=? WHERE name=? AND version=? "
+                          "AND description IS NOT ?", (description, name, version, description))
+        return cur.rowcount > 0
+
+
 def is_mirrored(con, name: str, version: int) -> bool:
     row = con.execute("SELECT * FROM dataset_versions WHERE name=? AND version=?", (name, version)).fetchone()
     return bool(row and "mirrored" in row.keys() and row["mirrored"])

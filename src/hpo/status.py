@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from src.hpo.study import MAX_RETRIES, Sweep, redact, sweep_dir
 
 log = logging.getLogger(__name__)
+TRIALS_TABLE = "sweep/trials_table"  # the trial count is the summary's `sweep/trial_count`
 
 
 def sweep_status(sweep: Sweep) -> dict[str, Any]:
@@ -47,10 +48,28 @@ def sweep_status(sweep: Sweep) -> dict[str, Any]:
         "metric": {"name": sweep.config["metric"]["name"], "goal": sweep.config["metric"].get("goal", "minimize")},
         "storage": redact(sweep.storage_url), "counts": {k: v for k, v in counts.items() if v}, "best": best,
         "grid": grid,
-        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": values(t),
+        "trials": [{"number": t.number, "state": t.state.name, "value": t.value, **_pruned(t), "params": values(t),
                     "epochs_reported": len(t.intermediate_values), "error": t.user_attrs.get("error"),
                     "retry_of": t.system_attrs.get("failed_trial")} for t in trials],
     }
+
+
+def _pruned(trial) -> dict[str, Any]:
+    """A pruned trial's ``value`` is its last reported epoch score (Optuna's rule), not a final score:
+    ``pruned_at`` names that epoch and ``value_is_intermediate`` says so."""
+    from optuna.trial import TrialState
+
+    steps = trial.intermediate_values
+    pruned = trial.state == TrialState.PRUNED and trial.value is not None and bool(steps)
+    return {"value_is_intermediate": pruned, "pruned_at": max(steps) if pruned else None}
+
+
+def format_value(t: Mapping[str, Any]) -> str:
+    """A trial's value as ``status`` prints it: ``0.7300 (pruned at epoch 2)`` for a pruned one."""
+    if t.get("value") is None:
+        return "-"
+    text = f"{t['value']:.4f}"
+    return f"{text} (pruned at epoch {t['pruned_at']})" if t.get("value_is_intermediate") else text
 
 
 def _params(trial) -> dict[str, Any]:
@@ -99,11 +118,14 @@ def summarize_sweep(sweep: Sweep, wandb_mode: str | None = None) -> dict[str, An
     with Tracker("sweep-summary", {"sweep_id": sweep.id, "sweep_config": sweep.config}, mode=wandb_mode,
                  name=f"{sweep.name}-summary", group=sweep.name, tags=["sweep", sweep.id]) as tracker:
         best = status["best"] or {}
-        tracker.summary({"sweep/trials": len(status["trials"]), **{f"sweep/{k.lower()}": v for k, v in status["counts"].items()},
+        tracker.summary({"sweep/trial_count": len(status["trials"]),
+                         **{f"sweep/{k.lower()}": v for k, v in status["counts"].items()},
                          "sweep/best_value": best.get("value"), "sweep/best_trial": best.get("number"),
                          **{f"best/{k}": v for k, v in best.get("params", {}).items()}})
-        tracker.table("sweep/trials", ["number", "state", "value", "params"],
-                      [[t["number"], t["state"], t["value"], json.dumps(t["params"])] for t in status["trials"]])
+        # the table has its own key: a summary value under the same key would be overwritten by it
+        tracker.table(TRIALS_TABLE, ["number", "state", "value", "pruned_at", "params"],
+                      [[t["number"], t["state"], t["value"], t["pruned_at"], json.dumps(t["params"])]
+                       for t in status["trials"]])
         for key, path in plots.items():
             tracker.image(f"sweep/{key}", path)
     return {"folder": str(out), "plots": {k: str(v) for k, v in plots.items()}}
@@ -152,8 +174,8 @@ def format_status(status: Mapping[str, Any]) -> str:
     lines.append(f"sweep {status['sweep_id']} ({name}): {status['state']}, {status['method']}, "
                  f"{m['goal']} {m['name']}; {counts}")
     for t in status["trials"]:
-        value = "-" if t["value"] is None else f"{t['value']:.4f}"
-        lines.append(f"  #{t['number']:<3} {t['state']:<8} {value:>8}  {json.dumps(t['params'], sort_keys=True)}")
+        params = json.dumps(t["params"], sort_keys=True)
+        lines.append(f"  #{t['number']:<3} {t['state']:<8} {format_value(t):>8}  {params}")
     grid = status.get("grid")
     if grid:
         failed = f", {grid['failed']} failed after {MAX_RETRIES + 1} attempts" if grid["failed"] else ""

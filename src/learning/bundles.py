@@ -38,6 +38,8 @@ TRUSTED_TYPES = (
     "sklearn.neighbors._kd_tree.KDTree",
     "src.learning.semi_supervised.InductiveGraphClassifier",
 )
+ARTIFACT_MODEL_FILE = f"model{MODEL_SUFFIX}"
+ARTIFACT_EXTRACTOR_FILE = "feature_extractor.pth"
 CONVERT_COMMAND = "python src/model_registry.py convert --i-trust-these-files"
 
 
@@ -47,6 +49,18 @@ def sidecar(path: str | os.PathLike) -> Path:
 
 def model_file_name(algorithm: str) -> str:
     return f"{algorithm}_model{MODEL_SUFFIX}"
+
+
+def model_name_for(algorithm: str) -> str:
+    """``label_spreading`` → ``label-spreading-classifier``: the registry name and the W&B artifact name."""
+    return f"{algorithm.replace('_', '-')}-classifier"
+
+
+def artifact_files(model: str | os.PathLike, extractor: str | os.PathLike) -> dict[str, Path]:
+    """The files of a W&B ``model`` artifact, named the same wherever it is logged (the training run,
+    the registry's runs): W&B's digest covers names and contents, so the same bytes under the same
+    artifact name are one W&B version, not two."""
+    return {ARTIFACT_MODEL_FILE: Path(model), ARTIFACT_EXTRACTOR_FILE: Path(extractor)}
 
 
 def is_pickle(data: bytes) -> bool:

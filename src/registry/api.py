@@ -19,7 +19,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from src.core.errors import ConfigError, ModelError, StoreError
 from src.core.store import sha256_bytes, sha256_file, validate_name
-from src.learning.bundles import MODEL_SUFFIX, check_model_bytes, load_model_bundle, model_file_name
+from src.learning.bundles import (artifact_files, check_model_bytes, load_model_bundle, model_file_name,
+                                  model_name_for)
 from src.registry.tables import (DEFAULT_TOLERANCE, LATEST, all_versions, get_version, history, insert_version,
                                  move_alias, open_registry, parse_ref, resolve, validate_alias)
 
@@ -86,18 +87,21 @@ def _lineage_metadata(bundle: Mapping[str, Any], context: Mapping[str, Any] | No
 
 
 def _publish(tracker, mv, store) -> None:
-    """Mirror ``mv`` to W&B, after its stored bytes pass their digest checks (never a tampered blob)."""
+    """Mirror ``mv`` to W&B, after its stored bytes pass their digest checks (never a tampered blob).
+
+    The artifact is named after the registered model and holds the same files under the same names as
+    the training run's model artifact (:func:`~src.learning.bundles.artifact_files`), so a trained model
+    registered under its default name is the training run's W&B version (same digest), not a second
+    copy. The local version number goes into the metadata (``local_version``), never into an alias:
+    W&B numbers its versions itself and reads a ``vN`` alias as its own version index.
+    """
     if not tracker.enabled:
         return
     model, extractor = verified_blobs(store, mv)
-    files = {f"model{MODEL_SUFFIX}": model, EXTRACTOR_FILE: extractor}
-    meta = {"registry_version": f"v{mv.version}", "digest": mv.digest, "extractor_digest": mv.extractor_digest,
-            "metrics": mv.metrics, **{k: mv.metadata.get(k) for k in ("run_id", "dataset", "code_version")}}
-    tracker.log_artifact(mv.name, "model", immutable_files=files, metadata=meta, aliases=sorted(mv.aliases))
+    files = artifact_files(model, extractor)
+    tracker.log_artifact(mv.name, "model", immutable_files=files, metadata=artifact_metadata(mv),
+                         aliases=sorted(mv.aliases))
     if tracker.mode == "online":
-        dataset_version = (mv.metadata.get("dataset") or {}).get("version")
-        if dataset_version:
-            tracker.use_artifact(dataset_version)  # lineage edge dataset -> model in the W&B UI
         import tempfile
 
         with tempfile.TemporaryDirectory() as d:
@@ -107,23 +111,46 @@ def _publish(tracker, mv, store) -> None:
                     raise ModelError(f"stored {arcname} of {mv.ref} changed while it was mirrored",
                                      hint="the store was tampered with; re-register the model")
                 Path(d, arcname).write_bytes(data)
-            tracker.link_model(d, mv.name, sorted(mv.aliases))
+            tracker.link_model(d, mv.name, sorted(mv.aliases), artifact_name=mv.name)
+
+
+def artifact_metadata(mv) -> dict[str, Any]:
+    """What the registry's W&B model artifact records: the training run's keys plus the local version."""
+    meta = {"local_version": f"v{mv.version}", "registered_name": mv.name, "model_digest": mv.digest,
+            "extractor_digest": mv.extractor_digest, "metrics": mv.metrics,
+            **{k: mv.metadata.get(k) for k in ("algorithm", "run_id", "dataset", "code_version")}}
+    return json.loads(json.dumps(meta, default=str))
 
 
 # -- Python API -----------------------------------------------------------------------------
-def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapping[str, Any] | None,
+def requested_aliases(aliases: Iterable[str] | None) -> list[str]:
+    """The aliases to move, validated; ``latest`` is accepted and dropped: it moves by itself (as in W&B)."""
+    out = []
+    for a in dict.fromkeys(aliases or []):
+        if a == LATEST:
+            log.debug("alias 'latest' ignored: it moves to every new version by itself")
+            continue
+        out.append(validate_alias(a))
+    return out
+
+
+def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapping[str, Any] | None = None,
                    aliases: Iterable[str] | None = None, *, extractor_path: str | os.PathLike | None = None,
                    context: Mapping[str, Any] | None = None, store: Any = None, wandb_mode: str | None = None,
-                   tracker: Any = None, raise_on_refusal: bool = True) -> dict[str, Any]:
+                   tracker: Any = None, raise_on_refusal: bool = True,
+                   required_metrics: Iterable[str] = ()) -> dict[str, Any]:
     """Register a model bundle as the next version of ``model_name`` (idempotent by digest).
 
-    ``latest`` moves to a new version automatically; ``aliases`` (e.g. staging, production)
-    move too, production only past the metric gate. ``context`` adds lineage (run_id,
-    dataset, config, seed, code_version) over what the bundle records.
+    ``latest`` moves to a new version automatically (passing it in ``aliases`` is allowed and changes
+    nothing); ``aliases`` (e.g. staging, production) move too, production only past the metric gate.
+    ``metrics`` may be left out when the bundle records them (training's); where both give a metric and
+    they differ, the recorded one is used and a warning says so. ``required_metrics`` (e.g.
+    ``("test_accuracy", "f1_score")``) must be known from one or the other. ``context`` adds lineage
+    (run_id, dataset, config, seed, code_version) over what the bundle records.
     """
 
     validate_name(model_name, "model name")
-    aliases = [validate_alias(a) for a in dict.fromkeys(aliases or [])]
+    aliases = requested_aliases(aliases)
     metrics = normalize_metrics(metrics)
     path = Path(model_path)
     bundle = load_model_bundle(path)
@@ -132,10 +159,15 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
     # What training measured wins over what the caller claims: the promotion gate compares real numbers.
     claimed = {k: v for k, v in metrics.items() if k in recorded and abs(v - recorded[k]) > 1e-6}
     if claimed:
-        log.warning("%s records %s from training; using those, not %s", path.name,
+        log.warning("%s records %s from training; using those, not the given %s", path.name,
                     ", ".join(f"{k} {recorded[k]:.4f}" for k in claimed),
                     ", ".join(f"{k} {v:.4f}" for k, v in claimed.items()))
     metrics = {**metrics, **recorded}
+    missing = [k for k in required_metrics if k not in metrics]
+    if missing:
+        flags = {"test_accuracy": "--accuracy", "f1_score": "--f1"}
+        raise ConfigError(f"{path.name} records no {' or '.join(missing)} from training",
+                          hint="pass " + " and ".join(flags.get(k, k) for k in missing))
     ext = Path(extractor_path) if extractor_path else path.parent / EXTRACTOR_FILE
     if not ext.is_file():
         raise ModelError(f"feature extractor {ext} not found", hint="pass --extractor PATH to the extractor "
@@ -176,6 +208,7 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
 def register_all(models_dir: str | os.PathLike = "models", aliases: Iterable[str] | None = None, *,
                  store: Any = None, wandb_mode: str | None = None) -> list[dict[str, Any]]:
     """Register every trained model in ``models_dir`` with its metrics from training_results.json."""
+    aliases = requested_aliases(aliases)  # before any model is registered
     d = Path(models_dir)
     results_path = d / RESULTS_FILE
     if not results_path.is_file():
@@ -217,11 +250,6 @@ def register_all(models_dir: str | os.PathLike = "models", aliases: Iterable[str
                                hint="use `promote NAME --to-alias ALIAS --version vK --force --reason ...` "
                                     "to override")
     return out
-
-
-def model_name_for(algorithm: str) -> str:
-    """``label_spreading`` → ``label-spreading-classifier``."""
-    return f"{algorithm.replace('_', '-')}-classifier"
 
 
 def list_models(name: str | None = None, *, store: Any = None) -> list[dict[str, Any]]:

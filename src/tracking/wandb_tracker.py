@@ -219,28 +219,40 @@ class Tracker:
         """
         if not self.run:
             return
-        import wandb
-
-        art = wandb.Artifact(name, type=type_, metadata=dict(metadata or {}), description=description)
-        for arcname, path in (files or {}).items():
-            art.add_file(str(path), name=arcname)
-        for arcname, path in (immutable_files or {}).items():
-            art.add_file(str(path), name=arcname, policy="immutable")
+        art = _artifact(name, type_, files, metadata, description, immutable_files)
         self.run.log_artifact(art, aliases=list(aliases or []))
 
-    def use_artifact(self, ref: str) -> None:
-        """Record lineage to an input artifact; needs a server, so online only."""
+    def use_artifact(self, ref: str, type_: str | None = None, *,
+                     immutable_files: Mapping[str, str | os.PathLike] | None = None,
+                     metadata: Mapping[str, Any] | None = None) -> None:
+        """Record lineage to an input artifact. W&B allows it online only (``use_artifact`` raises
+        offline); offline runs record their inputs in their config instead.
+
+        With ``immutable_files`` the input is named by its content, not by a version number: W&B
+        matches the files' digest to the version that holds them (local and W&B version numbers
+        differ). ``ref`` is then ``NAME`` or ``NAME:anything``; without files, ``NAME:alias``.
+        """
         if self.run and self.mode == "online":
             try:
-                self.run.use_artifact(ref)
+                if immutable_files is not None:
+                    name = ref.partition(":")[0]
+                    self.run.use_artifact(_artifact(name, type_ or "dataset", None, metadata, None, immutable_files))
+                else:
+                    self.run.use_artifact(ref, type=type_)
             except Exception as e:  # lineage is a mirror nicety: never fail the run for it
                 log.warning("W&B use_artifact(%s) failed: %s", ref, e)
 
-    def link_model(self, path: str | os.PathLike, registered_name: str, aliases: Iterable[str]) -> None:
-        """Link into the W&B model registry; needs a server, so online only."""
+    def link_model(self, path: str | os.PathLike, registered_name: str, aliases: Iterable[str],
+                   artifact_name: str | None = None) -> None:
+        """Link into the W&B model registry; needs a server, so online only.
+
+        ``artifact_name`` is the model artifact the files are logged under first (W&B's default is a
+        new ``run-<id>-<folder>`` artifact); the same name and files as an earlier log make no new version.
+        """
         if self.run and self.mode == "online":
             try:
-                self.run.link_model(str(path), registered_model_name=registered_name, aliases=list(aliases))
+                self.run.link_model(str(path), registered_model_name=registered_name, name=artifact_name,
+                                    aliases=list(aliases))
             except Exception as e:
                 log.warning("W&B link_model(%s) failed: %s", registered_name, e)
 
@@ -267,6 +279,19 @@ class Tracker:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.finish(exit_code=1 if exc_type else 0)
+
+
+def _artifact(name: str, type_: str, files: Mapping[str, str | os.PathLike] | None,
+              metadata: Mapping[str, Any] | None, description: str | None,
+              immutable_files: Mapping[str, str | os.PathLike] | None):
+    import wandb
+
+    art = wandb.Artifact(name, type=type_, metadata=dict(metadata or {}), description=description)
+    for arcname, path in (files or {}).items():
+        art.add_file(str(path), name=arcname)
+    for arcname, path in (immutable_files or {}).items():
+        art.add_file(str(path), name=arcname, policy="immutable")
+    return art
 
 
 def in_sweep() -> bool:

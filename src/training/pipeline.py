@@ -4,8 +4,9 @@ scan (or generate) the dataset → pin its version → seeded labeled/unlabeled 
 ``unlabeled/`` pool joins as unlabeled rows; ``labeled_ratio`` is resolved from the data) →
 fine-tune the backbone on the labeled images (cached) → extract features (cached) → fit,
 evaluate, log and save each algorithm and the labeled-only baseline → pseudo-labels for
-the pool from the best algorithm → results. Outputs are written to a staging folder and
-published to ``--models-dir`` only when every stage succeeded (``training/outputs.py``).
+the pool from the best algorithm → results, and each model as a W&B ``model`` artifact (lineage:
+``training/lineage.py``). Outputs are written to a staging folder and published to
+``--models-dir`` only when every stage succeeded (``training/outputs.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from src.core.paths import clean_pid_siblings
 from src.core.store import Store
 from src.data.dataset import ImageDataset, image_dataset
 from src.data.splits import holdout_split, labeled_split
-from src.data.versioning import find_or_create_version
 from src.features.backbone import Preprocessing, save_extractor
 from src.features.extraction import FeatureCache, cached_features
 from src.features.finetune import ExtractorCache, FineTuneSpec, fine_tune, finetune_key, weights_digest
@@ -33,6 +33,7 @@ from src.learning.semi_supervised import validate_n_neighbors
 from src.tracking import Tracker, in_sweep
 from src.training.config import DEFAULT_DATA_DIR, TrainConfig, apply_sweep_overrides
 from src.training.fitting import BASELINE, run_algorithm
+from src.training.lineage import log_models, use_dataset
 from src.training.outputs import RESULTS_FILE, copy_best_model, publish, staged_outputs
 from src.training.pseudo_labels import export_pseudo_labels
 from src.training.results import build_results, log_summary, summarize
@@ -67,15 +68,6 @@ def ensure_dataset(cfg: TrainConfig) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return root
-
-
-def dataset_version(cfg: TrainConfig, store: Store, tracker: Tracker, scan: dict) -> str:
-    """The dataset version whose content matches (created if none), for lineage."""
-    info = find_or_create_version(cfg.data_dir, artifact_name=cfg.dataset_name, store=store.root, tracker=tracker,
-                                  scan=scan)
-    ref = f"{info['name']}:{info['version']}"
-    tracker.use_artifact(ref)
-    return ref
 
 
 def _report_epoch(tracker: Tracker, entry: dict, epoch_callback: EpochCallback | None) -> None:
@@ -159,7 +151,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     n_classes, n_pool = len(ds.classes), len(ds.pool) if ds.has_pool else 0
     validate_n_neighbors(cfg.n_neighbors, len(ds.train) + n_pool)
     mask = labeled_split(ds.train.labels, cfg.labeled_ratio, n_classes, cfg.seed)
-    version = dataset_version(cfg, store, tracker, ds.scan)
+    version = use_dataset(cfg.data_dir, cfg.dataset_name, store, tracker, ds.scan)  # config offline, use online
     per_class = _labeled_per_class(ds, mask)
     tracker.update_config({"dataset_digest": ds.digest, "dataset_version": version, "classes": ds.classes,
                            "labeled_ratio": cfg.labeled_ratio})
@@ -186,6 +178,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
                              "digest": per_algo[best]["model_digest"]}
     results["dataset"].update(pool_samples=n_pool, labeled_per_class=per_class)
     results["pseudo_labels"] = export_pseudo_labels(state, best)
+    log_models(state, per_algo, best, store)  # one W&B `model` artifact per algorithm, last: the run succeeded
     return results
 
 
