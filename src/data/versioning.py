@@ -82,8 +82,10 @@ def _mirror(tracker, v: _Committed, tables: bool = True) -> None:
     # Everything is handed to W&B as the store's read-only blobs, referenced in place: a
     # temporary copy deleted right after log_artifact lost the artifact about half the time
     # (W&B stages files in the background), and `wandb sync` needs the files later anyway.
-    blobs = {"manifest.json": st.blob_path(st.put_bytes(json.dumps(manifest).encode())),
-             "quality.json": st.blob_path(st.put_bytes(json.dumps(quality).encode()))}
+    files = {"manifest.json": st.put_bytes(json.dumps(manifest).encode()),
+             "quality.json": st.put_bytes(json.dumps(quality).encode())}
+    st.pin(files.values(), f"dataset {name}:v{version} W&B mirror")  # no table names them: keep them from gc
+    blobs = {arcname: st.blob_path(d) for arcname, d in files.items()}
     blobs |= {f"data/{e['path']}": st.blob_path(e["sha256"]) for e in manifest if st.has_blob(e["sha256"])}
     tracker.log_artifact(name, "dataset", immutable_files=blobs, metadata={**meta, "local_version": f"v{version}"},
                          aliases=["latest", f"v{version}"], description=v.description)
