@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import make_image_folder
 from test_model_registry import NAME, make_bundle, reg
 from test_report import fake_results
@@ -116,7 +115,12 @@ def world(tmp_path):
 
 def everything_needed_is_intact(store: Store, tmp_path: Path) -> None:
     from src.data.versions import list_versions, load_dataset_artifact, restore_version
-    from src.registry.api import list_models, load_registered_bundle, verified_blobs, get_model_version
+    from src.registry.api import (
+        get_model_version,
+        list_models,
+        load_registered_bundle,
+        verified_blobs,
+    )
 
     versions = list_versions(None, store)
     assert len(versions) == 2

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from helpers import make_image_folder
 from sweep_fakes import fake_objective
 from test_report import fake_results
@@ -53,13 +52,14 @@ def colours(png: Path) -> int:
 
 
 def full_store(tmp_path: Path) -> Store:
+    from test_model_registry import make_bundle, reg
+
     from src.data_versioning import create_dataset_artifact
     from src.hpo.agent import run_agent
     from src.hpo.study import create_local_sweep
     from src.learning.evaluation import save_confusion_png
     from src.monitoring import records
     from src.training.runs import record_run
-    from test_model_registry import make_bundle, reg
 
     store = Store()
     create_dataset_artifact(make_image_folder(tmp_path / "d"), "groceries", store=store, wandb_mode="disabled")
@@ -116,6 +116,6 @@ def test_console_errors_and_blank_pages_are_caught(tmp_path):
     """The checks above can fail: a script error is seen, a blank page has one colour."""
     page = tmp_path / "bad.html"
     page.write_text("<!doctype html><title>x</title><script>missingFunction()</script>")
-    png, dom, console = render(tmp_path, page)
+    png, _, console = render(tmp_path, page)
     assert any("missingFunction" in c for c in console)
     assert colours(png) == 1

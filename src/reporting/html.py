@@ -18,8 +18,13 @@ from typing import Callable
 
 from src.core.errors import ConfigError
 from src.reporting.markup import CSS, when
-from src.reporting.sections import (datasets_section, monitoring_section, registry_section, runs_section,
-                                    sweeps_section)
+from src.reporting.sections import (
+    datasets_section,
+    monitoring_section,
+    registry_section,
+    runs_section,
+    sweeps_section,
+)
 
 log = logging.getLogger(__name__)
 

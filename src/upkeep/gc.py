@@ -29,8 +29,14 @@ from typing import Any
 
 from src.core.errors import ConfigError, StoreError
 from src.core.store import Store
-from src.upkeep.references import (ONNX_NAME, existing_store, kept_extractors, referenced_blobs, stored_blobs,
-                                   tables)
+from src.upkeep.references import (
+    ONNX_NAME,
+    existing_store,
+    kept_extractors,
+    referenced_blobs,
+    stored_blobs,
+    tables,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_DAYS = 30.0
@@ -119,8 +125,12 @@ def decide(st: Store, con: sqlite3.Connection, days: float, grace_s: float, now:
     onnx = st.root / "onnx"
     for p in sorted(onnx.glob("*.onnx")) if onnx.is_dir() else []:
         m = ONNX_NAME.fullmatch(p.name)
-        if m and m[1] not in keep and p.stat().st_mtime < plan.cutoff:
-            plan.add("onnx exports", p.name, p.stat().st_size)
+        try:
+            s = p.stat()
+        except FileNotFoundError:  # removed meanwhile (another gc)
+            continue
+        if m and m[1] not in keep and s.st_mtime < plan.cutoff:  # a fresh export may serve a running job
+            plan.add("onnx exports", p.name, s.st_size)
             plan.onnx.append(p)
     _features(st, keep, plan)
     return plan
