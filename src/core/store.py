@@ -15,6 +15,12 @@ Layout of a store directory::
     mlops.db            SQLite database (tables owned by each module, see ``ensure_schema``)
     blobs/ab/abcdef...  file contents addressed by sha256
     tmp/                scratch for atomic writes
+
+Blobs and garbage collection (``python src/housekeeping.py gc``): a blob is written (or, when it
+exists, its change time refreshed) before the row that references it is committed, both under a
+shared lock on the ``blobs`` folder; gc decides under the write transaction and the exclusive lock,
+and leaves unreferenced blobs changed within its grace period alone. ``pin`` keeps blobs that
+no table names (files handed to W&B by path).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHUNK = 1 << 20
 _TABLE_RE = re.compile(r"CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
 FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+PINS_DDL = """CREATE TABLE IF NOT EXISTS blob_pins (
+    digest TEXT NOT NULL, owner TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (digest, owner))"""
 
 
 def write_error(e: OSError | sqlite3.Error, where: str | os.PathLike) -> StoreError:
@@ -260,6 +268,40 @@ class Store:
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).exists()
 
+    @contextlib.contextmanager
+    def blob_lock(self, exclusive: bool = False) -> Iterator[None]:
+        """Writers hold it shared while they store a blob; gc holds it exclusively while it deletes."""
+        self.require_writable()
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform: the grace period alone protects
+            yield
+            return
+        self.blob_root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.blob_root, os.O_RDONLY)  # the blobs folder itself is the lock: no extra file
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _fresh(self, dest: Path) -> bool:
+        """Whether ``dest`` exists; if so its change time is refreshed (gc's grace period restarts)."""
+        try:
+            os.chmod(dest, 0o444)  # updates st_ctime without touching the bytes or st_mtime
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return dest.exists()
+
+    def pin(self, digests, owner: str) -> None:
+        """Keep blobs that no table references (e.g. files handed to W&B by path) from gc."""
+        self.ensure_schema("blob_pins", PINS_DDL)
+        with self.transaction() as con:
+            con.executemany("INSERT OR IGNORE INTO blob_pins VALUES (?, ?, ?)",
+                            [(d, owner, time.time()) for d in dict.fromkeys(digests)])
+
     def put_file(self, path: str | os.PathLike, digest: str | None = None, link: bool = True,
                  verify_existing: bool = False) -> str:
         """Store a file's bytes by sha256; hard-link when possible, else copy atomically.
@@ -268,8 +310,12 @@ class Store:
         (the registry's few, precious files); datasets skip that, re-versioning stays fast.
         """
         digest = digest or sha256_file(path)
+        with self.blob_lock():
+            return self._put_file(path, digest, link, verify_existing)
+
+    def _put_file(self, path, digest: str, link: bool, verify_existing: bool) -> str:
         dest = self.blob_path(digest)
-        if dest.exists() and not (verify_existing and sha256_file(dest) != digest):
+        if self._fresh(dest) and not (verify_existing and sha256_file(dest) != digest):
             return digest
         tmp = self.mkstemp()
         try:
@@ -294,9 +340,13 @@ class Store:
         return digest
 
     def put_bytes(self, data: bytes) -> str:
+        with self.blob_lock():
+            return self._put_bytes(data)
+
+    def _put_bytes(self, data: bytes) -> str:
         digest = sha256_bytes(data)
         dest = self.blob_path(digest)
-        if dest.exists():
+        if self._fresh(dest):
             return digest
         tmp = self.mkstemp()
         try:

@@ -108,8 +108,10 @@ def _artifact_content(v: _Committed) -> tuple[dict[str, Path], dict[str, Any]]:
     # Everything is handed to W&B as the store's read-only blobs, referenced in place: a
     # temporary copy deleted right after log_artifact lost the artifact about half the time
     # (W&B stages files in the background), and `wandb sync` needs the files later anyway.
-    blobs = {"manifest.json": st.blob_path(st.put_bytes(_canonical(sorted(v.manifest, key=lambda e: e["path"])))),
-             "quality.json": st.blob_path(st.put_bytes(_canonical(v.quality)))}
+    files = {"manifest.json": st.put_bytes(_canonical(sorted(v.manifest, key=lambda e: e["path"]))),
+             "quality.json": st.put_bytes(_canonical(v.quality))}
+    st.pin(files.values(), f"dataset {v.name}:v{v.version} W&B mirror")  # no table names them: keep them from gc
+    blobs = {arcname: st.blob_path(d) for arcname, d in files.items()}
     blobs |= {f"data/{e['path']}": st.blob_path(e["sha256"]) for e in v.manifest if st.has_blob(e["sha256"])}
     return blobs, {**v.meta, "local_version": f"v{v.version}"}
 

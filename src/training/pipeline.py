@@ -137,7 +137,8 @@ def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) 
             raise
         results["run"]["dir"] = tracker.run_dir
         tracker.finish()
-        results["run"]["local_id"] = record_run(store, results, name=cfg.run_name or cfg.group)
+        results["run"]["local_id"] = record_run(store, results, name=cfg.run_name or cfg.group,
+                                                group=cfg.group, tags=cfg.tags, files_dir=out)
         (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=float))
         publish(out, cfg.models_dir)
     return results

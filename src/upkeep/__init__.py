@@ -1,0 +1,1 @@
+"""Store housekeeping: what the records reference (:mod:`.references`), gc (:mod:`.gc`), du (:mod:`.usage`)."""

@@ -1,0 +1,55 @@
+"""``du``: bytes the store takes, per kind (blobs by what references them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from src.core.errors import StoreError
+from src.core.store import Store
+from src.upkeep.references import existing_store, referenced_blobs, stored_blobs, tables
+
+BLOB_KINDS = ("registered model", "registered extractor", "fine-tuned extractor", "dataset file", "run image",
+              "pinned")
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    if not path.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def _db(path: Path) -> int:
+    return sum(_size(Path(f"{path}{suffix}")) for suffix in ("", "-wal", "-shm", "-journal"))
+
+
+def disk_usage(store: Store | str | os.PathLike | None = None) -> dict[str, Any]:
+    """``{"kinds": {kind: bytes}, "total": bytes, ...}``; blob kinds are ``blobs: <what references them>``."""
+    st = existing_store(store)
+    if not st.db_path.is_file():
+        raise StoreError(f"no store database at {st.db_path}",
+                         hint="pass --store (or MLOPS_STORE) pointing at a grocery-mlops store folder")
+    with st.read() as con:
+        refs = referenced_blobs(con)
+        monitoring = 0
+        if "monitor_predictions" in tables(con):
+            from src.upkeep.gc import _PREDICTION_BYTES
+
+            monitoring = int(con.execute(f"SELECT COALESCE(SUM({_PREDICTION_BYTES}), 0) FROM monitor_predictions")
+                             .fetchone()[0])
+    kinds = {"database": _db(st.db_path), "feature cache": _db(st.root / "features.db"),
+             "sweeps": _db(st.root / "optuna.db") + _size(st.root / "sweeps"), "onnx exports": _size(st.root / "onnx")}
+    blobs = {k: 0 for k in (*BLOB_KINDS, "unreferenced")}
+    counted = 0
+    for p in stored_blobs(st.blob_root):
+        size = p.stat().st_size
+        blobs[refs.get(p.name, "unreferenced")] += size
+        counted += size
+    kinds |= {f"blobs: {k}": v for k, v in blobs.items()}
+    kinds["scratch (tmp)"] = _size(st.root / "tmp")
+    total = _size(st.root)
+    kinds["other"] = max(total - sum(kinds.values()), 0)
+    return {"store": str(st.root), "kinds": kinds, "total": total, "monitoring_rows_bytes": monitoring}

@@ -1,0 +1,264 @@
+"""Store housekeeping: gc removes what nothing needs (and frees the space), keeps every referenced
+object, is safe next to writers; du accounts for the store's bytes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_image_folder
+from test_model_registry import NAME, make_bundle, reg
+from test_report import fake_results
+
+from src import housekeeping
+from src.core.store import Store, sha256_file
+from src.features.extraction import FeatureCache
+from src.features.finetune import ExtractorCache, FineTuneResult
+from src.monitoring import records
+from src.training.runs import record_run
+
+DAY = 86400.0
+OLD = time.time() - 40 * DAY
+
+
+def age(store: Store, sql: str, *params) -> None:
+    with store.transaction() as con:
+        con.execute(sql, params)
+
+
+def extractor_file(folder: Path, content: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / "feature_extractor.pth"
+    p.write_bytes(content)
+    return p
+
+
+def snapshot(store: Store) -> dict:
+    files = {str(p.relative_to(store.root)): p.stat().st_size for p in store.root.rglob("*")
+             if p.is_file() and not p.name.endswith(("-wal", "-shm")) and p.name != "mlops.db"}
+    with store.read() as con:
+        rows = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("monitor_predictions", "monitor_alerts", "monitor_sessions", "finetune_cache", "runs",
+                          "registry_versions", "dataset_files", "blob_pins")}
+    return {"files": files, "rows": rows}
+
+
+@pytest.fixture
+def world(tmp_path):
+    """A store with everything gc must keep and one of each thing it must remove."""
+    from src.data_versioning import create_dataset_artifact
+
+    store = Store()
+    w = {"store": store}
+    data = make_image_folder(tmp_path / "d")
+    create_dataset_artifact(data, "groceries", store=store, wandb_mode="disabled")
+    make_image_folder(data, classes=("d",))  # v2 shares v1's files and adds a class
+    create_dataset_artifact(data, "groceries", store=store, wandb_mode="disabled")
+    age(store, "UPDATE dataset_versions SET created_at = '2020-01-01T00:00:00+00:00'")
+    reg(make_bundle(tmp_path / "m0", 0, accuracy=0.9), aliases=["production"])
+    extractor_file(tmp_path / "m1", b"a second registered extractor")
+    reg(make_bundle(tmp_path / "m1", 1, accuracy=0.91))
+    age(store, "UPDATE registry_versions SET created_at = ?", OLD)
+    cache = ExtractorCache(store)
+    digests = {}
+    for key, content in [("registered", None), ("old", b"an unused extractor"), ("run", b"a recent run's extractor"),
+                         ("fresh", b"a just fine-tuned extractor")]:
+        path = (tmp_path / "m0" / "feature_extractor.pth" if content is None
+                else extractor_file(tmp_path / f"x-{key}", content))
+        cache.put(key, path, "w" * 64, FineTuneResult(epochs_run=1))
+        digests[key] = sha256_file(path)
+    age(store, "UPDATE finetune_cache SET created_at = ? WHERE key != 'fresh'", OLD)
+    w["digests"] = digests
+    onnx = store.root / "onnx"
+    onnx.mkdir()
+    for key, d in digests.items():
+        for name in (f"{d}-224.onnx", f"{d}-224-int8.onnx"):
+            (onnx / name).write_bytes(b"o" * 1000)
+            os.utime(onnx / name, (OLD, OLD))
+    (onnx / "notes.txt").write_text("not an export")
+    features = FeatureCache(store)
+    for key, d in digests.items():
+        features.put(["f" * 64, "e" * 64], f"{d}:pre224", np.ones((2, 1280), dtype=np.float32))
+    models = tmp_path / "models"
+    models.mkdir()
+    from src.learning.evaluation import save_confusion_png
+
+    save_confusion_png([0, 1], [0, 1], ["a", "b"], models / "label_spreading_confusion_matrix.png")
+    old_run = fake_results(models) | {"extractor": {"digest": digests["old"]}}
+    record_run(store, old_run, name="old", files_dir=models)
+    age(store, "UPDATE runs SET created_at = ?", OLD)
+    record_run(store, fake_results(models) | {"extractor": {"digest": digests["run"]}}, name="recent")
+    st = records.open_monitor_store(store)
+    gone = records.start_session(st, "m:production", "d" * 64)
+    kept = records.start_session(st, "m:production", "d" * 64)
+    feat = [0.5] * 640
+    records.add_predictions(st, [(gone, OLD, "x.png", "e" * 64, "a", 0.9, 1.0, 1.0, "a", feat)] * 5
+                            + [(kept, OLD, "y.png", "e" * 64, "a", 0.9, 1.0, 1.0, "a", feat)] * 5
+                            + [(kept, time.time(), "z.png", "e" * 64, "a", 0.9, 1.0, 1.0, "a", feat)] * 2)
+    records.finish_session(st, gone, {}, None)
+    records.finish_session(st, kept, {}, None)
+    age(store, "UPDATE monitor_sessions SET started_at = ?, finished_at = ? WHERE id = ?", OLD, OLD, gone)
+    records.add_alert(st, gone, "WARN", "old", "an old alert", {})
+    records.add_alert(st, kept, "WARN", "new", "a new alert", {})
+    age(store, "UPDATE monitor_alerts SET at = ? WHERE title = 'old'", OLD)
+    w["pinned"] = store.put_bytes(b'{"a W&B mirror": "manifest"}')
+    store.pin([w["pinned"]], "test mirror")
+    w["orphan"] = store.put_bytes(b"nobody references this")
+    w["kept_session"] = kept
+    return w
+
+
+def everything_needed_is_intact(store: Store, tmp_path: Path) -> None:
+    from src.data.versions import list_versions, load_dataset_artifact, restore_version
+    from src.registry.api import (
+        get_model_version,
+        list_models,
+        load_registered_bundle,
+        verified_blobs,
+    )
+
+    versions = list_versions(None, store)
+    assert len(versions) == 2
+    for v in versions:  # restore re-hashes every file against the manifest
+        out = restore_version(v["name"], v["version"], tmp_path / f"restored-{v['version']}", store)
+        assert out["files"] == len(load_dataset_artifact(v["name"], v["version"], store)["manifest"]) > 0
+    (model,) = list_models(store=store)
+    assert len(model["versions"]) == 2
+    for tag in ["v0", "v1", "production", "latest"]:
+        bundle = load_registered_bundle(NAME, tag, store=store)
+        assert bundle["class_names"] == ["apple", "milk", "bread"]
+        verified_blobs(store, get_model_version(f"{NAME}:{tag}", store=store))
+
+
+def test_gc_removes_what_nothing_needs_and_keeps_everything_referenced(world, tmp_path, capsys):
+    store, d = world["store"], world["digests"]
+    before = snapshot(store)
+    assert housekeeping.main(["gc", "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert snapshot(store) == before  # a dry run removes nothing
+    kinds = plan["kinds"]
+    assert kinds["monitoring rows"]["count"] == 10 + 1 + 1  # 10 old predictions, 1 alert, 1 session
+    assert kinds["monitoring rows"]["bytes"] > 10 * 640 * 2  # float16 features
+    assert kinds["fine-tuned extractors"]["count"] == 1 and kinds["fine-tuned extractors"]["items"] == [d["old"]]
+    assert sorted(kinds["onnx exports"]["items"]) == [f"{d['old']}-224-int8.onnx", f"{d['old']}-224.onnx"]
+    assert kinds["cached features"]["items"] == [f"{d['old']}:pre224"]
+    assert kinds["orphan blobs"]["count"] == 0  # just written: within the grace period
+    assert plan["total_bytes"] == sum(k["bytes"] for k in kinds.values()) > 0
+
+    result = housekeeping.gc(store, 30, grace_s=0)
+    assert {k: v["count"] for k, v in result["kinds"].items()} == {
+        "monitoring rows": 12, "fine-tuned extractors": 1, "onnx exports": 2, "cached features": 2, "orphan blobs": 1}  # features: rows
+    assert result["kinds"]["orphan blobs"]["items"] == [world["orphan"]]
+    assert not store.has_blob(world["orphan"]) and not store.has_blob(d["old"])
+    assert store.has_blob(world["pinned"])
+    for key in ("registered", "run", "fresh"):
+        assert store.has_blob(d[key]) and ExtractorCache(store).get(key) is not None
+        assert (store.root / "onnx" / f"{d[key]}-224.onnx").is_file()
+    assert ExtractorCache(store).get("old") is None
+    assert (store.root / "onnx" / "notes.txt").is_file()
+    assert FeatureCache(store).get(["f" * 64], f"{d['registered']}:pre224")
+    assert not FeatureCache(store).get(["f" * 64], f"{d['old']}:pre224")
+    st = records.open_monitor_store(store)
+    assert [s["id"] for s in records.sessions(st)] == [world["kept_session"]]
+    assert len(records.predictions(st, world["kept_session"])) == 2
+    assert [a["title"] for a in records.alerts(st)] == ["new"]
+    from src.training.runs import list_runs
+
+    for run in list_runs(store):  # runs are history: never collected, their pictures neither
+        assert all(store.has_blob(b) for b in run["images"].values())
+    everything_needed_is_intact(store, tmp_path)
+
+    again = housekeeping.gc(store, 30, grace_s=0)
+    assert again["total_bytes"] == 0  # nothing left to collect
+
+
+def test_gc_frees_the_space(world):
+    store = world["store"]
+    usage = housekeeping.disk_usage(store)
+    assert usage["total"] == sum(usage["kinds"].values())
+    assert usage["kinds"]["blobs: unreferenced"] > 0 and usage["kinds"]["onnx exports"] == 8000 + len("not an export")
+    assert usage["kinds"]["blobs: dataset file"] > 0 and usage["kinds"]["blobs: registered model"] > 0
+    housekeeping.gc(store, 30, grace_s=0)
+    after = housekeeping.disk_usage(store)
+    assert after["kinds"]["blobs: unreferenced"] == 0 and after["kinds"]["onnx exports"] == 6000 + len("not an export")
+    assert after["monitoring_rows_bytes"] < usage["monitoring_rows_bytes"]
+    assert after["kinds"]["feature cache"] < usage["kinds"]["feature cache"]  # vacuumed, not just deleted
+    assert after["total"] < usage["total"]
+
+
+def test_older_than_decides_what_is_old(world):
+    store = world["store"]
+    r = housekeeping.gc(store, 100, grace_s=0)  # nothing is 100 days old
+    assert all(v["count"] == 0 for k, v in r["kinds"].items() if k != "orphan blobs")
+    r = housekeeping.gc(store, 0, grace_s=0, dry_run=True)  # everything is old: registered and newest run stay
+    d = world["digests"]
+    assert r["kinds"]["fine-tuned extractors"]["items"] == sorted([d["old"], d["fresh"]])
+    assert {i.split("-")[0] for i in r["kinds"]["onnx exports"]["items"]} == {d["old"], d["fresh"]}
+
+
+def test_a_blob_stored_again_is_not_an_orphan(tmp_path):
+    """A writer that finds its blob already there refreshes it: gc within the grace period keeps it."""
+    store = Store()
+    ExtractorCache(store)  # a database to collect in
+    digest = store.put_bytes(b"about to be recorded")
+    time.sleep(1.2)
+    assert housekeeping.gc(store, 30, dry_run=True, grace_s=1.0)["kinds"]["orphan blobs"]["items"] == [digest]
+    assert store.put_bytes(b"about to be recorded") == digest  # a writer stores the same bytes again
+    assert housekeeping.gc(store, 30, grace_s=1.0)["kinds"]["orphan blobs"]["count"] == 0
+    assert store.has_blob(digest)
+
+
+def _register_many(folder: str, start: int, store: str) -> None:
+    for i in range(start, start + 3):
+        reg(make_bundle(Path(folder) / f"m{i}", i, accuracy=0.9), store=store)
+
+
+def test_gc_next_to_concurrent_registrations(tmp_path):
+    store = Store()
+    ExtractorCache(store)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_register_many, args=(str(tmp_path), 10 * k, str(store.root))) for k in range(3)]
+    for p in procs:
+        p.start()
+    runs = 0
+    while any(p.is_alive() for p in procs) or runs < 3:
+        housekeeping.gc(store, 0, grace_s=60)
+        runs += 1
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    from src.registry.api import list_models, load_registered_bundle
+
+    (model,) = list_models(store=store)
+    assert len(model["versions"]) == 9
+    for v in model["versions"]:
+        load_registered_bundle(NAME, v["version"], store=store)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["gc", "--older-than", "-1"], "--older-than must be a number of days >= 0"),
+    (["gc", "--older-than", "nan"], "--older-than must be a number of days >= 0"),
+    (["gc", "--older-than", "soon"], "invalid float value"),
+    (["du", "--store", "{missing}"], "no store database at"),
+    (["gc", "--store", "{missing}"], "no store database at"),
+])
+def test_bad_input_is_one_line(tmp_path, capsys, args, message):
+    missing = tmp_path / "no-store"
+    rc = housekeeping.main([a.replace("{missing}", str(missing)) for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+    assert not missing.exists()  # nothing is created for a mistyped --store
+
+
+def test_text_output(world, capsys):
+    assert housekeeping.main(["gc", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would remove" in out and "onnx exports" in out and world["digests"]["old"] in out
+    assert housekeeping.main(["du"]) == 0
+    out = capsys.readouterr().out
+    assert "blobs: dataset file" in out and "total" in out
