@@ -41,7 +41,9 @@ def load_trained_model(models_dir: Path, store: Store):
         best = json.loads(results.read_text())["summary"]["best_algorithm"]
     except (ValueError, KeyError, TypeError) as e:
         raise ModelError(f"{results} is not a training results file", hint="train again") from e
-    return Predictor.load(models_dir / f"{best}_model.pkl", store=store), best
+    from src.learning.bundles import model_file_name
+
+    return Predictor.load(models_dir / model_file_name(best), store=store), best
 
 
 def pool_probabilities(root: Path, models_dir: Path, store: Store, batch_size: int = 32):
