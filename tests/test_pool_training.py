@@ -83,7 +83,10 @@ def test_pool_features_are_cached(pooled, capsys):
 def test_no_pool_writes_no_pseudo_labels_and_keeps_the_old_default(tmp_path, capsys):
     data = make_image_folder(tmp_path / "d", per_split={"train": 10, "test": 2})
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "pseudo_labels.csv").write_text("stale")
+    (tmp_path / "m" / "pseudo_labels.csv").write_text("stale")  # as a previous run with a pool left it
+    from src.training.outputs import MANIFEST
+
+    (tmp_path / "m" / MANIFEST).write_text(json.dumps({"files": ["pseudo_labels.csv"]}))
     res, _ = train(capsys, tmp_path, data)
     assert res["config"]["labeled_ratio"] == 0.1 and res["pseudo_labels"] is None
     assert res["dataset"]["pool_samples"] == 0
