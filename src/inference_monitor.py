@@ -103,8 +103,9 @@ def _command(args: argparse.Namespace) -> int:
 
 def build_serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inference_monitor.py serve",
-                                description="Monitored prediction endpoint: POST /predict, POST /feedback, GET /health, "
-                                            "GET /metrics. Ctrl-C stops it after storing every record.")
+                                description="Monitored prediction endpoint: POST /predict, POST /feedback, "
+                                            "GET /health, GET /metrics. Ctrl-C or SIGTERM stops it after storing "
+                                            "every record.")
     p.add_argument("--model", "--model-path", dest="model", default=None,
                    help="NAME:ALIAS (followed when the alias moves) or a model file (default: the best model in "
                         "models/training_results.json)")
@@ -114,6 +115,8 @@ def build_serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="larger uploads get 413")
     p.add_argument("--window", type=int, default=200, help="recent predictions used for drift detection")
     p.add_argument("--alpha", type=float, default=0.05, help="overall false-alarm rate of the drift test")
+    p.add_argument("--drift-every", type=int, default=50, help="predictions between drift tests (in the background, "
+                                                              "at most one every 5 s)")
     p.add_argument("--top-k", type=int, default=5, help="probabilities returned per prediction (?top=N overrides)")
     p.add_argument("--max-batch", type=int, default=32, help="most concurrent requests run in one model call")
     p.add_argument("--poll-s", type=float, default=2.0, help="how often a NAME:ALIAS is checked for a promotion")
@@ -132,8 +135,8 @@ def _serve(args: argparse.Namespace) -> int:
     summary = serve(ServeOptions(
         model=args.model or default_model(), host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
         extractor_path=args.extractor_path, store=args.store, wandb_mode=args.wandb_mode, window=args.window,
-        alpha=args.alpha, top_k=args.top_k, max_batch=args.max_batch, poll_s=args.poll_s,
-        log_every_s=args.log_every_s, run_name=args.run_name, access_log=args.access_log))
+        alpha=args.alpha, drift_every=args.drift_every, top_k=args.top_k, max_batch=args.max_batch,
+        poll_s=args.poll_s, log_every_s=args.log_every_s, run_name=args.run_name, access_log=args.access_log))
     if summary is not None:
         if args.json:
             print_json(summary)

@@ -94,7 +94,8 @@ class Engine:
                  poll_s: float = 2.0, on_switch: Callable[[ServedModel, ServedModel | None], None] | None = None):
         if max_batch < 1:
             raise ModelError("max_batch must be >= 1")
-        self.ref, self.extractor_path, self.store, self.max_batch, self.poll_s = ref, extractor_path, store, max_batch, poll_s
+        self.ref, self.extractor_path, self.store = ref, extractor_path, store
+        self.max_batch, self.poll_s = max_batch, poll_s
         self.on_switch = on_switch
         self.current = load_served(ref, extractor_path, store)
         self.switches = 0

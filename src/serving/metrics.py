@@ -22,8 +22,9 @@ class ServerMetrics:
         self.latency = Histogram("grocery_request_latency_seconds", "Request latency (seconds) by endpoint",
                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.predictions = Counter("grocery_predictions", "Predictions by predicted class", ["label"], registry=r)
-        self.batch_size = Histogram("grocery_inference_batch_size", "Images per model call (requests batched "
-                                    "together)", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.batch_size = Histogram("grocery_inference_batch_size", "Size of the model call each prediction was "
+                                    "part of (concurrent requests share one call)",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         self.avg_confidence = Gauge("grocery_avg_confidence", "Mean confidence over the drift window", registry=r)
         self.drift_score = Gauge("grocery_drift_score", "Feature drift score of the last test (about 1 = the "
                                  "uncalibrated alarm level; NaN before the first test)", registry=r)

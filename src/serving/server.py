@@ -61,8 +61,8 @@ class ServeOptions:
             raise ConfigError(f"--port must be in 1..65535 (0 = any free port), got {self.port}")
         if not self.max_upload_mb > 0:
             raise ConfigError(f"--max-upload-mb must be > 0, got {self.max_upload_mb}")
-        if self.top_k < 1 or self.max_batch < 1 or self.poll_s <= 0:
-            raise ConfigError("--top-k and --max-batch must be >= 1 and --poll-s > 0")
+        if self.top_k < 1 or self.max_batch < 1 or self.drift_every < 1 or self.poll_s <= 0 or self.log_every_s <= 0:
+            raise ConfigError("--top-k, --max-batch and --drift-every must be >= 1; --poll-s and --log-every-s > 0")
 
 
 def _classify(e: DataError) -> tuple[int, str]:
@@ -324,7 +324,9 @@ def _listen(host: str, port: int):
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto spelled out: asyncio sets TCP_NODELAY only on IPPROTO_TCP sockets, and without it every response
+    # waits ~40 ms for the client's delayed ACK (measured: /health 44 ms with proto 0, under 2 ms with it)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
