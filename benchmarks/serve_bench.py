@@ -16,6 +16,9 @@ temporary store, then:
 4. stops the server (SIGTERM: it stores every queued record) and counts the
    ``monitor_predictions`` rows against the 200 answers it gave.
 
+Figures depend on what else runs on the machine: ``machine.loadavg_start`` / ``_end`` say how
+busy it was. The temporary folder is removed at the end unless ``--keep``.
+
 Prints one JSON document (progress on stderr), with ``targets``: served throughput at 8
 clients >= 70 % of the in-process one, p99 at 8 clients <= 10x the single-request p50,
 0 errors, 0 lost records, no dropped request across the switch. Everything stops by itself:
@@ -28,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -177,10 +181,9 @@ def stored_rows(store: Path) -> int:
         return con.execute("SELECT COUNT(*) FROM monitor_predictions").fetchone()[0]
 
 
-def run(args) -> dict:
+def run(args, tmp: Path) -> dict:
     from src.model_registry import promote_model
 
-    tmp = Path(tempfile.mkdtemp(prefix="serve_bench_"))
     out: dict = {"machine": {"cpus": os.cpu_count(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
                  "settings": {"duration_s": args.duration, "clients": args.clients}}
     say(f"training a tiny model in {tmp}")
@@ -254,11 +257,17 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per load phase")
     p.add_argument("--clients", default="1,8,32", help="comma-separated concurrent client counts")
     p.add_argument("--quick", action="store_true", help="fewer images, 3-second phases (smoke test)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (model, store, server.log)")
     args = p.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",")]
     if args.quick:
         args.duration = min(args.duration, 3.0)
-    print(json.dumps(run(args), indent=2))
+    tmp = Path(tempfile.mkdtemp(prefix="serve_bench_"))
+    try:
+        print(json.dumps(run(args, tmp), indent=2))
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

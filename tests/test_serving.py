@@ -171,6 +171,21 @@ def test_feedback_with_a_label_that_is_no_class(trained, server):
     assert client.get("/nowhere").status_code == 404 and client.get("/predict").status_code == 405
 
 
+def test_a_failing_model_call_is_a_json_500_and_the_next_request_works(trained, server, monkeypatch):
+    srv, client = server
+
+    def boom(feats):
+        raise RuntimeError("classifier exploded")
+
+    monkeypatch.setattr(srv.engine.current.predictor, "predict_features", boom)
+    r = client.post("/predict", content=trained["images"][0].read_bytes())
+    assert r.status_code == 500 and r.json() == {"error": "the model failed on this image (see the server log)",
+                                                 "reason": "inference_failed"}
+    assert metric(client, "grocery_requests_total", endpoint="/predict", status="500") == 1
+    monkeypatch.undo()
+    assert client.post("/predict", content=trained["images"][0].read_bytes()).status_code == 200
+
+
 def test_alias_switch_under_load_drops_nothing(trained, caplog):
     from src.model_registry import promote_model, register_model
 
