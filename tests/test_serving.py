@@ -126,6 +126,7 @@ BAD = [  # (what, request kwargs, status, reason)
     ("empty body", {"content": b""}, 400, "empty_body"),
     ("not an image", {"content": b"hello, not an image" * 10}, 415, "not_an_image"),
     ("over the size limit", {"content": b"\xff" * 60_000}, 413, "too_large"),
+    ("chunked, over the size limit", {"content": iter([b"\xff" * 30_000] * 2)}, 413, "too_large"),
     ("multipart without file", {"files": {"photo": ("a.jpg", b"x", "image/jpeg")}}, 400, "missing_file"),
     ("bad top", {"content": b"x", "params": {"top": "zero"}}, 400, "bad_request"),
 ]

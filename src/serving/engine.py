@@ -158,12 +158,16 @@ class Engine:
 
     # -- hot swap ------------------------------------------------------------------------
     def _watch_loop(self) -> None:
+        last_error = None
         while not self._stop.wait(self.poll_s):
             try:
                 self.check_alias()
-            except Exception:  # noqa: BLE001 — a broken registry must not stop serving
-                log.exception("checking %s failed; still serving %s %s", self.ref, self.current.model,
+                last_error = None
+            except Exception as e:  # noqa: BLE001 — a broken registry must not stop serving
+                if str(e) != last_error:  # once per distinct problem, not every poll
+                    log.error("checking %s failed (%s); still serving %s %s", self.ref, e, self.current.model,
                               self.current.version)
+                last_error = str(e)
 
     def check_alias(self) -> bool:
         """Switch to the version the alias points at now, if it moved; True when it switched."""
