@@ -129,6 +129,7 @@ BAD = [  # (what, request kwargs, status, reason)
     ("chunked, over the size limit", {"content": iter([b"\xff" * 30_000] * 2)}, 413, "too_large"),
     ("multipart without file", {"files": {"photo": ("a.jpg", b"x", "image/jpeg")}}, 400, "missing_file"),
     ("bad top", {"content": b"x", "params": {"top": "zero"}}, 400, "bad_request"),
+    ("unicode digit top", {"content": b"x", "params": {"top": "\u00b2"}}, 400, "bad_request"),
 ]
 
 
@@ -255,11 +256,32 @@ def test_drift_is_tested_off_the_request_path_and_alerts(trained, tmp_path):
         assert score > 1 and metric(client, "grocery_drift_detected") == 1
         log = wait_for(lambda: alerts(open_monitor_store(trained["store"])))
         assert "drift" in log[0]["text"] and log[0]["details"]["is_drift"]
-        assert metric(client, "grocery_drift_alerts") == 1
+        assert wait_for(lambda: metric(client, "grocery_drift_alerts")) == 1
     finally:
         client.close()
         summary = srv.stop()
     assert summary["drift"]["is_drift"] and summary["monitor/samples"] == len(sketches)
+
+
+def test_wandb_gets_periodic_figures_never_one_log_per_request(trained, monkeypatch):
+    from src.tracking import Tracker
+
+    calls = []
+    original = Tracker.log
+    monkeypatch.setattr(Tracker, "log", lambda self, metrics, step=None: (calls.append(dict(metrics)),
+                                                                          original(self, metrics, step))[1])
+    srv, client = start(trained, wandb_mode="offline", log_every_s=60)
+    run_dir = Path(srv.monitor.tracker.run_dir)
+    try:
+        for p in trained["images"][:10]:
+            assert client.post("/predict", content=p.read_bytes()).status_code == 200
+        assert calls == []  # nothing logged on the request path
+    finally:
+        client.close()
+        srv.stop()
+    assert len(calls) == 1 and calls[0]["monitor/samples"] == 10  # the final flush
+    assert {"monitor/avg_confidence", "monitor/avg_inference_time_ms"} <= set(calls[0])
+    assert list(run_dir.glob("run-*.wandb"))  # a real offline run, ready for `wandb sync`
 
 
 def test_cli_refuses_bad_flags_before_loading(trained, capsys):

@@ -292,9 +292,9 @@ class LiveMonitor:
 
         text = (f"{s.model}: drift in {', '.join(report['drifted'])} over the last {report['n']} "
                 f"predictions (drift score {score_text(report['drift_score'])}, p={report['p_val']:.4f})")
+        self.alerts += 1
         add_alert(self.store, s.id, "WARN", "Data drift detected", text, report)
         self.tracker.alert("Data drift detected", text, level="WARN")
-        self.alerts += 1
         log.warning(text)
 
     def close(self) -> dict[str, Any] | None:

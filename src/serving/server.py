@@ -93,7 +93,7 @@ def _decode(data: bytes, served: ServedModel) -> tuple[Any, str]:
 async def _read_body(request, limit: int, what: str) -> bytes:
     length = request.headers.get("content-length")
     if length is not None:
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise ApiError(400, "bad_request", "invalid Content-Length header")
         if int(length) > limit:
             raise ApiError(413, "too_large", f"{what} is {int(length):,} bytes, over the {limit:,}-byte limit")
@@ -193,7 +193,7 @@ def create_app(engine: Engine, monitor: LiveMonitor, metrics, *, max_upload_byte
         top = request.query_params.get("top", str(top_k))
         served = engine.current  # this request's version, whatever the watcher swaps in meanwhile
         try:
-            if not top.isdigit() or int(top) < 1:
+            if not (top.isascii() and top.isdigit()) or int(top) < 1:
                 raise ApiError(400, "bad_request", f"top must be a positive integer, got {top!r}")
             data = await _image_bytes(request, max_upload_bytes)
             if not data:
