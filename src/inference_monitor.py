@@ -4,16 +4,19 @@
     python src/inference_monitor.py --model-path label-spreading-classifier:production --test-dir new_photos/ --fail-on-drift
     python src/inference_monitor.py --alerts
     python src/inference_monitor.py --dashboard-help
+    python src/inference_monitor.py serve --model label-spreading-classifier:production --port 8000
 
 The monitor lives in :mod:`src.monitoring` (``from src.inference_monitor import InferenceMonitor``
 keeps working); this script parses flags, runs a batch and prints. Exit code 6 means
-``--fail-on-drift`` found drift.
+``--fail-on-drift`` found drift. ``serve`` (first argument) starts the monitored prediction
+endpoint of :mod:`src.serving.server` instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from typing import Sequence
 
@@ -25,7 +28,7 @@ from src.tracking import MODES
 log = logging.getLogger(__name__)
 
 __all__ = ["InferenceMonitor", "DriftDetected", "DRIFT_EXIT_CODE", "BatchOptions", "load_predictor", "run_batch",
-           "sample_images", "format_summary", "main"]
+           "sample_images", "format_summary", "main", "build_serve_parser"]
 
 
 DASHBOARD_HELP = """Building W&B panels for the monitoring keys (project grocery-classification-mlops):
@@ -51,7 +54,8 @@ DASHBOARD_HELP = """Building W&B panels for the monitoring keys (project grocery
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="inference_monitor.py", description="Monitored batch inference with drift detection.")
+    p = argparse.ArgumentParser(prog="inference_monitor.py", description="Monitored batch inference with drift "
+                                "detection. `inference_monitor.py serve --help`: the prediction endpoint.")
     p.add_argument("--model-path", default=None, help="model file or registry reference NAME:ALIAS "
                                                       "(default: the best model in models/training_results.json)")
     p.add_argument("--extractor-path", default=None, help="default: feature_extractor.pth next to the model")
@@ -97,7 +101,55 @@ def _command(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inference_monitor.py serve",
+                                description="Monitored prediction endpoint: POST /predict, POST /feedback, "
+                                            "GET /health, GET /metrics. Ctrl-C or SIGTERM stops it after storing "
+                                            "every record.")
+    p.add_argument("--model", "--model-path", dest="model", default=None,
+                   help="NAME:ALIAS (followed when the alias moves) or a model file (default: the best model in "
+                        "models/training_results.json)")
+    p.add_argument("--extractor-path", default=None, help="default: feature_extractor.pth next to the model")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="0 = any free port")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="larger uploads get 413")
+    p.add_argument("--window", type=int, default=200, help="recent predictions used for drift detection")
+    p.add_argument("--alpha", type=float, default=0.05, help="overall false-alarm rate of the drift test")
+    p.add_argument("--drift-every", type=int, default=50, help="predictions between drift tests (in the background, "
+                                                              "at most one every 5 s)")
+    p.add_argument("--top-k", type=int, default=5, help="probabilities returned per prediction (?top=N overrides)")
+    p.add_argument("--max-batch", type=int, default=32, help="most concurrent requests run in one model call")
+    p.add_argument("--poll-s", type=float, default=2.0, help="how often a NAME:ALIAS is checked for a promotion")
+    p.add_argument("--log-every-s", type=float, default=30.0, help="W&B logging period (never per request)")
+    p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
+    p.add_argument("--run-name", default=None)
+    p.add_argument("--store", default=None, help="local store directory (default $MLOPS_STORE or ./.mlops)")
+    p.add_argument("--wandb-mode", choices=MODES, default=None)
+    add_common_flags(p)
+    return p
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from src.serving.server import ServeOptions, serve
+
+    summary = serve(ServeOptions(
+        model=args.model or default_model(), host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+        extractor_path=args.extractor_path, store=args.store, wandb_mode=args.wandb_mode, window=args.window,
+        alpha=args.alpha, drift_every=args.drift_every, top_k=args.top_k, max_batch=args.max_batch,
+        poll_s=args.poll_s, log_every_s=args.log_every_s, run_name=args.run_name, access_log=args.access_log))
+    if summary is not None:
+        if args.json:
+            print_json(summary)
+        else:
+            print(f"served {summary['monitor/samples']} predictions with {summary['model']} "
+                  f"(session {summary['session']})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        return run_cli(build_serve_parser(), argv[1:], _serve)
     return run_cli(build_parser(), argv, _command)
 
 

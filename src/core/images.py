@@ -8,6 +8,7 @@ turned upright from their EXIF orientation (phones store the rotation there, not
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -63,10 +64,26 @@ def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
     try:
         if path.stat().st_size == 0:
             raise DataError(f"{path}: file is empty (0 bytes)", hint="remove or replace it")
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: file not found", hint="check the path") from e
+    except OSError as e:
+        raise DataError(f"{path}: corrupted or truncated image ({e})", hint="remove or re-export it") from e
+    return _decode(path, path, draft_size)
+
+
+def decode_image_bytes(data: bytes, name: str = "upload", draft_size: int | None = None) -> Image.Image:
+    """:func:`open_image` for bytes already in memory (an HTTP upload): the same checks, the same errors."""
+    if not data:
+        raise DataError(f"{name}: file is empty (0 bytes)", hint="send the image's bytes")
+    return _decode(io.BytesIO(data), name, draft_size)
+
+
+def _decode(source, name, draft_size: int | None) -> Image.Image:
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                _check_size(img, path)
+            with Image.open(source) as img:
+                _check_size(img, name)
                 if draft_size and img.format == "JPEG":
                     w, h = img.size
                     scale = min(w, h) / draft_size
@@ -77,13 +94,13 @@ def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DataError(f"{path}: image too large ({e})", hint="downscale it or remove it") from e
+        raise DataError(f"{name}: image too large ({e})", hint="downscale it or remove it") from e
     except UnidentifiedImageError as e:
-        raise DataError(f"{path}: not an image PIL can read", hint="remove it or convert it to JPEG/PNG") from e
+        raise DataError(f"{name}: not an image PIL can read", hint="remove it or convert it to JPEG/PNG") from e
     except FileNotFoundError as e:
-        raise DataError(f"{path}: file not found", hint="check the path") from e
+        raise DataError(f"{name}: file not found", hint="check the path") from e
     except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: corrupted or truncated image ({e})", hint="remove or re-export it") from e
+        raise DataError(f"{name}: corrupted or truncated image ({e})", hint="remove or re-export it") from e
 
 
 def probe_image(path: str | os.PathLike) -> dict:

@@ -22,6 +22,10 @@ CREATE TABLE IF NOT EXISTS monitor_predictions (
     feature BLOB
 );
 CREATE INDEX IF NOT EXISTS monitor_predictions_session ON monitor_predictions (session, id);
+CREATE INDEX IF NOT EXISTS monitor_predictions_image ON monitor_predictions (image);
+CREATE TABLE IF NOT EXISTS monitor_feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, image TEXT NOT NULL, at REAL NOT NULL, label TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS monitor_alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT, session INTEGER, at REAL NOT NULL, level TEXT NOT NULL,
     title TEXT NOT NULL, text TEXT NOT NULL, details TEXT
@@ -55,6 +59,28 @@ def add_predictions(st: Store, rows: Iterable[tuple]) -> None:
     with st.transaction() as con:
         con.executemany("INSERT INTO monitor_predictions (session, at, image, image_sha256, prediction, confidence, "
                         "latency_ms, inference_ms, true_label, feature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def add_feedback(st: Store, rows: Iterable[tuple[str, float, str]]) -> int:
+    """Ground truth that arrived later: rows ``(image, at, label)`` set ``true_label`` on those predictions.
+
+    The feedback itself is logged in ``monitor_feedback`` (when it came); returns the predictions updated.
+    """
+    rows = list(rows)
+    if not rows:
+        return 0
+    with st.transaction() as con:
+        con.executemany("INSERT INTO monitor_feedback (image, at, label) VALUES (?, ?, ?)", rows)
+        return sum(con.execute("UPDATE monitor_predictions SET true_label = ? WHERE image = ?",
+                               (label, image)).rowcount for image, _, label in rows)
+
+
+def find_prediction(st: Store, image: str) -> dict[str, Any] | None:
+    """The latest recorded prediction for ``image`` (a served request's key), without its feature."""
+    with st.read() as con:
+        r = con.execute("SELECT id, session, prediction, true_label FROM monitor_predictions WHERE image = ? "
+                        "ORDER BY id DESC LIMIT 1", (image,)).fetchone()
+    return None if r is None else {k: r[k] for k in r.keys()}
 
 
 def predictions(st: Store, session: int) -> list[dict[str, Any]]:

@@ -1,0 +1,330 @@
+"""The monitored prediction endpoint on a real (tiny) trained model, over real HTTP on 127.0.0.1."""
+
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image, ImageFilter, ImageOps
+
+from src.inference_monitor import main
+from src.monitoring.records import alerts, open_monitor_store, predictions, sessions
+from src.serving.server import Server, ServeOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from src.data.synth import generate_dataset
+    from src.model_registry import register_model
+    from src.train_with_wandb import train_with_wandb
+
+    tmp = tmp_path_factory.mktemp("serve")
+    data = generate_dataset(tmp / "data", n_classes=4, train_per_class=20, test_per_class=6, image_size=64, seed=3)
+    train_with_wandb(labeled_ratio=0.5, fine_tune_epochs=0, n_neighbors=5, data_dir=data, models_dir=tmp / "models",
+                     store=tmp / "train_store", wandb_mode="disabled", image_size=64, progress=False)
+    store = tmp / "store"  # one store for every server here: the ONNX export is made once
+    register_model(tmp / "models" / "label_spreading_model.pkl", "tiny", {}, ["production"], store=store,
+                   wandb_mode="disabled")
+    return {"tmp": tmp, "data": data, "models": tmp / "models", "store": store,
+            "images": sorted((data / "test").rglob("*.jpg"))}
+
+
+def start(trained, **kw):
+    opts = {"model": "tiny:production", "port": 0, "store": str(trained["store"]), "wandb_mode": "disabled",
+            "poll_s": 0.2, "max_upload_mb": 0.05, **kw}
+    srv = Server(ServeOptions(**opts)).start()
+    return srv, httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    srv, client = start(trained)
+    yield srv, client
+    client.close()
+    srv.stop()
+
+
+def metric(client, name, **labels):
+    """One sample's value from /metrics (None when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(client.get("/metrics").text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def wait_for(cond, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def test_predict_raw_and_multipart_match_the_predictor(trained, server):
+    from src.serving.predictor import Predictor
+
+    srv, client = server
+    img = trained["images"][0]
+    raw = client.post("/predict", content=img.read_bytes())
+    assert raw.status_code == 200, raw.text
+    body = raw.json()
+    expected_label, expected_conf, _ = Predictor.load(trained["models"] / "label_spreading_model.pkl").predict(img)
+    assert body["label"] == expected_label and body["confidence"] == pytest.approx(expected_conf, abs=1e-4)
+    assert body["model"] == "tiny" and body["version"] == "v0" and len(body["prediction_id"]) == 32
+    assert list(body["probabilities"])[0] == body["label"] and len(body["probabilities"]) == 4  # top 5 of 4 classes
+    form = client.post("/predict?top=2", files={"file": (img.name, img.read_bytes(), "image/jpeg")})
+    assert form.status_code == 200 and form.json()["label"] == body["label"]
+    assert len(form.json()["probabilities"]) == 2 and form.json()["prediction_id"] != body["prediction_id"]
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["version"] == "v0"
+
+
+def test_every_prediction_is_recorded_like_batch_and_feedback_sets_the_truth(trained, server):
+    srv, client = server
+    st = open_monitor_store(trained["store"])
+    session = client.get("/health").json()["session"]
+    ids = [client.post("/predict", content=p.read_bytes()).json() for p in trained["images"][:6]]
+    keys = {"request:" + i["prediction_id"] for i in ids}
+    rows = wait_for(lambda: (r := predictions(st, session)) and keys <= {x["image"] for x in r} and r)
+    assert len(keys) == 6 and len(rows) == len({x["image"] for x in rows})  # each stored once
+    row = rows[-1]
+    assert row["image"] == "request:" + ids[-1]["prediction_id"] and len(row["image_sha256"]) == 64
+    assert row["prediction"] == ids[-1]["label"] and row["feature"].shape == (1280,)
+    assert row["latency_ms"] >= row["inference_ms"] > 0 and row["true_label"] is None
+    truth = trained["images"][5].parent.name
+    fb = client.post("/feedback", json={"prediction_id": ids[-1]["prediction_id"], "label": truth})
+    assert fb.status_code == 200 and fb.json()["correct"] == (truth == ids[-1]["label"])
+    wait_for(lambda: predictions(st, session)[-1]["true_label"] == truth)
+    assert metric(client, "grocery_feedback_accuracy") == float(truth == ids[-1]["label"])
+    assert metric(client, "grocery_predictions_total", label=ids[-1]["label"]) >= 1
+    assert metric(client, "grocery_monitor_records_written") >= 6
+
+
+def bomb_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(buf, "PNG")  # 81 M pixels in a few kB
+    return buf.getvalue()
+
+
+BAD = [  # (what, request kwargs, status, reason)
+    ("empty body", {"content": b""}, 400, "empty_body"),
+    ("not an image", {"content": b"hello, not an image" * 10}, 415, "not_an_image"),
+    ("over the size limit", {"content": b"\xff" * 60_000}, 413, "too_large"),
+    ("chunked, over the size limit", {"content": iter([b"\xff" * 30_000] * 2)}, 413, "too_large"),
+    ("multipart without file", {"files": {"photo": ("a.jpg", b"x", "image/jpeg")}}, 400, "missing_file"),
+    ("bad top", {"content": b"x", "params": {"top": "zero"}}, 400, "bad_request"),
+    ("unicode digit top", {"content": b"x", "params": {"top": "\u00b2"}}, 400, "bad_request"),
+]
+
+
+@pytest.mark.parametrize("what,kwargs,status,reason", BAD, ids=[b[0] for b in BAD])
+def test_bad_predict_input_gets_a_4xx_and_the_server_stays_up(server, what, kwargs, status, reason):
+    srv, client = server
+    before = metric(client, "grocery_errors_total", endpoint="/predict", reason=reason) or 0
+    r = client.post("/predict", **kwargs)
+    assert r.status_code == status, r.text
+    assert "\n" not in r.text.strip() and r.json()["reason"] == reason and r.json()["error"]
+    assert metric(client, "grocery_errors_total", endpoint="/predict", reason=reason) == before + 1
+    assert client.get("/health").status_code == 200
+
+
+def test_truncated_file_and_decompression_bomb(trained, server):
+    srv, client = server
+    r = client.post("/predict", content=trained["images"][0].read_bytes()[:300])
+    assert r.status_code == 422 and r.json()["reason"] == "corrupt_image" and "truncated" in r.json()["error"]
+    r = client.post("/predict", content=bomb_png())
+    assert r.status_code == 413 and r.json()["reason"] == "decompression_bomb"
+    assert client.post("/predict", content=trained["images"][1].read_bytes()).status_code == 200
+
+
+@pytest.mark.parametrize("body,status,reason", [
+    (b"{not json", 400, "bad_json"),
+    (b'["a list"]', 422, "bad_feedback"),
+    (json.dumps({"prediction_id": "0" * 32, "label": "apple"}).encode(), 404, "unknown_prediction"),
+])
+def test_bad_feedback(server, body, status, reason):
+    srv, client = server
+    r = client.post("/feedback", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status and r.json()["reason"] == reason, r.text
+    assert metric(client, "grocery_errors_total", endpoint="/feedback", reason=reason) >= 1
+
+
+def test_feedback_with_a_label_that_is_no_class(trained, server):
+    srv, client = server
+    pid = client.post("/predict", content=trained["images"][0].read_bytes()).json()["prediction_id"]
+    r = client.post("/feedback", json={"prediction_id": pid, "label": "spaceship"})
+    assert r.status_code == 422 and "spaceship" in r.json()["error"]
+    assert client.get("/nowhere").status_code == 404 and client.get("/predict").status_code == 405
+
+
+def test_a_failing_model_call_is_a_json_500_and_the_next_request_works(trained, server, monkeypatch):
+    srv, client = server
+
+    def boom(feats):
+        raise RuntimeError("classifier exploded")
+
+    monkeypatch.setattr(srv.engine.current.predictor, "predict_features", boom)
+    r = client.post("/predict", content=trained["images"][0].read_bytes())
+    assert r.status_code == 500 and r.json() == {"error": "the model failed on this image (see the server log)",
+                                                 "reason": "inference_failed"}
+    assert metric(client, "grocery_requests_total", endpoint="/predict", status="500") == 1
+    monkeypatch.undo()
+    assert client.post("/predict", content=trained["images"][0].read_bytes()).status_code == 200
+
+
+def test_alias_switch_under_load_drops_nothing(trained, caplog):
+    from src.model_registry import promote_model, register_model
+
+    # a name of its own: the module's server follows tiny:production and must not switch too
+    register_model(trained["models"] / "label_spreading_model.pkl", "tiny-b", {}, ["production"],
+                   store=trained["store"], wandb_mode="disabled")
+    srv, client = start(trained, model="tiny-b:production")
+    first_session = client.get("/health").json()["session"]
+    caplog.set_level(logging.INFO, logger="src.serving.engine")
+    seen, failures, stop = [], [], threading.Event()
+
+    def load():
+        with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=30) as c:
+            i = 0
+            while not stop.is_set():
+                r = c.post("/predict", content=trained["images"][i % len(trained["images"])].read_bytes())
+                (seen if r.status_code == 200 else failures).append(r.json().get("version", r.text))
+                i += 1
+
+    try:
+        workers = [threading.Thread(target=load) for _ in range(3)]
+        for w in workers:
+            w.start()
+        wait_for(lambda: len(seen) >= 5)
+        register_model(trained["models"] / "label_propagation_model.pkl", "tiny-b", {}, store=trained["store"],
+                       wandb_mode="disabled")
+        promote_model("tiny-b", "production", "v1", force=True, reason="test", store=trained["store"],
+                      wandb_mode="disabled")
+        wait_for(lambda: seen and seen[-1] == "v1")
+        n = len(seen)
+        wait_for(lambda: len(seen) >= n + 5)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert not failures and "v0" in seen and seen[-1] == "v1"
+    assert seen.index("v1") > seen.index("v0") and "v0" not in seen[seen.index("v1") + 3 * 2:]
+    health = client.get("/health").json()
+    assert health["version"] == "v1" and health["session"] != first_session
+    assert metric(client, "grocery_model_switches_total") == 1
+    assert metric(client, "grocery_model_info", version="v1") == 1
+    assert metric(client, "grocery_model_info", version="v0") is None
+    assert any("now serving tiny-b:v1" in r.getMessage() for r in caplog.records)
+    client.close()
+    srv.stop()
+    st = open_monitor_store(trained["store"])
+    by_id = {s["id"]: s for s in sessions(st)}
+    assert by_id[first_session]["model"] == "tiny-b:v0" and by_id[health["session"]]["model"] == "tiny-b:v1"
+    assert by_id[first_session]["finished_at"] and by_id[health["session"]]["finished_at"]
+    stored = sum(len(predictions(st, s)) for s in (first_session, health["session"]))
+    assert stored == len(seen)  # every answered prediction is in the store, none lost across the swap
+
+
+def test_drift_is_tested_off_the_request_path_and_alerts(trained, tmp_path):
+    sketches = []
+    for p in trained["images"]:  # the same objects drawn in another style: feature drift
+        buf = io.BytesIO()
+        ImageOps.grayscale(Image.open(p)).filter(ImageFilter.CONTOUR).convert("RGB").save(buf, "JPEG")
+        sketches.append(buf.getvalue())
+    srv, client = start(trained, model=str(trained["models"] / "label_spreading_model.pkl"), window=24,
+                        drift_every=24)
+    try:
+        for data in sketches:
+            assert client.post("/predict", content=data).status_code == 200
+        score = wait_for(lambda: (v := metric(client, "grocery_drift_score")) is not None and v == v and v)
+        assert score > 1 and metric(client, "grocery_drift_detected") == 1
+        log = wait_for(lambda: alerts(open_monitor_store(trained["store"])))
+        assert "drift" in log[0]["text"] and log[0]["details"]["is_drift"]
+        assert wait_for(lambda: metric(client, "grocery_drift_alerts")) == 1
+    finally:
+        client.close()
+        summary = srv.stop()
+    assert summary["drift"]["is_drift"] and summary["monitor/samples"] == len(sketches)
+
+
+def test_wandb_gets_periodic_figures_never_one_log_per_request(trained, monkeypatch):
+    from src.tracking import Tracker
+
+    calls = []
+    original = Tracker.log
+    monkeypatch.setattr(Tracker, "log", lambda self, metrics, step=None: (calls.append(dict(metrics)),
+                                                                          original(self, metrics, step))[1])
+    srv, client = start(trained, wandb_mode="offline", log_every_s=60)
+    run_dir = Path(srv.monitor.tracker.run_dir)
+    try:
+        for p in trained["images"][:10]:
+            assert client.post("/predict", content=p.read_bytes()).status_code == 200
+        assert calls == []  # nothing logged on the request path
+    finally:
+        client.close()
+        srv.stop()
+    assert len(calls) == 1 and calls[0]["monitor/samples"] == 10  # the final flush
+    assert {"monitor/avg_confidence", "monitor/avg_inference_time_ms"} <= set(calls[0])
+    assert list(run_dir.glob("run-*.wandb"))  # a real offline run, ready for `wandb sync`
+
+
+def test_cli_refuses_bad_flags_before_loading(trained, capsys):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        code = main(["serve", "--model-path", str(trained["models"] / "label_spreading_model.pkl"),
+                     "--port", str(busy.getsockname()[1])])
+    finally:
+        busy.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: cannot listen on 127.0.0.1:")
+    assert main(["serve", "--model", "x.pkl", "--max-upload-mb", "0"]) == 2
+    assert "--max-upload-mb must be > 0" in capsys.readouterr().err
+    assert main(["--alerts", "--store", str(trained["store"])]) == 0  # the flag-only batch CLI is unchanged
+
+
+@pytest.mark.slow
+def test_cli_serve_stores_everything_on_sigterm(trained, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "src" / "inference_monitor.py"), "serve", "--model",
+                             "tiny:production", "--port", str(port), "--store", str(trained["store"]),
+                             "--wandb-mode", "disabled", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, text=True)
+    try:
+        def up():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return proc.poll() is not None  # died: stop waiting, the asserts below tell why
+
+        wait_for(up, timeout=120)
+        r = [httpx.post(f"http://127.0.0.1:{port}/predict", content=p.read_bytes(), timeout=30)
+             for p in trained["images"][:3]]
+        assert all(x.status_code == 200 for x in r)
+    finally:
+        proc.send_signal(signal.SIGTERM)  # what a process manager sends
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["monitor/samples"] == 3 and summary["model"] == "tiny:v0"
+    assert len(predictions(open_monitor_store(trained["store"]), summary["session"])) == 3
