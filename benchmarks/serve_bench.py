@@ -64,9 +64,9 @@ def build(tmp: Path, n_classes: int, per_class: int) -> tuple[Path, list[Path]]:
     train_with_wandb(data_dir=data, fine_tune_epochs=0, wandb_mode="disabled", store=tmp / "train_store",
                      models_dir=tmp / "models", progress=False, algorithms=["label_spreading", "label_propagation"])
     store = tmp / "store"
-    register_model(tmp / "models" / "label_spreading_model.pkl", "bench", {}, ["production"], store=store,
+    register_model(tmp / "models" / "label_spreading_model.skops", "bench", {}, ["production"], store=store,
                    wandb_mode="disabled")
-    register_model(tmp / "models" / "label_propagation_model.pkl", "bench", {}, store=store, wandb_mode="disabled")
+    register_model(tmp / "models" / "label_propagation_model.skops", "bench", {}, store=store, wandb_mode="disabled")
     return store, sorted((data / "test").rglob("*.jpg"))
 
 

@@ -34,7 +34,7 @@ def trained(tmp_path_factory):
     train_with_wandb(labeled_ratio=0.5, fine_tune_epochs=0, n_neighbors=5, data_dir=data, models_dir=tmp / "models",
                      store=tmp / "train_store", wandb_mode="disabled", image_size=64, progress=False)
     store = tmp / "store"  # one store for every server here: the ONNX export is made once
-    register_model(tmp / "models" / "label_spreading_model.pkl", "tiny", {}, ["production"], store=store,
+    register_model(tmp / "models" / "label_spreading_model.skops", "tiny", {}, ["production"], store=store,
                    wandb_mode="disabled")
     return {"tmp": tmp, "data": data, "models": tmp / "models", "store": store,
             "images": sorted((data / "test").rglob("*.jpg"))}
@@ -84,7 +84,7 @@ def test_predict_raw_and_multipart_match_the_predictor(trained, server):
     raw = client.post("/predict", content=img.read_bytes())
     assert raw.status_code == 200, raw.text
     body = raw.json()
-    expected_label, expected_conf, _ = Predictor.load(trained["models"] / "label_spreading_model.pkl").predict(img)
+    expected_label, expected_conf, _ = Predictor.load(trained["models"] / "label_spreading_model.skops").predict(img)
     assert body["label"] == expected_label and body["confidence"] == pytest.approx(expected_conf, abs=1e-4)
     assert body["model"] == "tiny" and body["version"] == "v0" and len(body["prediction_id"]) == 32
     assert list(body["probabilities"])[0] == body["label"] and len(body["probabilities"]) == 4  # top 5 of 4 classes
@@ -192,7 +192,7 @@ def test_alias_switch_under_load_drops_nothing(trained, caplog):
     from src.model_registry import promote_model, register_model
 
     # a name of its own: the module's server follows tiny:production and must not switch too
-    register_model(trained["models"] / "label_spreading_model.pkl", "tiny-b", {}, ["production"],
+    register_model(trained["models"] / "label_spreading_model.skops", "tiny-b", {}, ["production"],
                    store=trained["store"], wandb_mode="disabled")
     srv, client = start(trained, model="tiny-b:production")
     first_session = client.get("/health").json()["session"]
@@ -212,7 +212,7 @@ def test_alias_switch_under_load_drops_nothing(trained, caplog):
         for w in workers:
             w.start()
         wait_for(lambda: len(seen) >= 5)
-        register_model(trained["models"] / "label_propagation_model.pkl", "tiny-b", {}, store=trained["store"],
+        register_model(trained["models"] / "label_propagation_model.skops", "tiny-b", {}, store=trained["store"],
                        wandb_mode="disabled")
         promote_model("tiny-b", "production", "v1", force=True, reason="test", store=trained["store"],
                       wandb_mode="disabled")
@@ -247,7 +247,7 @@ def test_drift_is_tested_off_the_request_path_and_alerts(trained, tmp_path):
         buf = io.BytesIO()
         ImageOps.grayscale(Image.open(p)).filter(ImageFilter.CONTOUR).convert("RGB").save(buf, "JPEG")
         sketches.append(buf.getvalue())
-    srv, client = start(trained, model=str(trained["models"] / "label_spreading_model.pkl"), window=24,
+    srv, client = start(trained, model=str(trained["models"] / "label_spreading_model.skops"), window=24,
                         drift_every=24)
     try:
         for data in sketches:
@@ -289,7 +289,7 @@ def test_cli_refuses_bad_flags_before_loading(trained, capsys):
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
     try:
-        code = main(["serve", "--model-path", str(trained["models"] / "label_spreading_model.pkl"),
+        code = main(["serve", "--model-path", str(trained["models"] / "label_spreading_model.skops"),
                      "--port", str(busy.getsockname()[1])])
     finally:
         busy.close()
