@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from src.core.cli import add_common_flags, run_cli
+from src.core.cli import add_common_flags, run_cli, show_progress
 from src.data.synth import CLASSES, draw_item, generate_dataset
 
 __all__ = ["CLASSES", "draw_item", "generate_dataset", "main"]
@@ -25,7 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_common_flags(p)
 
     def run(a: argparse.Namespace) -> int:
-        out = generate_dataset(a.out, a.classes, a.train_per_class, a.test_per_class, a.image_size, a.seed)
+        out = generate_dataset(a.out, a.classes, a.train_per_class, a.test_per_class, a.image_size, a.seed,
+                               progress=show_progress(a))
         print(out)
         return 0
 

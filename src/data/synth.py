@@ -279,14 +279,17 @@ def draw_item(cls: GroceryClass, size: int, rng: random.Random) -> Image.Image:
 
 def generate_dataset(out_dir: str | Path, n_classes: int = 20, train_per_class: int = 60,
                      test_per_class: int = 20, image_size: int = 128, seed: int = 0,
-                     classes: Sequence[str] | None = None) -> Path:
-    """Write ``out_dir/{train,test}/{class}/*.jpg``; returns ``out_dir``."""
-    from tqdm import tqdm
+                     classes: Sequence[str] | None = None, progress: bool = True) -> Path:
+    """Write ``out_dir/{train,test}/{class}/*.jpg``; returns ``out_dir``.
+
+    A progress bar is drawn for 200 images or more when ``progress`` is on and stderr is a terminal.
+    """
+    from src.core.progress import progress_bar
 
     out = Path(out_dir)
     chosen = [c for c in CLASSES if classes is None or c.name in classes][:n_classes]
     total = len(chosen) * (train_per_class + test_per_class)
-    with tqdm(total=total, desc="generating images", unit="img", disable=total < 200) as bar:
+    with progress_bar(total=total, progress=progress, minimum=200, desc="generating images", unit="img") as bar:
         for ci, cls in enumerate(chosen):
             for split, n in (("train", train_per_class), ("test", test_per_class)):
                 d = out / split / cls.name

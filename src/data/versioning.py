@@ -215,7 +215,7 @@ def discard_blobs(st, digests: list[str]) -> None:
 
 
 def _create(data_dir, name: str, version, description, samples_per_class: int, store, wandb_mode,
-            tracker, link: bool, scan: dict | None = None) -> dict:
+            tracker, link: bool, scan: dict | None = None, progress: bool = True) -> dict:
     from src.data.scan import scan_dataset
     from src.data.quality import analyze
     from src.core.store import validate_name
@@ -230,7 +230,7 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
         wandb_mode = resolve_mode(wandb_mode)  # a bad mode fails before anything is stored
     st = open_store(store)
     st.require_writable()  # before the scan: a read-only store cannot take a version
-    scan = scan if scan is not None else scan_dataset(data_dir, st)
+    scan = scan if scan is not None else scan_dataset(data_dir, st, progress=progress)
     manifest, root = scan["manifest"], Path(scan["root"])
     digest = dataset_digest(manifest)
     result = {"name": name, "digest": digest, "scan": scan["stats"]}
@@ -269,7 +269,7 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
 def create_dataset_artifact(data_dir: str | os.PathLike, artifact_name: str = DEFAULT_NAME,
                             version: str | None = None, description: str | None = None,
                             samples_per_class: int = DEFAULT_SAMPLES_PER_CLASS, store=None,
-                            wandb_mode: str | None = None, link: bool = False) -> dict:
+                            wandb_mode: str | None = None, link: bool = False, progress: bool = True) -> dict:
     """Version ``data_dir`` (or find the version with the same content).
 
     Returns ``{"name", "version", "digest", "created", ...}``; a new version also carries
@@ -277,23 +277,25 @@ def create_dataset_artifact(data_dir: str | os.PathLike, artifact_name: str = DE
     content is the same. Bytes are copied into the store once per distinct content;
     ``link=True`` hard-links instead (no extra space, but the dataset files become
     read-only and editing one in place as root would corrupt the stored version).
+    ``progress=False`` draws no bar while hashing.
     """
     return _create(data_dir, artifact_name, version, description, samples_per_class, store, wandb_mode,
-                   None, link)
+                   None, link, progress=progress)
 
 
 def find_or_create_version(data_dir: str | os.PathLike, artifact_name: str = DEFAULT_NAME, store=None,
-                           tracker=None, scan: dict | None = None) -> dict:
+                           tracker=None, scan: dict | None = None, progress: bool = True) -> dict:
     """The version whose content digest matches ``data_dir``, created if none; for lineage.
 
     ``scan`` is a manifest the caller already made of ``data_dir`` (training's), so nothing is scanned twice.
     """
-    r = _create(data_dir, artifact_name, None, None, DEFAULT_SAMPLES_PER_CLASS, store, None, tracker, False, scan)
+    r = _create(data_dir, artifact_name, None, None, DEFAULT_SAMPLES_PER_CLASS, store, None, tracker, False, scan,
+                progress)
     return {k: r[k] for k in ("name", "version", "digest", "created")}
 
 
-def quality_check(data_dir: str | os.PathLike, store=None) -> dict:
+def quality_check(data_dir: str | os.PathLike, store=None, progress: bool = True) -> dict:
     """Quality report of ``data_dir`` without creating a version (see :mod:`src.data.quality`)."""
     from src.data.quality import quality_check as _qc
 
-    return _qc(data_dir, store=open_store(store))
+    return _qc(data_dir, store=open_store(store), progress=progress)
