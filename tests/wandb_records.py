@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32768
@@ -41,6 +42,18 @@ def _records(path: Path):
             buf = b""
 
 
+def _has_exit(path: Path, pb) -> bool:
+    try:
+        for raw in _records(path):
+            r = pb.Record()
+            r.ParseFromString(raw)
+            if r.WhichOneof("record_type") == "exit":
+                return True
+    except Exception:  # a record still being written
+        pass
+    return False
+
+
 def read_run(run_dir: str | Path) -> dict:
     """``{"history_keys": set, "summary": dict, "config": dict, "artifacts": [names],
     "metrics": {name or glob: step_metric}, "artifact_files": {name: [paths in its manifest]}}``."""
@@ -48,6 +61,11 @@ def read_run(run_dir: str | Path) -> dict:
 
     files = glob.glob(str(Path(run_dir) / "run-*.wandb"))
     assert files, f"no run-*.wandb file in {run_dir}"
+    # wandb's writer may still be flushing the file after run.finish() returned (seen under load:
+    # config on disk, history not yet): wait for the run's closing `exit` record.
+    deadline = time.monotonic() + 30
+    while not _has_exit(Path(files[0]), pb) and time.monotonic() < deadline:
+        time.sleep(0.1)
     out = {"history_keys": set(), "summary": {}, "config": {}, "artifacts": [], "metrics": {}, "artifact_files": {}}
     for raw in _records(Path(files[0])):
         r = pb.Record()
