@@ -30,12 +30,12 @@ __all__ = ["create_dataset_artifact", "load_dataset_artifact", "find_or_create_v
            "diff_versions", "restore_version", "list_versions", "quality_check", "build_metadata", "mirror_pending",
            "main"]
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "DS2GROCERIES"
+DEFAULT_DATA_DIR = Path("DS2GROCERIES")  # in the working directory, as training's default
 
 
 # -- CLI -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from src.core.cli import add_common_flags
+    from src.core.cli import STORE_HELP, add_common_flags
 
     p = argparse.ArgumentParser(prog="data_versioning.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mirror to W&B every version whose mirror failed or never ran (--artifact-name: only it)")
     p.add_argument("--to", help="target folder for --restore (new or empty)")
     p.add_argument("--fail-on-issues", action="store_true", help="exit 1 when the quality check finds anything")
-    p.add_argument("--store", help="local store folder (default $MLOPS_STORE or .mlops/)")
+    p.add_argument("--store", help=STORE_HELP)
     p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), help="W&B mode")
     add_common_flags(p)
     return p
@@ -83,7 +83,7 @@ def _print_diff(d: dict) -> None:
 
 
 def _command(args) -> int:
-    from src.core.cli import print_json
+    from src.core.cli import print_json, show_progress
     from src.data.quality import format_report
 
     out = print_json if args.json else None
@@ -125,11 +125,11 @@ def _command(args) -> int:
         r = restore_version(name, args.restore, args.to, store)
         return (out(r) or 0) if out else (print(f"restored {name}:{r['version']} ({r['files']} files) to {r['to']}") or 0)
     if args.quality_check:
-        rep = quality_check(_data_dir(args), store)
+        rep = quality_check(_data_dir(args), store, progress=show_progress(args))
         print_json(rep) if out else print(format_report(rep, rep["data_dir"]))
         return 1 if args.fail_on_issues and not rep["ok"] else 0
     r = create_dataset_artifact(_data_dir(args), name, args.version, args.description, args.samples_per_class,
-                                store, args.wandb_mode, link=args.link)
+                                store, args.wandb_mode, link=args.link, progress=show_progress(args))
     if out:
         out(r)
     elif r["created"]:

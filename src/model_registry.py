@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from src.core.cli import add_common_flags, print_json, run_cli
+from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli
 from src.registry import api as mr
 from src.registry.api import (EXTRACTOR_FILE, RESULTS_FILE, PromotionRefused, compare_models, get_model_version,
                               list_models, load_model_from_registry, load_registered_bundle, model_history,
@@ -34,7 +34,7 @@ def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     add_common_flags(p)
     g = p.add_argument_group("storage")
-    g.add_argument("--store", metavar="DIR", help="local store directory (default: $MLOPS_STORE or .mlops)")
+    g.add_argument("--store", metavar="DIR", help=STORE_HELP)
     g.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
                    help="W&B mirror mode (default: $WANDB_MODE, online with an API key, else offline)")
     return p

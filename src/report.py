@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from src.core.cli import add_common_flags, print_json, run_cli
+from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli
 from src.reporting.html import build_report
 
 __all__ = ["build_report", "main"]
@@ -19,7 +19,7 @@ __all__ = ["build_report", "main"]
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="report.py", description="Write the offline HTML dashboard from the local store.")
     p.add_argument("--out", default="report.html")
-    p.add_argument("--store", default=None, help="local store directory (default $MLOPS_STORE or ./.mlops)")
+    p.add_argument("--store", default=None, help=STORE_HELP)
     add_common_flags(p)
 
     def run(a: argparse.Namespace) -> int:

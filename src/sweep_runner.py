@@ -13,7 +13,7 @@ import argparse
 import logging
 from typing import Sequence
 
-from src.core.cli import add_common_flags, print_json, run_cli
+from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli, show_progress
 from src.hpo.agent import (AgentOptions, Objective, TrialContext, check_training_parameters, preflight, run_agent,
                            sweep_status, training_objective, training_options)
 from src.hpo.local_checks import check_local_sweep
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Local hyperparameter sweeps on Optuna with W&B's verbs.")
     sub = p.add_subparsers(dest="verb", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", default=None, help="local store directory (default $MLOPS_STORE or ./.mlops)")
+    common.add_argument("--store", default=None, help=STORE_HELP)
     common.add_argument("--storage", default=None,
                         help="SQLAlchemy URL of a shared sweep database, e.g. postgresql+psycopg://user@host/db "
                              "with the password in PGPASSWORD (default: the store's optuna.db)")
@@ -77,7 +77,7 @@ def _command(args: argparse.Namespace, objective: Objective | None = None) -> in
     if args.verb == "agent":
         opts = AgentOptions(data_dir=args.data_dir, models_dir=args.models_dir, wandb_mode=args.wandb_mode,
                             seed=args.seed, heartbeat_interval=args.heartbeat_interval,
-                            grace_period=args.grace_period, summary=not args.no_summary)
+                            grace_period=args.grace_period, summary=not args.no_summary, progress=show_progress(args))
         status = run_agent(args.sweep_id, args.count, objective=objective, storage=args.storage, store=args.store,
                            options=opts)
     else:

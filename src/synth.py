@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from src.core.cli import add_common_flags, run_cli
+from src.core.cli import add_common_flags, run_cli, show_progress
 from src.core.errors import ConfigError
 from src.data.synth import CLASSES, draw_item, generate_dataset
 
@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.unlabeled < 0:
             raise ConfigError(f"--unlabeled must be >= 0, got {a.unlabeled}")
         out = generate_dataset(a.out, a.classes, a.train_per_class, a.test_per_class, a.image_size, a.seed,
-                               unlabeled=a.unlabeled, pool_truth=a.pool_truth)
+                               unlabeled=a.unlabeled, pool_truth=a.pool_truth, progress=show_progress(a))
         print(out)
         return 0
 

@@ -19,7 +19,7 @@ import argparse
 import logging
 from typing import Any, Sequence
 
-from src.core.cli import add_common_flags, print_json, run_cli
+from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli, show_progress
 from src.features.runtimes import RUNTIMES
 from src.tracking import MODES
 from src.training.config import ALGORITHM_NAMES, DEFAULT_LABELED_RATIO, POOL_LABELED_RATIO, TrainConfig
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--data-dir", "--data_dir", default=d.data_dir,
                     help="ImageFolder root with train/ and test/ (the default is generated if missing)")
     io.add_argument("--models-dir", "--models_dir", default=d.models_dir)
-    io.add_argument("--store", default=None, help="local store directory (default $MLOPS_STORE or ./.mlops)")
+    io.add_argument("--store", default=None, help=STORE_HELP)
     io.add_argument("--dataset-name", "--dataset_name", default=None,
                     help="name the dataset is versioned under (default: grocery-dataset for DS2GROCERIES, "
                          "else the folder name; the same default as data_versioning.py)")
@@ -103,7 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--group", default=None, help="W&B run group (sweeps use the sweep name)")
     io.add_argument("--wandb-mode", "--wandb_mode", choices=MODES, default=None,
                     help="default: $WANDB_MODE, else online if an API key is configured, else offline")
-    io.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_common_flags(p)
     return p
 
@@ -116,7 +115,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data_dir=args.data_dir, models_dir=args.models_dir, seed=args.seed, wandb_mode=args.wandb_mode,
         store=args.store, group=args.group, tags=args.tags, dataset_name=args.dataset_name,
         batch_size=args.batch_size, image_size=args.image_size,
-        progress=not (args.no_progress or args.quiet), runtime=args.runtime,
+        progress=show_progress(args), runtime=args.runtime,
     )
 
 

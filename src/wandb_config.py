@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from src.core.store import PROJECT_ROOT
+from src.core.paths import default_sweep_config
 from src.hpo.study import create_sweep
 from src.tracking import (MODES, WANDB_ENTITY, WANDB_PROJECT, Tracker, base_url, has_api_key, resolve_mode,
                           wandb_dir)
 from src.training.config import default_config
 
-SWEEP_CONFIG_PATH = PROJECT_ROOT / "sweep_config.yaml"
+SWEEP_CONFIG_PATH = default_sweep_config()  # the checkout's file, else ./sweep_config.yaml
 DEFAULT_CONFIG: dict[str, Any] = default_config()
 
 __all__ = ["WANDB_PROJECT", "WANDB_ENTITY", "DEFAULT_CONFIG", "SWEEP_CONFIG", "SWEEP_CONFIG_PATH", "create_sweep",

@@ -68,6 +68,20 @@ def test_predictions_are_recorded_in_the_store(trained, tmp_path):
     assert rows[0]["feature"].shape == (1280,) and rows[0]["latency_ms"] >= rows[0]["inference_ms"] > 0
 
 
+def test_the_monitor_takes_in_memory_images(trained, tmp_path):
+    mon = InferenceMonitor(trained["model"], store=tmp_path / "s", wandb_mode="disabled")
+    path = next((trained["data"] / "test" / "apple").glob("*.jpg"))
+    by_path = mon.predict(path)
+    pil = Image.open(path)
+    for one in (pil, np.asarray(pil.convert("RGB"))):
+        label, conf, probs = mon.predict(one, true_label="apple")
+        assert label == by_path[0] and np.allclose(probs, by_path[2], atol=1e-4)
+    mon.finish()
+    rows = predictions(open_monitor_store(tmp_path / "s"), mon.session)
+    assert rows[1]["image"].startswith("<PIL image") and rows[2]["image"].startswith("<array")
+    assert rows[1]["image_sha256"] == rows[2]["image_sha256"] != rows[0]["image_sha256"]  # pixels, not file bytes
+
+
 def test_other_style_raises_drift_and_alerts(trained, tmp_path, monkeypatch, capsys):
     from src.wandb_config import Tracker
 

@@ -41,3 +41,21 @@ def test_an_offline_sweep_hints_the_local_agent(caplog):
     with caplog.at_level(logging.INFO):
         sweep_id = create_sweep(SWEEP_CONFIG, mode="offline")
     assert f"python src/sweep_runner.py agent {sweep_id}" in caplog.text and "wandb agent" not in caplog.text
+
+
+def test_sweep_plots_keep_the_callers_backend_and_never_touch_pyplot(tmp_path):
+    code = (
+        "import sys, matplotlib; matplotlib.use('svg')\n"
+        "import optuna, pathlib\n"
+        "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+        "study = optuna.create_study(direction='maximize', sampler=optuna.samplers.RandomSampler(seed=0))\n"
+        "study.optimize(lambda t: t.suggest_float('x', 0, 1) + 0.1 * t.suggest_int('n', 1, 3), n_trials=6)\n"
+        "from src.hpo.status import _save_plots\n"
+        f"plots = _save_plots(study, pathlib.Path(r'{tmp_path}'))\n"
+        "assert sorted(plots) == ['optimization_history', 'param_importances'], plots\n"
+        "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for name in ("optimization_history", "param_importances"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

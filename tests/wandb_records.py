@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32768
@@ -41,21 +42,16 @@ def _records(path: Path):
             buf = b""
 
 
-def _wait_for_exit_record(path: Path, pb, timeout: float = 60.0) -> None:
-    """wandb's service may still be flushing the file when ``finish()`` has returned on a loaded
-    machine; its last record is the run's ``exit``: wait for it, so a read is never of half a file."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        kinds = []
+def _has_exit(path: Path, pb) -> bool:
+    try:
         for raw in _records(path):
             r = pb.Record()
             r.ParseFromString(raw)
-            kinds.append(r.WhichOneof("record_type"))
-        if "exit" in kinds or time.monotonic() > deadline:
-            return
-        time.sleep(0.2)
+            if r.WhichOneof("record_type") == "exit":
+                return True
+    except Exception:  # a record still being written
+        pass
+    return False
 
 
 def read_run(run_dir: str | Path) -> dict:
@@ -67,7 +63,11 @@ def read_run(run_dir: str | Path) -> dict:
 
     files = glob.glob(str(Path(run_dir) / "run-*.wandb"))
     assert files, f"no run-*.wandb file in {run_dir}"
-    _wait_for_exit_record(Path(files[0]), pb)
+    # wandb's writer may still be flushing the file after run.finish() returned (seen under load:
+    # config on disk, history not yet): wait for the run's closing `exit` record.
+    deadline = time.monotonic() + 60
+    while not _has_exit(Path(files[0]), pb) and time.monotonic() < deadline:
+        time.sleep(0.1)
     out = {"history_keys": set(), "summary": {}, "config": {}, "artifacts": [], "metrics": {}, "artifact_files": {},
            "artifact_info": {}}
     for raw in _records(Path(files[0])):

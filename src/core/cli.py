@@ -16,14 +16,23 @@ from typing import Any, Callable, Sequence
 from src.core.errors import GroceryError
 
 log = logging.getLogger(__name__)
+STORE_HELP = ("local store directory (default: $MLOPS_STORE, else the nearest .mlops/ at or above the working "
+              "directory, else ./.mlops)")
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    """``-v``/``-q`` and ``--json``, the same on every command."""
+    """``-v``/``-q``, ``--json`` and ``--no-progress``, the same on every command."""
     g = parser.add_argument_group("output")
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks on errors")
     g.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are drawn only when stderr is a terminal anyway)")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether a command may draw progress bars: not with ``--no-progress`` or ``-q``."""
+    return not (getattr(args, "no_progress", False) or getattr(args, "quiet", False))
 
 
 class _StderrHandler(logging.StreamHandler):

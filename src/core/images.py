@@ -2,8 +2,10 @@
 
 One place decides what counts as a usable image: decompression bombs, truncated and
 zero-byte files and non-images raise :class:`DataError` naming the file; CMYK,
-grayscale, palette, RGBA and 16-bit images are converted to 8-bit RGB, and photos are
+grayscale, palette, RGBA and 16-bit images are converted to 8-bit RGB (:func:`to_rgb`), and photos are
 turned upright from their EXIF orientation (phones store the rotation there, not in the pixels).
+:func:`load_image` takes what a notebook has at hand (a path, a PIL image or a numpy array)
+and converts in-memory images by the same rules as files.
 """
 
 from __future__ import annotations
@@ -101,6 +103,67 @@ def _decode(source, name, draft_size: int | None) -> Image.Image:
         raise DataError(f"{name}: file not found", hint="check the path") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{name}: corrupted or truncated image ({e})", hint="remove or re-export it") from e
+
+
+def is_path(source: object) -> bool:
+    """Whether ``source`` names a file (``str`` or path-like) rather than holding pixels."""
+    return isinstance(source, (str, os.PathLike))
+
+
+def describe_source(source: object) -> str:
+    """A short name for an image in messages and records: the path, or e.g. ``<array 64x48>``."""
+    if is_path(source):
+        return str(source)
+    if isinstance(source, Image.Image):
+        return f"<PIL image {source.size[0]}x{source.size[1]} {source.mode}>"
+    if isinstance(source, np.ndarray):
+        return f"<array {'x'.join(map(str, source.shape))} {source.dtype}>"
+    return f"<{type(source).__name__}>"
+
+
+def from_pil(img: Image.Image, name: str = "image") -> Image.Image:
+    """8-bit RGB from an in-memory PIL image: the size checks, EXIF orientation and mode rules of a file."""
+    _check_size(img, name)
+    try:
+        img.load()
+        return to_rgb(ImageOps.exif_transpose(img))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{name}: corrupted or truncated image ({e})", hint="re-open or re-export it") from e
+
+
+def from_array(a: np.ndarray, name: str = "image") -> Image.Image:
+    """8-bit RGB from an ``H x W`` (grayscale) or ``H x W x C`` array (C = 1, 3 or 4; uint8 or uint16).
+
+    uint16 grayscale is rescaled as a 16-bit file is; uint16 colour keeps its high byte; an
+    alpha channel is composited on white.
+    """
+    hint = "pass an HxWx3 uint8 array (RGB), an HxW grayscale array, or a PIL image"
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise DataError(f"{name}: an array of shape {a.shape} is not an image", hint=hint)
+    if a.dtype not in (np.uint8, np.uint16):
+        raise DataError(f"{name}: array of {a.dtype} pixels; images are uint8 (or uint16)",
+                        hint="convert floats in [0, 1] with (a * 255).round().astype(np.uint8)")
+    if a.shape[0] < 1 or a.shape[1] < 1 or a.shape[0] * a.shape[1] > MAX_PIXELS:
+        raise DataError(f"{name}: {a.shape[1]}x{a.shape[0]} pixels is outside 1..{MAX_PIXELS:,}", hint=hint)
+    a = np.ascontiguousarray(a)
+    if a.dtype == np.uint16 and a.ndim == 3:
+        a = (a >> 8).astype(np.uint8)
+    return to_rgb(Image.fromarray(a))  # uint16 -> I;16, uint8 -> L, RGB or RGBA
+
+
+def load_image(source, draft_size: int | None = None) -> Image.Image:
+    """8-bit RGB from a file path (:func:`open_image`), a PIL image (:func:`from_pil`) or a numpy
+    array (:func:`from_array`); anything else raises :class:`DataError`."""
+    if is_path(source):
+        return open_image(source, draft_size)
+    if isinstance(source, Image.Image):
+        return from_pil(source, describe_source(source))
+    if isinstance(source, np.ndarray):
+        return from_array(source, describe_source(source))
+    raise DataError(f"cannot read an image from a {type(source).__name__}",
+                    hint="pass a file path, a PIL image or a numpy array (HxWx3 uint8 or HxW grayscale)")
 
 
 def probe_image(path: str | os.PathLike) -> dict:

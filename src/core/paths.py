@@ -1,4 +1,9 @@
-"""Safe file-system paths: writes that stay inside their target, temp folders of dead runs.
+"""Where things live, and safe file-system paths: the project root, writes that stay inside
+their target, temp folders of dead runs.
+
+``project_root`` is the one rule for the default store (``.mlops/``) and ``wandb/``: the
+nearest folder at or above the working directory that holds ``.mlops/`` (as git and DVC find
+their roots), else the working directory; never the folder the package is installed in.
 
 ``contained_path`` is the one check every command that writes files named by data (a
 restore's stored paths, a future labeling or import command) uses before writing.
@@ -21,6 +26,34 @@ from src.core.errors import DataError
 
 log = logging.getLogger(__name__)
 LEGACY_TEMP_AGE_S = 24 * 3600  # temp entries without a pid in their name are removed once this old
+STORE_DIRNAME = ".mlops"
+# The folder holding the ``src`` package: a git checkout in development, site-packages when installed.
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: the working directory) holding ``.mlops/``,
+    else ``start`` itself. The default store is ``project_root() / ".mlops"``; ``wandb/`` goes beside it."""
+    here = Path(start) if start is not None else Path.cwd()
+    here = here.absolute()
+    for folder in (here, *here.parents):
+        if (folder / STORE_DIRNAME).is_dir():
+            return folder
+    return here
+
+
+def source_checkout() -> Path | None:
+    """The git checkout this package runs from (an editable install or a clone), else ``None``."""
+    return _PACKAGE_PARENT if (_PACKAGE_PARENT / ".git").exists() else None
+
+
+def default_sweep_config() -> Path:
+    """The checkout's ``sweep_config.yaml`` when there is one, else ``sweep_config.yaml`` in the
+    working directory (relative: read where the caller is when it is used)."""
+    checkout = source_checkout()
+    if checkout is not None and (checkout / "sweep_config.yaml").is_file():
+        return checkout / "sweep_config.yaml"
+    return Path("sweep_config.yaml")
 
 
 def contained_path(root: str | os.PathLike, rel: str, what: str = "path") -> Path:

@@ -38,10 +38,8 @@ from pathlib import Path
 from typing import Iterator
 
 from src.core.errors import StoreError
-from src.core.paths import clean_stale_temps, temp_prefix
+from src.core.paths import STORE_DIRNAME, clean_stale_temps, project_root, temp_prefix
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_STORE = PROJECT_ROOT / ".mlops"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHUNK = 1 << 20
 _TABLE_RE = re.compile(r"CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
@@ -61,8 +59,9 @@ def write_error(e: OSError | sqlite3.Error, where: str | os.PathLike) -> StoreEr
 
 
 def store_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """``--store`` beats ``MLOPS_STORE`` beats ``<project>/.mlops``."""
-    return Path(explicit or os.environ.get("MLOPS_STORE") or DEFAULT_STORE).expanduser()
+    """``--store`` beats ``MLOPS_STORE`` beats the nearest ``.mlops/`` at or above the working
+    directory, else ``./.mlops`` (see :func:`src.core.paths.project_root`)."""
+    return Path(explicit or os.environ.get("MLOPS_STORE") or project_root() / STORE_DIRNAME).expanduser()
 
 
 def validate_name(value: str, what: str = "name") -> str:

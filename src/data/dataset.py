@@ -109,11 +109,14 @@ def _usable(entries: list[dict], root: Path) -> list[dict]:
     return keep
 
 
-def image_dataset(data_dir: str | os.PathLike, store=None) -> ImageDataset:
-    """The labeled images of an ImageFolder dataset with train and test splits (val optional)."""
+def image_dataset(data_dir: str | os.PathLike, store=None, progress: bool = True) -> ImageDataset:
+    """The labeled images of an ImageFolder dataset with train and test splits (val optional).
+
+    ``progress=False`` draws no bar while hashing (see :func:`src.data.scan.scan_dataset`).
+    """
     root = Path(data_dir).expanduser()
     classes = _check_layout(root)
-    scan = scan_dataset(root, store=store)
+    scan = scan_dataset(root, store=store, progress=progress)
     index = {c: i for i, c in enumerate(classes)}
     ds = ImageDataset(root=root, classes=classes, digest=dataset_digest(scan["manifest"]), scan=scan)
     by_split: dict[str, list[dict]] = {s: [] for s in (*SPLITS, POOL)}

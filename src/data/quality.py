@@ -198,11 +198,12 @@ def format_report(report: dict, where: str = "") -> str:
     return "\n".join(lines)
 
 
-def quality_check(data_dir: str | os.PathLike, store=None, config: QualityConfig | None = None) -> dict:
+def quality_check(data_dir: str | os.PathLike, store=None, config: QualityConfig | None = None,
+                  progress: bool = True) -> dict:
     """Scan ``data_dir`` (using the store's stat cache when given) and return the report."""
     from src.data.scan import scan_dataset
 
-    scan = scan_dataset(data_dir, store=store)
+    scan = scan_dataset(data_dir, store=store, progress=progress)
     report = analyze(scan["manifest"], scan["notes"], config)
     report["data_dir"] = scan["root"]
     return report

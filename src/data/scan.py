@@ -210,8 +210,10 @@ def list_pool(root: Path, real_root: Path | None = None, notes: list[str] | None
     return out
 
 
-def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = None) -> dict:
+def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = None, progress: bool = True) -> dict:
     """Manifest of ``data_dir`` plus scan statistics (files hashed vs served from cache).
+
+    Hashing 1000 files or more draws a progress bar when ``progress`` is on and stderr is a terminal.
 
     Returns ``{"root", "manifest": [entry...], "notes": [...], "stats": {...}}``.
     """
@@ -244,15 +246,13 @@ def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = 
         manifest.append(entry)
     workers = workers or min(4, os.cpu_count() or 1)
     bytes_hashed = 0
-    import sys
-
-    from tqdm import tqdm
+    from src.core.progress import progress_bar
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda t: _hash_and_probe(t[1], t[0]["path"]), todo)
         updates = []
-        bar = tqdm(zip(todo, results), total=len(todo), desc="hashing", unit="file", leave=False,
-                   disable=len(todo) < 1000 or not sys.stderr.isatty())
+        bar = progress_bar(zip(todo, results), progress=progress, total=len(todo), minimum=1000, desc="hashing",
+                           unit="file", leave=False)
         for (entry, p, key, size, mtime_ns), (sha, probe) in bar:
             entry["sha256"] = sha
             entry.update(probe)

@@ -280,21 +280,22 @@ def draw_item(cls: GroceryClass, size: int, rng: random.Random) -> Image.Image:
 def generate_dataset(out_dir: str | Path, n_classes: int = 20, train_per_class: int = 60,
                      test_per_class: int = 20, image_size: int = 128, seed: int = 0,
                      classes: Sequence[str] | None = None, unlabeled: int = 0,
-                     pool_truth: str | Path | None = None) -> Path:
+                     pool_truth: str | Path | None = None, progress: bool = True) -> Path:
     """Write ``out_dir/{train,test}/{class}/*.jpg``; returns ``out_dir``.
 
     ``unlabeled=N`` also writes a pool of N images of the same classes under
     ``out_dir/unlabeled/batch_XX/`` (sub-folders, as a phone export would have, never
     classes); ``pool_truth`` names a CSV (``path,label``) kept outside the dataset that
     records their true classes, for measuring pseudo-labels. The pool draws from its own
-    seeds, so the labeled images are the same bytes with or without it.
+    seeds, so the labeled images are the same bytes with or without it. A progress bar is
+    drawn for 200 images or more when ``progress`` is on and stderr is a terminal.
     """
-    from tqdm import tqdm
+    from src.core.progress import progress_bar
 
     out = Path(out_dir)
     chosen = [c for c in CLASSES if classes is None or c.name in classes][:n_classes]
     total = len(chosen) * (train_per_class + test_per_class)
-    with tqdm(total=total, desc="generating images", unit="img", disable=total < 200) as bar:
+    with progress_bar(total=total, progress=progress, minimum=200, desc="generating images", unit="img") as bar:
         for ci, cls in enumerate(chosen):
             for split, n in (("train", train_per_class), ("test", test_per_class)):
                 d = out / split / cls.name

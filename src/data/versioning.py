@@ -266,7 +266,8 @@ def assign_sources(st, name: str, manifest: list[dict], sources: dict[str, str] 
 
 
 def _create(data_dir, name: str, version, description, samples_per_class: int, store, wandb_mode,
-            tracker, link: bool, scan: dict | None = None, sources: dict[str, str] | None = None) -> dict:
+            tracker, link: bool, scan: dict | None = None, sources: dict[str, str] | None = None,
+            progress: bool = True) -> dict:
     from src.data.scan import scan_dataset
     from src.data.quality import analyze
     from src.core.store import validate_name
@@ -281,7 +282,7 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
         wandb_mode = resolve_mode(wandb_mode)  # a bad mode fails before anything is stored
     st = open_store(store)
     st.require_writable()  # before the scan: a read-only store cannot take a version
-    scan = scan if scan is not None else scan_dataset(data_dir, st)
+    scan = scan if scan is not None else scan_dataset(data_dir, st, progress=progress)
     manifest, root = scan["manifest"], Path(scan["root"])
     digest = dataset_digest(manifest)
     result = {"name": name, "digest": digest, "scan": scan["stats"]}
@@ -325,7 +326,7 @@ def create_dataset_artifact(data_dir: str | os.PathLike, artifact_name: str = DE
                             version: str | None = None, description: str | None = None,
                             samples_per_class: int = DEFAULT_SAMPLES_PER_CLASS, store=None,
                             wandb_mode: str | None = None, link: bool = False,
-                            sources: dict[str, str] | None = None) -> dict:
+                            sources: dict[str, str] | None = None, progress: bool = True) -> dict:
     """Version ``data_dir`` (or find the version with the same content).
 
     Returns ``{"name", "version", "digest", "created", ...}``; a new version also carries
@@ -335,13 +336,15 @@ def create_dataset_artifact(data_dir: str | os.PathLike, artifact_name: str = DE
     read-only and editing one in place as root would corrupt the stored version).
     ``sources`` maps relative paths to ``human``/``pseudo`` for files just labeled (the others carry
     the previous version's source forward while unchanged; see :func:`assign_sources`).
+    ``progress=False`` draws no bar while hashing.
     """
     return _create(data_dir, artifact_name, version, description, samples_per_class, store, wandb_mode,
-                   None, link, sources=sources)
+                   None, link, sources=sources, progress=progress)
 
 
 def find_or_create_version(data_dir: str | os.PathLike, artifact_name: str = DEFAULT_NAME, store=None,
-                           tracker=None, scan: dict | None = None, wandb_mode: str | None = None) -> dict:
+                           tracker=None, scan: dict | None = None, wandb_mode: str | None = None,
+                           progress: bool = True) -> dict:
     """The version whose content digest matches ``data_dir``, created if none; for lineage.
 
     ``scan`` is a manifest the caller already made of ``data_dir`` (training's), so nothing is scanned twice.
@@ -349,12 +352,12 @@ def find_or_create_version(data_dir: str | os.PathLike, artifact_name: str = DEF
     ``wandb_mode`` (training does that: its run *uses* the dataset, it does not produce it).
     """
     r = _create(data_dir, artifact_name, None, None, DEFAULT_SAMPLES_PER_CLASS, store, wandb_mode, tracker, False,
-                scan)
+                scan, progress=progress)
     return {k: r[k] for k in ("name", "version", "digest", "created")}
 
 
-def quality_check(data_dir: str | os.PathLike, store=None) -> dict:
+def quality_check(data_dir: str | os.PathLike, store=None, progress: bool = True) -> dict:
     """Quality report of ``data_dir`` without creating a version (see :mod:`src.data.quality`)."""
     from src.data.quality import quality_check as _qc
 
-    return _qc(data_dir, store=open_store(store))
+    return _qc(data_dir, store=open_store(store), progress=progress)

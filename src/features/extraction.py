@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from src.features.backbone import NUM_FEATURES, Preprocessing
-from src.core.images import open_image
+from src.core.images import load_image
 from src.core.store import Store, sha256_file
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,12 @@ def decode_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def load_batch(paths: Sequence[Path], pre: Preprocessing, pool: ThreadPoolExecutor) -> np.ndarray:
-    """Decode and preprocess ``paths`` in parallel → float32 NHWC batch."""
+def load_batch(paths: Sequence, pre: Preprocessing, pool: ThreadPoolExecutor) -> np.ndarray:
+    """Decode and preprocess ``paths`` (files, PIL images or arrays) in parallel → float32 NHWC batch."""
     draft = pre.resize
 
     def one(p):
-        return pre(open_image(p, draft_size=draft))
+        return pre(load_image(p, draft_size=draft))
 
     return np.stack(list(pool.map(one, paths)))
 
@@ -72,10 +72,11 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[i:i + size]
 
 
-def extract(extractor, paths: Sequence[Path], batch_size: int = 32, progress: bool = True,
+def extract(extractor, paths: Sequence, batch_size: int = 32, progress: bool = True,
             desc: str = "extracting features") -> np.ndarray:
-    """Features for ``paths`` in order; decoding of batch k+1 overlaps inference on batch k."""
-    from tqdm import tqdm
+    """Features for ``paths`` (files, PIL images or arrays, see :func:`src.core.images.load_image`) in
+    order; decoding of batch k+1 overlaps inference on batch k."""
+    from src.core.progress import progress_bar
 
     out = np.empty((len(paths), NUM_FEATURES), dtype=np.float32)
     if not paths:
@@ -84,7 +85,7 @@ def extract(extractor, paths: Sequence[Path], batch_size: int = 32, progress: bo
         return extractor(load_batch(list(paths), extractor.preprocessing, _Serial))
     batches = list(_batches(list(paths), batch_size))
     with ThreadPoolExecutor(decode_workers()) as pool, ThreadPoolExecutor(1) as prefetch, \
-            tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or len(paths) < 64) as bar:
+            progress_bar(total=len(paths), progress=progress, minimum=64, desc=desc, unit="img") as bar:
         pending = prefetch.submit(load_batch, batches[0], extractor.preprocessing, pool)
         start = 0
         for i in range(len(batches)):

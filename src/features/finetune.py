@@ -95,7 +95,7 @@ def fine_tune(paths: Sequence[Path], labels: np.ndarray, fit_idx: np.ndarray, va
               progress: bool = True):
     """Fine-tune from ImageNet weights; returns (model without head, FineTuneResult)."""
     import torch
-    from tqdm import tqdm
+    from src.core.progress import progress_bar
 
     epochs, lr, seed, pre, batch_size = spec.epochs, spec.lr, spec.seed, spec.pre, spec.batch_size
 
@@ -123,8 +123,8 @@ def fine_tune(paths: Sequence[Path], labels: np.ndarray, fit_idx: np.ndarray, va
         order = list(fit_idx)
         rng.shuffle(order)
         losses = []
-        for s in tqdm(range(0, len(order), batch_size), desc=f"fine-tune epoch {epoch}/{epochs}",
-                      disable=not progress, leave=False):
+        for s in progress_bar(range(0, len(order), batch_size), progress=progress,
+                              desc=f"fine-tune epoch {epoch}/{epochs}", leave=False):
             idx = order[s:s + batch_size]
             x = _to_tensor(np.stack([_augment(images[i], pre, rng) for i in idx]))
             y = torch.as_tensor(labels[idx])

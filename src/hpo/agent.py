@@ -56,6 +56,7 @@ class AgentOptions:
     heartbeat_interval: int = 30
     grace_period: int = 120
     summary: bool = True
+    progress: bool = True  # the dataset check's hashing bar (trials never draw bars)
 
 
 def preflight(sweep: "Sweep", options: AgentOptions) -> None:
@@ -65,7 +66,7 @@ def preflight(sweep: "Sweep", options: AgentOptions) -> None:
     if options.data_dir != DEFAULT_DATA_DIR or Path(options.data_dir).exists():
         from src.data.dataset import image_dataset
 
-        image_dataset(options.data_dir, store=sweep.store)  # DataError for a missing or unusable folder
+        image_dataset(options.data_dir, store=sweep.store, progress=options.progress)  # DataError for a missing or unusable folder
 
 
 def training_objective(options: AgentOptions, store: Store, sweep_id: str) -> Objective:

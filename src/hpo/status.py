@@ -132,35 +132,73 @@ def summarize_sweep(sweep: Sweep, wandb_mode: str | None = None) -> dict[str, An
 
 
 def _save_plots(study, out: Path) -> dict[str, Path]:
+    """Optimisation history and (with two or more complete trials) parameter importances as PNGs.
+
+    Drawn on :class:`~matplotlib.figure.Figure` objects with the Agg canvas, never through pyplot:
+    the caller's matplotlib backend and figure list stay as they were.
+    """
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return {}
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import optuna.visualization.matplotlib as vis
-
     plots: dict[str, Path] = {}
-    makers = {"optimization_history": vis.plot_optimization_history}
+    makers = {"optimization_history": _history_figure}
     if len(complete) >= 2:
-        makers["param_importances"] = vis.plot_param_importances
+        makers["param_importances"] = _importance_figure
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for key, make in makers.items():
             try:
-                ax = make(study)
-                fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-                fig.set_size_inches(8, 5)
+                fig = make(study, complete)
                 fig.tight_layout()
                 fig.savefig(out / f"{key}.png", dpi=100)
-                plt.close(fig)
                 plots[key] = out / f"{key}.png"
             except Exception as e:  # noqa: BLE001 - importance fails on degenerate sweeps; the plot is optional
                 log.warning("could not plot %s: %s", key.replace("_", " "), e)
     return plots
+
+
+def _figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _history_figure(study, complete: list):
+    from optuna.study import StudyDirection
+
+    trials = sorted(complete, key=lambda t: t.number)
+    numbers, values = [t.number for t in trials], [t.value for t in trials]
+    pick = max if study.direction == StudyDirection.MAXIMIZE else min
+    best, running = [], None
+    for v in values:
+        running = v if running is None else pick(running, v)
+        best.append(running)
+    fig, ax = _figure()
+    ax.scatter(numbers, values, label="objective value", color="tab:blue")
+    ax.step(numbers, best, where="post", label="best value", color="tab:red")
+    ax.set(title="Optimization history", xlabel="trial", ylabel="objective value")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _importance_figure(study, complete: list):
+    from optuna.importance import get_param_importances
+
+    importances = get_param_importances(study)
+    if not importances:
+        raise ValueError("no parameter varies across the complete trials")
+    names = list(importances)[::-1]  # the most important on top
+    fig, ax = _figure()
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set(title="Hyperparameter importances", xlabel="importance for the objective value")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
 
 
 def format_status(status: Mapping[str, Any]) -> str:

@@ -231,13 +231,13 @@ def create_sweep(config: Mapping[str, Any] | None = None, *, mode: str | None = 
                  store: str | os.PathLike | Store | None = None) -> str:
     """Create a sweep: a W&B sweep id online, a local Optuna-backed sweep id otherwise.
 
-    ``config`` defaults to the project's ``sweep_config.yaml``.
+    ``config`` defaults to the project's ``sweep_config.yaml`` (:func:`src.core.paths.default_sweep_config`).
     """
     if config is None:
-        from src.core.store import PROJECT_ROOT
+        from src.core.paths import default_sweep_config
         from src.hpo.space import load_sweep_config
 
-        config = load_sweep_config(PROJECT_ROOT / "sweep_config.yaml")
+        config = load_sweep_config(default_sweep_config())
     cfg = validate_sweep_config(dict(config))
     if resolve_mode(mode) == "online":
         sweep_id = create_wandb_sweep(cfg)

@@ -50,7 +50,7 @@ class BatchOptions:
 
 def run_batch(o: BatchOptions) -> dict[str, Any]:
     """Monitor a sample of ``o.test_dir``; unreadable images are skipped and listed in ``summary["skipped"]``."""
-    from tqdm import tqdm
+    from src.core.progress import progress_bar
 
     check_settings(o.window, o.alpha, 1)
     if o.n_samples < 0:
@@ -65,7 +65,7 @@ def run_batch(o: BatchOptions) -> dict[str, Any]:
                     "labels", ", ".join(unmatched), ", ".join(mon.predictor.class_names))
     skipped: list[dict[str, str]] = []
     try:
-        for path, label in tqdm(items, desc="monitoring", unit="img", disable=not o.progress or len(items) < 50):
+        for path, label in progress_bar(items, progress=o.progress, minimum=50, desc="monitoring", unit="img"):
             try:
                 mon.predict(path, label if label in known else None)
             except DataError as e:  # one unreadable image must not end the batch

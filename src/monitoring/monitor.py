@@ -63,11 +63,21 @@ def check_settings(window: Any, alpha: Any, log_every: Any) -> None:
 
 
 class InferenceMonitor:
-    """Wraps a predictor; ``predict`` returns ``(class name, confidence, probabilities)``.
+    """Predictions that are watched: each one is timed, recorded in the local store and
+    summarised to W&B (``monitor/*`` every ``log_every`` predictions), and the last ``window``
+    predictions are tested for drift against the training reference::
 
-    ``window`` (>= 20) and ``alpha`` (in (0, 1)) are checked before the model is loaded. After
-    :meth:`finish` the monitor is closed: ``predict`` raises :class:`ConfigError` and another
-    ``finish()`` returns the same summary.
+        mon = InferenceMonitor("models/best_model.skops")      # or a registry reference "name:production"
+        label, confidence, probs = mon.predict("apple.jpg", true_label="apple")
+        summary = mon.finish()                                  # always finish (or abort) a session
+
+    ``model_path``: a model file or a registry reference ``name:alias`` / ``name:vK``;
+    ``extractor_path`` defaults to the one beside the model. ``store``: the local store (default
+    the project's), ``wandb_mode``: online/offline/disabled (default: as training). ``window``
+    (>= 20) predictions are tested for drift with overall false-alarm rate ``alpha`` (in (0, 1));
+    both are checked before the model is loaded. ``run_name`` names the W&B run, ``seed`` makes
+    the drift test's resampling repeatable. After :meth:`finish` the monitor is closed:
+    ``predict`` raises :class:`ConfigError` and another ``finish()`` returns the same summary.
     """
 
     def __init__(self, model_path: str | os.PathLike, extractor_path: str | os.PathLike | None = None, *,
@@ -99,9 +109,17 @@ class InferenceMonitor:
         self._finished: dict[str, Any] | None = None
 
     # -- prediction ----------------------------------------------------------------------
-    def predict(self, image_path: str | os.PathLike, true_label: str | None = None) -> tuple[str, float, np.ndarray]:
+    def predict(self, image, true_label: str | None = None) -> tuple[str, float, np.ndarray]:
+        """``(class name, confidence, probabilities)`` for one image, recorded with its latency.
+
+        ``image`` is a file path, a PIL image or a numpy array (HxWx3 uint8 or HxW grayscale), decoded
+        as :meth:`Predictor.predict <src.serving.predictor.Predictor.predict>` does; an in-memory image
+        is recorded by the digest of its RGB pixels. ``true_label`` (a class name, optional) feeds
+        ``monitor/accuracy``. Raises :class:`~src.core.errors.DataError` for an unreadable image.
+        """
+        from src.core.images import describe_source, is_path, load_image
+        from src.core.store import sha256_bytes, sha256_file
         from src.features.extraction import load_batch
-        from src.core.store import sha256_file
 
         if self._finished is not None:
             raise ConfigError(f"monitoring session {self.session} is finished; predict() after finish() would "
@@ -113,18 +131,24 @@ class InferenceMonitor:
         t0 = time.perf_counter()
         if self._t_first is None:
             self._t_first = t0
-        batch = load_batch([Path(image_path)], self.predictor.extractor.preprocessing, _serial)
+        pre = self.predictor.extractor.preprocessing
+        if is_path(image):
+            batch, name = load_batch([Path(image)], pre, _serial), str(image)
+            digest = None
+        else:
+            rgb, name = load_image(image), describe_source(image)
+            batch, digest = np.stack([pre(rgb)]), sha256_bytes(rgb.tobytes())
         t1 = time.perf_counter()
         feats = self.predictor.extractor(batch)
         probs = self.predictor.predict_features(feats)[0]
         t2 = time.perf_counter()
         label = self.predictor.class_names[int(probs.argmax())]
         conf = float(probs.max())
-        rec = {"image": str(image_path), "prediction": label, "confidence": conf, "latency_ms": (t2 - t0) * 1e3,
+        rec = {"image": name, "prediction": label, "confidence": conf, "latency_ms": (t2 - t0) * 1e3,
                "inference_ms": (t2 - t1) * 1e3, "true_label": true_label}
         self.records.append(rec)
         self.features.append(feats[0])
-        self._pending.append((self.session, time.time(), str(image_path), sha256_file(image_path), label, conf,
+        self._pending.append((self.session, time.time(), name, digest or sha256_file(image), label, conf,
                               rec["latency_ms"], rec["inference_ms"], true_label, feats[0]))
         if len(self.records) % self.log_every == 0:
             self._flush()
@@ -140,7 +164,12 @@ class InferenceMonitor:
 
     # -- metrics -------------------------------------------------------------------------
     def metrics(self, with_drift: bool = False) -> dict[str, float]:
-        """The documented ``monitor/*`` figures over everything predicted so far."""
+        """The documented ``monitor/*`` figures over everything predicted so far.
+
+        ``monitor/samples``, ``avg_confidence``, ``avg_inference_time_ms``,
+        ``throughput_samples_per_sec``; ``monitor/accuracy`` once a prediction had a true label;
+        ``monitor/drift_score`` with ``with_drift`` (needs 20 predictions).
+        """
         n = len(self.records)
         labeled = [r for r in self.records if r["true_label"] is not None]
         lat = np.array([r["latency_ms"] for r in self.records]) if n else np.zeros(1)
@@ -164,6 +193,7 @@ class InferenceMonitor:
         return n / (self._t_last - self._t_first)
 
     def latency(self) -> dict[str, float]:
+        """Percentiles (p50/p95/p99) in ms of the whole prediction and of the model alone (``inference_*``)."""
         lat = np.array([r["latency_ms"] for r in self.records])
         inf = np.array([r["inference_ms"] for r in self.records])
         pct = lambda a, q: float(np.percentile(a, q)) if len(a) else 0.0  # noqa: E731
@@ -172,7 +202,13 @@ class InferenceMonitor:
 
     # -- drift ---------------------------------------------------------------------------
     def detect_drift(self, window: int | None = None) -> dict[str, Any]:
-        """Drift of the last ``window`` predictions against the training reference."""
+        """Drift of the last ``window`` predictions (default and at most the monitor's) against the
+        training reference: features, predicted classes and confidences, each tested at a
+        Bonferroni share of ``alpha``.
+
+        Returns ``{"is_drift", "drift_score", "p_val", "drifted", "n", ...}``; a drift raises an alert
+        (local alert log and W&B). Needs at least 20 predictions, else :class:`ConfigError`.
+        """
         from src.monitoring.drift import MIN_WINDOW, DriftSuite
 
         w = self.window if window is None else window

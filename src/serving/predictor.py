@@ -9,18 +9,39 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Iterable, Union
 
 import numpy as np
 
-from src.core.errors import ModelError
+from src.core.errors import DataError, ModelError
 from src.learning.bundles import load_model_bundle
 from src.core.store import sha256_file
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 EXTRACTOR_FILENAME = "feature_extractor.pth"
+# One image: a file path, a PIL image, or a numpy array (HxWx3 uint8 RGB, HxW grayscale, uint16 too).
+ImageInput = Union[str, os.PathLike, "Image.Image", np.ndarray]
+Prediction = tuple[str, float, np.ndarray]
 
 
 class Predictor:
+    """A trained classifier with the feature extractor it was trained with, ready to predict.
+
+    Build one with :meth:`load` (a model file) or
+    :func:`src.registry.api.load_model_from_registry` (a registered version)::
+
+        from src.predictor import Predictor
+        pred = Predictor.load("models/best_model.skops")
+        label, confidence, probs = pred.predict("apple.jpg")     # or a PIL image, or a numpy array
+        results = pred.predict([img1, "b.jpg", array])            # many: a list of such tuples
+
+    Images go through the same decoding as the training files (:func:`src.core.images.load_image`):
+    CMYK, grayscale, palette, RGBA (on white) and 16-bit images become 8-bit RGB.
+    ``class_names`` orders the columns of every probability vector.
+    """
+
     def __init__(self, bundle: dict, extractor):
         self.bundle = bundle
         self.extractor = extractor
@@ -31,6 +52,15 @@ class Predictor:
     def load(cls, model_path: str | os.PathLike, extractor_path: str | os.PathLike | None = None, *,
              model_digest: str | None = None, extractor_digest: str | None = None,
              runtime: str = "auto", store=None) -> "Predictor":
+        """Load a model file (``*.skops``) and its feature extractor, both checked before use.
+
+        ``extractor_path`` defaults to ``feature_extractor.pth`` beside the model; its digest must be
+        the one recorded in the model. ``model_digest`` / ``extractor_digest`` pin the expected sha256
+        of each file (the registry passes them). ``runtime`` picks feature extraction: ``auto`` (ONNX
+        Runtime with torch fallback; int8 when the model was trained on int8 features), ``torch``,
+        ``onnx`` or ``onnx-int8``. ``store`` is the local store for the ONNX cache (default: the
+        project's). Raises :class:`~src.core.errors.ModelError` for a missing, tampered or mismatched file.
+        """
         bundle = load_model_bundle(model_path, expected_digest=model_digest)
         extractor_path = Path(extractor_path or Path(model_path).with_name(EXTRACTOR_FILENAME))
         if not extractor_path.is_file():
@@ -52,22 +82,55 @@ class Predictor:
         return cls(bundle, load_runtime(extractor_path, actual, runtime=runtime, store=Store.of(store)))
 
     def predict_features(self, feats: np.ndarray) -> np.ndarray:
-        """Class probabilities, columns in ``class_names`` order."""
+        """Class probabilities for extracted features, columns in ``class_names`` order."""
         proba = self.classifier.predict_proba(feats)
         out = np.zeros((len(feats), len(self.class_names)), dtype=np.float64)
         out[:, self.classifier.classes_.astype(int)] = proba
         return out
 
-    def features(self, paths: Sequence[str | os.PathLike], batch_size: int = 32) -> np.ndarray:
+    def features(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> np.ndarray:
+        """The extractor's features for one image or many (see :meth:`predict`), one row each."""
         from src.features.extraction import extract
 
-        return extract(self.extractor, [Path(p) for p in paths], batch_size=batch_size, progress=False)
+        return extract(self.extractor, _as_list(images)[0], batch_size=batch_size, progress=False)
 
-    def predict_paths(self, paths: Sequence[str | os.PathLike], batch_size: int = 32
-                      ) -> list[tuple[str, float, np.ndarray]]:
-        probs = self.predict_features(self.features(paths, batch_size))
+    def predict_paths(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[Prediction]:
+        """``(class name, confidence, probabilities)`` for each image, in order; always a list.
+
+        ``images``: file paths, PIL images or numpy arrays (HxWx3 uint8, HxW grayscale), one or a
+        list mixing them, or an N x H x W x C array. Decoded ``batch_size`` at a time. An unreadable
+        image raises :class:`~src.core.errors.DataError` naming it.
+        """
+        items, _ = _as_list(images)
+        if not items:
+            return []
+        probs = self.predict_features(self.features(items, batch_size))
         return [(self.class_names[int(p.argmax())], float(p.max()), p) for p in probs]
 
-    def predict(self, image_path: str | os.PathLike) -> tuple[str, float, np.ndarray]:
-        """``(class name, confidence, probabilities)`` for one image."""
-        return self.predict_paths([image_path])[0]
+    def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32
+                ) -> Prediction | list[Prediction]:
+        """``(class name, confidence, probabilities)`` for one image; a list of them for many.
+
+        One image is a file path, a PIL image or a numpy array (HxWx3 uint8 RGB or HxW grayscale);
+        many is a list or tuple of those (mixed is fine) or an N x H x W x C array.
+        """
+        items, single = _as_list(images)
+        out = self.predict_paths(items, batch_size)
+        return out[0] if single else out
+
+
+def _as_list(images) -> tuple[list, bool]:
+    """``(items, was a single image)``; paths become :class:`Path`."""
+    from PIL import Image
+
+    from src.core.images import is_path
+
+    if is_path(images) or isinstance(images, Image.Image):
+        return [Path(images) if is_path(images) else images], True
+    if isinstance(images, np.ndarray):
+        return (list(images), False) if images.ndim == 4 else ([images], True)
+    if isinstance(images, (bytes, bytearray, dict)) or not isinstance(images, Iterable):
+        raise DataError(f"cannot predict a {type(images).__name__}",
+                        hint="pass a file path, a PIL image, a numpy array, or a list of them")
+    items = [Path(x) if is_path(x) else x for x in images]
+    return items, False

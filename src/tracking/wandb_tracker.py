@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 from urllib.parse import urlparse
 
 from src.core.errors import ConfigError, TrackingError
-from src.core.store import PROJECT_ROOT
+from src.core.paths import project_root
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,9 @@ def resolve_mode(flag: str | None = None) -> str:
 
 
 def wandb_dir(explicit: str | os.PathLike | None = None) -> Path:
-    return Path(explicit or os.environ.get("WANDB_DIR") or PROJECT_ROOT)
+    """Where ``wandb/`` goes: ``explicit``, else ``WANDB_DIR``, else the project root (the nearest
+    folder at or above the working directory holding ``.mlops/``, else the working directory)."""
+    return Path(explicit or os.environ.get("WANDB_DIR") or project_root())
 
 
 @contextlib.contextmanager

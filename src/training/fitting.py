@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from src.core.store import PROJECT_ROOT
+from src.core.paths import source_checkout
 from src.learning.bundles import model_file_name, save_model_bundle
 from src.learning.evaluation import evaluate, save_confusion_png
 from src.learning.semi_supervised import UNLABELED, fit_baseline, fit_semi_supervised, transduced_labels
@@ -22,8 +22,12 @@ METRIC_KEYS = ("val_accuracy", "test_accuracy", "f1_score", "precision", "recall
 
 
 def code_version() -> str | None:
+    """The git commit of this package's own source checkout; ``None`` for an installed package."""
+    checkout = source_checkout()
+    if checkout is None:
+        return None
     try:
-        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True,
+        out = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):

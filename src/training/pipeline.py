@@ -58,7 +58,7 @@ def ensure_dataset(cfg: TrainConfig) -> Path:
         tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            generate_dataset(tmp, seed=0)
+            generate_dataset(tmp, seed=0, progress=cfg.progress)
             try:
                 os.rename(tmp, root)
             except OSError:
@@ -118,15 +118,26 @@ def build_extractor(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store:
 
 
 def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) -> dict[str, Any]:
-    """Run every stage for ``cfg``; returns the results also written to ``training_results.json``.
+    """Train and evaluate every algorithm of ``cfg``, tracked as one W&B run; returns the results.
 
-    ``epoch_callback(epoch, val_accuracy)`` is called after each fine-tuning epoch (a sweep's pruner).
-    The outputs replace the previous ones in ``cfg.models_dir`` only once every stage succeeded.
+    Stages: the default ``DS2GROCERIES`` is generated if missing; the dataset is scanned and
+    versioned in the local store; the extractor is fine-tuned (``cfg.fine_tune_epochs``) and
+    features extracted (cached by image digest); each algorithm (and the labeled-only baseline)
+    is fitted, cross-validated and tested. ``cfg`` is a :class:`~src.training.config.TrainConfig`
+    (``TrainConfig.from_options(**kwargs)`` from keyword options); it is validated first.
+
+    Writes into ``cfg.models_dir``: ``<algorithm>_model.skops`` per algorithm,
+    ``best_model.skops``, ``feature_extractor.pth``, confusion matrices and
+    ``training_results.json`` (the returned dict: ``config``, ``dataset``, ``run``, per-algorithm
+    metrics and ``summary``). They replace the previous set only once every stage succeeded.
+    ``epoch_callback(epoch, val_accuracy)`` is called after each fine-tuning epoch (a sweep's
+    pruner may raise from it). Bad input raises :class:`~src.core.errors.GroceryError` subclasses
+    before expensive work; ``cfg.progress=False`` draws no progress bars.
     """
     cfg = cfg.validated()
     ensure_dataset(cfg)
     store = Store(cfg.store)
-    ds = image_dataset(cfg.data_dir, store=store)
+    ds = image_dataset(cfg.data_dir, store=store, progress=cfg.progress)
     with staged_outputs(cfg.models_dir) as out:  # the previous set stays untouched until publish
         tracker = Tracker("train", cfg.tracked(), mode=cfg.wandb_mode, name=cfg.run_name, group=cfg.group,
                           tags=cfg.tags)
