@@ -82,6 +82,8 @@ SCRIPTS = {  # a cheap, valid command line for each script
     "sweep_config": [str(ROOT / "sweep_config.yaml")],
     "sweep_runner": ["status", "no-such-sweep"],
     "train_with_wandb": ["--labeled-ratio", "7"],  # refused after parsing, before any work
+    "labeling": ["issues", "--data-dir", "{tmp}/no-such-data"],
+    "housekeeping": ["du", "--store", "{tmp}/no-such-store"],
 }
 
 
