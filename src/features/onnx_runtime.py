@@ -221,14 +221,22 @@ def calibration_batch(pre: Preprocessing, n: int = CALIBRATION_IMAGES) -> np.nda
     return np.stack([pre(im) for im in imgs]).astype(np.float32)
 
 
-def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | os.PathLike) -> Path:
-    """Static per-channel QDQ quantisation of a float32 export (written atomically, metadata kept)."""
+def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | os.PathLike,
+                  batch: np.ndarray | None = None, ranges_path: str | os.PathLike | None = None) -> Path:
+    """Static per-channel QDQ quantisation of a float32 export (written atomically, metadata kept).
+
+    Calibrated on ``batch`` (NHWC, default :func:`calibration_batch`). With ``ranges_path`` the
+    activation ranges are written there as JSON, or, when that file exists and no batch is given,
+    read from it instead of calibrating: the same ranges give the same int8 model.
+    """
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     path = Path(path)
-    batch = calibration_batch(pre)
+    reuse = batch is None and ranges_path is not None and Path(ranges_path).is_file()
+    if batch is None and not reuse:
+        batch = calibration_batch(pre)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -244,9 +252,10 @@ def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | 
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
             warnings.simplefilter("ignore")
             quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
-            quantize_static(str(prepped), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+            quantize_static(str(prepped), str(tmp), None if reuse else Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax,
+                            calibration_cache_path=str(ranges_path) if ranges_path is not None else None)
         log.debug("quantiser output: %s", chatter.getvalue().strip())
         _publish(tmp, pre, path)
     finally:

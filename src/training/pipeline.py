@@ -33,6 +33,7 @@ from src.tracking import Tracker, in_sweep
 from src.training.config import DEFAULT_DATA_DIR, TrainConfig, apply_sweep_overrides
 from src.training.fitting import BASELINE, run_algorithm
 from src.training.outputs import RESULTS_FILE, copy_best_model, publish, staged_outputs
+from src.training.precision import choose_precision
 from src.training.results import build_results, log_summary, summarize
 from src.training.runs import record_run
 from src.training.state import TrainState
@@ -163,13 +164,15 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
                  "data/unlabeled_samples": int((~mask).sum())})
 
     extractor, ft, ext_digest = build_extractor(cfg, ds, mask, store, tracker, epoch_callback, out_dir)
-    precision = getattr(extractor, "precision", "float32")
+    choice = choose_precision(cfg, ds, mask, extractor, out_dir / "feature_extractor.pth", ext_digest, store, tracker)
+    extractor, precision = choice.extractor, choice.precision
     tracker.update_config({"extractor_precision": precision})
     tracker.log({"timing/fine_tune_seconds": ft.seconds, "training/fine_tune_epochs": cfg.fine_tune_epochs,
                  "training/fine_tune_cached": int(ft.cached)})
     X, Xt = _features(cfg, ds, extractor, store, tracker)
     state = TrainState(cfg=cfg, ds=ds, X=X, Xt=Xt, mask=mask, ext_digest=ext_digest, version=version,
-                       tracker=tracker, models_dir=out_dir, pre=extractor.preprocessing, precision=precision)
+                       tracker=tracker, models_dir=out_dir, pre=extractor.preprocessing, precision=precision,
+                       int8_guard=choice.guard, int8_calibration=choice.calibration)
     per_algo = {name: run_algorithm(name, state) for name in cfg.algorithms}
     baseline = run_algorithm(BASELINE, state)
     log_summary(state, per_algo, baseline)
