@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from src.core.store import Store
-from src.features.onnx_runtime import INT8_RECIPE, OrtExtractor, ensure_onnx, quantize_int8
+from src.features.onnx_runtime import INT8_RECIPE, OrtExtractor, cached_onnx, ensure_onnx, quantize_int8
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ def calibrate_int8(extractor_path: str | os.PathLike, extractor_digest: str, pat
     from src.features.extraction import decode_workers, load_batch
 
     store = store or Store()
-    fp32 = ensure_onnx(extractor_path, extractor_digest, store)
-    pre = OrtExtractor(fp32, key="").preprocessing
+    fp32 = cached_onnx(extractor_digest, store) or ensure_onnx(extractor_path, extractor_digest, store)
+    pre = OrtExtractor(fp32, key="", threads=1).preprocessing
     calib = calibration_digest(image_digests, pre.key())
     qpath, ranges = calibrated_paths(store, extractor_digest, pre.image_size, calib)
     if not qpath.is_file():
@@ -113,8 +113,8 @@ def load_calibrated_int8(extractor_path: str | os.PathLike, extractor_digest: st
     calib = str(calibration["digest"])
     path = _cached(store, extractor_digest, calib)
     if path is None:
-        fp32 = ensure_onnx(extractor_path, extractor_digest, store)
-        pre = OrtExtractor(fp32, key="").preprocessing
+        fp32 = cached_onnx(extractor_digest, store) or ensure_onnx(extractor_path, extractor_digest, store)
+        pre = OrtExtractor(fp32, key="", threads=1).preprocessing
         path, ranges = calibrated_paths(store, extractor_digest, pre.image_size, calib)
         ranges.parent.mkdir(parents=True, exist_ok=True)
         tmp = ranges.with_name(f".{ranges.name}.{os.getpid()}.tmp")

@@ -8,11 +8,13 @@ batches (the layout :func:`src.features.extraction.load_batch` produces) with a 
 carries the preprocessing in its metadata, so a cached export loads without torch.
 Exports are cached in ``<store>/onnx/<extractor digest>-<size>.onnx`` and written once.
 
-``int8=True`` gives an opt-in quantised variant of the same export (static, per-channel QDQ,
-min-max calibration on a fixed set of synthetic grocery drawings and crops of
-scikit-learn's sample photos, so the result depends only on the extractor): about twice as
-fast on CPUs with int8 dot products, with features that differ from float32 (cosine ≈ 0.96),
-so it carries its own cache key and ``<digest>-<size>-int8.onnx`` file.
+``int8=True`` gives a quantised variant of the same export (static, per-channel QDQ, min-max
+calibration on a fixed set of synthetic grocery drawings and crops of scikit-learn's sample
+photos, so the result depends only on the extractor): about twice as fast on CPUs with int8
+dot products, with features that differ from float32 (cosine ≈ 0.96), so it carries its own
+cache key and ``<digest>-<size>-int8.onnx`` file. Training calibrates on the user's own
+images instead (:mod:`src.features.int8_calibration`); this generic variant serves
+``--runtime onnx-int8`` for models that carry no calibration of their own.
 """
 
 from __future__ import annotations

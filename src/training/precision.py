@@ -123,7 +123,9 @@ def choose_precision(cfg, ds, mask: np.ndarray, extractor, ext_path: Path, ext_d
             t1 = time.perf_counter()
             int8 = _calibrated(cfg, ds, mask, ext_path, ext_digest, store)
             guard["calibration_seconds"] = time.perf_counter() - t1
+            t2 = time.perf_counter()
             X32, _ = cached_features(extractor, paths, digests, cache, cfg.batch_size, cfg.progress, "guard float32")
+            guard["float32_extract_seconds"] = time.perf_counter() - t2  # training needs these anyway (cached)
             t2 = time.perf_counter()
             X8, _ = cached_features(int8, paths, digests, cache, cfg.batch_size, cfg.progress, "guard int8")
             guard["int8_extract_seconds"] = time.perf_counter() - t2
