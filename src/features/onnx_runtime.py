@@ -8,14 +8,14 @@ batches (the layout :func:`src.features.extraction.load_batch` produces) with a 
 carries the preprocessing in its metadata, so a cached export loads without torch.
 Exports are cached in ``<store>/onnx/<extractor digest>-<size>.onnx`` and written once.
 
-``int8=True`` gives a quantised variant of the same export (static, per-channel QDQ, the first
-:data:`FLOAT_CONVS` convolutions left in float32, min-max
-calibration on a fixed set of synthetic grocery drawings and crops of scikit-learn's sample
-photos, so the result depends only on the extractor): about twice as fast on CPUs with int8
-dot products, with features that differ from float32 (cosine ≈ 0.96), so it carries its own
-cache key and ``<digest>-<size>-int8.onnx`` file. Training calibrates on the user's own
-images instead (:mod:`src.features.int8_calibration`); this generic variant serves
-``--runtime onnx-int8`` for models that carry no calibration of their own.
+``int8=True`` gives a quantised variant of the same export (static, per-channel QDQ, the
+first :data:`FLOAT_CONVS` convolutions left in float32, min-max calibration on a fixed set of
+synthetic grocery drawings and crops of scikit-learn's sample photos, so the result depends
+only on the extractor): about twice as fast on CPUs with int8 dot products, with features
+that differ from float32 (cosine ≈ 0.99 on average, 0.95 at worst), so it carries its own
+cache key and ``<digest>-<size>-int8-v2.onnx`` file (the recipe's version in the name).
+Training calibrates on the user's own images instead (:mod:`src.features.int8_calibration`);
+this generic variant serves ``--runtime onnx-int8`` for models without a calibration of their own.
 """
 
 from __future__ import annotations
@@ -45,13 +45,18 @@ INT8_RECIPE = "int8-qdq-minmax-v2"  # part of the int8 feature key: change it wh
 # The stem convolution and the first depthwise one (both at 112 px) stay float32: quantising them costs the
 # most fidelity. On make run's data (fine-tuned extractor, 1,200 training images) all-int8 gave feature
 # cosine 0.989 mean / 0.952 min to float32 and 98.9 % prediction agreement; these two in float32: 0.998 /
-# 0.984 and 99.4 %, for about a fifth of int8's speed gain (the first three: the same fidelity).
+# 0.984 and 99.4 %; int8 stays ~1.9× float32 end to end (benchmarks/README.md). The first three: no better.
 FLOAT_CONVS = 2
 CALIBRATION_IMAGES = 64  # min-max over 64 images: ~3 s, ~1.9 GB peak (percentile over 128: 33 s, 8 GB)
 
 
+def _suffix(int8: bool) -> str:
+    """File-name tag of the generic int8 variant: it names the recipe, so a recipe change never reuses a file."""
+    return f"-int8-{INT8_RECIPE.rsplit('-', 1)[1]}" if int8 else ""
+
+
 def onnx_cache_path(store: Store, digest: str, image_size: int, int8: bool = False) -> Path:
-    return store.root / "onnx" / f"{digest}-{image_size}{'-int8' if int8 else ''}.onnx"
+    return store.root / "onnx" / f"{digest}-{image_size}{_suffix(int8)}.onnx"
 
 
 # -- static padding ------------------------------------------------------------------------
@@ -202,7 +207,7 @@ def ensure_onnx(extractor_path: str | os.PathLike, digest: str, store: Store | N
 def cached_onnx(digest: str, store: Store | None = None, int8: bool = False) -> Path | None:
     """An existing export for ``digest`` (any size: the digest fixes the preprocessing), or None."""
     folder = (store or Store()).root / "onnx"
-    pattern = re.compile(rf"{re.escape(digest)}-\d+{'-int8' if int8 else ''}\.onnx")
+    pattern = re.compile(rf"{re.escape(digest)}-\d+{re.escape(_suffix(int8))}\.onnx")
     hits = sorted(p for p in folder.glob(f"{digest}-*.onnx") if pattern.fullmatch(p.name)) if folder.is_dir() else []
     return hits[0] if hits else None
 
