@@ -33,7 +33,7 @@ from src.tracking import Tracker, in_sweep
 from src.training.config import DEFAULT_DATA_DIR, TrainConfig, apply_sweep_overrides
 from src.training.fitting import BASELINE, run_algorithm
 from src.training.outputs import RESULTS_FILE, copy_best_model, publish, staged_outputs
-from src.training.precision import choose_precision
+from src.training.precision import choose_precision, float32_runtime
 from src.training.results import build_results, log_summary, summarize
 from src.training.runs import record_run
 from src.training.state import TrainState
@@ -121,7 +121,7 @@ def build_extractor(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store:
     from src.core.store import sha256_file
 
     digest = sha256_file(out)
-    return load_runtime(out, digest, runtime=cfg.runtime, store=store), result, digest
+    return load_runtime(out, digest, runtime=float32_runtime(cfg.runtime), store=store), result, digest
 
 
 def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) -> dict[str, Any]:

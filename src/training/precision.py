@@ -52,6 +52,12 @@ class PrecisionChoice:
     calibration: dict[str, Any] | None  # the int8 calibration record (bundles), None for float32
 
 
+def float32_runtime(runtime: str) -> str:
+    """The runtime training builds first: int8 is derived from it (calibrated) by :func:`choose_precision`."""
+    resolved = resolve_runtime(runtime)
+    return "onnx" if resolved == "onnx-int8" else resolved
+
+
 def decide(n_images: int, agreement: float | None, val_float32: float | None,
            val_int8: float | None) -> tuple[str, str]:
     """(precision, reason) from the guard's figures."""
