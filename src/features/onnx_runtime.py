@@ -45,7 +45,7 @@ INT8_RECIPE = "int8-qdq-minmax-v2"  # part of the int8 feature key: change it wh
 # The stem convolution and the first depthwise one (both at 112 px) stay float32: quantising them costs the
 # most fidelity. On make run's data (fine-tuned extractor, 1,200 training images) all-int8 gave feature
 # cosine 0.989 mean / 0.952 min to float32 and 98.9 % prediction agreement; these two in float32: 0.998 /
-# 0.984 and 99.4 %; int8 stays ~1.9× float32 end to end (benchmarks/README.md). The first three: no better.
+# 0.984 and 99.4 %, for 8–14 % of int8 speed (still 1.7–1.9× float32 end to end; benchmarks/README.md).
 FLOAT_CONVS = 2
 CALIBRATION_IMAGES = 64  # min-max over 64 images: ~3 s, ~1.9 GB peak (percentile over 128: 33 s, 8 GB)
 
