@@ -21,6 +21,7 @@ import time
 from typing import Sequence
 
 from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli, show_progress
+from src.features.runtimes import RUNTIMES
 from src.monitoring.batch import BatchOptions, default_model, format_summary, outcome_error, run_batch, sample_images
 from src.monitoring.monitor import DRIFT_EXIT_CODE, DriftDetected, InferenceMonitor, load_predictor
 from src.tracking import MODES
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-on-drift", action="store_true", help=f"exit {DRIFT_EXIT_CODE} when drift is detected")
     p.add_argument("--alerts", action="store_true", help="print the local alert log and exit")
     p.add_argument("--dashboard-help", action="store_true", help="how to build W&B panels for the monitoring keys")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="feature extraction: auto = the precision the model was trained with (int8 or float32; "
+                        "$MLOPS_RUNTIME overrides), onnx = float32, onnx-int8, torch")
     p.add_argument("--run-name", default=None)
     p.add_argument("--store", default=None, help=STORE_HELP)
     p.add_argument("--wandb-mode", choices=MODES, default=None)
@@ -93,7 +97,7 @@ def _command(args: argparse.Namespace) -> int:
     summary = run_batch(BatchOptions(
         model=args.model_path or default_model(), test_dir=args.test_dir, extractor_path=args.extractor_path,
         n_samples=args.n_samples, window=args.window, alpha=args.alpha, seed=args.seed, run_name=args.run_name,
-        store=args.store, wandb_mode=args.wandb_mode, progress=show_progress(args)))
+        store=args.store, wandb_mode=args.wandb_mode, progress=show_progress(args), runtime=args.runtime))
     print_json(summary) if args.json else print(format_summary(summary))
     error = outcome_error(summary, args.fail_on_drift)
     if error:

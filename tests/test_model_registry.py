@@ -405,7 +405,8 @@ def fake_predictor(monkeypatch):
 
     class Predictor:
         @classmethod
-        def load(cls, model_path, extractor_path=None, *, model_digest=None, extractor_digest=None, store=None):
+        def load(cls, model_path, extractor_path=None, *, model_digest=None, extractor_digest=None, store=None,
+                 runtime="auto"):
             calls.append((Path(model_path), Path(extractor_path), model_digest, extractor_digest))
             return cls()
 

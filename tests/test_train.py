@@ -253,6 +253,9 @@ def test_e2e_accuracy_far_above_chance(e2e):
         assert 0 <= m["f1_score"] <= 1 and m["fit_seconds"] >= 0 and m["unlabeled_accuracy"] is not None
     assert res["baseline"]["test_accuracy"] > 0.25
     assert res["dataset"]["labeled_samples"] == 12 and res["dataset"]["unlabeled_samples"] == 36
+    guard = res["extractor"]["int8_guard"]  # 48 images cannot prove int8 harmless: float32, said why
+    assert res["extractor"]["precision"] == "float32" and guard["decision"] == "float32"
+    assert guard["reason"].startswith("too few images to prove int8 harmless") and guard["n_images"] == 48
 
 
 def test_e2e_rerun_extracts_nothing(e2e):
@@ -321,6 +324,8 @@ def test_e2e_int8_runtime_has_its_own_features_and_models_remember_it(e2e, monke
     monkeypatch.delenv("MLOPS_RUNTIME", raising=False)
     pred = Predictor.load(models / "label_spreading_model.skops")
     assert pred.bundle["extractor_precision"] == "int8" and pred.extractor.precision == "int8"
+    assert pred.bundle["int8_calibration"]["images"] == 48  # calibrated on the training images
+    assert pred.extractor.key.endswith(pred.bundle["int8_calibration"]["digest"][:16])
     img = sorted((e2e["data"] / "test" / "milk").glob("*.jpg"))[0]
     assert pred.predict(img)[0] in pred.class_names
 

@@ -46,6 +46,7 @@ class BatchOptions:
     store: str | None = None
     wandb_mode: str | None = None
     progress: bool = True
+    runtime: str = "auto"  # feature extraction; auto follows the model's extractor precision
 
 
 def run_batch(o: BatchOptions) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def run_batch(o: BatchOptions) -> dict[str, Any]:
         raise DataError(f"--n-samples must be >= 0, got {o.n_samples}")
     items = sample_images(o.test_dir, o.n_samples, o.seed)
     mon = InferenceMonitor(o.model, o.extractor_path, store=o.store, wandb_mode=o.wandb_mode,
-                           window=o.window, alpha=o.alpha, run_name=o.run_name, seed=o.seed)
+                           window=o.window, alpha=o.alpha, run_name=o.run_name, seed=o.seed, runtime=o.runtime)
     known = set(mon.predictor.class_names)
     unmatched = sorted({label for _, label in items if label is not None and label not in known})
     if unmatched:

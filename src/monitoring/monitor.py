@@ -27,8 +27,10 @@ class DriftDetected(GroceryError):
     exit_code = DRIFT_EXIT_CODE
 
 
-def load_predictor(model: str | os.PathLike, extractor_path: str | os.PathLike | None = None, store=None):
-    """A model file, or a registry reference ``name:alias`` / ``name:vK``."""
+def load_predictor(model: str | os.PathLike, extractor_path: str | os.PathLike | None = None, store=None,
+                   runtime: str = "auto"):
+    """A model file, or a registry reference ``name:alias`` / ``name:vK``; ``runtime`` ``auto``
+    follows the model's extractor precision (see :meth:`Predictor.load`)."""
     from src.serving.predictor import Predictor
 
     text = str(model)
@@ -36,8 +38,8 @@ def load_predictor(model: str | os.PathLike, extractor_path: str | os.PathLike |
         from src.registry.api import load_model_from_registry
 
         name, alias = text.split(":", 1)
-        return load_model_from_registry(name, alias, store=store)
-    return Predictor.load(model, extractor_path, store=store)
+        return load_model_from_registry(name, alias, store=store, runtime=runtime)
+    return Predictor.load(model, extractor_path, store=store, runtime=runtime)
 
 
 def _check_window(window: Any, what: str = "window") -> None:
@@ -82,12 +84,12 @@ class InferenceMonitor:
 
     def __init__(self, model_path: str | os.PathLike, extractor_path: str | os.PathLike | None = None, *,
                  store=None, wandb_mode: str | None = None, window: int = 200, log_every: int = 50,
-                 alpha: float = 0.05, run_name: str | None = None, seed: int = 0):
+                 alpha: float = 0.05, run_name: str | None = None, seed: int = 0, runtime: str = "auto"):
         from src.monitoring.records import open_monitor_store, start_session
         from src.tracking import Tracker
 
         check_settings(window, alpha, log_every)
-        self.predictor = load_predictor(model_path, extractor_path, store=store)
+        self.predictor = load_predictor(model_path, extractor_path, store=store, runtime=runtime)
         self.bundle = self.predictor.bundle
         if "reference" not in self.bundle:
             raise ModelError(f"{model_path} has no reference statistics for drift detection",

@@ -377,7 +377,7 @@ def load_registered_bundle(name: str, alias: str = "production", *, store: Any =
     return load_model_bundle(model, mv.digest)
 
 
-def load_model_from_registry(name: str, alias: str = "production", *, store: Any = None):
+def load_model_from_registry(name: str, alias: str = "production", *, store: Any = None, runtime: str = "auto"):
     """A ready :class:`~src.predictor.Predictor` for ``name:alias`` (model + its extractor).
 
     Both stored files are checked against their recorded digests before anything is built.
@@ -389,4 +389,4 @@ def load_model_from_registry(name: str, alias: str = "production", *, store: Any
     from src.serving.predictor import Predictor
 
     return Predictor.load(model, extractor, model_digest=mv.digest, extractor_digest=mv.extractor_digest,
-                          store=st)
+                          store=st, runtime=runtime)

@@ -7,6 +7,7 @@ so a model is never paired with the wrong extractor.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Union
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
 EXTRACTOR_FILENAME = "feature_extractor.pth"
+log = logging.getLogger(__name__)
+
 # One image: a file path, a PIL image, or a numpy array (HxWx3 uint8 RGB, HxW grayscale, uint16 too).
 ImageInput = Union[str, os.PathLike, "Image.Image", np.ndarray]
 Prediction = tuple[str, float, np.ndarray]
@@ -74,12 +77,23 @@ class Predictor:
             raise ModelError(f"feature extractor {extractor_path} is not the one {Path(model_path).name} was "
                              f"trained with (digest {actual[:12]}, expected {bundle['extractor_digest'][:12]})",
                              hint="use the feature_extractor.pth saved with this model")
-        from src.features.runtimes import ENV_VAR, load_runtime
+        from src.features.runtimes import ENV_VAR, load_runtime, resolve_runtime
         from src.core.store import Store
 
         if runtime == "auto" and not os.environ.get(ENV_VAR) and bundle.get("extractor_precision") == "int8":
             runtime = "onnx-int8"  # the classifier and its drift reference saw int8 features
-        return cls(bundle, load_runtime(extractor_path, actual, runtime=runtime, store=Store.of(store)))
+        calibration = bundle.get("int8_calibration")
+        if resolve_runtime(runtime) == "onnx-int8" and isinstance(calibration, dict):
+            from src.features.int8_calibration import load_calibrated_int8
+
+            # the int8 extractor the model was trained with: calibrated on its training images
+            return cls(bundle, load_calibrated_int8(extractor_path, actual, calibration, Store.of(store)))
+        extractor = load_runtime(extractor_path, actual, runtime=runtime, store=Store.of(store))
+        trained = bundle.get("extractor_precision", "float32")
+        if getattr(extractor, "precision", "float32") != trained:
+            log.warning("extracting %s features for a model trained on %s features (runtime %s): predictions "
+                        "and drift figures may shift", extractor.precision, trained, runtime)
+        return cls(bundle, extractor)
 
     def predict_features(self, feats: np.ndarray) -> np.ndarray:
         """Class probabilities for extracted features, columns in ``class_names`` order."""

@@ -35,6 +35,7 @@ from src.training.config import DEFAULT_DATA_DIR, TrainConfig, apply_sweep_overr
 from src.training.fitting import BASELINE, run_algorithm
 from src.training.lineage import log_models, use_dataset
 from src.training.outputs import RESULTS_FILE, copy_best_model, publish, staged_outputs
+from src.training.precision import choose_precision, float32_runtime
 from src.training.pseudo_labels import export_pseudo_labels
 from src.training.results import build_results, log_summary, summarize
 from src.training.runs import record_run
@@ -114,7 +115,7 @@ def build_extractor(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store:
     from src.core.store import sha256_file
 
     digest = sha256_file(out)
-    return load_runtime(out, digest, runtime=cfg.runtime, store=store), result, digest
+    return load_runtime(out, digest, runtime=float32_runtime(cfg.runtime), store=store), result, digest
 
 
 def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) -> dict[str, Any]:
@@ -173,14 +174,16 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
                  **{f"data/labeled_per_class/{c}": n for c, n in per_class.items()}})
 
     extractor, ft, ext_digest = build_extractor(cfg, ds, mask, store, tracker, epoch_callback, out_dir)
-    precision = getattr(extractor, "precision", "float32")
+    choice = choose_precision(cfg, ds, mask, extractor, out_dir / "feature_extractor.pth", ext_digest, store, tracker)
+    extractor, precision = choice.extractor, choice.precision
     tracker.update_config({"extractor_precision": precision})
     tracker.log({"timing/fine_tune_seconds": ft.seconds, "training/fine_tune_epochs": cfg.fine_tune_epochs,
                  "training/fine_tune_cached": int(ft.cached)})
     X, Xt = _features(cfg, ds, extractor, store, tracker)
     state = TrainState(cfg=cfg, ds=ds, X=X, Xt=Xt, mask=np.concatenate([mask, np.zeros(n_pool, dtype=bool)]),
                        ext_digest=ext_digest, version=version, tracker=tracker, models_dir=out_dir,
-                       pre=extractor.preprocessing, precision=precision)
+                       pre=extractor.preprocessing, precision=precision, int8_guard=choice.guard,
+                       int8_calibration=choice.calibration)
     per_algo = {name: run_algorithm(name, state) for name in cfg.algorithms}
     baseline = run_algorithm(BASELINE, state)
     log_summary(state, per_algo, baseline)

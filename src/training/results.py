@@ -53,6 +53,7 @@ def build_results(s: TrainState, per_algo: dict[str, dict], baseline: dict, ft: 
                     "train_samples": len(ds.train), "test_samples": len(ds.test),
                     "labeled_samples": int(mask.sum()), "unlabeled_samples": int((~mask).sum())},
         "extractor": {"path": "feature_extractor.pth", "digest": s.ext_digest, "precision": s.precision,
+                      "int8_guard": s.int8_guard,
                       "fine_tune": {"epochs": cfg.fine_tune_epochs, "lr": cfg.fine_tune_lr, "seconds": ft.seconds,
                                     "cached": ft.cached, "history": ft.history,
                                     "best_val_accuracy": ft.best_val_accuracy}},

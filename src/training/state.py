@@ -29,6 +29,8 @@ class TrainState:
     models_dir: Path           # where outputs are written (staging; published to cfg.models_dir)
     pre: Preprocessing
     precision: str             # extractor precision (float32 / int8)
+    int8_guard: dict[str, Any] | None = None        # the precision guard's figures (training/precision.py)
+    int8_calibration: dict[str, Any] | None = None  # int8 calibration record when precision is int8
     pool_predictions: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # algo → (labels, conf)
 
     @property

@@ -1,0 +1,125 @@
+"""int8 extraction calibrated on the user's own images, portable through the model bundle.
+
+The int8 export's activation ranges come from a fixed, seeded sample of the training images
+(:func:`calibration_sample`: round-robin across the classes of the labeled images, topped up
+with unlabeled ones), not from the generic synthetic set of :func:`~src.features.onnx_runtime.
+calibration_batch`. The calibration set is named by its digest (:func:`calibration_digest`:
+the sample's image digests, the preprocessing and the recipe), and the cache files carry both
+digests: ``<store>/onnx/<extractor digest>-<size>-int8-<calibration digest[:16]>.onnx`` and
+``….ranges.json`` (the activation ranges, a few tens of kB). The ranges also travel in each
+model bundle (``int8_calibration``), so a predictor on another machine or store rebuilds the
+very same int8 model without the training images. Features get their own cache key
+(``<extractor key>:<recipe>:<calibration digest[:16]>``).
+
+Measured (EfficientNet-Lite0, 224 px, one process each on 2 cores shared with other jobs):
+64 synthetic images (before) 15.8 s, 2.95 GB peak RSS including the torch model; 64 training
+images 14.6 s, 2.84 GB; 96: 18.2 s, 2.86 GB; 128: 24.5 s, 2.89 GB. Time grows with the sample,
+memory barely, so the sample is 64 images: no slower and no larger than before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from src.core.store import Store
+from src.features.onnx_runtime import INT8_RECIPE, OrtExtractor, cached_onnx, ensure_onnx, quantize_int8
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_IMAGES = 64  # as many as the synthetic set had: the same time and memory (measured above)
+CALIBRATION_RECIPE = f"{INT8_RECIPE}:user-images-v1"
+
+
+def calibration_sample(labels: np.ndarray, labeled: np.ndarray, n: int = CALIBRATION_IMAGES,
+                       seed: int = 0) -> np.ndarray:
+    """Indices of a fixed, seeded calibration sample: labeled images round-robin across their classes
+    (shuffled within each class), then unlabeled ones at random until ``n`` (all images when fewer)."""
+    rng = np.random.default_rng([seed, 8])
+    labels, labeled = np.asarray(labels), np.asarray(labeled, dtype=bool)
+    per_class = [list(rng.permutation(np.flatnonzero(labeled & (labels == c)))) for c in np.unique(labels[labeled])]
+    picked: list[int] = []
+    while len(picked) < n and any(per_class):
+        for queue in per_class:
+            if queue and len(picked) < n:
+                picked.append(int(queue.pop(0)))
+    rest = rng.permutation(np.flatnonzero(~labeled))
+    picked += [int(i) for i in rest[:max(0, n - len(picked))]]
+    return np.array(picked, dtype=np.int64)
+
+
+def calibration_digest(image_digests: Sequence[str], preprocessing_key: str) -> str:
+    """Names the calibration set: its images (in order), the preprocessing and the recipe."""
+    text = json.dumps({"images": list(image_digests), "preprocessing": preprocessing_key,
+                       "recipe": CALIBRATION_RECIPE}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def calibrated_paths(store: Store, extractor_digest: str, image_size: int, calib_digest: str) -> tuple[Path, Path]:
+    """(int8 export, activation ranges) for one extractor and one calibration set."""
+    stem = f"{extractor_digest}-{image_size}-int8-{calib_digest[:16]}"
+    folder = store.root / "onnx"
+    return folder / f"{stem}.onnx", folder / f"{stem}.ranges.json"
+
+
+def _cached(store: Store, extractor_digest: str, calib_digest: str) -> Path | None:
+    folder = store.root / "onnx"
+    pattern = re.compile(rf"{re.escape(extractor_digest)}-\d+-int8-{re.escape(calib_digest[:16])}\.onnx")
+    hits = sorted(p for p in folder.glob(f"{extractor_digest}-*-int8-*.onnx") if pattern.fullmatch(p.name)) \
+        if folder.is_dir() else []
+    return hits[0] if hits else None
+
+
+def _attach(path: Path, extractor_digest: str, calibration: dict[str, Any]) -> OrtExtractor:
+    ext = OrtExtractor(path, key="")
+    ext.key = f"{extractor_digest}:{ext.preprocessing.key()}:{INT8_RECIPE}:{calibration['digest'][:16]}"
+    ext.precision = "int8"
+    ext.calibration = calibration
+    return ext
+
+
+def calibrate_int8(extractor_path: str | os.PathLike, extractor_digest: str, paths: Sequence[Path],
+                   image_digests: Sequence[str], store: Store | None = None) -> OrtExtractor:
+    """The int8 extractor calibrated on ``paths`` (cached per extractor and calibration set)."""
+    from src.features.extraction import decode_workers, load_batch
+
+    store = store or Store()
+    fp32 = cached_onnx(extractor_digest, store) or ensure_onnx(extractor_path, extractor_digest, store)
+    pre = OrtExtractor(fp32, key="", threads=1).preprocessing
+    calib = calibration_digest(image_digests, pre.key())
+    qpath, ranges = calibrated_paths(store, extractor_digest, pre.image_size, calib)
+    if not qpath.is_file():
+        from concurrent.futures import ThreadPoolExecutor
+
+        log.info("calibrating int8 on %d training images (%s)", len(paths), qpath.name)
+        with ThreadPoolExecutor(decode_workers()) as pool:
+            batch = load_batch([Path(p) for p in paths], pre, pool)
+        quantize_int8(fp32, pre, qpath, batch=batch, ranges_path=ranges)
+    return _attach(qpath, extractor_digest, {"digest": calib, "images": len(paths), "recipe": CALIBRATION_RECIPE,
+                                             "ranges": ranges.read_text()})
+
+
+def load_calibrated_int8(extractor_path: str | os.PathLike, extractor_digest: str, calibration: dict[str, Any],
+                         store: Store | None = None) -> OrtExtractor:
+    """The int8 extractor a model was trained with, from the cache or rebuilt from its recorded ranges."""
+    store = store or Store()
+    calib = str(calibration["digest"])
+    path = _cached(store, extractor_digest, calib)
+    if path is None:
+        fp32 = cached_onnx(extractor_digest, store) or ensure_onnx(extractor_path, extractor_digest, store)
+        pre = OrtExtractor(fp32, key="", threads=1).preprocessing
+        path, ranges = calibrated_paths(store, extractor_digest, pre.image_size, calib)
+        ranges.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ranges.with_name(f".{ranges.name}.{os.getpid()}.tmp")
+        tmp.write_text(calibration["ranges"])
+        os.replace(tmp, ranges)
+        log.info("rebuilding the model's int8 extractor from its recorded calibration (%s)", path.name)
+        quantize_int8(fp32, pre, path, ranges_path=ranges)
+    return _attach(path, extractor_digest, dict(calibration))
