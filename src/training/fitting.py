@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
+import warnings
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from src.core.paths import source_checkout
 from src.learning.bundles import model_file_name, save_model_bundle
@@ -14,6 +17,8 @@ from src.learning.evaluation import evaluate, save_confusion_png
 from src.learning.semi_supervised import UNLABELED, fit_baseline, fit_semi_supervised, transduced_labels
 from src.learning.validation import cross_val_accuracy
 from src.training.state import TrainState
+
+log = logging.getLogger(__name__)
 
 BASELINE = "baseline"
 REFERENCE_SAMPLE = 1000
@@ -35,9 +40,20 @@ def code_version() -> str | None:
 
 
 def _fitter(name: str, s: TrainState):
-    if name == BASELINE:
-        return lambda X, y: fit_baseline(X, y, s.cfg.seed)
-    return lambda X, y: fit_semi_supervised(name, X, y, s.cfg.n_neighbors, s.cfg.seed)
+    """``fit(X, y)`` for ``name``; scikit-learn's convergence warnings (label propagation often stops at
+    ``max_iter`` on a fold, harmlessly) go to the debug log instead of the user's terminal."""
+    def fit(X, y):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model = (fit_baseline(X, y, s.cfg.seed) if name == BASELINE
+                     else fit_semi_supervised(name, X, y, s.cfg.n_neighbors, s.cfg.seed))
+        for w in caught:
+            if issubclass(w.category, ConvergenceWarning):
+                log.debug("%s: %s", name, w.message)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return model
+    return fit
 
 
 def fit_and_evaluate(name: str, s: TrainState) -> tuple[Any, dict[str, Any]]:
