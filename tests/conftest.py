@@ -20,3 +20,14 @@ def isolated_env(tmp_path, monkeypatch):
     (tmp_path / "home").mkdir()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     yield
+
+
+@pytest.fixture
+def drop_log_handlers():
+    """``main()`` points logging at the captured stderr of its test; detach it afterwards."""
+    import logging
+
+    yield
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)

@@ -21,15 +21,7 @@ from src.core.errors import StoreError
 D = "disabled"
 
 
-@pytest.fixture(autouse=True)
-def _drop_log_handlers():
-    """main() points logging at the captured stderr of its test; detach it afterwards."""
-    import logging
-
-    yield
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
+pytestmark = pytest.mark.usefixtures("drop_log_handlers")  # main() points logging at captured stderr
 
 
 def smooth_image(seed: int, size: int = 32, mode: str = "RGB") -> Image.Image:

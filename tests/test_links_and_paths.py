@@ -19,14 +19,7 @@ from src.core.store import Store, sha256_file
 D = "disabled"
 
 
-@pytest.fixture(autouse=True)
-def _drop_log_handlers():
-    import logging
-
-    yield
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
+pytestmark = pytest.mark.usefixtures("drop_log_handlers")  # main() points logging at captured stderr
 
 
 @pytest.fixture

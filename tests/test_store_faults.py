@@ -29,14 +29,7 @@ D = "disabled"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _drop_log_handlers():
-    import logging
-
-    yield
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
+pytestmark = pytest.mark.usefixtures("drop_log_handlers")  # main() points logging at captured stderr
 
 
 @pytest.fixture

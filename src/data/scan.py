@@ -142,23 +142,7 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
                 notes.append(f"stray:{rel_dir}")
                 continue
             n0 = len(files)
-            for dirpath, dirnames, filenames in os.walk(cdir):
-                dirnames.sort()
-                for d in dirnames:  # not descended (os.walk follows no folder links); report outside ones
-                    if os.path.islink(os.path.join(dirpath, d)) and not is_inside(real_root, os.path.join(dirpath, d)):
-                        notes.append(f"outside_link:{(Path(dirpath) / d).relative_to(root).as_posix()}")
-                for fn in sorted(filenames):
-                    p = Path(dirpath) / fn
-                    try:
-                        fn.encode("utf-8")
-                    except UnicodeEncodeError:
-                        raise DataError(f"{dirpath}/{fn!r}: file name is not valid UTF-8",
-                                        hint="rename the file; names are stored in the manifest") from None
-                    rel = p.relative_to(root).as_posix()
-                    if p.is_symlink() and not is_inside(real_root, p):
-                        notes.append(f"outside_link:{rel}")
-                        continue
-                    files.append((p, rel, split, cdir.name))
+            files += [(p, rel, split, cdir.name) for p, rel in _walk(cdir, root, real_root, notes)]
             if len(files) == n0:
                 notes.append(f"empty_class:{rel_dir}")
     files += list_pool(root, real_root, notes)
@@ -172,27 +156,15 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
     return root, files, notes
 
 
-def list_pool(root: Path, real_root: Path | None = None, notes: list[str] | None = None
-              ) -> list[tuple[Path, str, str, str]]:
-    """``[(abs path, rel path, "unlabeled", "")]`` for every file under ``root/unlabeled/``, any depth.
-
-    Links leading outside the dataset (the pool folder itself, a sub-folder or a file) are left
-    out and noted as ``outside_link:`` in ``notes``, as for the labeled splits.
-    """
+def _walk(top: Path, root: Path, real_root: Path, notes: list[str]) -> list[tuple[Path, str]]:
+    """``[(abs path, path relative to root)]`` of every file below ``top``, sorted; folder links are
+    not descended (os.walk follows none) and links leading outside ``real_root`` are left out and noted."""
     from src.core.paths import is_inside
 
-    real_root = real_root or Path(os.path.realpath(root))
-    notes = notes if notes is not None else []
-    out: list[tuple[Path, str, str, str]] = []
-    pool = root / POOL
-    if not pool.is_dir():
-        return out
-    if pool.is_symlink() and not is_inside(real_root, pool):
-        notes.append(f"outside_link:{POOL}")
-        return out
-    for dirpath, dirnames, filenames in os.walk(pool):
+    out = []
+    for dirpath, dirnames, filenames in os.walk(top):
         dirnames.sort()
-        for d in dirnames:  # os.walk follows no folder links; report outside ones
+        for d in dirnames:
             if os.path.islink(os.path.join(dirpath, d)) and not is_inside(real_root, os.path.join(dirpath, d)):
                 notes.append(f"outside_link:{(Path(dirpath) / d).relative_to(root).as_posix()}")
         for fn in sorted(filenames):
@@ -206,8 +178,28 @@ def list_pool(root: Path, real_root: Path | None = None, notes: list[str] | None
             if p.is_symlink() and not is_inside(real_root, p):
                 notes.append(f"outside_link:{rel}")
                 continue
-            out.append((p, rel, POOL, ""))
+            out.append((p, rel))
     return out
+
+
+def list_pool(root: Path, real_root: Path | None = None, notes: list[str] | None = None
+              ) -> list[tuple[Path, str, str, str]]:
+    """``[(abs path, rel path, "unlabeled", "")]`` for every file under ``root/unlabeled/``, any depth.
+
+    Links leading outside the dataset (the pool folder itself, a sub-folder or a file) are left
+    out and noted as ``outside_link:`` in ``notes``, as for the labeled splits.
+    """
+    from src.core.paths import is_inside
+
+    real_root = real_root or Path(os.path.realpath(root))
+    notes = notes if notes is not None else []
+    pool = root / POOL
+    if not pool.is_dir():
+        return []
+    if pool.is_symlink() and not is_inside(real_root, pool):
+        notes.append(f"outside_link:{POOL}")
+        return []
+    return [(p, rel, POOL, "") for p, rel in _walk(pool, root, real_root, notes)]
 
 
 def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = None, progress: bool = True) -> dict:
