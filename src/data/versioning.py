@@ -8,7 +8,8 @@ versions back (list, show, diff, restore) is :mod:`src.data.versions`.
 
 A failed version (full disk, unreadable file, interrupt) removes the blobs it wrote; a
 version whose W&B mirror failed stays ``mirrored = 0`` and is mirrored again by the next
-run on the same content, or by ``mirror_pending`` (``--mirror-pending``).
+run on the same content, or by ``mirror_pending`` (``--mirror-pending``). A mirror first hashes
+every stored blob it hands to W&B; one that fails its digest check stops it (nothing logged, still pending).
 """
 
 from __future__ import annotations

@@ -3,19 +3,19 @@
 The local store is the system of record (SQLite tables in :mod:`src.registry.tables`, model
 and extractor files as content-addressed blobs); every registration is mirrored to W&B as
 a ``model`` artifact (offline files to sync later; online it is also linked to the W&B
-model registry with its aliases).
+model registry with its aliases) after its stored bytes pass their digest checks; a version W&B
+did not get stays pending (:mod:`src.registry.mirror`).
 The command line is ``python src/model_registry.py`` (parse and print only).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 from src.core.errors import ConfigError, ModelError, StoreError
 from src.core.store import sha256_file, validate_name
