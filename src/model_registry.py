@@ -6,6 +6,7 @@
     python src/model_registry.py list | compare A B:staging C:v2 | history NAME | lineage NAME:production
     python src/model_registry.py promote NAME --to-alias production [--version v3] [--force --reason "..."]
     python src/model_registry.py convert --i-trust-these-files [--models-dir models]   # old .pkl bundles, once
+    python src/model_registry.py mirror-pending [--name NAME] --wandb-mode offline  # versions W&B never got
 
 The work lives in :mod:`src.registry` (:mod:`src.registry.api`); this script parses flags and prints.
 ``from src.model_registry import register_model, load_model_from_registry`` keeps working.
@@ -19,13 +20,14 @@ from typing import Any, Sequence
 from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli
 from src.registry import api as mr
 from src.registry.api import (EXTRACTOR_FILE, RESULTS_FILE, PromotionRefused, compare_models, get_model_version,
-                              list_models, load_model_from_registry, load_registered_bundle, model_history,
-                              model_lineage, model_name_for, normalize_metrics, promote_model, register_all,
-                              register_model)
+                              list_models, load_model_from_registry, load_registered_bundle, mirror_pending,
+                              model_history, model_lineage, model_name_for, normalize_metrics, promote_model,
+                              register_all, register_model)
 from src.registry.convert import convert_legacy
 
 __all__ = ["EXTRACTOR_FILE", "RESULTS_FILE", "PromotionRefused", "compare_models", "convert_legacy",
-           "get_model_version", "list_models", "load_model_from_registry", "load_registered_bundle", "model_history",
+           "get_model_version", "list_models", "load_model_from_registry", "load_registered_bundle", "mirror_pending",
+           "model_history",
            "model_lineage", "model_name_for", "normalize_metrics", "promote_model", "register_all", "register_model",
            "main"]
 
@@ -81,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--i-trust-these-files", dest="consent", action="store_true",
                    help="you trust these pickles: reading them could run code (without it: say what would change)")
 
+    p = sub.add_parser("mirror-pending", parents=[common],
+                       help="mirror to W&B every version whose mirror failed or never ran (W&B was off or down)")
+    p.add_argument("--name", help="only this model")
+
     p = sub.add_parser("history", parents=[common], help="audit log of every alias move")
     p.add_argument("name")
 
@@ -96,7 +102,8 @@ def _fmt(value: Any) -> str:
 def _print_version(r: dict[str, Any]) -> None:
     state = "registered" if r["created"] else "already registered as"
     aliases = ", ".join(r["aliases"]) or "-"
-    print(f"{state} {r['ref']}  digest {r['digest'][:12]}  aliases: {aliases}")
+    print(f"{state} {r['ref']}  digest {r['digest'][:12]}  aliases: {aliases}"
+          + ("; its pending W&B mirror is done now" if r.get("was_pending") and r.get("mirrored") else ""))
 
 
 def _print_list(models: list[dict[str, Any]]) -> None:
@@ -179,6 +186,12 @@ def command(args: argparse.Namespace) -> int:
                 print(f"converted {f['from']} -> {f['to']}  digest {f['digest'][:12]}")
             for v in res["versions"]:
                 print(f"converted {v['ref']}  digest {v['from_digest'][:12]} -> {v['to_digest'][:12]}")
+    elif args.command == "mirror-pending":
+        done = mr.mirror_pending(args.name, store=store, wandb_mode=args.wandb_mode)
+        if args.json:
+            print_json({"mirrored": done})
+        else:
+            print(f"mirrored {len(done)} pending version(s) to W&B" + (": " + ", ".join(done) if done else ""))
     elif args.command == "history":
         res = mr.model_history(args.name, store=store)
         print_json(res) if args.json else _print_history(res)

@@ -127,7 +127,8 @@ def _register_row(store: Path) -> None:
 
     st = open_registry(store)
     with st.transaction() as con:
-        con.execute("INSERT INTO registry_versions VALUES (?,?,?,?,?,?,?)",
+        con.execute("INSERT INTO registry_versions (name, version, digest, extractor_digest, metrics, metadata, "
+                    "created_at) VALUES (?,?,?,?,?,?,?)",
                     ("label-spreading-classifier", 1, "ab" * 32, "cd" * 32, json.dumps({"test_accuracy": 0.9}),
                      json.dumps({}), time.time()))
 

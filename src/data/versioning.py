@@ -8,7 +8,8 @@ versions back (list, show, diff, restore) is :mod:`src.data.versions`.
 
 A failed version (full disk, unreadable file, interrupt) removes the blobs it wrote; a
 version whose W&B mirror failed stays ``mirrored = 0`` and is mirrored again by the next
-run on the same content, or by ``mirror_pending`` (``--mirror-pending``).
+run on the same content, or by ``mirror_pending`` (``--mirror-pending``). A mirror first hashes
+every stored blob it hands to W&B; one that fails its digest check stops it (nothing logged, still pending).
 """
 
 from __future__ import annotations
@@ -71,16 +72,17 @@ class _Committed:
     store: Any
 
 
-def _mirror(tracker, v: _Committed, tables: bool = True) -> None:
+def _mirror(tracker, v: _Committed, tables: bool = True, content: tuple | None = None) -> None:
     """Log the version as a W&B ``dataset`` artifact plus sample and statistics tables.
 
     ``tables=False`` (a caller's run, e.g. training) logs only the artifact, so the
-    caller's step counter is left alone.
+    caller's step counter is left alone. ``content`` is :func:`_artifact_content` already made
+    (its blobs already checked against their digests).
     """
     if not getattr(tracker, "enabled", True):  # W&B disabled: nothing to stage
         return
     manifest, meta, quality, st = v.manifest, v.meta, v.quality, v.store
-    blobs, metadata = _artifact_content(v)
+    blobs, metadata = content or _artifact_content(v)
     # `latest` only: W&B numbers versions itself (from v0, none for identical content) and reads a `vN`
     # alias as its own version index, so the local number is metadata (`local_version`), not an alias.
     tracker.log_artifact(v.name, "dataset", immutable_files=blobs, metadata=metadata, aliases=["latest"],
@@ -112,8 +114,31 @@ def _artifact_content(v: _Committed) -> tuple[dict[str, Path], dict[str, Any]]:
              "quality.json": st.put_bytes(_canonical(v.quality))}
     st.pin(files.values(), f"dataset {v.name}:v{v.version} W&B mirror")  # no table names them: keep them from gc
     blobs = {arcname: st.blob_path(d) for arcname, d in files.items()}
-    blobs |= {f"data/{e['path']}": st.blob_path(e["sha256"]) for e in v.manifest if st.has_blob(e["sha256"])}
+    digests = dict(files) | {f"data/{e['path']}": e["sha256"] for e in v.manifest if st.has_blob(e["sha256"])}
+    _check_blobs(st, f"{v.name}:v{v.version}", digests)
+    blobs |= {arcname: st.blob_path(d) for arcname, d in digests.items() if arcname.startswith("data/")}
     return blobs, {**v.meta, "local_version": f"v{v.version}"}
+
+
+def _check_blobs(st, ref: str, digests: dict[str, str]) -> None:
+    """Every stored blob handed to W&B must still hash to its digest (each distinct blob hashed once)."""
+    from src.core.errors import StoreError
+    from src.core.store import sha256_file
+
+    checked: set[str] = set()
+    for arcname, digest in sorted(digests.items()):
+        if digest in checked:
+            continue
+        try:
+            actual = sha256_file(st.blob_path(digest))
+        except OSError as e:
+            actual = f"unreadable ({e.strerror or e})"
+        if actual != digest:
+            raise StoreError(f"{ref} was not mirrored to W&B: its stored {arcname} fails its digest check "
+                             f"(expected {digest[:12]}, found {actual[:12]})",
+                             hint="the store was damaged or tampered with; the version stays pending "
+                                  "(restore the blob or re-create the version from a good copy)")
+        checked.add(digest)
 
 
 def _canonical(obj: Any) -> bytes:
@@ -145,11 +170,13 @@ def _mirror_or_explain(tracker, v: _Committed, wandb_mode: str | None, result: d
     """Mirror a committed version to W&B (the caller's run, or a run of our own) and record it.
 
     Only a mirror that happened (W&B not disabled) marks the version mirrored; a failure
-    leaves it pending for the next run and is one line.
+    leaves it pending for the next run and is one line, as does a stored blob that fails its digest check.
     """
-    from src.tracking import Tracker
+    from src.tracking import Tracker, resolve_mode
 
     own = tracker is None
+    wanted = tracker.enabled if not own else resolve_mode(wandb_mode) != "disabled"
+    content = _artifact_content(v) if wanted else None  # checked before any run opens: a bad blob logs nothing
     try:
         tr = tracker
         if own:
@@ -157,7 +184,7 @@ def _mirror_or_explain(tracker, v: _Committed, wandb_mode: str | None, result: d
             tr = Tracker("dataset-version", config, mode=wandb_mode, name=f"{v.name}-v{v.version}")
         enabled = bool(tr.enabled)
         try:
-            _mirror(tr, v, tables=own)
+            _mirror(tr, v, tables=own, content=content)
             result["run_dir"] = tr.run_dir
         finally:
             if own:

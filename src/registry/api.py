@@ -3,26 +3,27 @@
 The local store is the system of record (SQLite tables in :mod:`src.registry.tables`, model
 and extractor files as content-addressed blobs); every registration is mirrored to W&B as
 a ``model`` artifact (offline files to sync later; online it is also linked to the W&B
-model registry with its aliases).
+model registry with its aliases) after its stored bytes pass their digest checks; a version W&B
+did not get stays pending (:mod:`src.registry.mirror`).
 The command line is ``python src/model_registry.py`` (parse and print only).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 from src.core.errors import ConfigError, ModelError, StoreError
-from src.core.store import sha256_bytes, sha256_file, validate_name
-from src.learning.bundles import (artifact_files, check_model_bytes, load_model_bundle, model_file_name,
-                                  model_name_for)
+from src.core.store import sha256_file, validate_name
+from src.learning.bundles import load_model_bundle, model_file_name, model_name_for
+from src.registry.mirror import (_mirror, _publish, _verified_blob, artifact_metadata, mirror_pending,  # noqa: F401
+                                 publish_recorded, verified_blobs)
 from src.registry.tables import (DEFAULT_TOLERANCE, LATEST, all_versions, get_version, history, insert_version,
-                                 move_alias, open_registry, parse_ref, resolve, validate_alias)
+                                 is_mirrored, move_alias, open_registry, parse_ref, resolve, validate_alias)
 
 log = logging.getLogger(__name__)
 
@@ -60,66 +61,11 @@ def normalize_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     return out
 
 
-def _tracker(mode: str | None, command: str, config: Mapping[str, Any] | None = None):
-    from src.tracking import Tracker
-
-    return Tracker("model-registry", {"command": command, **dict(config or {})}, mode=mode)
-
-
-@contextlib.contextmanager
-def _mirror(tracker, mode: str | None, command: str) -> Iterator[Any]:
-    """Use the caller's tracker, or open (and finish) one for this call."""
-    if tracker is not None:
-        yield tracker
-        return
-    t = _tracker(mode, command)
-    try:
-        yield t
-    finally:
-        t.finish()
-
-
 def _lineage_metadata(bundle: Mapping[str, Any], context: Mapping[str, Any] | None) -> dict[str, Any]:
     meta = {k: bundle.get(k) for k in ("algorithm", "class_names", "config", "seed", "dataset", "run_id",
                                        "code_version", "preprocessing")}
     meta.update({k: v for k, v in dict(context or {}).items() if v is not None})
     return json.loads(json.dumps(meta, default=str))  # JSON-safe (numpy scalars, paths)
-
-
-def _publish(tracker, mv, store) -> None:
-    """Mirror ``mv`` to W&B, after its stored bytes pass their digest checks (never a tampered blob).
-
-    The artifact is named after the registered model and holds the same files under the same names as
-    the training run's model artifact (:func:`~src.learning.bundles.artifact_files`), so a trained model
-    registered under its default name is the training run's W&B version (same digest), not a second
-    copy. The local version number goes into the metadata (``local_version``), never into an alias:
-    W&B numbers its versions itself and reads a ``vN`` alias as its own version index.
-    """
-    if not tracker.enabled:
-        return
-    model, extractor = verified_blobs(store, mv)
-    files = artifact_files(model, extractor)
-    tracker.log_artifact(mv.name, "model", immutable_files=files, metadata=artifact_metadata(mv),
-                         aliases=sorted(mv.aliases))
-    if tracker.mode == "online":
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as d:
-            for (arcname, src), digest in zip(files.items(), (mv.digest, mv.extractor_digest)):
-                data = Path(src).read_bytes()
-                if sha256_bytes(data) != digest:  # changed since the check above: upload nothing more
-                    raise ModelError(f"stored {arcname} of {mv.ref} changed while it was mirrored",
-                                     hint="the store was tampered with; re-register the model")
-                Path(d, arcname).write_bytes(data)
-            tracker.link_model(d, mv.name, sorted(mv.aliases), artifact_name=mv.name)
-
-
-def artifact_metadata(mv) -> dict[str, Any]:
-    """What the registry's W&B model artifact records: the training run's keys plus the local version."""
-    meta = {"local_version": f"v{mv.version}", "registered_name": mv.name, "model_digest": mv.digest,
-            "extractor_digest": mv.extractor_digest, "metrics": mv.metrics,
-            **{k: mv.metadata.get(k) for k in ("algorithm", "run_id", "dataset", "code_version")}}
-    return json.loads(json.dumps(meta, default=str))
 
 
 # -- Python API -----------------------------------------------------------------------------
@@ -192,10 +138,13 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
             events += [move_alias(con, model_name, a, version, reason=f"registered with --alias {a}")
                        for a in aliases]
             mv = get_version(con, model_name, version)
+            pending = not is_mirrored(con, model_name, version)
         log.info("%s %s (digest %s)", "registered" if created else "already registered", mv.ref, mv.digest[:12])
-        if created or any(e["action"] in ("moved", "forced") for e in events):
-            _publish(t, mv, st)
-    result = {**mv.to_dict(), "created": created, "events": events}
+        mirrored = False  # a version committed before a crash or a failed mirror is mirrored now
+        if created or pending or any(e["action"] in ("moved", "forced") for e in events):
+            mirrored = publish_recorded(t, mv, st)
+    result = {**mv.to_dict(), "created": created, "events": events, "mirrored": mirrored,
+              "was_pending": pending and not created}
     refused = [e for e in events if e["action"] == "refused"]
     if refused and raise_on_refusal:
         raise PromotionRefused(f"registered {mv.ref} but did not move {refused[0]['alias']}: "
@@ -323,7 +272,7 @@ def promote_model(name: str, to_alias: str, version: str | int | None = None, *,
     if event["action"] in ("moved", "forced"):
         target.aliases = sorted(set(target.aliases) | {to_alias})
         with _mirror(None, wandb_mode, "promote") as t:
-            _publish(t, target, st)
+            publish_recorded(t, target, st)
     return event
 
 
@@ -346,27 +295,6 @@ def model_lineage(ref: str, *, store: Any = None) -> dict[str, Any]:
                     "config": m.get("config"), "registered_by": m.get("wandb_run_id")},
             "dataset": {"version": dataset.get("version"), "digest": dataset.get("digest")},
             "extractor": {"digest": st_mv.extractor_digest}}
-
-
-def _verified_blob(st, digest: str, what: str) -> Path:
-    """The blob of ``digest`` after its bytes were hashed; a model blob must also be a skops file of trusted types."""
-    p = st.blob_path(digest)
-    if not p.is_file():
-        raise ModelError(f"stored {what} {digest[:12]} is missing from {st.blob_root}",
-                         hint="the store was edited by hand; re-register the model")
-    data = p.read_bytes()
-    actual = sha256_bytes(data)
-    if actual != digest:
-        raise ModelError(f"stored {what} fails its digest check (expected {digest[:12]}, found {actual[:12]})",
-                         hint="the store was tampered with; re-register the model from a trusted file")
-    if what == "model":
-        check_model_bytes(data, f"stored model {digest[:12]}")
-    return p
-
-
-def verified_blobs(st, mv) -> tuple[Path, Path]:
-    """Model and extractor blobs of ``mv``, both checked against their recorded digests."""
-    return _verified_blob(st, mv.digest, "model"), _verified_blob(st, mv.extractor_digest, "extractor")
 
 
 def load_registered_bundle(name: str, alias: str = "production", *, store: Any = None) -> dict[str, Any]:

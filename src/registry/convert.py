@@ -146,7 +146,7 @@ def convert_legacy(models_dir: str | os.PathLike = "models", *, consent: bool = 
 
 
 def _convert_versions(st, versions: list, new_blobs: dict[str, bytes], wandb_mode: str | None) -> list[dict]:
-    from src.registry.api import _mirror, _publish
+    from src.registry.mirror import _mirror, publish_recorded
 
     out, updated = [], []
     digests = {mv.ref: st.put_bytes(new_blobs[mv.ref]) for mv in versions}
@@ -169,7 +169,7 @@ def _convert_versions(st, versions: list, new_blobs: dict[str, bytes], wandb_mod
             out.append({"ref": mv.ref, "from_digest": mv.digest, "to_digest": new})
     with _mirror(None, wandb_mode, "convert") as t:
         for mv in updated:
-            _publish(t, mv, st)
+            publish_recorded(t, mv, st)
     for o in out:
         log.info("converted %s (%s -> %s)", o["ref"], o["from_digest"][:12], o["to_digest"][:12])
     return out

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS registry_versions (
     metrics TEXT NOT NULL,
     metadata TEXT NOT NULL,
     created_at REAL NOT NULL,
+    mirrored INTEGER,
     PRIMARY KEY (name, version),
     UNIQUE (name, digest)
 );
@@ -53,6 +54,13 @@ CREATE TABLE IF NOT EXISTS registry_events (
 CREATE INDEX IF NOT EXISTS registry_events_by_name ON registry_events (name, id);
 """
 
+# Columns added to stores made before they existed. ``mirrored``: 1 once the version (with its aliases as
+# they were then) was logged to W&B; 0 while its mirror failed, never ran, or ran with W&B disabled;
+# NULL (versions from before the column) reads as pending, like dataset versions: W&B finds an
+# already mirrored one by content, so mirroring it again adds no W&B version.
+ADDED_COLUMNS = {"registry_versions": {"mirrored": "INTEGER"}}
+VERSION_COLS = ("name", "version", "digest", "extractor_digest", "metrics", "metadata", "created_at", "mirrored")
+
 LATEST = "latest"
 PROTECTED_ALIASES = frozenset({"production"})
 GATE_METRIC = "test_accuracy"
@@ -64,7 +72,7 @@ _VERSION_RE = re.compile(r"^v(\d+)$")
 def open_registry(store: Store | str | None = None) -> Store:
     """A :class:`Store` with the registry tables created."""
     st = Store.of(store)
-    st.ensure_schema("registry", SCHEMA)
+    st.ensure_schema("registry", SCHEMA, ADDED_COLUMNS)  # read-only stores are left as they are
     return st
 
 
@@ -201,10 +209,30 @@ def insert_version(con: sqlite3.Connection, name: str, digest: str, extractor_di
         return row["version"], False
     version = con.execute("SELECT COALESCE(MAX(version), -1) + 1 FROM registry_versions WHERE name = ?",
                           (name,)).fetchone()[0]
-    con.execute("INSERT INTO registry_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+    con.execute(f"INSERT INTO registry_versions ({', '.join(VERSION_COLS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, version, digest, extractor_digest, json.dumps(metrics), json.dumps(metadata),
-                 time.time()))
+                 time.time(), 0))
     return version, True
+
+
+def is_mirrored(con: sqlite3.Connection, name: str, version: int) -> bool:
+    """True once ``name:vK`` was logged to W&B and nothing (an alias move) has happened since."""
+    row = con.execute("SELECT * FROM registry_versions WHERE name = ? AND version = ?", (name, version)).fetchone()
+    return bool(row and "mirrored" in row.keys() and row["mirrored"])
+
+
+def pending_mirrors(con: sqlite3.Connection, name: str | None = None) -> list[tuple[str, int]]:
+    """(name, version) of every version whose W&B mirror failed or never ran, oldest first."""
+    cols = {r["name"] for r in con.execute("PRAGMA table_info(registry_versions)")}
+    cond = "AND (mirrored IS NULL OR mirrored = 0)" if "mirrored" in cols else ""
+    return [(r["name"], r["version"]) for r in con.execute(
+        f"SELECT name, version FROM registry_versions WHERE (? IS NULL OR name = ?) {cond} ORDER BY name, version",
+        (name, name))]
+
+
+def set_mirrored(con: sqlite3.Connection, name: str, version: int, mirrored: bool) -> None:
+    con.execute("UPDATE registry_versions SET mirrored = ? WHERE name = ? AND version = ?",
+                (int(mirrored), name, version))
 
 
 def gate_refusal(current: ModelVersion, candidate: ModelVersion, tolerance: float) -> str | None:

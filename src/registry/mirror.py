@@ -1,0 +1,162 @@
+"""The registry's W&B mirror: digest-checked publishing and the per-version ``mirrored`` state.
+
+The local store is the system of record; W&B mirrors it. A version is ``mirrored`` once its
+artifact (with its aliases of the moment) was logged; until then (a crash between commit and
+publish, W&B unreachable, W&B disabled, a blob that fails its check) it stays pending and is
+mirrored by the next ``register``/``register-all`` of the same bytes or by ``mirror-pending``.
+Every mirror checks the stored bytes against their digests first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from src.core.errors import ConfigError, ModelError, StoreError, TrackingError
+from src.core.store import sha256_bytes
+from src.learning.bundles import artifact_files, check_model_bytes
+from src.registry.tables import get_version, open_registry, pending_mirrors, set_mirrored
+
+MIRROR_COMMAND = "python src/model_registry.py mirror-pending"
+
+
+def _tracker(mode: str | None, command: str, config: Mapping[str, Any] | None = None):
+    from src.tracking import Tracker
+
+    return Tracker("model-registry", {"command": command, **dict(config or {})}, mode=mode)
+
+
+@contextlib.contextmanager
+def _mirror(tracker, mode: str | None, command: str) -> Iterator[Any]:
+    """Use the caller's tracker, or open (and finish) one for this call."""
+    if tracker is not None:
+        yield tracker
+        return
+    t = _tracker(mode, command)
+    try:
+        yield t
+    finally:
+        t.finish()
+
+
+
+
+def _publish(tracker, mv, store) -> None:
+    """Mirror ``mv`` to W&B, after its stored bytes pass their digest checks (never a tampered blob).
+
+    The artifact is named after the registered model and holds the same files under the same names as
+    the training run's model artifact (:func:`~src.learning.bundles.artifact_files`), so a trained model
+    registered under its default name is the training run's W&B version (same digest), not a second
+    copy. The local version number goes into the metadata (``local_version``), never into an alias:
+    W&B numbers its versions itself and reads a ``vN`` alias as its own version index.
+    """
+    if not tracker.enabled:
+        return
+    model, extractor = verified_blobs(store, mv)
+    files = artifact_files(model, extractor)
+    tracker.log_artifact(mv.name, "model", immutable_files=files, metadata=artifact_metadata(mv),
+                         aliases=sorted(mv.aliases))
+    if tracker.mode == "online":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            for (arcname, src), digest in zip(files.items(), (mv.digest, mv.extractor_digest)):
+                data = Path(src).read_bytes()
+                if sha256_bytes(data) != digest:  # changed since the check above: upload nothing more
+                    raise ModelError(f"stored {arcname} of {mv.ref} changed while it was mirrored",
+                                     hint="the store was tampered with; re-register the model")
+                Path(d, arcname).write_bytes(data)
+            tracker.link_model(d, mv.name, sorted(mv.aliases), artifact_name=mv.name)
+
+
+def artifact_metadata(mv) -> dict[str, Any]:
+    """What the registry's W&B model artifact records: the training run's keys plus the local version."""
+    meta = {"local_version": f"v{mv.version}", "registered_name": mv.name, "model_digest": mv.digest,
+            "extractor_digest": mv.extractor_digest, "metrics": mv.metrics,
+            **{k: mv.metadata.get(k) for k in ("algorithm", "run_id", "dataset", "code_version")}}
+    return json.loads(json.dumps(meta, default=str))
+
+
+
+
+def _verified_blob(st, digest: str, what: str) -> Path:
+    """The blob of ``digest`` after its bytes were hashed; a model blob must also be a skops file of trusted types."""
+    p = st.blob_path(digest)
+    if not p.is_file():
+        raise ModelError(f"stored {what} {digest[:12]} is missing from {st.blob_root}",
+                         hint="the store was edited by hand; re-register the model")
+    data = p.read_bytes()
+    actual = sha256_bytes(data)
+    if actual != digest:
+        raise ModelError(f"stored {what} fails its digest check (expected {digest[:12]}, found {actual[:12]})",
+                         hint="the store was tampered with; re-register the model from a trusted file")
+    if what == "model":
+        check_model_bytes(data, f"stored model {digest[:12]}")
+    return p
+
+
+def verified_blobs(st, mv) -> tuple[Path, Path]:
+    """Model and extractor blobs of ``mv``, both checked against their recorded digests."""
+    return _verified_blob(st, mv.digest, "model"), _verified_blob(st, mv.extractor_digest, "extractor")
+
+
+
+
+def publish_recorded(tracker, mv, store) -> bool:
+    """:func:`_publish` ``mv`` and record the outcome in its ``mirrored`` state; True when it was mirrored.
+
+    W&B disabled sends nothing, so the version is left (or becomes) pending; a failed mirror leaves it
+    pending and is one line (a digest failure stays the ModelError it is).
+    """
+    if not tracker.enabled:
+        _record(store, mv, False)
+        return False
+    try:
+        _publish(tracker, mv, store)
+    except BaseException as e:
+        _record(store, mv, False)
+        if isinstance(e, (TrackingError, OSError)):
+            why = e.args[0] if isinstance(e, TrackingError) else f"{e.strerror or e}"
+            raise TrackingError(f"{mv.ref} is stored locally, but mirroring it to W&B failed: {why}",
+                                hint=f"it is mirrored again on the next register of the same file, or with "
+                                     f"`{MIRROR_COMMAND}`") from e
+        raise
+    _record(store, mv, True)
+    return True
+
+
+def _record(store, mv, mirrored: bool) -> None:
+    if not store.writable:
+        return
+    with store.transaction() as con:
+        set_mirrored(con, mv.name, mv.version, mirrored)
+
+
+def mirror_pending(name: str | None = None, *, store: Any = None, wandb_mode: str | None = None) -> list[str]:
+    """Mirror every registry version whose W&B mirror failed or never ran; returns the refs mirrored."""
+    from src.core.store import validate_name
+    from src.tracking import resolve_mode
+
+    if name is not None:
+        validate_name(name, "model name")
+    mode = resolve_mode(wandb_mode)
+    if mode == "disabled":
+        raise ConfigError("mirror-pending needs W&B: the mode is 'disabled'",
+                          hint="pass --wandb-mode offline (then `wandb sync`) or online")
+    st = open_registry(store)
+    st.require_writable()
+    with st.read() as con:
+        if name is not None and not con.execute("SELECT 1 FROM registry_versions WHERE name = ? LIMIT 1",
+                                                (name,)).fetchone():
+            raise StoreError(f"no model named {name!r} in the registry", hint="see `list` without a name")
+        todo = [get_version(con, n, v) for n, v in pending_mirrors(con, name)]
+    done: list[str] = []
+    if not todo:
+        return done
+    with _mirror(None, mode, "mirror-pending") as t:
+        for mv in todo:
+            publish_recorded(t, mv, st)
+            done.append(mv.ref)
+    return done
