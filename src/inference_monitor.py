@@ -54,6 +54,12 @@ DASHBOARD_HELP = """Building W&B panels for the monitoring keys (project grocery
 """
 
 
+def _add_drift_flags(p: argparse.ArgumentParser) -> None:
+    """How drift is judged: the same flags, defaults and help for batch monitoring and serving."""
+    p.add_argument("--window", type=int, default=200, help="recent predictions used for drift detection")
+    p.add_argument("--alpha", type=float, default=0.05, help="overall false-alarm rate of the drift test")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inference_monitor.py", description="Monitored batch inference with drift "
                                 "detection. `inference_monitor.py serve --help`: the prediction endpoint.")
@@ -62,8 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extractor-path", default=None, help="default: feature_extractor.pth next to the model")
     p.add_argument("--test-dir", default="DS2GROCERIES/test", help="ImageFolder split (labels from folders) or a flat folder")
     p.add_argument("--n-samples", type=int, default=200, help="images to monitor, sampled with --seed (0 = all)")
-    p.add_argument("--window", type=int, default=200, help="recent predictions used for drift detection")
-    p.add_argument("--alpha", type=float, default=0.05, help="overall false-alarm rate of the drift test")
+    _add_drift_flags(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fail-on-drift", action="store_true", help=f"exit {DRIFT_EXIT_CODE} when drift is detected")
     p.add_argument("--alerts", action="store_true", help="print the local alert log and exit")
@@ -117,8 +122,7 @@ def build_serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="0 = any free port")
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="larger uploads get 413")
-    p.add_argument("--window", type=int, default=200, help="recent predictions used for drift detection")
-    p.add_argument("--alpha", type=float, default=0.05, help="overall false-alarm rate of the drift test")
+    _add_drift_flags(p)
     p.add_argument("--drift-every", type=int, default=50, help="predictions between drift tests (in the background, "
                                                               "at most one every 5 s)")
     p.add_argument("--top-k", type=int, default=5, help="probabilities returned per prediction (?top=N overrides)")

@@ -13,13 +13,10 @@ from src.monitoring.records import alerts, open_monitor_store, predictions
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from src.data.synth import generate_dataset
-    from src.train_with_wandb import train_with_wandb
+    from helpers import train_tiny_models
 
     tmp = tmp_path_factory.mktemp("mon")
-    data = generate_dataset(tmp / "data", n_classes=4, train_per_class=20, test_per_class=12, image_size=64, seed=3)
-    train_with_wandb(labeled_ratio=0.5, fine_tune_epochs=0, n_neighbors=5, data_dir=data, models_dir=tmp / "models",
-                     store=tmp / "train_store", wandb_mode="disabled", image_size=64, progress=False)
+    data = train_tiny_models(tmp, test_per_class=12)
     sketch = tmp / "sketch"
     for p in (data / "test").rglob("*.jpg"):  # the same objects drawn in another style
         out = sketch / p.parent.name / p.name

@@ -25,14 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from src.data.synth import generate_dataset
+    from helpers import train_tiny_models
+
     from src.model_registry import register_model
-    from src.train_with_wandb import train_with_wandb
 
     tmp = tmp_path_factory.mktemp("serve")
-    data = generate_dataset(tmp / "data", n_classes=4, train_per_class=20, test_per_class=6, image_size=64, seed=3)
-    train_with_wandb(labeled_ratio=0.5, fine_tune_epochs=0, n_neighbors=5, data_dir=data, models_dir=tmp / "models",
-                     store=tmp / "train_store", wandb_mode="disabled", image_size=64, progress=False)
+    data = train_tiny_models(tmp, test_per_class=6)
     store = tmp / "store"  # one store for every server here: the ONNX export is made once
     register_model(tmp / "models" / "label_spreading_model.skops", "tiny", {}, ["production"], store=store,
                    wandb_mode="disabled")

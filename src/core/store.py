@@ -316,9 +316,7 @@ class Store:
         dest = self.blob_path(digest)
         if self._fresh(dest) and not (verify_existing and sha256_file(dest) != digest):
             return digest
-        tmp = self.mkstemp()
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
+        with self._new_blob(dest) as tmp:
             copied = False
             if link:
                 try:
@@ -331,11 +329,6 @@ class Store:
                 shutil.copyfile(path, tmp)
             if sha256_file(tmp) != digest:  # the source changed under us
                 raise StoreError(f"{path} changed while it was being stored", hint="retry")
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, dest)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return digest
 
     def put_bytes(self, data: bytes) -> str:
@@ -347,19 +340,26 @@ class Store:
         dest = self.blob_path(digest)
         if self._fresh(dest):
             return digest
-        tmp = self.mkstemp()
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
+        with self._new_blob(dest) as tmp:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+        return digest
+
+    @contextlib.contextmanager
+    def _new_blob(self, dest: Path) -> Iterator[Path]:
+        """A temporary file to fill; on success it becomes the read-only blob ``dest`` in one rename,
+        on any failure it is removed (the caller holds the blob lock)."""
+        tmp = self.mkstemp()
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
             os.chmod(tmp, 0o444)
             os.replace(tmp, dest)
         finally:
             if tmp.exists():
                 tmp.unlink()
-        return digest
 
     def remove_blobs(self, digests) -> int:
         """Remove blobs (a failed operation's own new ones); returns how many were removed."""
