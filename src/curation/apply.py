@@ -20,9 +20,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from src.core.errors import ConfigError, DataError
+from src.core.paths import is_inside
 from src.core.store import Store, sha256_file
 from src.curation.labels_csv import read_labels
-from src.curation.paths import class_dir_problem, class_name_problem, data_root, is_inside, pool_path_problem
+from src.curation.paths import (
+    class_dir_problem,
+    class_name_problem,
+    data_root,
+    pool_path_problem,
+)
 from src.data.versions import DEFAULT_NAME, SOURCES
 
 log = logging.getLogger(__name__)
@@ -109,7 +115,7 @@ def _move(root: Path, m: dict) -> bool:
     if os.path.lexists(dst):
         raise DataError(f"{m['to']} appeared while labeling; refusing to overwrite it", hint="re-run apply")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if not is_inside(dst.parent, root):
+    if not is_inside(root, dst.parent):
         raise DataError(f"{dst.parent} leaves the data dir", hint="remove the symlink")
     os.rename(src, dst)
     return True

@@ -46,7 +46,11 @@ def _unfinetuned_extractor(models_dir: Path, store: Store):
 
 def pretrained_extractor(image_size: int = DEFAULT_IMAGE_SIZE):
     """ImageNet EfficientNet-Lite0 features (no fine-tuning), keyed for the feature cache."""
-    from src.features.backbone import Preprocessing, create_model, pretrained_weights_path
+    from src.features.backbone import (
+        Preprocessing,
+        create_model,
+        pretrained_weights_path,
+    )
     from src.features.extraction import TorchExtractor
 
     pre = Preprocessing.for_size(image_size)

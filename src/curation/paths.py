@@ -7,6 +7,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from src.core.errors import DataError
+from src.core.paths import is_inside
 from src.data.scan import POOL
 
 CLASS_NAME = re.compile(r"^[^/\\\x00-\x1f]+$")
@@ -21,15 +22,6 @@ def data_root(data_dir: str | os.PathLike) -> Path:
     if not (root / "train").is_dir():
         raise DataError(f"{root} has no 'train' folder", hint=f"expected {root}/train/<class_name>/<images>")
     return root
-
-
-def is_inside(path: Path, root: Path) -> bool:
-    """True when ``path`` (symlinks resolved) is ``root`` or below it."""
-    try:
-        Path(os.path.realpath(path)).relative_to(root)
-        return True
-    except ValueError:
-        return False
 
 
 def pool_path_problem(root: Path, rel: str) -> str | None:
@@ -48,7 +40,7 @@ def pool_path_problem(root: Path, rel: str) -> str | None:
             return f"{here.relative_to(root).as_posix()} is a symlink; refusing to move through it"
     if not full.is_file():
         return f"{rel!r} is not a regular file"
-    if not is_inside(full, root / POOL):
+    if not is_inside(root / POOL, full):
         return f"{rel!r} resolves outside the pool"
     return None
 
@@ -62,7 +54,7 @@ def class_name_problem(name: str) -> str | None:
 def class_dir_problem(root: Path, name: str) -> str | None:
     """A class folder that exists as a symlink or resolves outside the data dir would move images out."""
     d = root / "train" / name
-    if d.is_symlink() or (root / "train").is_symlink() or (d.exists() and not is_inside(d, root)):
+    if d.is_symlink() or (root / "train").is_symlink() or (d.exists() and not is_inside(root, d)):
         return f"train/{name} is a symlink; refusing to move images into it"
     if d.exists() and not d.is_dir():
         return f"train/{name} is not a folder"
