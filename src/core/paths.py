@@ -89,6 +89,8 @@ def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this machine (a process we may not signal counts as alive)."""
     if pid <= 0:
         return False
+    if os.name == "nt":  # there os.kill(pid, 0) would terminate the process: assume alive, remove nothing
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

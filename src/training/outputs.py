@@ -34,6 +34,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from src.core.paths import pid_alive
+
 log = logging.getLogger(__name__)
 
 MANIFEST = ".grocery-outputs.json"
@@ -133,7 +135,7 @@ def recover(models_dir: Path) -> None:
         if not m or not path.is_dir() or str(path) in _ACTIVE:
             continue
         pid = int(m[1])
-        if pid != os.getpid() and _alive(pid):
+        if pid != os.getpid() and pid_alive(pid):
             continue
         if (path / JOURNAL).is_file():
             with _locked(models_dir):
@@ -146,18 +148,6 @@ def recover(models_dir: Path) -> None:
         else:
             log.info("removing %s, left by a training run that did not finish", path)
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if os.name == "nt":  # there os.kill(pid, 0) would terminate the process
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, owned by someone else
-        return True
-    return True
 
 
 def copy_best_model(out_dir: Path, model_path: str) -> str:
