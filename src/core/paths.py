@@ -84,6 +84,25 @@ def is_inside(real_root: Path, path: str | os.PathLike) -> bool:
     return Path(os.path.realpath(path)).is_relative_to(real_root)
 
 
+def write_text_atomic(path: str | os.PathLike, text: str, *, fsync: bool = False) -> Path:
+    """Write ``text`` beside ``path`` under a temp name of this process and rename it into place, so
+    a reader never sees half a file; ``fsync`` also forces it to disk first (journals)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{temp_prefix()}tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 # -- temporary files of killed runs --------------------------------------------------------
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this machine (a process we may not signal counts as alive)."""

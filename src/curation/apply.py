@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from src.core.errors import ConfigError, DataError
-from src.core.paths import is_inside
+from src.core.paths import is_inside, write_text_atomic
 from src.core.store import Store, sha256_file
 from src.curation.labels_csv import read_labels
 from src.curation.paths import (
@@ -40,13 +40,7 @@ def journal_path(store: Store, root: Path) -> Path:
 
 
 def _write_journal(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload), fsync=True)
 
 
 def _known_classes(root: Path) -> set[str]:

@@ -12,6 +12,7 @@ already extracted them).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -21,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from src.core.errors import ConfigError, DataError, ModelError
+from src.core.paths import write_text_atomic
 from src.core.store import Store
 from src.curation.paths import data_root
-from src.curation.sheet import contact_sheet, write_atomic
+from src.curation.sheet import contact_sheet
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("diverse", "margin", "random")
@@ -101,15 +103,14 @@ def suggest(data_dir: str | os.PathLike, models_dir: str | os.PathLike = "models
             for i in idx]
     out_dir = Path(out) if out else models / "labeling"
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{CSV_NAME}.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "suggested_label", "confidence"])
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, out_dir / CSV_NAME)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=["path", "suggested_label", "confidence"])
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(out_dir / CSV_NAME, buf.getvalue())
     intro = (f"{len(rows)} of {len(ds.pool)} unlabeled images ({strategy}), with {algo}'s guess. Copy {CSV_NAME}, "
              f"add a 'label' column with the true class, then: labeling.py apply --data-dir {root} --labels FILE")
-    write_atomic(out_dir / HTML_NAME, contact_sheet("Images to label", intro, rows, root,
+    write_text_atomic(out_dir / HTML_NAME, contact_sheet("Images to label", intro, rows, root,
                                                     ["suggested_label", "confidence"]))
     return {"strategy": strategy, "algorithm": algo, "pool_size": len(ds.pool), "suggestions": rows,
             "csv": str(out_dir / CSV_NAME), "html": str(out_dir / HTML_NAME)}

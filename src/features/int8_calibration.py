@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from src.core.paths import write_text_atomic
 from src.core.store import Store
 from src.features.onnx_runtime import INT8_RECIPE, OrtExtractor, cached_onnx, ensure_onnx, quantize_int8
 
@@ -116,10 +117,7 @@ def load_calibrated_int8(extractor_path: str | os.PathLike, extractor_digest: st
         fp32 = cached_onnx(extractor_digest, store) or ensure_onnx(extractor_path, extractor_digest, store)
         pre = OrtExtractor(fp32, key="", threads=1).preprocessing
         path, ranges = calibrated_paths(store, extractor_digest, pre.image_size, calib)
-        ranges.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ranges.with_name(f".{ranges.name}.{os.getpid()}.tmp")
-        tmp.write_text(calibration["ranges"])
-        os.replace(tmp, ranges)
+        write_text_atomic(ranges, calibration["ranges"])
         log.info("rebuilding the model's int8 extractor from its recorded calibration (%s)", path.name)
         quantize_int8(fp32, pre, path, ranges_path=ranges)
     return _attach(path, extractor_digest, dict(calibration))

@@ -16,13 +16,13 @@ import json
 import logging
 import os
 import sqlite3
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from src.core.errors import ConfigError, ModelError, StoreError
+from src.core.paths import write_text_atomic
 from src.core.store import sha256_bytes
 from src.learning.bundles import (CONVERT_COMMAND, LEGACY_SUFFIX, MODEL_SUFFIX, bundle_bytes, is_pickle, sidecar,
                                   write_model_file)
@@ -92,10 +92,7 @@ def _checked_blob(st, mv) -> bytes:
 
 
 def _write_results(path: Path, results: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(results, indent=2))
 
 
 def convert_legacy(models_dir: str | os.PathLike = "models", *, consent: bool = False, store: Any = None,

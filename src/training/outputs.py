@@ -34,7 +34,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from src.core.paths import pid_alive
+from src.core.paths import pid_alive, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,4 @@ def _move(src: Path, dst: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -10,12 +10,13 @@ of thumbnails for a sample and the confidence histogram; the results get a summa
 from __future__ import annotations
 
 import csv
-import os
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from src.core.paths import write_text_atomic
 from src.training.state import TrainState
 
 FILENAME = "pseudo_labels.csv"
@@ -33,12 +34,11 @@ def pool_rows(s: TrainState, algorithm: str) -> list[list[Any]]:
 
 def write_csv(path: Path, rows: list[list[Any]]) -> None:
     """Write beside and rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(COLUMNS)
-        w.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(COLUMNS)
+    w.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
 
 
 def summarize(rows: list[list[Any]], classes: list[str], algorithm: str) -> dict[str, Any]:
