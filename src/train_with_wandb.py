@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="ALGO", help=f"one or more of {', '.join(ALGORITHM_NAMES)} (default: all)")
     g.add_argument("--fine-tune-epochs", "--fine_tune_epochs", type=int, default=d.fine_tune_epochs,
                    help=f"epochs of backbone fine-tuning on the labeled images; 0 = frozen (default {d.fine_tune_epochs})")
+    g.add_argument("--pseudo-finetune-epochs", "--pseudo_finetune_epochs", type=int,
+                   default=d.pseudo_finetune_epochs,
+                   help="epochs of a second fine-tuning round on labeled + confident pseudo-labeled images, kept "
+                        f"only if held-out labeled accuracy does not fall; 0 = off (default {d.pseudo_finetune_epochs})")
     g.add_argument("--fine-tune-lr", "--fine_tune_lr", type=float, default=d.fine_tune_lr,
                    help=f"(default {d.fine_tune_lr:g})")
     g.add_argument("--n-neighbors", "--n_neighbors", type=int, default=d.n_neighbors,
@@ -115,7 +119,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data_dir=args.data_dir, models_dir=args.models_dir, seed=args.seed, wandb_mode=args.wandb_mode,
         store=args.store, group=args.group, tags=args.tags, dataset_name=args.dataset_name,
         batch_size=args.batch_size, image_size=args.image_size,
-        progress=show_progress(args), runtime=args.runtime,
+        progress=show_progress(args), runtime=args.runtime, pseudo_finetune_epochs=args.pseudo_finetune_epochs,
     )
 
 

@@ -90,18 +90,43 @@ def finetune_key(paths_digests: Sequence[str], labels: Sequence[int], spec: Fine
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class PseudoLabeled:
+    """Unlabeled images with pseudo-labels for a fine-tuning round: each epoch trains on the labeled
+    fit images plus a fresh seeded sample of ``per_epoch`` of these (decoded when first drawn)."""
+
+    paths: Sequence[Path]
+    labels: np.ndarray
+    per_epoch: int
+
+
+def _start_model(n_classes: int, start: Path | None):
+    """ImageNet weights, or a saved extractor's (``start``) under a new ``n_classes`` head."""
+    if start is None:
+        return create_model(num_classes=n_classes, pretrained=True)
+    import torch
+
+    payload = torch.load(start, map_location="cpu", weights_only=True)
+    model = create_model(num_classes=n_classes, pretrained=False)
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if unexpected or any(not k.startswith("classifier.") for k in missing):
+        raise ValueError(f"{start} does not hold EfficientNet-Lite0 extractor weights")
+    return model
+
+
 def fine_tune(paths: Sequence[Path], labels: np.ndarray, fit_idx: np.ndarray, val_idx: np.ndarray,
               n_classes: int, spec: FineTuneSpec, epoch_callback: EpochCallback | None = None,
-              progress: bool = True):
-    """Fine-tune from ImageNet weights; returns (model without head, FineTuneResult)."""
+              progress: bool = True, start: Path | None = None, extra: PseudoLabeled | None = None):
+    """Fine-tune from ImageNet weights (or the extractor saved at ``start``), on ``paths[fit_idx]`` plus,
+    per epoch, a sample of ``extra``; the epoch kept is the best on ``paths[val_idx]`` (true labels).
+    Returns (model without head, FineTuneResult)."""
     import torch
-    from src.core.progress import progress_bar
 
-    epochs, lr, seed, pre, batch_size = spec.epochs, spec.lr, spec.seed, spec.pre, spec.batch_size
+    epochs, lr, seed = spec.epochs, spec.lr, spec.seed
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    model = create_model(num_classes=n_classes, pretrained=True)
+    model = _start_model(n_classes, start)
     result = FineTuneResult()
     if epochs <= 0 or lr <= 0:
         model.reset_classifier(0)
@@ -110,23 +135,65 @@ def fine_tune(paths: Sequence[Path], labels: np.ndarray, fit_idx: np.ndarray, va
     body = [p for n, p in model.named_parameters() if not n.startswith("classifier.")]
     opt = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": lr * 10}], weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    images = {}
-    with ThreadPoolExecutor(decode_workers()) as pool:  # labeled sets are small: decode once
-        for i, img in zip(range(len(paths)), pool.map(lambda p: open_image(p, draft_size=pre.resize), paths)):
-            images[i] = img
-    val_x = _to_tensor(np.stack([pre(images[i]) for i in val_idx])) if len(val_idx) else None
+    images = _Images(list(paths), np.asarray(labels), spec.pre, extra)
+    with images:
+        return _train(model, opt, sched, images, fit_idx, val_idx, spec, result, epoch_callback, progress, rng)
+
+
+class _Images:
+    """The labeled images (decoded once: labeled sets are small) and the pseudo-labeled ones, decoded
+    when an epoch first draws them; indices ``>= n_labeled`` are pseudo-labeled."""
+
+    def __init__(self, paths: list, labels: np.ndarray, pre: Preprocessing, extra: PseudoLabeled | None):
+        self.n_labeled, self.pre, self.extra = len(paths), pre, extra
+        self.paths = paths + list(extra.paths if extra else [])
+        self.labels = np.concatenate([labels, np.asarray(extra.labels if extra else [], dtype=np.int64)])
+        self.decoded: dict[int, object] = {}
+        self.pool = ThreadPoolExecutor(decode_workers())
+        self.decode(range(self.n_labeled))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown()
+
+    def decode(self, idx) -> None:
+        todo = [i for i in idx if i not in self.decoded]
+        opened = self.pool.map(lambda i: open_image(self.paths[i], draft_size=self.pre.resize), todo)
+        self.decoded.update(zip(todo, opened))
+
+    def draw(self, rng: random.Random) -> list[int]:
+        """This epoch's sample of pseudo-labeled images (none without ``extra``)."""
+        if self.extra is None or not len(self.extra.paths):
+            return []
+        drawn = rng.sample(range(self.n_labeled, len(self.paths)), min(self.extra.per_epoch, len(self.extra.paths)))
+        self.decode(drawn)
+        return drawn
+
+    def batch(self, idx, rng: random.Random) -> np.ndarray:
+        return np.stack([_augment(self.decoded[i], self.pre, rng) for i in idx])
+
+
+def _train(model, opt, sched, images: _Images, fit_idx, val_idx, spec: FineTuneSpec, result: FineTuneResult,
+           epoch_callback: EpochCallback | None, progress: bool, rng: random.Random):
+    import torch
+    from src.core.progress import progress_bar
+
+    epochs, pre, batch_size, labels = spec.epochs, spec.pre, spec.batch_size, images.labels
+    val_x = _to_tensor(np.stack([pre(images.decoded[i]) for i in val_idx])) if len(val_idx) else None
     best_state, best_acc = None, -1.0
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
         _freeze_bn(model)
-        order = list(fit_idx)
+        order = list(fit_idx) + images.draw(rng)
         rng.shuffle(order)
         losses = []
         for s in progress_bar(range(0, len(order), batch_size), progress=progress,
                               desc=f"fine-tune epoch {epoch}/{epochs}", leave=False):
             idx = order[s:s + batch_size]
-            x = _to_tensor(np.stack([_augment(images[i], pre, rng) for i in idx]))
+            x = _to_tensor(images.batch(idx, rng))
             y = torch.as_tensor(labels[idx])
             loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=0.1)
             opt.zero_grad()

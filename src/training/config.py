@@ -22,8 +22,9 @@ DEFAULT_DATA_DIR = "DS2GROCERIES"
 DEFAULT_ALGORITHMS = ("label_propagation", "label_spreading", "self_training")
 ALGORITHM_NAMES = tuple(sorted(ALGORITHMS))
 # Parameters a W&B sweep may set through ``wandb.config`` (``algorithm`` is the sweep's singular spelling).
-SWEEP_KEYS = ("labeled_ratio", "algorithm", "algorithms", "n_neighbors", "fine_tune_epochs", "fine_tune_lr", "seed")
-INT_FIELDS = ("fine_tune_epochs", "n_neighbors", "batch_size", "image_size", "seed")
+SWEEP_KEYS = ("labeled_ratio", "algorithm", "algorithms", "n_neighbors", "fine_tune_epochs", "fine_tune_lr", "seed",
+              "pseudo_finetune_epochs")
+INT_FIELDS = ("fine_tune_epochs", "n_neighbors", "batch_size", "image_size", "seed", "pseudo_finetune_epochs")
 MAX_IMAGE_SIZE = 1024
 # ``labeled_ratio=None`` is resolved from the data: with an unlabeled/ pool every label is used (the pool is
 # the unlabeled part); without one, labels are hidden to simulate semi-supervision as before.
@@ -53,6 +54,8 @@ class TrainConfig:
     dataset_name: str | None = None  # versioned as: grocery-dataset for DS2GROCERIES, else the folder name
     runtime: str = "auto"  # feature extraction: auto (ONNX Runtime, torch fallback), onnx, onnx-int8, torch
     finetune_batch_size: int = 16
+    # A second fine-tuning round on labeled + confident pseudo-labeled images (training/refine.py); 0 = off.
+    pseudo_finetune_epochs: int = 2
 
     @classmethod
     def from_options(cls, **options: Any) -> "TrainConfig":
@@ -93,6 +96,9 @@ class TrainConfig:
         validate_algorithms(self.algorithms)
         if self.fine_tune_epochs < 0:
             raise ConfigError(f"fine_tune_epochs must be >= 0, got {self.fine_tune_epochs}")
+        if self.pseudo_finetune_epochs < 0:
+            raise ConfigError(f"pseudo_finetune_epochs must be >= 0, got {self.pseudo_finetune_epochs}",
+                              hint="0 turns the pseudo-label fine-tuning round off")
         if not isinstance(self.fine_tune_lr, numbers.Real) or not (0 <= float(self.fine_tune_lr) < float("inf")):
             raise ConfigError(f"fine_tune_lr must be a finite number >= 0, got {self.fine_tune_lr!r}",
                               hint="for example --fine-tune-lr 1e-4")

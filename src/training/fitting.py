@@ -61,11 +61,12 @@ def fit_and_evaluate(name: str, s: TrainState) -> tuple[Any, dict[str, Any]]:
     (``val_accuracy``, what selection uses) and measure it on the test split (reported only)."""
     cfg, ds = s.cfg, s.ds
     fit = _fitter(name, s)
+    X, Xt = s.baseline_features if name == BASELINE and s.baseline_features is not None else (s.X, s.Xt)
     t0 = time.perf_counter()
-    model = fit(s.X, s.y_partial)
+    model = fit(X, s.y_partial)
     fit_s = time.perf_counter() - t0
-    val = cross_val_accuracy(fit, s.X, s.y_partial, seed=cfg.seed)
-    m = evaluate(model, s.Xt, ds.test.labels, ds.classes)
+    val = cross_val_accuracy(fit, X, s.y_partial, seed=cfg.seed)
+    m = evaluate(model, Xt, ds.test.labels, ds.classes)
     m["val_accuracy"] = val
     hidden, n_pool = s.hidden, len(s.X) - s.n_train
     m["unlabeled_accuracy"] = None  # only where truth exists: labels hidden by labeled_ratio, never the pool
@@ -76,7 +77,7 @@ def fit_and_evaluate(name: str, s: TrainState) -> tuple[Any, dict[str, Any]]:
         if n_pool:
             m["pool_labels"], m["pool_confidence"] = assigned[s.n_train:], conf[s.n_train:]
     elif hidden.any():
-        m["unlabeled_accuracy"] = float((model.predict(s.X[hidden]) == s.truth[hidden]).mean())
+        m["unlabeled_accuracy"] = float((model.predict(X[hidden]) == s.truth[hidden]).mean())
     m["fit_seconds"] = fit_s
     return model, m
 

@@ -27,7 +27,13 @@ from src.data.dataset import ImageDataset, image_dataset
 from src.data.splits import holdout_split, labeled_split
 from src.features.backbone import Preprocessing, save_extractor
 from src.features.extraction import FeatureCache, cached_features
-from src.features.finetune import ExtractorCache, FineTuneSpec, fine_tune, finetune_key, weights_digest
+from src.features.finetune import (
+    ExtractorCache,
+    FineTuneSpec,
+    fine_tune,
+    finetune_key,
+    weights_digest,
+)
 from src.features.runtimes import load_runtime
 from src.learning.semi_supervised import validate_n_neighbors
 from src.tracking import Tracker, in_sweep
@@ -37,6 +43,7 @@ from src.training.lineage import log_models, use_dataset
 from src.training.outputs import RESULTS_FILE, copy_best_model, publish, staged_outputs
 from src.training.precision import choose_precision, float32_runtime
 from src.training.pseudo_labels import export_pseudo_labels
+from src.training.refine import Refinement, refine_extractor
 from src.training.results import build_results, log_summary, summarize
 from src.training.runs import record_run
 from src.training.state import TrainState
@@ -86,11 +93,15 @@ def _report_epoch(tracker: Tracker, entry: dict, epoch_callback: EpochCallback |
         epoch_callback(entry["epoch"], entry["val_accuracy"])
 
 
+def finetune_spec(cfg: TrainConfig) -> FineTuneSpec:
+    return FineTuneSpec(cfg.fine_tune_epochs, cfg.fine_tune_lr, cfg.seed, Preprocessing.for_size(cfg.image_size),
+                        cfg.finetune_batch_size)
+
+
 def build_extractor(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store: Store, tracker: Tracker,
                     epoch_callback: EpochCallback | None, models_dir: Path):
-    """Fine-tune (or fetch from cache), save ``feature_extractor.pth``; returns (extractor, result, digest)."""
-    spec = FineTuneSpec(cfg.fine_tune_epochs, cfg.fine_tune_lr, cfg.seed, Preprocessing.for_size(cfg.image_size),
-                        cfg.finetune_batch_size)
+    """Fine-tune (or fetch from cache), save ``feature_extractor.pth``; returns (path, result, cache key)."""
+    spec = finetune_spec(cfg)
     lab_idx = np.flatnonzero(mask)
     paths = [ds.train.paths[i] for i in lab_idx]
     labels = ds.train.labels[lab_idx]
@@ -112,10 +123,33 @@ def build_extractor(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store:
         save_extractor(model, out, spec.pre, meta={"fine_tune_epochs": cfg.fine_tune_epochs,
                                                    "fine_tune_lr": cfg.fine_tune_lr, "seed": cfg.seed})
         cache.put(key, out, weights_digest(model), result)
+    return out, result, key
+
+
+def float32_extractor(cfg: TrainConfig, path: Path, store: Store):
+    """(extractor, digest) of the extractor saved at ``path``, in the runtime training extracts with first."""
     from src.core.store import sha256_file
 
-    digest = sha256_file(out)
-    return load_runtime(out, digest, runtime=float32_runtime(cfg.runtime), store=store), result, digest
+    digest = sha256_file(path)
+    return load_runtime(path, digest, runtime=float32_runtime(cfg.runtime), store=store), digest
+
+
+def pseudo_label_round(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, path: Path, key: str, ft,
+                       store: Store, tracker: Tracker) -> tuple[Refinement, tuple | None]:
+    """The pseudo-label fine-tuning round (training/refine.py) where there are unlabeled rows; returns its
+    record and, when it replaced the extractor at ``path``, the first round's features for the baseline."""
+    n_unlabeled = int((~mask).sum()) + (len(ds.pool) if ds.has_pool else 0)
+    if cfg.pseudo_finetune_epochs <= 0 or cfg.fine_tune_epochs <= 0 or n_unlabeled == 0:
+        return Refinement(reason="off" if n_unlabeled else "no unlabeled images"), None
+    extractor, _ = float32_extractor(cfg, path, store)
+    X1, Xt1 = _features(cfg, ds, extractor, store, tracker)
+    r = refine_extractor(ds, mask, X1, path, key, ft, finetune_spec(cfg), cfg.pseudo_finetune_epochs,
+                         cfg.n_neighbors, cfg.val_fraction, store, path, progress=cfg.progress)
+    tracker.log({"refine/ran": int(r.ran), "refine/kept": int(r.kept), "refine/pseudo_labels": r.pseudo_labels,
+                 "refine/pseudo_label_accuracy": r.pseudo_label_accuracy, "refine/seconds": r.seconds,
+                 "refine/heldout_accuracy_before": r.heldout_accuracy_before,
+                 "refine/heldout_accuracy_after": r.heldout_accuracy_after})
+    return r, ((X1, Xt1) if r.kept else None)
 
 
 def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) -> dict[str, Any]:
@@ -173,7 +207,9 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
                  "data/unlabeled_samples": int((~mask).sum()) + n_pool, "data/pool_samples": n_pool,
                  **{f"data/labeled_per_class/{c}": n for c, n in per_class.items()}})
 
-    extractor, ft, ext_digest = build_extractor(cfg, ds, mask, store, tracker, epoch_callback, out_dir)
+    ext_path, ft, ft_key = build_extractor(cfg, ds, mask, store, tracker, epoch_callback, out_dir)
+    refinement, baseline_features = pseudo_label_round(cfg, ds, mask, ext_path, ft_key, ft, store, tracker)
+    extractor, ext_digest = float32_extractor(cfg, ext_path, store)
     choice = choose_precision(cfg, ds, mask, extractor, out_dir / "feature_extractor.pth", ext_digest, store, tracker)
     extractor, precision = choice.extractor, choice.precision
     tracker.update_config({"extractor_precision": precision})
@@ -183,7 +219,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     state = TrainState(cfg=cfg, ds=ds, X=X, Xt=Xt, mask=np.concatenate([mask, np.zeros(n_pool, dtype=bool)]),
                        ext_digest=ext_digest, version=version, tracker=tracker, models_dir=out_dir,
                        pre=extractor.preprocessing, precision=precision, int8_guard=choice.guard,
-                       int8_calibration=choice.calibration)
+                       int8_calibration=choice.calibration, baseline_features=baseline_features)
     per_algo = {name: run_algorithm(name, state) for name in cfg.algorithms}
     baseline = run_algorithm(BASELINE, state)
     log_summary(state, per_algo, baseline)
@@ -192,6 +228,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     results["best_model"] = {"algorithm": best, "path": copy_best_model(out_dir, per_algo[best]["model_path"]),
                              "digest": per_algo[best]["model_digest"]}
     results["dataset"].update(pool_samples=n_pool, labeled_per_class=per_class)
+    results["extractor"]["pseudo_label_round"] = refinement.record()
     results["pseudo_labels"] = export_pseudo_labels(state, best)
     log_models(state, per_algo, best, store)  # one W&B `model` artifact per algorithm, last: the run succeeded
     return results

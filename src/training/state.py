@@ -31,6 +31,9 @@ class TrainState:
     precision: str             # extractor precision (float32 / int8)
     int8_guard: dict[str, Any] | None = None        # the precision guard's figures (training/precision.py)
     int8_calibration: dict[str, Any] | None = None  # int8 calibration record when precision is int8
+    # The labeled-only baseline's features when a pseudo-label round replaced the extractor: the baseline
+    # is the pipeline that never sees an unlabeled image (train+pool rows, test rows).
+    baseline_features: tuple[np.ndarray, np.ndarray] | None = None
     pool_predictions: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # algo → (labels, conf)
 
     @property

@@ -1,0 +1,167 @@
+"""Pseudo-label fine-tuning: a second round that lets the unlabeled images shape the features.
+
+The first fine-tune sees only the labeled images: at 3–6 labels per class the features never
+see the other 95 %. This stage, run when there are unlabeled rows (hidden labels or the
+``unlabeled/`` pool), uses them:
+
+1. label spreading and self-training are fitted on the first round's features of every
+   training and pool image, with the fine-tune's held-out labeled images hidden (they judge
+   the result);
+2. an unlabeled image gets a pseudo-label where both views agree (they make different
+   mistakes); per class the :data:`PER_CLASS` most confident ones (label spreading's
+   confidence) are kept, so a frequent class cannot swamp the rest;
+3. the extractor is fine-tuned again *from the first round's weights* for
+   ``pseudo_finetune_epochs`` epochs on the labeled fit images plus a fresh seeded sample of
+   :data:`PER_EPOCH` pseudo-labeled images per epoch (the cost stays bounded however large
+   the pool is);
+4. the best epoch on the held-out labeled images (true labels) is kept, and the new extractor
+   replaces the first round's only when its held-out accuracy is at least the first round's
+   (the stage is chosen on validation, never on ``test/``).
+
+The labeled-only baseline keeps the first round's features: it is the pipeline that never
+sees an unlabeled image. Results are cached in the store like the first round (key: the first
+round's key, the chosen pseudo-labels and this stage's settings). Measured: MLOPS.md,
+"Few labels".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.core.store import Store
+from src.data.dataset import ImageDataset
+from src.data.splits import holdout_split
+from src.features.finetune import ExtractorCache, FineTuneResult, FineTuneSpec, PseudoLabeled, fine_tune, weights_digest
+from src.learning.semi_supervised import UNLABELED, fit_semi_supervised
+
+log = logging.getLogger(__name__)
+
+PER_CLASS = 60     # pseudo-labeled images kept per class (the most confident agreeing ones)
+PER_EPOCH = 300    # pseudo-labeled images drawn per epoch
+MIN_UNLABELED = 20  # fewer unlabeled rows than this: nothing to learn from, the stage is skipped
+RECIPE = 1
+
+
+@dataclass
+class Refinement:
+    """What the stage did: recorded in the results (``refine``) and logged as ``refine/*``."""
+
+    ran: bool = False
+    kept: bool = False
+    reason: str = ""
+    pseudo_labels: int = 0
+    pseudo_label_accuracy: float | None = None   # where truth exists (labels hidden by labeled_ratio)
+    heldout_accuracy_before: float | None = None
+    heldout_accuracy_after: float | None = None
+    seconds: float = 0.0
+    cached: bool = False
+    history: list[dict] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def select_pseudo_labels(X: np.ndarray, y_partial: np.ndarray, n_neighbors: int, seed: int,
+                         per_class: int = PER_CLASS) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, labels): unlabeled rows where label spreading and self-training agree, the
+    ``per_class`` most confident per class (label spreading's confidence), in row order."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter; the fits themselves are checked by their use
+        ls = fit_semi_supervised("label_spreading", X, y_partial, n_neighbors, seed)
+        st = fit_semi_supervised("self_training", X, y_partial, n_neighbors, seed)
+    graph = ls[-1]
+    trans, conf = graph.transduction_, graph.label_confidence_
+    agree = (y_partial == UNLABELED) & (trans == st.predict(X))
+    rows: list[int] = []
+    for c in np.unique(y_partial[y_partial != UNLABELED]):
+        idx = np.flatnonzero(agree & (trans == c))
+        rows += idx[np.argsort(-conf[idx], kind="stable")][:per_class].tolist()
+    rows_arr = np.asarray(sorted(rows), dtype=np.int64)
+    return rows_arr, trans[rows_arr].astype(np.int64)
+
+
+def refine_key(first_key: str, digests: list[str], labels: list[int], epochs: int) -> str:
+    h = hashlib.sha256(first_key.encode())
+    for d, y in sorted(zip(digests, labels)):
+        h.update(f"{d}:{y}\n".encode())
+    h.update(json.dumps({"epochs": epochs, "per_class": PER_CLASS, "per_epoch": PER_EPOCH,
+                         "recipe": RECIPE}).encode())
+    return h.hexdigest()
+
+
+def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, first_path: Path, first_key: str,
+                     first: FineTuneResult, spec: FineTuneSpec, epochs: int, n_neighbors: int,
+                     val_fraction: float, store: Store, out: Path, progress: bool = True) -> Refinement:
+    """Run the stage; writes the refined extractor to ``out`` when it is kept (``Refinement.kept``).
+
+    ``X`` holds the first round's features of the training rows then the pool's; ``mask`` marks
+    the training labels in use; ``first_key``/``first`` are the first round's cache key and result.
+    """
+    r = Refinement()
+    n_train = len(ds.train)
+    lab_idx = np.flatnonzero(mask)
+    y_partial = np.full(len(X), UNLABELED, dtype=np.int64)
+    y_partial[lab_idx] = ds.train.labels[lab_idx]
+    fit_pos, val_pos = holdout_split(ds.train.labels[lab_idx], val_fraction, spec.seed)  # as the first round
+    if epochs <= 0:
+        r.reason = "pseudo_finetune_epochs is 0"
+        return r
+    if int((y_partial == UNLABELED).sum()) < MIN_UNLABELED:
+        r.reason = f"fewer than {MIN_UNLABELED} unlabeled images"
+        return r
+    if not len(val_pos) or first.best_val_accuracy is None:
+        r.reason = "no held-out labeled images to judge a second round"
+        return r
+    y_sel = y_partial.copy()
+    y_sel[lab_idx[val_pos]] = UNLABELED  # the judges stay unseen
+    t0 = time.perf_counter()
+    rows, labels = select_pseudo_labels(X, y_sel, n_neighbors, spec.seed)
+    keep = ~np.isin(rows, lab_idx[val_pos])  # never train on a judge, even under its pseudo-label
+    rows, labels = rows[keep], labels[keep]
+    r.ran, r.pseudo_labels = True, int(len(rows))
+    truth_rows = rows[rows < n_train]
+    if len(truth_rows):
+        r.pseudo_label_accuracy = float((labels[rows < n_train] == ds.train.labels[truth_rows]).mean())
+    r.heldout_accuracy_before = first.best_val_accuracy
+    all_paths = list(ds.train.paths) + (list(ds.pool.paths) if ds.has_pool else [])
+    all_digests = list(ds.train.digests) + (list(ds.pool.digests) if ds.has_pool else [])
+    key = refine_key(first_key, [all_digests[i] for i in rows], labels.tolist(), epochs)
+    cache = ExtractorCache(store)
+    hit = cache.get(key)
+    second = out.with_name(f".refined-{out.name}")
+    if hit:
+        shutil.copyfile(hit[0], second)
+        result = hit[2]
+        r.cached = True
+    else:
+        from src.features.backbone import save_extractor
+
+        paths = [ds.train.paths[i] for i in lab_idx]
+        extra = PseudoLabeled([all_paths[i] for i in rows], labels, PER_EPOCH)
+        round_spec = FineTuneSpec(epochs, spec.lr, spec.seed, spec.pre, spec.batch_size)
+        model, result = fine_tune(paths, ds.train.labels[lab_idx], fit_pos, val_pos, len(ds.classes), round_spec,
+                                  progress=progress, start=first_path, extra=extra)
+        save_extractor(model, second, spec.pre, meta={"pseudo_finetune_epochs": epochs, "pseudo_labels": len(rows)})
+        cache.put(key, second, weights_digest(model), result)
+    r.history, r.heldout_accuracy_after = result.history, result.best_val_accuracy
+    r.seconds = time.perf_counter() - t0
+    after = result.best_val_accuracy if result.best_val_accuracy is not None else -1.0
+    if after >= first.best_val_accuracy:
+        r.kept, r.reason = True, "held-out accuracy not lower than the first round's"
+        second.replace(out)
+    else:
+        r.reason = f"held-out accuracy fell ({first.best_val_accuracy:.3f} → {after:.3f}): first round kept"
+        second.unlink(missing_ok=True)
+    log.info("pseudo-label fine-tuning: %d pseudo-labels, held-out %.3f → %.3f, %s", len(rows),
+             first.best_val_accuracy, after, "kept" if r.kept else "dropped")
+    return r

@@ -1,0 +1,114 @@
+"""The pseudo-label fine-tuning round (src/training/refine.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from src.features.finetune import FineTuneResult
+from src.learning.semi_supervised import UNLABELED
+from src.training import refine
+
+
+def _blobs(n_classes=4, per_class=60, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_classes, 32)) * 4
+    X = np.concatenate([c + rng.normal(size=(per_class, 32)) for c in centers]).astype(np.float32)
+    y = np.repeat(np.arange(n_classes), per_class)
+    return X, y
+
+
+def test_selection_is_unlabeled_agreeing_capped_and_right_on_easy_data():
+    X, y = _blobs()
+    y_partial = np.full(len(y), UNLABELED)
+    y_partial[::15] = y[::15]  # 4 labels per class
+    rows, labels = refine.select_pseudo_labels(X, y_partial, n_neighbors=5, seed=0, per_class=25)
+    assert len(rows) and (y_partial[rows] == UNLABELED).all()
+    assert np.bincount(labels, minlength=4).max() <= 25
+    assert (labels == y[rows]).mean() >= 0.95
+    assert (np.diff(rows) > 0).all()
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    from src.data.synth import generate_dataset
+
+    return generate_dataset(tmp_path / "data", n_classes=3, train_per_class=16, test_per_class=4, image_size=48,
+                            seed=5, progress=False)
+
+
+def _train(tmp_path, data, **kw):
+    from src.train_with_wandb import train_with_wandb
+
+    opts = dict(labeled_ratio=0.5, fine_tune_epochs=1, pseudo_finetune_epochs=1, n_neighbors=5, data_dir=data,
+                models_dir=tmp_path / "models", store=tmp_path / "store", wandb_mode="disabled", image_size=64,
+                progress=False, algorithms=["self_training"])
+    opts.update(kw)
+    return train_with_wandb(**opts)
+
+
+def test_round_runs_is_cached_and_keeps_the_baseline_on_first_round_features(tmp_path, tiny, monkeypatch):
+    from src.training import fitting
+
+    seen = {}
+    real = fitting.fit_and_evaluate
+
+    def spy(name, s):
+        seen[name] = s.baseline_features is not None
+        return real(name, s)
+
+    monkeypatch.setattr(fitting, "fit_and_evaluate", spy)
+    r = _train(tmp_path, tiny)
+    rec = r["extractor"]["pseudo_label_round"]
+    assert rec["ran"] and rec["pseudo_labels"] > 0 and not rec["cached"]
+    assert rec["heldout_accuracy_before"] is not None and rec["heldout_accuracy_after"] is not None
+    assert rec["pseudo_label_accuracy"] is not None  # hidden labels: truth exists
+    if rec["kept"]:
+        payload = torch.load(tmp_path / "models" / "feature_extractor.pth", weights_only=True)
+        assert payload["meta"]["pseudo_finetune_epochs"] == 1
+        assert seen == {"self_training": True, "baseline": True}
+    again = _train(tmp_path, tiny, models_dir=tmp_path / "models2")["extractor"]["pseudo_label_round"]
+    assert again["cached"] and again["kept"] == rec["kept"] and again["pseudo_labels"] == rec["pseudo_labels"]
+
+
+def test_round_is_dropped_when_heldout_accuracy_falls(tmp_path, tiny, monkeypatch):
+    real = refine.fine_tune
+
+    def worse(*a, **k):
+        model, res = real(*a, **k)
+        return model, FineTuneResult(epochs_run=1, history=[{"epoch": 1, "loss": 1.0, "val_accuracy": -0.5}],
+                                     best_val_accuracy=-0.5)
+
+    monkeypatch.setattr(refine, "fine_tune", worse)
+    r = _train(tmp_path, tiny)
+    rec = r["extractor"]["pseudo_label_round"]
+    assert rec["ran"] and not rec["kept"] and "first round kept" in rec["reason"]
+    payload = torch.load(tmp_path / "models" / "feature_extractor.pth", weights_only=True)
+    assert "pseudo_finetune_epochs" not in payload["meta"]
+    assert not list((tmp_path / "models").glob(".refined-*"))
+
+
+def test_round_off_and_without_unlabeled_images(tmp_path, tiny):
+    r = _train(tmp_path, tiny, pseudo_finetune_epochs=0, fine_tune_epochs=0)
+    assert r["extractor"]["pseudo_label_round"]["ran"] is False
+    r = _train(tmp_path, tiny, labeled_ratio=1.0, fine_tune_epochs=0, models_dir=tmp_path / "m2")
+    assert r["extractor"]["pseudo_label_round"]["reason"] == "no unlabeled images"
+
+
+def test_negative_epochs_is_one_line_error(tmp_path, tiny, capsys):
+    from src.train_with_wandb import main
+
+    rc = main(["--data-dir", str(tiny), "--pseudo-finetune-epochs", "-1", "--store", str(tmp_path / "s"),
+               "--wandb-mode", "disabled", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "pseudo_finetune_epochs" in err[0]
+
+
+def test_start_weights_must_be_an_extractor(tmp_path):
+    from src.features.finetune import _start_model
+
+    bad = tmp_path / "bad.pth"
+    torch.save({"state_dict": {"foo.weight": torch.zeros(1)}}, bad)
+    with pytest.raises(ValueError, match="extractor weights"):
+        _start_model(3, bad)
