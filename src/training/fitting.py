@@ -24,6 +24,12 @@ BASELINE = "baseline"
 REFERENCE_SAMPLE = 1000
 METRIC_KEYS = ("val_accuracy", "test_accuracy", "f1_score", "precision", "recall", "unlabeled_accuracy",
                "fit_seconds")
+SHIFT_KEY = "shift_accuracy"  # recorded only with a --shift-dir
+
+
+def recorded(m: dict[str, Any]) -> dict[str, Any]:
+    """The metrics the results, the model bundle and W&B record (``shift_accuracy`` only when measured)."""
+    return {k: m[k] for k in (*METRIC_KEYS, SHIFT_KEY) if k in m}
 
 
 def code_version() -> str | None:
@@ -67,6 +73,8 @@ def fit_and_evaluate(name: str, s: TrainState) -> tuple[Any, dict[str, Any]]:
     val = cross_val_accuracy(fit, s.X, s.y_partial, seed=cfg.seed)
     m = evaluate(model, s.Xt, ds.test.labels, ds.classes)
     m["val_accuracy"] = val
+    if s.shift is not None:  # reported only: never fitted on, never selects
+        m[SHIFT_KEY] = s.shift.accuracy(model)
     hidden, n_pool = s.hidden, len(s.X) - s.n_train
     m["unlabeled_accuracy"] = None  # only where truth exists: labels hidden by labeled_ratio, never the pool
     if name != BASELINE and (hidden.any() or n_pool):
@@ -106,7 +114,8 @@ def log_metrics(name: str, m: dict[str, Any], s: TrainState) -> None:
     tr.log({f"{name}/val_accuracy": m["val_accuracy"], f"{name}/test_accuracy": m["test_accuracy"],
             f"{name}/f1_score": m["f1_score"],
             f"{name}/precision": m["precision"], f"{name}/recall": m["recall"],
-            f"{name}/fit_seconds": m["fit_seconds"], f"{name}/unlabeled_accuracy": m["unlabeled_accuracy"]})
+            f"{name}/fit_seconds": m["fit_seconds"], f"{name}/unlabeled_accuracy": m["unlabeled_accuracy"],
+            **({f"{name}/{SHIFT_KEY}": m[SHIFT_KEY]} if SHIFT_KEY in m else {})})
     if name == BASELINE:
         return
     tr.confusion_matrix(f"{name}_confusion_matrix", s.ds.test.labels, m["y_pred"], s.ds.classes)
@@ -130,7 +139,7 @@ def save_outputs(name: str, model, m: dict[str, Any], s: TrainState) -> dict[str
     png = s.models_dir / f"{name}_confusion_matrix.png"
     save_confusion_png(s.ds.test.labels, m["y_pred"], s.ds.classes, png,
                        title=f"{name} (test accuracy {m['test_accuracy']:.3f})")
-    metrics = {k: m[k] for k in METRIC_KEYS}
+    metrics = recorded(m)
     bundle = {
         "algorithm": name, "classifier": model, "class_names": s.ds.classes, "extractor_digest": s.ext_digest,
         "preprocessing": s.pre.to_dict(), "extractor_precision": s.precision, "metrics": dict(metrics),
@@ -150,7 +159,7 @@ def run_algorithm(name: str, s: TrainState) -> dict[str, Any]:
     model, m = fit_and_evaluate(name, s)
     if name == BASELINE:
         log_metrics(name, m, s)
-        return {k: m[k] for k in METRIC_KEYS}
+        return recorded(m)
     if "pool_labels" in m:
         s.pool_predictions[name] = (m["pool_labels"], m["pool_confidence"])
     metrics = save_outputs(name, model, m, s)

@@ -39,6 +39,7 @@ from src.training.precision import choose_precision, float32_runtime
 from src.training.pseudo_labels import export_pseudo_labels
 from src.training.results import build_results, log_summary, summarize
 from src.training.runs import record_run
+from src.training.shift import ShiftSet, load_shift_set, shift_features
 from src.training.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -139,11 +140,12 @@ def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) 
     ensure_dataset(cfg)
     store = Store(cfg.store)
     ds = image_dataset(cfg.data_dir, store=store, progress=cfg.progress)
+    shift = load_shift_set(cfg, ds.classes, store)  # --shift-dir, validated before any expensive work
     with staged_outputs(cfg.models_dir) as out:  # the previous set stays untouched until publish
         tracker = Tracker("train", cfg.tracked(), mode=cfg.wandb_mode, name=cfg.run_name, group=cfg.group,
                           tags=cfg.tags)
         try:
-            results = _train(cfg, ds, store, out, tracker, epoch_callback)
+            results = _train(cfg, ds, store, out, tracker, epoch_callback, shift)
         except BaseException:
             tracker.finish(exit_code=1)
             raise
@@ -157,7 +159,7 @@ def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) 
 
 
 def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, tracker: Tracker,
-           epoch_callback: EpochCallback | None) -> dict[str, Any]:
+           epoch_callback: EpochCallback | None, shift: ShiftSet | None = None) -> dict[str, Any]:
     if in_sweep():
         cfg = apply_sweep_overrides(cfg, tracker.config)
     cfg = cfg.resolved(ds.has_pool)
@@ -183,7 +185,8 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     state = TrainState(cfg=cfg, ds=ds, X=X, Xt=Xt, mask=np.concatenate([mask, np.zeros(n_pool, dtype=bool)]),
                        ext_digest=ext_digest, version=version, tracker=tracker, models_dir=out_dir,
                        pre=extractor.preprocessing, precision=precision, int8_guard=choice.guard,
-                       int8_calibration=choice.calibration)
+                       int8_calibration=choice.calibration,
+                       shift=shift_features(cfg, shift, extractor, store, tracker))
     per_algo = {name: run_algorithm(name, state) for name in cfg.algorithms}
     baseline = run_algorithm(BASELINE, state)
     log_summary(state, per_algo, baseline)
