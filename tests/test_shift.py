@@ -131,7 +131,7 @@ def test_bad_shift_dir_is_one_line_error_before_training(data, capsys, tmp_path,
     code = main(["--data-dir", str(root), "--models-dir", str(models), "--store", str(tmp_path / "s"),
                  "--wandb-mode", "offline", *FAST, "--shift-dir", str(shift)])
     err = capsys.readouterr().err.strip()
-    assert code != 0, err
+    assert code == 2, err  # DataError
     lines = [ln for ln in err.splitlines() if not ln.startswith("WARNING")]  # a skipped non-image is warned
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert "Traceback" not in err
