@@ -39,7 +39,7 @@ def train_with_wandb(*, epoch_callback=None, **options: Any) -> dict[str, Any]:
     defaults: ``labeled_ratio``, ``algorithms`` (a name or a list), ``fine_tune_epochs``,
     ``fine_tune_lr``, ``n_neighbors``, ``run_name``, ``data_dir``, ``models_dir``, ``seed``,
     ``wandb_mode``, ``store``, ``group``, ``tags``, ``batch_size``, ``image_size``, ``progress``,
-    ``runtime``, ``dataset_name``. ``epoch_callback(epoch, val_accuracy)`` follows fine-tuning.
+    ``runtime``, ``dataset_name``, ``shift_dir``. ``epoch_callback(epoch, val_accuracy)`` follows fine-tuning.
     """
     return run_training(TrainConfig.from_options(**options), epoch_callback=epoch_callback)
 
@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--data-dir", "--data_dir", default=d.data_dir,
                     help="ImageFolder root with train/ and test/ (the default is generated if missing)")
     io.add_argument("--models-dir", "--models_dir", default=d.models_dir)
+    io.add_argument("--shift-dir", "--shift_dir", default=d.shift_dir, metavar="DIR",
+                    help="an ImageFolder split DIR/<class>/<images> in another style (the training classes or a "
+                         "subset): each algorithm and the baseline also report shift_accuracy on it; never "
+                         "used for fitting or selection (synth.py --style alt --shift-only draws one)")
     io.add_argument("--store", default=None, help=STORE_HELP)
     io.add_argument("--dataset-name", "--dataset_name", default=None,
                     help="name the dataset is versioned under (default: grocery-dataset for DS2GROCERIES, "
@@ -119,7 +123,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data_dir=args.data_dir, models_dir=args.models_dir, seed=args.seed, wandb_mode=args.wandb_mode,
         store=args.store, group=args.group, tags=args.tags, dataset_name=args.dataset_name,
         batch_size=args.batch_size, image_size=args.image_size,
-        progress=show_progress(args), runtime=args.runtime, pseudo_finetune_epochs=args.pseudo_finetune_epochs,
+        progress=show_progress(args), runtime=args.runtime, shift_dir=args.shift_dir,
+        pseudo_finetune_epochs=args.pseudo_finetune_epochs,
     )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from src.core.errors import DataError
 from src.core.paths import is_inside
-from src.data.scan import POOL, REQUIRED_SPLITS, SPLITS, dataset_digest, scan_dataset
+from src.data.scan import POOL, REQUIRED_SPLITS, SHIFT, SPLITS, dataset_digest, scan_dataset, scan_split
 
 log = logging.getLogger(__name__)
 SKIPPED_ERRORS = ("non_image",)  # by extension or content: skipped with a warning, never trained on
@@ -92,7 +92,7 @@ def _usable(entries: list[dict], root: Path) -> list[dict]:
     """Entries training can use; unusable images stop here, non-images are skipped with a warning."""
     keep, skipped = [], []
     for e in entries:
-        if any(part.startswith(".") for part in Path(e["path"]).parts[1 if e["split"] == POOL else 2:]):
+        if any(part.startswith(".") for part in Path(e["path"]).parts[1 if e["split"] in (POOL, SHIFT) else 2:]):
             continue
         err = e.get("error")
         if err == "zero_byte":
@@ -148,6 +148,31 @@ def image_dataset(data_dir: str | os.PathLike, store=None, progress: bool = True
                                  np.asarray([index[e["class"]] for e in entries], dtype=np.int64),
                                  [e["sha256"] for e in entries])
     return ds
+
+
+def image_split(split_dir: str | os.PathLike, classes: list[str], store=None, progress: bool = True,
+                what: str = "split folder") -> Split:
+    """The images of ONE ImageFolder split ``split_dir/<class>/<images>`` labeled by ``classes``' indices
+    (e.g. training's ``--shift-dir``; a subset of the classes is fine), with a dataset split's rules: one
+    actionable :class:`DataError` line for a missing folder, a class folder not in ``classes``, no
+    images or an unusable image; links leading outside ``split_dir`` are never read."""
+    scan = scan_split(split_dir, store=store, progress=progress, what=what)
+    root, notes = Path(scan["root"]), scan["notes"]
+    links = [n.partition(":")[2] for n in notes if n.startswith("outside_link:")]
+    if links:
+        log.warning("left out %d link(s) leading outside %s (e.g. %s); they are never read", len(links), root, links[0])
+    index = {c: i for i, c in enumerate(classes)}
+    found = {e["class"] for e in scan["manifest"]} | {n.partition(":")[2] for n in notes if n.startswith("empty_class:")}
+    for cls in sorted(c for c in found if not c.startswith(".")):
+        if cls not in index:
+            raise DataError(f"{what} {root}: class folder '{cls}' is not a training class",
+                            hint=f"use the training classes' folder names ({', '.join(classes[:5])}"
+                                 f"{', ...' if len(classes) > 5 else ''}) or remove the folder")
+    entries = [e for e in _usable(scan["manifest"], root) if not e["class"].startswith(".")]
+    if not entries:
+        raise DataError(f"{what} {root} has no images in class folders", hint=f"expected {root}/<class_name>/<images>")
+    return Split([root / e["path"] for e in entries], np.asarray([index[e["class"]] for e in entries], dtype=np.int64),
+                 [e["sha256"] for e in entries])
 
 
 def _class_dirs(split_dir: Path) -> set[str]:

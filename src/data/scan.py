@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test", "val")
 POOL = "unlabeled"  # the folder (and manifest split) of images without a label
+SHIFT = "shift"  # the manifest split of a lone ImageFolder split (list_split), e.g. training's --shift-dir
 REQUIRED_SPLITS = ("train", "test")
 CACHE_DDL = """
 CREATE TABLE IF NOT EXISTS dataset_stat_cache (
@@ -133,18 +134,7 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
               if p.name not in splits and p.name not in outside and p.name != POOL]
     files: list[tuple[Path, str, str, str]] = []
     for split in splits:
-        for cdir in sorted((root / split).iterdir()):
-            rel_dir = f"{split}/{cdir.name}"
-            if cdir.is_symlink() and not is_inside(real_root, cdir):
-                notes.append(f"outside_link:{rel_dir}")
-                continue
-            if not cdir.is_dir():
-                notes.append(f"stray:{rel_dir}")
-                continue
-            n0 = len(files)
-            files += [(p, rel, split, cdir.name) for p, rel in _walk(cdir, root, real_root, notes)]
-            if len(files) == n0:
-                notes.append(f"empty_class:{rel_dir}")
+        files += _list_classes(root / split, split, root, real_root, notes)
     files += list_pool(root, real_root, notes)
     if not files:
         raise DataError(f"{root} contains no files under {{split}}/{{class}}/ folders",
@@ -153,6 +143,48 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
     if links:
         log.warning("left out %d link(s) leading outside %s (e.g. %s); they are never read", len(links), root,
                     links[0])
+    return root, files, notes
+
+
+def _list_classes(split_dir: Path, split: str, root: Path, real_root: Path,
+                  notes: list[str]) -> list[tuple[Path, str, str, str]]:
+    """``[(abs path, rel path, split, class)]`` of the class folders of ``split_dir`` (paths relative to ``root``)."""
+    from src.core.paths import is_inside
+
+    files: list[tuple[Path, str, str, str]] = []
+    for cdir in sorted(split_dir.iterdir()):
+        rel_dir = cdir.relative_to(root).as_posix()
+        if cdir.is_symlink() and not is_inside(real_root, cdir):
+            notes.append(f"outside_link:{rel_dir}")
+            continue
+        if not cdir.is_dir():
+            notes.append(f"stray:{rel_dir}")
+            continue
+        n0 = len(files)
+        files += [(p, rel, split, cdir.name) for p, rel in _walk(cdir, root, real_root, notes)]
+        if len(files) == n0:
+            notes.append(f"empty_class:{rel_dir}")
+    return files
+
+
+def check_split_dir(split_dir: str | os.PathLike, what: str = "split folder") -> Path:
+    """``split_dir`` as a Path; one :class:`DataError` line if it is missing or not a folder (cheap: no walk)."""
+    root = Path(split_dir).expanduser()
+    if not root.exists():
+        raise DataError(f"{what} {root} does not exist", hint="pass a folder laid out as DIR/<class_name>/<images>")
+    if not root.is_dir():
+        raise DataError(f"{what} {root} is not a folder", hint="pass a folder laid out as DIR/<class_name>/<images>")
+    return root
+
+
+def list_split(split_dir: str | os.PathLike, what: str = "split folder"
+               ) -> tuple[Path, list[tuple[Path, str, str, str]], list[str]]:
+    """(root, [(abs path, rel path, SHIFT, class)], notes) of ONE ImageFolder split ``split_dir/<class>/<files>``
+    (e.g. training's ``--shift-dir``), with a dataset split's rules: the same walk, links leading outside
+    ``split_dir`` left out and noted, files beside the class folders noted as ``stray:``."""
+    root = check_split_dir(split_dir, what)
+    notes: list[str] = []
+    files = _list_classes(root, SHIFT, root, Path(os.path.realpath(root)), notes)
     return root, files, notes
 
 
@@ -213,6 +245,23 @@ def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = 
 
     t0 = time.perf_counter()
     root, files, notes = list_files(data_dir)
+    manifest, stats = _hash_files(files, store, workers, progress)
+    stats["seconds"] = round(time.perf_counter() - t0, 3)
+    log.debug("scanned %s: %s", root, stats)
+    return {"root": str(root), "manifest": manifest, "notes": notes, "stats": stats}
+
+
+def scan_split(split_dir: str | os.PathLike, store=None, progress: bool = True, what: str = "split folder") -> dict:
+    """:func:`scan_dataset` for one ImageFolder split (:func:`list_split`): manifest entries have split
+    ``shift``, ``path`` relative to ``split_dir``, and use the same stat cache."""
+    root, files, notes = list_split(split_dir, what)
+    manifest, stats = _hash_files(files, store, None, progress)
+    return {"root": str(root), "manifest": manifest, "notes": notes, "stats": stats}
+
+
+def _hash_files(files: list[tuple[Path, str, str, str]], store, workers: int | None,
+                progress: bool) -> tuple[list[dict], dict]:
+    """Manifest entries of ``files`` (sha256 and probe, from the stat cache where unchanged) and statistics."""
     cache: dict[str, tuple] = {}
     if store is not None:
         store.ensure_schema("dataset_stat_cache", CACHE_DDL)
@@ -258,8 +307,5 @@ def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = 
                 con.executemany("INSERT OR REPLACE INTO dataset_stat_cache VALUES (?,?,?,?,?)", updates)
         except StoreError as e:  # a full disk: the cache is an optimisation, the scan itself is done
             log.warning("stat cache not updated: %s", e)
-    secs = time.perf_counter() - t0
-    stats = {"files": len(manifest), "hashed": len(todo), "cached": len(manifest) - len(todo),
-             "bytes_hashed": bytes_hashed, "seconds": round(secs, 3)}
-    log.debug("scanned %s: %s", root, stats)
-    return {"root": str(root), "manifest": manifest, "notes": notes, "stats": stats}
+    return manifest, {"files": len(manifest), "hashed": len(todo), "cached": len(manifest) - len(todo),
+                      "bytes_hashed": bytes_hashed}

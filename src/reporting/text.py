@@ -19,7 +19,9 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def format_training_summary(results: dict[str, Any]) -> str:
     best = results["summary"]["best_algorithm"]
-    cols = ("val_accuracy", "test_accuracy", "f1_score", "unlabeled_accuracy", "fit_seconds")
+    shift = "shift_accuracy" in results["baseline"]  # with --shift-dir
+    cols = ("val_accuracy", "test_accuracy", *(("shift_accuracy",) if shift else ()), "f1_score",
+            "unlabeled_accuracy", "fit_seconds")
     rows = [[("* " if a == best else "  ") + a, *(m.get(c) for c in cols)] for a, m in results["algorithms"].items()]
     rows.append(["  baseline (labeled only)", *(results["baseline"].get(c) for c in cols)])
     d, ft = results["dataset"], results["extractor"]["fine_tune"]
@@ -30,11 +32,15 @@ def format_training_summary(results: dict[str, Any]) -> str:
         f"fine-tuning: {ft['epochs']} epochs, " + (f"taken from the cache (first run took {ft['seconds']:.1f} s)"
                                                    if ft["cached"] else f"{ft['seconds']:.1f} s"),
         "",
-        format_table(["algorithm", "val_acc", "test_acc", "macro_f1", "unlabeled_acc", "fit_s"], rows),
+        format_table(["algorithm", "val_acc", "test_acc", *(["shift_acc"] if shift else []), "macro_f1",
+                      "unlabeled_acc", "fit_s"], rows),
         "",
         f"best by validation: {best} (val accuracy {_f(results['summary'].get('best_val_accuracy'))}), "
         f"test accuracy {results['summary']['best_test_accuracy']:.4f} "
         f"({results['summary']['gain_over_baseline']:+.4f} vs labeled-only baseline)",
+        *([f"style shift ({results['shift']['samples']} images in {results['shift']['root']}): accuracy "
+           f"{results['summary']['best_shift_accuracy']:.4f} ({results['summary']['baseline_shift_accuracy']:.4f} "
+           "labeled-only baseline), reported only"] if shift else []),
         f"models:  {results['models_dir']}/{{algorithm}}_model.skops, feature_extractor.pth, training_results.json",
     ]
     pl = results.get("pseudo_labels")

@@ -13,12 +13,14 @@ from typing import Any, Mapping
 
 from src.core.errors import ConfigError
 from src.core.store import validate_name
+from src.data.scan import check_split_dir
 from src.data.splits import validate_labeled_ratio
 from src.data.versions import default_dataset_name
 from src.features.runtimes import RUNTIMES
 from src.learning.semi_supervised import ALGORITHMS, validate_algorithms
 
 DEFAULT_DATA_DIR = "DS2GROCERIES"
+SHIFT_DIR = "shift dir"  # how errors name TrainConfig.shift_dir (--shift-dir)
 DEFAULT_ALGORITHMS = ("label_propagation", "label_spreading", "self_training")
 ALGORITHM_NAMES = tuple(sorted(ALGORITHMS))
 # Parameters a W&B sweep may set through ``wandb.config`` (``algorithm`` is the sweep's singular spelling).
@@ -54,6 +56,7 @@ class TrainConfig:
     dataset_name: str | None = None  # versioned as: grocery-dataset for DS2GROCERIES, else the folder name
     runtime: str = "auto"  # feature extraction: auto (ONNX Runtime, torch fallback), onnx, onnx-int8, torch
     finetune_batch_size: int = 16
+    shift_dir: str | None = None  # an ImageFolder split in another style, same classes: shift_accuracy, report only
     # A second fine-tuning round on labeled + confident pseudo-labeled images (training/refine.py); 0 = off.
     pseudo_finetune_epochs: int = 2
 
@@ -69,7 +72,7 @@ class TrainConfig:
             options.pop("algorithms", None)
         else:
             options["algorithms"] = (algos,) if isinstance(algos, str) else tuple(algos)
-        for key in ("data_dir", "models_dir", "store"):
+        for key in ("data_dir", "models_dir", "store", "shift_dir"):
             if options.get(key) is not None:
                 options[key] = os.fspath(options[key])
         options["tags"] = tuple(options.get("tags") or ())
@@ -111,6 +114,8 @@ class TrainConfig:
                               hint="EfficientNet-Lite0 was trained at 224")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.shift_dir is not None:
+            check_split_dir(self.shift_dir, SHIFT_DIR)  # before the dataset is generated or scanned
         return self
 
     def resolved(self, has_pool: bool) -> "TrainConfig":

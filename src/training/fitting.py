@@ -24,6 +24,12 @@ BASELINE = "baseline"
 REFERENCE_SAMPLE = 1000
 METRIC_KEYS = ("val_accuracy", "test_accuracy", "f1_score", "precision", "recall", "unlabeled_accuracy",
                "fit_seconds")
+SHIFT_KEY = "shift_accuracy"  # recorded only with a --shift-dir
+
+
+def recorded(m: dict[str, Any]) -> dict[str, Any]:
+    """The metrics the results, the model bundle and W&B record (``shift_accuracy`` only when measured)."""
+    return {k: m[k] for k in (*METRIC_KEYS, SHIFT_KEY) if k in m}
 
 
 def code_version() -> str | None:
@@ -61,13 +67,18 @@ def fit_and_evaluate(name: str, s: TrainState) -> tuple[Any, dict[str, Any]]:
     (``val_accuracy``, what selection uses) and measure it on the test split (reported only)."""
     cfg, ds = s.cfg, s.ds
     fit = _fitter(name, s)
-    X, Xt = s.baseline_features if name == BASELINE and s.baseline_features is not None else (s.X, s.Xt)
+    if name == BASELINE and s.baseline_features is not None:
+        X, Xt, Xs = s.baseline_features
+    else:
+        X, Xt, Xs = s.X, s.Xt, None
     t0 = time.perf_counter()
     model = fit(X, s.y_partial)
     fit_s = time.perf_counter() - t0
     val = cross_val_accuracy(fit, X, s.y_partial, seed=cfg.seed)
     m = evaluate(model, Xt, ds.test.labels, ds.classes)
     m["val_accuracy"] = val
+    if s.shift is not None:  # reported only: never fitted on, never selects
+        m[SHIFT_KEY] = s.shift.accuracy(model, Xs)
     hidden, n_pool = s.hidden, len(s.X) - s.n_train
     m["unlabeled_accuracy"] = None  # only where truth exists: labels hidden by labeled_ratio, never the pool
     if name != BASELINE and (hidden.any() or n_pool):
@@ -107,7 +118,8 @@ def log_metrics(name: str, m: dict[str, Any], s: TrainState) -> None:
     tr.log({f"{name}/val_accuracy": m["val_accuracy"], f"{name}/test_accuracy": m["test_accuracy"],
             f"{name}/f1_score": m["f1_score"],
             f"{name}/precision": m["precision"], f"{name}/recall": m["recall"],
-            f"{name}/fit_seconds": m["fit_seconds"], f"{name}/unlabeled_accuracy": m["unlabeled_accuracy"]})
+            f"{name}/fit_seconds": m["fit_seconds"], f"{name}/unlabeled_accuracy": m["unlabeled_accuracy"],
+            **({f"{name}/{SHIFT_KEY}": m[SHIFT_KEY]} if SHIFT_KEY in m else {})})
     if name == BASELINE:
         return
     tr.confusion_matrix(f"{name}_confusion_matrix", s.ds.test.labels, m["y_pred"], s.ds.classes)
@@ -131,7 +143,7 @@ def save_outputs(name: str, model, m: dict[str, Any], s: TrainState) -> dict[str
     png = s.models_dir / f"{name}_confusion_matrix.png"
     save_confusion_png(s.ds.test.labels, m["y_pred"], s.ds.classes, png,
                        title=f"{name} (test accuracy {m['test_accuracy']:.3f})")
-    metrics = {k: m[k] for k in METRIC_KEYS}
+    metrics = recorded(m)
     bundle = {
         "algorithm": name, "classifier": model, "class_names": s.ds.classes, "extractor_digest": s.ext_digest,
         "preprocessing": s.pre.to_dict(), "extractor_precision": s.precision, "metrics": dict(metrics),
@@ -151,7 +163,7 @@ def run_algorithm(name: str, s: TrainState) -> dict[str, Any]:
     model, m = fit_and_evaluate(name, s)
     if name == BASELINE:
         log_metrics(name, m, s)
-        return {k: m[k] for k in METRIC_KEYS}
+        return recorded(m)
     if "pool_labels" in m:
         s.pool_predictions[name] = (m["pool_labels"], m["pool_confidence"])
     metrics = save_outputs(name, model, m, s)

@@ -46,6 +46,7 @@ from src.training.pseudo_labels import export_pseudo_labels
 from src.training.refine import Refinement, refine_extractor
 from src.training.results import build_results, log_summary, summarize
 from src.training.runs import record_run
+from src.training.shift import ShiftSet, load_shift_set, shift_features
 from src.training.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def float32_extractor(cfg: TrainConfig, path: Path, store: Store):
 
 
 def pseudo_label_round(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, path: Path, key: str, ft,
-                       store: Store, tracker: Tracker) -> tuple[Refinement, tuple | None]:
+                       store: Store, tracker: Tracker, shift: ShiftSet | None) -> tuple[Refinement, tuple | None]:
     """The pseudo-label fine-tuning round (training/refine.py) where there are unlabeled rows; returns its
     record and, when it replaced the extractor at ``path``, the first round's features for the baseline."""
     n_unlabeled = int((~mask).sum()) + (len(ds.pool) if ds.has_pool else 0)
@@ -143,13 +144,14 @@ def pseudo_label_round(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, pat
         return Refinement(reason="off" if n_unlabeled else "no unlabeled images"), None
     extractor, _ = float32_extractor(cfg, path, store)
     X1, Xt1 = _features(cfg, ds, extractor, store, tracker)
+    Xs1 = shift_features(cfg, shift, extractor, store, tracker).X if shift is not None else None
     r = refine_extractor(ds, mask, X1, path, key, ft, finetune_spec(cfg), cfg.pseudo_finetune_epochs,
                          cfg.n_neighbors, cfg.val_fraction, store, path, progress=cfg.progress)
     tracker.log({"refine/ran": int(r.ran), "refine/kept": int(r.kept), "refine/pseudo_labels": r.pseudo_labels,
                  "refine/pseudo_label_accuracy": r.pseudo_label_accuracy, "refine/seconds": r.seconds,
                  "refine/heldout_accuracy_before": r.heldout_accuracy_before,
                  "refine/heldout_accuracy_after": r.heldout_accuracy_after})
-    return r, ((X1, Xt1) if r.kept else None)
+    return r, ((X1, Xt1, Xs1) if r.kept else None)
 
 
 def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) -> dict[str, Any]:
@@ -173,11 +175,12 @@ def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) 
     ensure_dataset(cfg)
     store = Store(cfg.store)
     ds = image_dataset(cfg.data_dir, store=store, progress=cfg.progress)
+    shift = load_shift_set(cfg, ds.classes, store)  # --shift-dir, validated before any expensive work
     with staged_outputs(cfg.models_dir) as out:  # the previous set stays untouched until publish
         tracker = Tracker("train", cfg.tracked(), mode=cfg.wandb_mode, name=cfg.run_name, group=cfg.group,
                           tags=cfg.tags)
         try:
-            results = _train(cfg, ds, store, out, tracker, epoch_callback)
+            results = _train(cfg, ds, store, out, tracker, epoch_callback, shift)
         except BaseException:
             tracker.finish(exit_code=1)
             raise
@@ -191,7 +194,7 @@ def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) 
 
 
 def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, tracker: Tracker,
-           epoch_callback: EpochCallback | None) -> dict[str, Any]:
+           epoch_callback: EpochCallback | None, shift: ShiftSet | None = None) -> dict[str, Any]:
     if in_sweep():
         cfg = apply_sweep_overrides(cfg, tracker.config)
     cfg = cfg.resolved(ds.has_pool)
@@ -208,7 +211,8 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
                  **{f"data/labeled_per_class/{c}": n for c, n in per_class.items()}})
 
     ext_path, ft, ft_key = build_extractor(cfg, ds, mask, store, tracker, epoch_callback, out_dir)
-    refinement, baseline_features = pseudo_label_round(cfg, ds, mask, ext_path, ft_key, ft, store, tracker)
+    refinement, baseline_features = pseudo_label_round(cfg, ds, mask, ext_path, ft_key, ft, store, tracker,
+                                                           shift)
     extractor, ext_digest = float32_extractor(cfg, ext_path, store)
     choice = choose_precision(cfg, ds, mask, extractor, out_dir / "feature_extractor.pth", ext_digest, store, tracker)
     extractor, precision = choice.extractor, choice.precision
@@ -219,7 +223,8 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     state = TrainState(cfg=cfg, ds=ds, X=X, Xt=Xt, mask=np.concatenate([mask, np.zeros(n_pool, dtype=bool)]),
                        ext_digest=ext_digest, version=version, tracker=tracker, models_dir=out_dir,
                        pre=extractor.preprocessing, precision=precision, int8_guard=choice.guard,
-                       int8_calibration=choice.calibration, baseline_features=baseline_features)
+                       int8_calibration=choice.calibration, baseline_features=baseline_features,
+                       shift=shift_features(cfg, shift, extractor, store, tracker))
     per_algo = {name: run_algorithm(name, state) for name in cfg.algorithms}
     baseline = run_algorithm(BASELINE, state)
     log_summary(state, per_algo, baseline)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from src.features.finetune import FineTuneResult
-from src.training.fitting import code_version
+from src.training.fitting import SHIFT_KEY, code_version
 from src.training.state import TrainState
 
 COMPARISON_COLUMNS = ["algorithm", "val_accuracy", "test_accuracy", "f1_score", "precision", "recall",
@@ -25,30 +25,35 @@ def select_best(per_algo: dict[str, dict]) -> str:
 def summarize(per_algo: dict[str, dict], baseline: dict) -> dict[str, Any]:
     best = select_best(per_algo)
     best_acc = per_algo[best]["test_accuracy"]
-    return {"best_algorithm": best, "best_val_accuracy": per_algo[best]["val_accuracy"],
-            "best_test_accuracy": best_acc, "baseline_val_accuracy": baseline["val_accuracy"],
-            "baseline_test_accuracy": baseline["test_accuracy"],
-            "gain_over_baseline": best_acc - baseline["test_accuracy"], "selection": SELECTION}
+    out = {"best_algorithm": best, "best_val_accuracy": per_algo[best]["val_accuracy"],
+           "best_test_accuracy": best_acc, "baseline_val_accuracy": baseline["val_accuracy"],
+           "baseline_test_accuracy": baseline["test_accuracy"],
+           "gain_over_baseline": best_acc - baseline["test_accuracy"], "selection": SELECTION}
+    if SHIFT_KEY in baseline:  # with a --shift-dir: the style-shifted accuracy of what validation picked
+        out.update(best_shift_accuracy=per_algo[best][SHIFT_KEY], baseline_shift_accuracy=baseline[SHIFT_KEY])
+    return out
 
 
 def log_summary(s: TrainState, per_algo: dict[str, dict], baseline: dict) -> None:
     summary = summarize(per_algo, baseline)
     best, best_acc, best_val = summary["best_algorithm"], summary["best_test_accuracy"], summary["best_val_accuracy"]
     tr = s.tracker
+    shift = {f"summary/{k}": summary[k] for k in ("best_shift_accuracy", "baseline_shift_accuracy") if k in summary}
     tr.log({"val_accuracy": best_val, "test_accuracy": best_acc, "summary/best_algorithm": best,
             "summary/best_val_accuracy": best_val, "summary/best_test_accuracy": best_acc,
-            "summary/baseline_test_accuracy": baseline["test_accuracy"]})
+            "summary/baseline_test_accuracy": baseline["test_accuracy"], **shift})
     tr.summary({"val_accuracy": best_val, "test_accuracy": best_acc, "best_algorithm": best,
                 **{f"summary/{k}": v for k, v in summary.items()}})
-    tr.table("algorithm_comparison", COMPARISON_COLUMNS,
-             [[a] + [m[k] for k in COMPARISON_COLUMNS[1:]]
-              for a, m in {**per_algo, "baseline (labeled only)": baseline}.items()])
+    cols = COMPARISON_COLUMNS + ([SHIFT_KEY] if SHIFT_KEY in baseline else [])
+    tr.table("algorithm_comparison", cols,
+             [[a] + [m[k] for k in cols[1:]] for a, m in {**per_algo, "baseline (labeled only)": baseline}.items()])
 
 
 def build_results(s: TrainState, per_algo: dict[str, dict], baseline: dict, ft: FineTuneResult) -> dict[str, Any]:
     cfg, ds, mask = s.cfg, s.ds, s.mask
+    shift = {"shift": s.shift.record(ds.classes)} if s.shift is not None else {}
     return {
-        "config": cfg.tracked(), "seed": cfg.seed,
+        "config": cfg.tracked(), "seed": cfg.seed, **shift,
         "dataset": {"root": str(ds.root), "digest": ds.digest, "version": s.version, "classes": ds.classes,
                     "train_samples": len(ds.train), "test_samples": len(ds.test),
                     "labeled_samples": int(mask.sum()), "unlabeled_samples": int((~mask).sum())},

@@ -12,6 +12,7 @@ from src.data.dataset import ImageDataset
 from src.features.backbone import Preprocessing
 from src.tracking import Tracker
 from src.training.config import TrainConfig
+from src.training.shift import ShiftSet
 
 
 @dataclass
@@ -32,9 +33,10 @@ class TrainState:
     int8_guard: dict[str, Any] | None = None        # the precision guard's figures (training/precision.py)
     int8_calibration: dict[str, Any] | None = None  # int8 calibration record when precision is int8
     # The labeled-only baseline's features when a pseudo-label round replaced the extractor: the baseline
-    # is the pipeline that never sees an unlabeled image (train+pool rows, test rows).
-    baseline_features: tuple[np.ndarray, np.ndarray] | None = None
+    # is the pipeline that never sees an unlabeled image (train+pool rows, test rows, --shift-dir rows).
+    baseline_features: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # (+ the shift set's)
     pool_predictions: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # algo → (labels, conf)
+    shift: ShiftSet | None = None  # --shift-dir images and features: shift_accuracy, report only
 
     @property
     def n_train(self) -> int:

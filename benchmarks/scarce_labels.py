@@ -1,0 +1,102 @@
+"""Few labels measured: the pseudo-label fine-tuning round against today's pipeline; prints JSON lines.
+
+For each labeled ratio and label draw (``--seeds``: the seed draws the labeled images and seeds
+training), two runs of ``train_with_wandb`` on the same data and store:
+
+- ``off``: ``pseudo_finetune_epochs=0`` (the pipeline before the round) — cold: fine-tunes and
+  extracts everything;
+- ``on``: the round (``--epochs``) — the first fine-tune and its features come from the cache the
+  ``off`` run filled, so its wall time is the round's own cost (selection, second fine-tune,
+  re-extraction); ``cost_ratio`` = (off + on) / off is what a cold run with the round costs.
+
+Each line: test accuracy per algorithm and of the labeled-only baseline, the validation-picked
+best, the hidden labels' accuracy (``unlabeled_accuracy`` of the best, i.e. its pseudo-labels),
+the shifted-style accuracy when ``--shift-dir`` is given, and wall times. A final line
+aggregates mean and spread (max - min) across draws.
+
+    python benchmarks/scarce_labels.py --data DIR [--shift-dir DIR] --ratios 0.025 0.05 0.1 --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _run(a, ratio: float, seed: int, epochs: int, tag: str) -> dict:
+    from src.train_with_wandb import train_with_wandb
+
+    opts = {}
+    if a.shift_dir:
+        opts["shift_dir"] = a.shift_dir
+    t0 = time.perf_counter()
+    r = train_with_wandb(data_dir=a.data, models_dir=a.work / f"models_{tag}_{ratio}_{seed}", store=a.work / "store",
+                         wandb_mode="disabled", progress=False, labeled_ratio=ratio, seed=seed,
+                         pseudo_finetune_epochs=epochs, **opts)
+    wall = time.perf_counter() - t0
+    s, algos = r["summary"], r["algorithms"]
+    best = s["best_algorithm"]
+    out = {"run": tag, "ratio": ratio, "seed": seed, "labeled": r["dataset"]["labeled_samples"], "seconds": wall,
+           "best": best, "best_test": s["best_test_accuracy"], "baseline_test": s["baseline_test_accuracy"],
+           "best_pseudo": algos[best]["unlabeled_accuracy"],
+           "test": {k: v["test_accuracy"] for k, v in algos.items()},
+           "round": r["extractor"].get("pseudo_label_round")}
+    if a.shift_dir:
+        out["best_shift"] = algos[best].get("shift_accuracy")
+        out["baseline_shift"] = r["baseline"].get("shift_accuracy")
+    if out["round"]:
+        out["round"] = {k: out["round"][k] for k in ("ran", "kept", "pseudo_labels", "pseudo_label_accuracy",
+                                                      "heldout_accuracy_before", "heldout_accuracy_after")}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--shift-dir", default=None)
+    p.add_argument("--work", type=Path, default=Path("/tmp/scarce_labels"))
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.025, 0.05, 0.1])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=2, help="pseudo_finetune_epochs of the `on` runs")
+    a = p.parse_args(argv)
+    a.work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for ratio in a.ratios:
+        for seed in a.seeds:
+            off = _run(a, ratio, seed, 0, "off")
+            on = _run(a, ratio, seed, a.epochs, "on")
+            on["cost_ratio"] = (off["seconds"] + on["seconds"]) / off["seconds"]
+            for row in (off, on):
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print(json.dumps({"aggregate": _aggregate(rows)}), flush=True)
+    return 0
+
+
+def _aggregate(rows: list[dict]) -> list[dict]:
+    import numpy as np
+
+    out = []
+    for ratio in sorted({r["ratio"] for r in rows}):
+        for tag in ("off", "on"):
+            sel = [r for r in rows if r["ratio"] == ratio and r["run"] == tag]
+            if not sel:
+                continue
+            agg = {"ratio": ratio, "run": tag, "draws": len(sel)}
+            for key in ("best_test", "baseline_test", "best_pseudo", "best_shift", "baseline_shift", "seconds"):
+                vals = [r[key] for r in sel if r.get(key) is not None]
+                if vals:
+                    agg[key] = {"mean": float(np.mean(vals)), "spread": float(np.ptp(vals))}
+            gains = [r["best_test"] - r["baseline_test"] for r in sel]
+            agg["gain"] = {"mean": float(np.mean(gains)), "min": float(np.min(gains))}
+            out.append(agg)
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
