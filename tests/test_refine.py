@@ -64,6 +64,9 @@ def test_round_runs_is_cached_and_keeps_the_baseline_on_first_round_features(tmp
     assert rec["ran"] and rec["pseudo_labels"] > 0 and not rec["cached"]
     assert rec["heldout_accuracy_before"] is not None and rec["heldout_accuracy_after"] is not None
     assert rec["pseudo_label_accuracy"] is not None  # hidden labels: truth exists
+    from src.reporting.text import format_training_summary
+
+    assert "pseudo-label round: " in format_training_summary(r)
     if rec["kept"]:
         payload = torch.load(tmp_path / "models" / "feature_extractor.pth", weights_only=True)
         assert payload["meta"]["pseudo_finetune_epochs"] == 1

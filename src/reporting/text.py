@@ -17,6 +17,18 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _round_line(r: dict[str, Any] | None) -> list[str]:
+    """The pseudo-label fine-tuning round in one line (nothing when it did not run)."""
+    if not r or not r.get("ran"):
+        return []
+    acc = r.get("pseudo_label_accuracy")
+    return [f"pseudo-label round: {r['pseudo_labels']} pseudo-labels"
+            + (f" ({acc:.1%} right where labels were hidden)" if acc is not None else "")
+            + f", held-out accuracy {_f(r['heldout_accuracy_before'])} → {_f(r['heldout_accuracy_after'])}: "
+            + ("new extractor kept" if r["kept"] else "first round kept")
+            + (" (cached)" if r.get("cached") else f" ({r['seconds']:.1f} s)")]
+
+
 def format_training_summary(results: dict[str, Any]) -> str:
     best = results["summary"]["best_algorithm"]
     shift = "shift_accuracy" in results["baseline"]  # with --shift-dir
@@ -31,6 +43,7 @@ def format_training_summary(results: dict[str, Any]) -> str:
         + f"{d['test_samples']} test, {len(d['classes'])} classes" + (f", version {d['version']}" if d["version"] else ""),
         f"fine-tuning: {ft['epochs']} epochs, " + (f"taken from the cache (first run took {ft['seconds']:.1f} s)"
                                                    if ft["cached"] else f"{ft['seconds']:.1f} s"),
+        *_round_line(results["extractor"].get("pseudo_label_round")),
         "",
         format_table(["algorithm", "val_acc", "test_acc", *(["shift_acc"] if shift else []), "macro_f1",
                       "unlabeled_acc", "fit_s"], rows),
