@@ -208,6 +208,9 @@ class Engine:
                 ok.append(item)
             except DataError as e:  # this request's answer is a 4xx; the others go on
                 item[2].set_exception(e)
+            except Exception as e:  # noqa: BLE001 — a decoder bug fails this request alone (a 500)
+                log.exception("decoding a request failed")
+                item[2].set_exception(e)
         if not ok:
             return
         t0 = time.perf_counter()
