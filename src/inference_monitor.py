@@ -126,7 +126,10 @@ def build_serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--drift-every", type=int, default=50, help="predictions between drift tests (in the background, "
                                                               "at most one every 5 s)")
     p.add_argument("--top-k", type=int, default=5, help="probabilities returned per prediction (?top=N overrides)")
-    p.add_argument("--max-batch", type=int, default=32, help="most concurrent requests run in one model call")
+    p.add_argument("--max-batch", type=int, default=4, help="most queued requests one worker runs in one model call")
+    p.add_argument("--workers", type=int, default=None, help="inference workers, each decoding and running its "
+                                                             "requests (default: one per core)")
+    p.add_argument("--threads", type=int, default=None, help="threads per model call (default: cores / workers)")
     p.add_argument("--poll-s", type=float, default=2.0, help="how often a NAME:ALIAS is checked for a promotion")
     p.add_argument("--log-every-s", type=float, default=30.0, help="W&B logging period (never per request)")
     p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
@@ -144,7 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
         model=args.model or default_model(), host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
         extractor_path=args.extractor_path, store=args.store, wandb_mode=args.wandb_mode, window=args.window,
         alpha=args.alpha, drift_every=args.drift_every, top_k=args.top_k, max_batch=args.max_batch,
-        poll_s=args.poll_s, log_every_s=args.log_every_s, run_name=args.run_name, access_log=args.access_log))
+        workers=args.workers, threads=args.threads, poll_s=args.poll_s, log_every_s=args.log_every_s, run_name=args.run_name, access_log=args.access_log))
     if summary is not None:
         if args.json:
             print_json(summary)

@@ -326,3 +326,70 @@ def test_cli_serve_stores_everything_on_sigterm(trained, tmp_path):
     summary = json.loads(out)
     assert summary["monitor/samples"] == 3 and summary["model"] == "tiny:v0"
     assert len(predictions(open_monitor_store(trained["store"]), summary["session"])) == 3
+
+
+def _post_all(port, bodies, threads):
+    """Post every body from ``threads`` concurrent clients; (index, status, json) per body."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+
+    def post(i):
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        r = local.client.post("/predict", content=bodies[i])
+        return i, r.status_code, r.json()
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(post, range(len(bodies))))
+
+
+@pytest.mark.parametrize("workers,max_batch", [(1, 8), (2, 4)])
+def test_concurrent_requests_batched_together_each_get_their_own_answer_recorded_once(trained, workers, max_batch):
+    from src.serving.predictor import Predictor
+
+    pred = Predictor.load(trained["models"] / "label_spreading_model.skops")
+    images = trained["images"]
+    bodies = [p.read_bytes() for p in images] * 2
+    bad = len(bodies)  # a truncated upload in the middle of the batches: a 4xx for it alone
+    bodies.append(images[0].read_bytes()[:300])
+    srv, client = start(trained, workers=workers, max_batch=max_batch)
+    original = srv.engine.current.predictor.extractor
+
+    class Slow:  # a slow model call, so requests queue up and are taken together
+        preprocessing = original.preprocessing
+
+        def __call__(self, batch):
+            time.sleep(0.03)
+            return original(batch)
+
+    srv.engine.current.predictor.extractor = Slow()
+    session = client.get("/health").json()["session"]
+    try:
+        answers = _post_all(srv.port, bodies, threads=8)
+        calls = [metric(client, f"grocery_inference_batch_size_{k}") for k in ("sum", "count")]
+    finally:
+        client.close()
+        summary = srv.stop()
+    assert calls[0] > calls[1]  # the mean call size over predictions is above 1: some calls ran several requests
+    ids = []
+    for i, status, doc in answers:
+        if i == bad:
+            assert status == 422 and doc["reason"] == "corrupt_image"
+            continue
+        assert status == 200, doc
+        label, conf, probs = pred.predict(images[i % len(images)])  # this image alone, in process
+        assert doc["label"] == label and doc["confidence"] == pytest.approx(conf, abs=1e-4)
+        for name, p in doc["probabilities"].items():
+            assert p == pytest.approx(probs[pred.class_names.index(name)], abs=1e-4)
+        ids.append(doc["prediction_id"])
+    rows = predictions(open_monitor_store(trained["store"]), session)
+    assert sorted(r["image"] for r in rows) == sorted("request:" + i for i in ids)  # each exactly once
+    assert summary["monitor/samples"] == len(ids) == len(bodies) - 1
+
+
+def test_cli_refuses_bad_worker_settings_before_loading(capsys):
+    assert main(["serve", "--model", "x.pkl", "--workers", "0"]) == 2
+    assert main(["serve", "--model", "x.pkl", "--threads", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --workers and --threads must be >= 1"] * 2

@@ -289,12 +289,14 @@ def _first_convs(model_path: Path, n: int) -> list[str]:
 class OrtExtractor:
     """Pooled 1280-d features from an ONNX Runtime session; same interface as ``TorchExtractor``."""
 
-    def __init__(self, onnx_path: str | os.PathLike, key: str, threads: int | None = None):
+    def __init__(self, onnx_path: str | os.PathLike, key: str, threads: int | None = None, spinning: bool = True):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
         opts.inter_op_num_threads = 1
+        if not spinning:  # idle pool threads sleep instead of busy-waiting (for a server sharing its cores)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -309,6 +311,12 @@ class OrtExtractor:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         out = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
         return out.reshape(len(x), NUM_FEATURES)
+
+    def with_threads(self, threads: int, spinning: bool = True) -> "OrtExtractor":
+        """The same network in a new session with ``threads`` intra-op threads (same key, precision, metadata)."""
+        other = OrtExtractor(self.path, self.key, threads=threads, spinning=spinning)
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("session", "preprocessing")})
+        return other
 
 
 def load_onnx_extractor(extractor_path: str | os.PathLike, digest: str, store: Store | None = None,
