@@ -14,7 +14,8 @@ best, the hidden labels' accuracy (``unlabeled_accuracy`` of the best, i.e. its 
 the shifted-style accuracy when ``--shift-dir`` is given, and wall times. A final line
 aggregates mean and spread (max - min) across draws.
 
-    python benchmarks/scarce_labels.py --data DIR [--shift-dir DIR] --ratios 0.025 0.05 0.1 --seeds 0 1 2
+    python benchmarks/scarce_labels.py --data DIR [--shift-dir DIR] --ratios 0.025 0.05 0.1 --seeds 0 1 2 \
+        [--runtime onnx]
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _run(a, ratio: float, seed: int, epochs: int, tag: str) -> dict:
     t0 = time.perf_counter()
     r = train_with_wandb(data_dir=a.data, models_dir=a.work / f"models_{tag}_{ratio}_{seed}", store=a.work / "store",
                          wandb_mode="disabled", progress=False, labeled_ratio=ratio, seed=seed,
-                         pseudo_finetune_epochs=epochs, **opts)
+                         pseudo_finetune_epochs=epochs, runtime=a.runtime, **opts)
     wall = time.perf_counter() - t0
     s, algos = r["summary"], r["algorithms"]
     best = s["best_algorithm"]
@@ -63,6 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("--ratios", type=float, nargs="+", default=[0.025, 0.05, 0.1])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=2, help="pseudo_finetune_epochs of the `on` runs")
+    p.add_argument("--runtime", default="auto", help="training's --runtime (onnx: float32 without the int8 guard, "
+                   "whose extra int8 pass doubles extraction; accuracy figures are float32 then)")
     a = p.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -115,3 +115,15 @@ def test_start_weights_must_be_an_extractor(tmp_path):
     torch.save({"state_dict": {"foo.weight": torch.zeros(1)}}, bad)
     with pytest.raises(ValueError, match="extractor weights"):
         _start_model(3, bad)
+
+
+def test_round_learns_from_a_real_pool(tmp_path):
+    from src.data.synth import generate_dataset
+
+    data = generate_dataset(tmp_path / "pooled", n_classes=3, train_per_class=8, test_per_class=3, image_size=48,
+                            seed=6, unlabeled=30, progress=False)
+    r = _train(tmp_path, data, labeled_ratio=None)
+    rec = r["extractor"]["pseudo_label_round"]
+    assert r["config"]["labeled_ratio"] == 1.0 and r["dataset"]["pool_samples"] == 30
+    assert rec["ran"] and 0 < rec["pseudo_labels"] <= 30
+    assert rec["pseudo_label_accuracy"] is None  # no truth in a pool
