@@ -99,3 +99,27 @@ def test_text_summary_names_the_pool_and_pseudo_labels(pooled, capsys):
                  "--wandb-mode", "disabled", *[f for f in FAST if f != "--json"]])
     out = capsys.readouterr().out
     assert code == 0 and "6 unlabeled in the pool" in out and "pseudo-labels: 6 pool images" in out
+
+
+def test_graph_labels_are_the_transduction_where_kept_and_the_final_classifier_elsewhere():
+    import numpy as np
+
+    from src.learning.semi_supervised import fit_semi_supervised
+    from src.training.fitting import assigned_labels
+
+    rng = np.random.default_rng(2)
+    centers = rng.normal(size=(3, 16)) * 2.0
+    X = np.concatenate([c + rng.normal(size=(40, 16)) * 2.5 for c in centers])  # overlapping: some disagreement
+    y = np.full(len(X), -1)
+    y[[0, 1, 40, 41, 80, 81]] = [0, 0, 1, 1, 2, 2]
+    model = fit_semi_supervised("label_propagation", X, y, 5, 0)
+    graph = model[-1]
+    labels, conf = assigned_labels(model, X)
+    kept, final = graph.pseudo_mask_, model.predict(X)
+    assert kept.any() and (~kept & (y == -1)).any()
+    assert (labels[kept] == graph.transduction_[kept]).all()
+    assert np.allclose(conf[kept], graph.label_confidence_[kept])
+    other = ~kept & (y == -1) & (graph.label_confidence_ < 1.0)
+    assert (graph.transduction_[other] != final[other]).any()  # the rows where the choice matters exist
+    assert (labels[other] == final[other]).all()
+    assert (labels[y != -1] == y[y != -1]).all()

@@ -96,20 +96,29 @@ def fit_and_evaluate(name: str, s: TrainState) -> tuple[Any, dict[str, Any]]:
 def assigned_labels(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(label, confidence) a fitted model gives each of its training rows ``X``.
 
-    Graph methods give their transduction and its confidence; self-training its
-    transduced label where it assigned one, else its prediction, with the classifier's
-    probability of that label.
+    Graph methods give their transduction (and its confidence) where they kept it — it agreed
+    with the labeled-only view, so their final classifier was trained on it — and their final
+    classifier's prediction elsewhere: the transduction they distrusted is their weakest label
+    (6 labels per class + a 2,000-image pool, label propagation: transduction 94.5 % right,
+    this 96.5 %). Self-training gives its transduced label where it assigned one, else its
+    prediction. Confidence: the graph's where its label is used, else the classifier's
+    probability of the label.
     """
     proba = model.predict_proba(X)
     labels = model.classes_[proba.argmax(1)]
-    trans = transduced_labels(model)
-    if trans is not None:
-        labels = np.where(trans != UNLABELED, trans, labels)
-    graph_conf = getattr(model[-1], "label_confidence_", None)
-    if graph_conf is not None:
-        return labels, np.asarray(graph_conf, dtype=np.float64)
     col = np.searchsorted(model.classes_, labels)
-    return labels, proba[np.arange(len(labels)), col]
+    conf = proba[np.arange(len(labels)), col]
+    trans = transduced_labels(model)
+    if trans is None:
+        return labels, conf
+    graph = model[-1]
+    kept = getattr(graph, "pseudo_mask_", None)
+    if kept is None:  # self-training: every label it assigned
+        return np.where(trans != UNLABELED, trans, labels), conf
+    use = np.asarray(kept) | (np.asarray(graph.label_confidence_) >= 1.0)  # kept, or labeled (confidence 1)
+    labels = np.where(use, trans, labels)
+    conf = np.where(use, np.asarray(graph.label_confidence_, dtype=np.float64), conf)
+    return labels, conf
 
 
 def log_metrics(name: str, m: dict[str, Any], s: TrainState) -> None:
