@@ -286,8 +286,9 @@ def test_preprocessing_is_normalised_pixels(images):
 
 
 @pytest.mark.parametrize("int8", [False, True])
-def test_pixel_input_gives_bit_identical_features(saved, store, images, int8):
-    """uint8 pixels through the graph's own normalisation = the float batch, to the last bit."""
+def test_pixel_input_gives_bit_identical_features(saved, store, images, int8, monkeypatch):
+    """uint8 pixels through the graph's own normalisation = the float batch, to the last bit
+    (also when a batch runs in chunks: 5 images in chunks of 2)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import onnx
@@ -301,7 +302,9 @@ def test_pixel_input_gives_bit_identical_features(saved, store, images, int8):
         floats = load_batch(images[:5], ext.preprocessing, pool)
         pixels = load_batch(images[:5], ext.preprocessing, pool, pixels=True)
     assert pixels.dtype == np.uint8 and floats.dtype == np.float32
+    monkeypatch.setattr(onnx_runtime, "PIXEL_CHUNK", 2)
     a, b = ext(floats), ext(pixels)
+    assert b.shape == (5, 1280)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a).max() > 0.1
     graph = onnx.load_from_string(onnx_runtime.pixel_input_model(ext.path, ext.preprocessing)).graph
