@@ -272,3 +272,58 @@ def test_single_image_extraction_matches_the_batched_path(saved, store, images):
     batched = extract(ext, images[:3], batch_size=2, progress=False)
     single = extract(ext, images[1:2], progress=False)
     np.testing.assert_array_equal(single, batched[1:2])
+
+
+# -- pixel input (normalisation inside the graph) --------------------------------------------
+def test_preprocessing_is_normalised_pixels(images):
+    from src.core.images import open_image
+
+    pre = Preprocessing.for_size(SIZE)
+    img = open_image(images[0])
+    px = pre.pixels(img)
+    assert px.dtype == np.uint8 and px.shape == (SIZE, SIZE, 3)
+    np.testing.assert_array_equal(pre.normalise(px), pre(img))
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_pixel_input_gives_bit_identical_features(saved, store, images, int8, monkeypatch):
+    """uint8 pixels through the graph's own normalisation = the float batch, to the last bit
+    (also when a batch runs in chunks: 5 images in chunks of 2)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import onnx
+
+    from src.features.extraction import load_batch
+
+    path, digest = saved["perturbed"]
+    ext = load_runtime(path, digest, runtime="onnx-int8" if int8 else "onnx", store=store)
+    assert ext.takes_pixels and ext._pixel_session is None  # built on first use only
+    with ThreadPoolExecutor(2) as pool:
+        floats = load_batch(images[:5], ext.preprocessing, pool)
+        pixels = load_batch(images[:5], ext.preprocessing, pool, pixels=True)
+    assert pixels.dtype == np.uint8 and floats.dtype == np.float32
+    monkeypatch.setattr(onnx_runtime, "PIXEL_CHUNK", 2)
+    a, b = ext(floats), ext(pixels)
+    assert b.shape == (5, 1280)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a).max() > 0.1
+    graph = onnx.load_from_string(onnx_runtime.pixel_input_model(ext.path, ext.preprocessing)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [n.op_type for n in graph.node[:5]] == ["Transpose", "Cast", "Div", "Sub", "Div"]  # permute on bytes
+    assert onnx.load(str(ext.path)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # cache untouched
+
+
+def test_extract_feeds_pixels_to_ort_and_floats_to_torch(saved, store, images, monkeypatch):
+    from src.features import extraction
+
+    path, digest = saved["pretrained"]
+    seen = []
+    real = extraction.load_batch
+    monkeypatch.setattr(extraction, "load_batch", lambda *a, **k: seen.append(real(*a, **k).dtype) or real(*a, **k))
+    ort_ext = load_runtime(path, digest, runtime="onnx", store=store)
+    a = extract(ort_ext, images, batch_size=4, progress=False)
+    assert set(seen) == {np.dtype(np.uint8)}
+    seen.clear()
+    b = extract(load_runtime(path, digest, runtime="torch"), images, batch_size=4, progress=False)
+    assert set(seen) == {np.dtype(np.float32)}
+    np.testing.assert_allclose(a, b, atol=TOL, rtol=0)

@@ -50,14 +50,21 @@ class Preprocessing:
         return f"{self.image_size}-{self.resize}-{self.interpolation}-{self.mean}-{self.std}"
 
     def __call__(self, img: Image.Image) -> np.ndarray:
-        """RGB PIL image → float32 HWC array, normalised."""
+        """RGB PIL image → float32 HWC array, normalised (:meth:`normalise` of :meth:`pixels`)."""
+        return self.normalise(self.pixels(img))
+
+    def pixels(self, img: Image.Image) -> np.ndarray:
+        """RGB PIL image → uint8 HWC array: resized and centre-cropped, not yet normalised."""
         w, h = img.size
         s = self.resize / min(w, h)
         nw, nh = max(self.image_size, round(w * s)), max(self.image_size, round(h * s))
         img = img.resize((nw, nh), Image.BICUBIC)
         left, top = (nw - self.image_size) // 2, (nh - self.image_size) // 2
-        img = img.crop((left, top, left + self.image_size, top + self.image_size))
-        a = np.asarray(img, dtype=np.float32)
+        return np.asarray(img.crop((left, top, left + self.image_size, top + self.image_size)))
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels → float32 network input; ONNX graphs fed pixels do the same three float32 steps."""
+        a = np.asarray(pixels, dtype=np.float32)
         return (a / 255.0 - self.mean) / self.std
 
 

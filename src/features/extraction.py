@@ -29,12 +29,14 @@ def decode_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def load_batch(paths: Sequence, pre: Preprocessing, pool: ThreadPoolExecutor) -> np.ndarray:
-    """Decode and preprocess ``paths`` (files, PIL images or arrays) in parallel → float32 NHWC batch."""
+def load_batch(paths: Sequence, pre: Preprocessing, pool: ThreadPoolExecutor, pixels: bool = False) -> np.ndarray:
+    """Decode and preprocess ``paths`` (files, PIL images or arrays) in parallel → float32 NHWC batch
+    (``pixels=True``: the uint8 pixels before normalisation, for extractors that normalise themselves)."""
     draft = pre.resize
+    prep = pre.pixels if pixels else pre
 
     def one(p):
-        return pre(load_image(p, draft_size=draft))
+        return prep(load_image(p, draft_size=draft))
 
     return np.stack(list(pool.map(one, paths)))
 
@@ -84,14 +86,15 @@ def extract(extractor, paths: Sequence, batch_size: int = 32, progress: bool = T
     if len(paths) == 1:  # single-image latency (monitoring): no thread pools, no progress bar
         return extractor(load_batch(list(paths), extractor.preprocessing, _Serial))
     batches = list(_batches(list(paths), batch_size))
+    pixels = bool(getattr(extractor, "takes_pixels", False))  # normalising in the graph: ~0.5 ms/image less here
     with ThreadPoolExecutor(decode_workers()) as pool, ThreadPoolExecutor(1) as prefetch, \
             progress_bar(total=len(paths), progress=progress, minimum=64, desc=desc, unit="img") as bar:
-        pending = prefetch.submit(load_batch, batches[0], extractor.preprocessing, pool)
+        pending = prefetch.submit(load_batch, batches[0], extractor.preprocessing, pool, pixels)
         start = 0
         for i in range(len(batches)):
             batch = pending.result()
             if i + 1 < len(batches):
-                pending = prefetch.submit(load_batch, batches[i + 1], extractor.preprocessing, pool)
+                pending = prefetch.submit(load_batch, batches[i + 1], extractor.preprocessing, pool, pixels)
             feats = extractor(batch)
             out[start:start + len(feats)] = feats
             start += len(feats)

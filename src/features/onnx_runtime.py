@@ -47,6 +47,9 @@ INT8_RECIPE = "int8-qdq-minmax-v2"  # part of the int8 feature key: change it wh
 # cosine 0.989 mean / 0.952 min to float32 and 98.9 % prediction agreement; these two in float32: 0.998 /
 # 0.984 and 99.4 %, for 8–14 % of int8 speed (still 1.7–1.9× float32 end to end; benchmarks/README.md).
 FLOAT_CONVS = 2
+# Pixel batches run through ORT this many images at a time: the stem's float32 output is 1.6 MB per image at
+# 224 px, so 8 images stay near the caches where 32 spill to memory (benchmarks/README.md: measured faster).
+PIXEL_CHUNK = 8
 CALIBRATION_IMAGES = 64  # min-max over 64 images: ~3 s, ~1.9 GB peak (percentile over 128: 33 s, 8 GB)
 
 
@@ -286,19 +289,64 @@ def _first_convs(model_path: Path, n: int) -> list[str]:
 
 
 # -- runtime -------------------------------------------------------------------------------
+def pixel_input_model(onnx_path: str | os.PathLike, pre: Preprocessing) -> bytes:
+    """The export at ``onnx_path`` fed uint8 NHWC pixels: the graph normalises them itself.
+
+    Prepends ``Cast → Div 255 → Sub mean → Div std`` in float32, the very steps of
+    :meth:`Preprocessing.normalise`, so the features are bit-identical to feeding the float batch;
+    the decode threads skip ~0.5 ms of numpy per 224-px image and ORT does it vectorised in one pass
+    per step over the batch. The export's NHWC → NCHW transpose moves in front, onto the uint8
+    pixels (the steps are elementwise with scalars, so the order changes nothing but the bytes moved).
+    Built in memory: cached exports and their keys are unchanged.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = onnx.load(str(onnx_path))
+    graph = proto.graph
+    old = next(i for i in graph.input if i.name == INPUT_NAME)
+    inner, source = f"{INPUT_NAME}_normalised", INPUT_NAME
+    users = [n for n in graph.node if INPUT_NAME in n.input]
+    steps = []
+    if len(users) == 1 and users[0].op_type == "Transpose":  # the NHWC → NCHW permute: on uint8, 4× fewer bytes
+        perm = users[0]
+        graph.node.remove(perm)
+        inner = perm.output[0]
+        steps.append(helper.make_node("Transpose", [INPUT_NAME], ["pixels_nchw"], name="pixels_transpose",
+                                      perm=list(next(a.ints for a in perm.attribute if a.name == "perm"))))
+        source = "pixels_nchw"
+    else:
+        for node in graph.node:
+            node.input[:] = [inner if x == INPUT_NAME else x for x in node.input]
+    consts = {"pixels_scale": 255.0, "pixels_mean": pre.mean, "pixels_std": pre.std}
+    graph.initializer.extend(numpy_helper.from_array(np.array(v, dtype=np.float32), name=k) for k, v in consts.items())
+    steps += [helper.make_node("Cast", [source], ["pixels_float"], to=TensorProto.FLOAT, name="pixels_cast"),
+              helper.make_node("Div", ["pixels_float", "pixels_scale"], ["pixels_unit"], name="pixels_unit"),
+              helper.make_node("Sub", ["pixels_unit", "pixels_mean"], ["pixels_centred"], name="pixels_centre"),
+              helper.make_node("Div", ["pixels_centred", "pixels_std"], [inner], name="pixels_scale_std")]
+    for i, node in enumerate(steps):
+        graph.node.insert(i, node)
+    dims = [d.dim_param or d.dim_value for d in old.type.tensor_type.shape.dim]
+    graph.input.remove(old)
+    graph.input.insert(0, helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, dims))
+    return proto.SerializeToString()
+
+
 class OrtExtractor:
-    """Pooled 1280-d features from an ONNX Runtime session; same interface as ``TorchExtractor``."""
+    """Pooled 1280-d features from an ONNX Runtime session; same interface as ``TorchExtractor``.
+
+    Takes float32 NHWC batches (normalised) or, with ``takes_pixels``, uint8 NHWC pixels
+    (:func:`pixel_input_model`; :func:`~src.features.extraction.extract` feeds those for batches). The
+    pixel session is built on its first use, so single-image callers pay nothing for it; its idle
+    threads sleep rather than spin, which leaves the cores to the decode threads.
+    """
+
+    takes_pixels = True
 
     def __init__(self, onnx_path: str | os.PathLike, key: str, threads: int | None = None, spinning: bool = True):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
-        opts.inter_op_num_threads = 1
-        if not spinning:  # idle pool threads sleep instead of busy-waiting (for a server sharing its cores)
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self._threads = threads or os.cpu_count() or 1
+        # spinning=False: idle pool threads sleep instead of busy-waiting (a server sharing its cores)
+        self.session = self._session(str(onnx_path), spin=spinning)
         meta = self.session.get_modelmeta().custom_metadata_map
         if _META_KEY not in meta:
             raise RuntimeError(f"{onnx_path} lacks the preprocessing metadata; delete it to re-export")
@@ -306,8 +354,27 @@ class OrtExtractor:
         self.key = key
         self.path = Path(onnx_path)
         self.precision = "float32"
+        self._pixel_session = None
+
+    def _session(self, model, spin: bool = True):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self._threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if batch.dtype == np.uint8:
+            if self._pixel_session is None:  # batch extraction: decode threads share the cores, so ORT's idle
+                # threads sleep instead of spinning (single images keep the spinning float session's latency)
+                self._pixel_session = self._session(pixel_input_model(self.path, self.preprocessing), spin=False)
+            x, step = np.ascontiguousarray(batch), PIXEL_CHUNK
+            return np.concatenate([self._pixel_session.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + step]})[0]
+                                   for i in range(0, len(x), step)]).reshape(len(x), NUM_FEATURES)
         x = np.ascontiguousarray(batch, dtype=np.float32)
         out = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
         return out.reshape(len(x), NUM_FEATURES)
@@ -315,7 +382,8 @@ class OrtExtractor:
     def with_threads(self, threads: int, spinning: bool = True) -> "OrtExtractor":
         """The same network in a new session with ``threads`` intra-op threads (same key, precision, metadata)."""
         other = OrtExtractor(self.path, self.key, threads=threads, spinning=spinning)
-        other.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("session", "preprocessing")})
+        own = ("session", "preprocessing", "_threads", "_pixel_session")
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k not in own})
         return other
 
 
