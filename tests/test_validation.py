@@ -70,3 +70,22 @@ def test_selection_uses_validation_never_test():
     assert select_best(per) == "label_spreading"  # ties go to the configured order, not to test accuracy
     none = {a: {"val_accuracy": None, "test_accuracy": t} for a, t in (("x", 0.1), ("y", 0.9))}
     assert select_best(none) == "x"
+
+
+def test_accuracy_ties_go_to_the_lower_validation_log_loss():
+    per = {"label_propagation": {"val_accuracy": 0.90, "val_log_loss": 0.40, "test_accuracy": 0.99},
+           "label_spreading": {"val_accuracy": 0.90, "val_log_loss": 0.20, "test_accuracy": 0.70},
+           "self_training": {"val_accuracy": 0.85, "val_log_loss": 0.01, "test_accuracy": 0.95}}
+    assert select_best(per) == "label_spreading"  # accuracy first; the tie by log-loss; never test
+
+
+def test_cross_val_log_loss_rewards_confident_right_answers():
+    from src.learning.validation import cross_val_scores
+
+    X, y, y_partial = partial_blobs(labeled_per_class=6)
+    fit = lambda a, b: fit_baseline(a, b, 0)  # noqa: E731
+    acc, loss = cross_val_scores(fit, X, y_partial, k=3, seed=0)
+    assert acc == cross_val_accuracy(fit, X, y_partial, k=3, seed=0) and 0 < loss < np.log(len(np.unique(y)))
+    noisy = X + np.random.default_rng(0).normal(size=X.shape) * 3 * X.std()
+    assert cross_val_scores(fit, noisy, y_partial, k=3, seed=0)[1] > loss
+    assert cross_val_scores(fit, X, np.where(y_partial >= 0, -1, -1), k=3) == (None, None)

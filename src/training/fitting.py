@@ -15,14 +15,14 @@ from src.core.paths import source_checkout
 from src.learning.bundles import model_file_name, save_model_bundle
 from src.learning.evaluation import evaluate, save_confusion_png
 from src.learning.semi_supervised import UNLABELED, fit_baseline, fit_semi_supervised, transduced_labels
-from src.learning.validation import cross_val_accuracy
+from src.learning.validation import cross_val_scores
 from src.training.state import TrainState
 
 log = logging.getLogger(__name__)
 
 BASELINE = "baseline"
 REFERENCE_SAMPLE = 1000
-METRIC_KEYS = ("val_accuracy", "test_accuracy", "f1_score", "precision", "recall", "unlabeled_accuracy",
+METRIC_KEYS = ("val_accuracy", "val_log_loss", "test_accuracy", "f1_score", "precision", "recall", "unlabeled_accuracy",
                "fit_seconds")
 SHIFT_KEY = "shift_accuracy"  # recorded only with a --shift-dir
 
@@ -74,9 +74,9 @@ def fit_and_evaluate(name: str, s: TrainState) -> tuple[Any, dict[str, Any]]:
     t0 = time.perf_counter()
     model = fit(X, s.y_partial)
     fit_s = time.perf_counter() - t0
-    val = cross_val_accuracy(fit, X, s.y_partial, seed=cfg.seed)
+    val, val_loss = cross_val_scores(fit, X, s.y_partial, seed=cfg.seed)
     m = evaluate(model, Xt, ds.test.labels, ds.classes)
-    m["val_accuracy"] = val
+    m["val_accuracy"], m["val_log_loss"] = val, val_loss
     if s.shift is not None:  # reported only: never fitted on, never selects
         m[SHIFT_KEY] = s.shift.accuracy(model, Xs)
     hidden, n_pool = s.hidden, len(s.X) - s.n_train
@@ -124,7 +124,8 @@ def assigned_labels(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def log_metrics(name: str, m: dict[str, Any], s: TrainState) -> None:
     """Everything W&B shows per algorithm; the baseline gets its scalars only."""
     tr = s.tracker
-    tr.log({f"{name}/val_accuracy": m["val_accuracy"], f"{name}/test_accuracy": m["test_accuracy"],
+    tr.log({f"{name}/val_accuracy": m["val_accuracy"], f"{name}/val_log_loss": m["val_log_loss"],
+            f"{name}/test_accuracy": m["test_accuracy"],
             f"{name}/f1_score": m["f1_score"],
             f"{name}/precision": m["precision"], f"{name}/recall": m["recall"],
             f"{name}/fit_seconds": m["fit_seconds"], f"{name}/unlabeled_accuracy": m["unlabeled_accuracy"],

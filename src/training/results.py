@@ -9,17 +9,24 @@ from src.features.finetune import FineTuneResult
 from src.training.fitting import SHIFT_KEY, code_version
 from src.training.state import TrainState
 
-COMPARISON_COLUMNS = ["algorithm", "val_accuracy", "test_accuracy", "f1_score", "precision", "recall",
+COMPARISON_COLUMNS = ["algorithm", "val_accuracy", "val_log_loss", "test_accuracy", "f1_score", "precision", "recall",
                       "unlabeled_accuracy", "fit_seconds"]
-SELECTION = "val_accuracy: 3-fold cross-validation over the labeled training images"
+SELECTION = ("val_accuracy: 3-fold cross-validation over the labeled training images; ties broken by "
+             "val_log_loss on the same folds")
 
 
 def select_best(per_algo: dict[str, dict]) -> str:
-    """The algorithm with the highest validation accuracy; ties (and no validation at all, when no
-    class has two labels) go to the earlier algorithm in the configured order. Test accuracy never decides."""
+    """The algorithm with the highest validation accuracy; ties go to the lower validation log-loss
+    (the same folds' probability of the true label), then (and with no validation at all, when no
+    class has two labels) to the earlier algorithm in the configured order. Test accuracy never decides."""
     order = list(per_algo)
-    return max(order, key=lambda a: (per_algo[a]["val_accuracy"] if per_algo[a]["val_accuracy"] is not None
-                                     else -1.0, -order.index(a)))
+
+    def key(a):
+        m = per_algo[a]
+        acc, loss = m["val_accuracy"], m.get("val_log_loss")
+        return (acc if acc is not None else -1.0, -loss if loss is not None else float("-inf"), -order.index(a))
+
+    return max(order, key=key)
 
 
 def summarize(per_algo: dict[str, dict], baseline: dict) -> dict[str, Any]:
