@@ -55,9 +55,8 @@ def cross_val_scores(fit: Callable[[np.ndarray, np.ndarray], object], X: np.ndar
         proba = model.predict_proba(X[held])
         truth = y_partial[held]
         pred = model.classes_[proba.argmax(1)]
-        col = np.searchsorted(model.classes_, truth)
-        known = (col < len(model.classes_)) & (model.classes_[np.minimum(col, len(model.classes_) - 1)] == truth)
-        p_true = np.where(known, proba[np.arange(len(truth)), np.minimum(col, proba.shape[1] - 1)], 0.0)
+        col = np.minimum(np.searchsorted(model.classes_, truth), len(model.classes_) - 1)
+        p_true = np.where(np.isin(truth, model.classes_), proba[np.arange(len(truth)), col], 0.0)
         nll += float(-np.log(np.maximum(p_true, 1e-6)).sum())
         correct += int((pred == truth).sum())
         total += int(held.sum())

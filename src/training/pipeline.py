@@ -146,7 +146,7 @@ def pseudo_label_round(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, pat
     X1, Xt1 = _features(cfg, ds, extractor, store, tracker)
     Xs1 = shift_features(cfg, shift, extractor, store, tracker).X if shift is not None else None
     r = refine_extractor(ds, mask, X1, path, key, ft, finetune_spec(cfg), cfg.pseudo_finetune_epochs,
-                         cfg.n_neighbors, cfg.val_fraction, store, path, progress=cfg.progress)
+                         cfg.n_neighbors, cfg.val_fraction, store, progress=cfg.progress)
     tracker.log({"refine/ran": int(r.ran), "refine/kept": int(r.kept), "refine/pseudo_labels": r.pseudo_labels,
                  "refine/pseudo_label_accuracy": r.pseudo_label_accuracy, "refine/seconds": r.seconds,
                  "refine/heldout_accuracy_before": r.heldout_accuracy_before,

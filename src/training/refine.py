@@ -32,7 +32,7 @@ import logging
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,15 @@ import numpy as np
 from src.core.store import Store
 from src.data.dataset import ImageDataset
 from src.data.splits import holdout_split
-from src.features.finetune import ExtractorCache, FineTuneResult, FineTuneSpec, PseudoLabeled, fine_tune, weights_digest
+from src.features.finetune import (
+    ExtractorCache,
+    FineTuneResult,
+    FineTuneSpec,
+    PseudoLabeled,
+    fine_tune,
+    finetune_key,
+    weights_digest,
+)
 from src.learning.semi_supervised import UNLABELED, fit_semi_supervised
 
 log = logging.getLogger(__name__)
@@ -68,7 +76,7 @@ class Refinement:
     history: list[dict] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return asdict(self)
 
 
 def select_pseudo_labels(X: np.ndarray, y_partial: np.ndarray, n_neighbors: int, seed: int,
@@ -90,19 +98,19 @@ def select_pseudo_labels(X: np.ndarray, y_partial: np.ndarray, n_neighbors: int,
     return rows_arr, trans[rows_arr].astype(np.int64)
 
 
-def refine_key(first_key: str, digests: list[str], labels: list[int], epochs: int) -> str:
-    h = hashlib.sha256(first_key.encode())
-    for d, y in sorted(zip(digests, labels)):
-        h.update(f"{d}:{y}\n".encode())
-    h.update(json.dumps({"epochs": epochs, "per_class": PER_CLASS, "per_epoch": PER_EPOCH,
-                         "recipe": RECIPE}).encode())
-    return h.hexdigest()
+def refine_key(first_key: str, digests: list[str], labels: list[int], spec: FineTuneSpec) -> str:
+    """The first round's key, the pseudo-labeled images with their labels (the first round's
+    :func:`finetune_key`, over this round's spec) and this stage's own settings."""
+    pseudo = finetune_key(digests, labels, spec)
+    own = json.dumps({"per_class": PER_CLASS, "per_epoch": PER_EPOCH, "recipe": RECIPE})
+    return hashlib.sha256(f"{first_key}\n{pseudo}\n{own}".encode()).hexdigest()
 
 
-def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, first_path: Path, first_key: str,
+def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Path, first_key: str,
                      first: FineTuneResult, spec: FineTuneSpec, epochs: int, n_neighbors: int,
-                     val_fraction: float, store: Store, out: Path, progress: bool = True) -> Refinement:
-    """Run the stage; writes the refined extractor to ``out`` when it is kept (``Refinement.kept``).
+                     val_fraction: float, store: Store, progress: bool = True) -> Refinement:
+    """Run the stage on the first round's extractor saved at ``path``, which the refined one
+    replaces when it is kept (``Refinement.kept``).
 
     ``X`` holds the first round's features of the training rows then the pool's; ``mask`` marks
     the training labels in use; ``first_key``/``first`` are the first round's cache key and result.
@@ -135,10 +143,11 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, first_pa
     r.heldout_accuracy_before = first.best_val_accuracy
     all_paths = list(ds.train.paths) + (list(ds.pool.paths) if ds.has_pool else [])
     all_digests = list(ds.train.digests) + (list(ds.pool.digests) if ds.has_pool else [])
-    key = refine_key(first_key, [all_digests[i] for i in rows], labels.tolist(), epochs)
+    round_spec = replace(spec, epochs=epochs)
+    key = refine_key(first_key, [all_digests[i] for i in rows], labels.tolist(), round_spec)
     cache = ExtractorCache(store)
     hit = cache.get(key)
-    second = out.with_name(f".refined-{out.name}")
+    second = path.with_name(f".refined-{path.name}")
     if hit:
         shutil.copyfile(hit[0], second)
         result = hit[2]
@@ -148,9 +157,8 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, first_pa
 
         paths = [ds.train.paths[i] for i in lab_idx]
         extra = PseudoLabeled([all_paths[i] for i in rows], labels, PER_EPOCH)
-        round_spec = FineTuneSpec(epochs, spec.lr, spec.seed, spec.pre, spec.batch_size)
         model, result = fine_tune(paths, ds.train.labels[lab_idx], fit_pos, val_pos, len(ds.classes), round_spec,
-                                  progress=progress, start=first_path, extra=extra)
+                                  progress=progress, start=path, extra=extra)
         save_extractor(model, second, spec.pre, meta={"pseudo_finetune_epochs": epochs, "pseudo_labels": len(rows)})
         cache.put(key, second, weights_digest(model), result)
     r.history, r.heldout_accuracy_after = result.history, result.best_val_accuracy
@@ -158,7 +166,7 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, first_pa
     after = result.best_val_accuracy if result.best_val_accuracy is not None else -1.0
     if after >= first.best_val_accuracy:
         r.kept, r.reason = True, "held-out accuracy not lower than the first round's"
-        second.replace(out)
+        second.replace(path)
     else:
         r.reason = f"held-out accuracy fell ({first.best_val_accuracy:.3f} → {after:.3f}): first round kept"
         second.unlink(missing_ok=True)
