@@ -52,7 +52,9 @@ def _run(a, ratio: float, seed: int, epochs: int, tag: str) -> dict:
         out["baseline_shift"] = r["baseline"].get("shift_accuracy")
     if out["round"]:
         out["round"] = {k: out["round"][k] for k in ("ran", "kept", "pseudo_labels", "pseudo_label_accuracy",
-                                                      "heldout_accuracy_before", "heldout_accuracy_after")}
+                                                      "heldout_accuracy_before", "heldout_accuracy_after",
+                                                      "heldout_log_loss_before", "heldout_log_loss_after",
+                                                      "finetune_heldout_accuracy", "seconds", "cached")}
     return out
 
 

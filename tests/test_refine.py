@@ -75,21 +75,57 @@ def test_round_runs_is_cached_and_keeps_the_baseline_on_first_round_features(tmp
     assert again["cached"] and again["kept"] == rec["kept"] and again["pseudo_labels"] == rec["pseudo_labels"]
 
 
-def test_round_is_dropped_when_heldout_accuracy_falls(tmp_path, tiny, monkeypatch):
+def test_round_is_dropped_when_the_classifiers_do_worse_on_its_features(tmp_path, tiny, monkeypatch):
     real = refine.fine_tune
 
-    def worse(*a, **k):
+    def blind(*a, **k):  # a round whose extractor sees nothing: every image gets the same features
         model, res = real(*a, **k)
-        return model, FineTuneResult(epochs_run=1, history=[{"epoch": 1, "loss": 1.0, "val_accuracy": -0.5}],
-                                     best_val_accuracy=-0.5)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+        return model, res
 
-    monkeypatch.setattr(refine, "fine_tune", worse)
+    monkeypatch.setattr(refine, "fine_tune", blind)
     r = _train(tmp_path, tiny)
     rec = r["extractor"]["pseudo_label_round"]
     assert rec["ran"] and not rec["kept"] and "first round kept" in rec["reason"]
+    assert rec["heldout_accuracy_after"] < rec["heldout_accuracy_before"]
     payload = torch.load(tmp_path / "models" / "feature_extractor.pth", weights_only=True)
     assert "pseudo_finetune_epochs" not in payload["meta"]
     assert not list((tmp_path / "models").glob(".refined-*"))
+
+
+@pytest.mark.parametrize("after, kept", [((0.9, 0.9), True), ((0.7, 0.05), False), ((0.8, 0.3), True),
+                                         ((0.8, 0.29), True), ((0.8, 0.31), False)])
+def test_keep_rule_is_accuracy_then_log_loss(after, kept):
+    assert refine.keep_round((0.8, 0.3), after) is kept
+
+
+def test_the_run_follows_the_keep_rule(tmp_path, tiny, monkeypatch):
+    scores = iter([(0.8, 0.3), (0.8, 0.2)])  # before, after: a tie on accuracy, a lower log-loss
+    monkeypatch.setattr(refine, "heldout_scores", lambda *a: next(scores))
+    rec = _train(tmp_path, tiny)["extractor"]["pseudo_label_round"]
+    assert rec["kept"] and (rec["heldout_accuracy_after"], rec["heldout_log_loss_after"]) == (0.8, 0.2)
+    payload = torch.load(tmp_path / "models" / "feature_extractor.pth", weights_only=True)
+    assert payload["meta"]["pseudo_finetune_epochs"] == 1
+
+
+def test_heldout_scores_average_the_views():
+    class Fixed:
+        classes_ = np.array([0, 1, 2])
+
+        def __init__(self, proba):
+            self.proba = np.asarray(proba)
+
+        def predict_proba(self, X):
+            return self.proba[X[:, 0].astype(int)]
+
+    X = np.arange(2, dtype=float)[:, None]
+    a = Fixed([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]])   # both right
+    b = Fixed([[0.2, 0.6, 0.2], [0.0, 1.0, 0.0]])     # first wrong
+    acc, loss = refine.heldout_scores((a, b), X, np.array([0, 1]), np.array([0, 1]))
+    assert acc == pytest.approx(0.75)
+    assert loss == pytest.approx(np.mean([-(np.log(0.5) + np.log(0.8)) / 2, -(np.log(0.2) + np.log(1.0)) / 2]))
 
 
 def test_round_off_and_without_unlabeled_images(tmp_path, tiny):

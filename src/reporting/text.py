@@ -24,7 +24,9 @@ def _round_line(r: dict[str, Any] | None) -> list[str]:
     acc = r.get("pseudo_label_accuracy")
     return [f"pseudo-label round: {r['pseudo_labels']} pseudo-labels"
             + (f" ({acc:.1%} right where labels were hidden)" if acc is not None else "")
-            + f", held-out accuracy {_f(r['heldout_accuracy_before'])} → {_f(r['heldout_accuracy_after'])}: "
+            + f", held-out accuracy {_f(r['heldout_accuracy_before'])} → {_f(r['heldout_accuracy_after'])}"
+            + (f", log-loss {_f(r.get('heldout_log_loss_before'))} → {_f(r.get('heldout_log_loss_after'))}"
+               if r.get("heldout_log_loss_after") is not None else "") + ": "
             + ("new extractor kept" if r["kept"] else "first round kept")
             + (" (cached)" if r.get("cached") else f" ({r['seconds']:.1f} s)")]
 

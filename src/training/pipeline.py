@@ -145,12 +145,14 @@ def pseudo_label_round(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, pat
     extractor, _ = float32_extractor(cfg, path, store)
     X1, Xt1 = _features(cfg, ds, extractor, store, tracker)
     Xs1 = shift_features(cfg, shift, extractor, store, tracker).X if shift is not None else None
+
+    def featurize(candidate: Path) -> np.ndarray:  # the candidate's training + pool features, judged by refine
+        return _train_features(cfg, ds, float32_extractor(cfg, candidate, store)[0], FeatureCache(store))[0]
+
     r = refine_extractor(ds, mask, X1, path, key, ft, finetune_spec(cfg), cfg.pseudo_finetune_epochs,
-                         cfg.n_neighbors, cfg.val_fraction, store, progress=cfg.progress)
-    tracker.log({"refine/ran": int(r.ran), "refine/kept": int(r.kept), "refine/pseudo_labels": r.pseudo_labels,
-                 "refine/pseudo_label_accuracy": r.pseudo_label_accuracy, "refine/seconds": r.seconds,
-                 "refine/heldout_accuracy_before": r.heldout_accuracy_before,
-                 "refine/heldout_accuracy_after": r.heldout_accuracy_after})
+                         cfg.n_neighbors, cfg.val_fraction, store, featurize, progress=cfg.progress)
+    tracker.log({f"refine/{k}": (int(v) if isinstance(v, bool) else v) for k, v in r.record().items()
+                 if k not in ("reason", "history")})
     return r, ((X1, Xt1, Xs1) if r.kept else None)
 
 
@@ -248,15 +250,19 @@ def _features(cfg: TrainConfig, ds: ImageDataset, extractor, store: Store, track
     """Train features with the pool's appended (same cache), and test features."""
     cache = FeatureCache(store)
     t0 = time.perf_counter()
-    X, n_new_tr = cached_features(extractor, ds.train.paths, ds.train.digests, cache, cfg.batch_size,
-                                  cfg.progress, "train features")
+    X, n_new = _train_features(cfg, ds, extractor, cache)
     Xt, n_new_te = cached_features(extractor, ds.test.paths, ds.test.digests, cache, cfg.batch_size,
                                    cfg.progress, "test features")
-    n_new_pool = 0
-    if ds.has_pool:
-        Xp, n_new_pool = cached_features(extractor, ds.pool.paths, ds.pool.digests, cache, cfg.batch_size,
-                                         cfg.progress, "pool features")
-        X = np.concatenate([X, Xp])
-    tracker.log({"timing/extract_seconds": time.perf_counter() - t0,
-                 "timing/images_extracted": n_new_tr + n_new_te + n_new_pool})
+    tracker.log({"timing/extract_seconds": time.perf_counter() - t0, "timing/images_extracted": n_new + n_new_te})
     return X, Xt
+
+
+def _train_features(cfg: TrainConfig, ds: ImageDataset, extractor, cache: FeatureCache) -> tuple[np.ndarray, int]:
+    """(features of the training rows then the pool's, number extracted)."""
+    X, n_new = cached_features(extractor, ds.train.paths, ds.train.digests, cache, cfg.batch_size, cfg.progress,
+                               "train features")
+    if ds.has_pool:
+        Xp, n_pool = cached_features(extractor, ds.pool.paths, ds.pool.digests, cache, cfg.batch_size, cfg.progress,
+                                     "pool features")
+        X, n_new = np.concatenate([X, Xp]), n_new + n_pool
+    return X, n_new

@@ -15,8 +15,10 @@ see the other 95 %. This stage, run when there are unlabeled rows (hidden labels
    :data:`PER_EPOCH` pseudo-labeled images per epoch (the cost stays bounded however large
    the pool is);
 4. the best epoch on the held-out labeled images (true labels) is kept, and the new extractor
-   replaces the first round's only when its held-out accuracy is at least the first round's
-   (the stage is chosen on validation, never on ``test/``).
+   replaces the first round's only when the classifiers that use the features do at least as
+   well on the held-out images: label spreading and self-training are fitted on each
+   extractor's features (held-out labels hidden) and their mean held-out accuracy, then their
+   mean held-out log-loss, decide (the stage is chosen on validation, never on ``test/``).
 
 The labeled-only baseline keeps the first round's features: it is the pipeline that never
 sees an unlabeled image. Results are cached in the store like the first round (key: the first
@@ -34,7 +36,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -58,6 +60,7 @@ PER_CLASS = 60     # pseudo-labeled images kept per class (the most confident ag
 PER_EPOCH = 300    # pseudo-labeled images drawn per epoch
 MIN_UNLABELED = 20  # fewer unlabeled rows than this: nothing to learn from, the stage is skipped
 RECIPE = 1
+JUDGES = ("label_spreading", "self_training")
 
 
 @dataclass
@@ -69,8 +72,13 @@ class Refinement:
     reason: str = ""
     pseudo_labels: int = 0
     pseudo_label_accuracy: float | None = None   # where truth exists (labels hidden by labeled_ratio)
+    # The judges: held-out labeled images, predicted by label spreading and self-training fitted on each
+    # extractor's features with their labels hidden (mean of the two); the decision is made on these.
     heldout_accuracy_before: float | None = None
     heldout_accuracy_after: float | None = None
+    heldout_log_loss_before: float | None = None
+    heldout_log_loss_after: float | None = None
+    finetune_heldout_accuracy: float | None = None  # the round's own classification head, best epoch
     seconds: float = 0.0
     cached: bool = False
     history: list[dict] = field(default_factory=list)
@@ -79,14 +87,15 @@ class Refinement:
         return asdict(self)
 
 
-def select_pseudo_labels(X: np.ndarray, y_partial: np.ndarray, n_neighbors: int, seed: int,
-                         per_class: int = PER_CLASS) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, labels): unlabeled rows where label spreading and self-training agree, the
-    ``per_class`` most confident per class (label spreading's confidence), in row order."""
+def _views(X: np.ndarray, y_partial: np.ndarray, n_neighbors: int, seed: int) -> tuple:
+    """Label spreading and self-training fitted on ``X``: the two views that pick pseudo-labels and judge."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter; the fits themselves are checked by their use
-        ls = fit_semi_supervised("label_spreading", X, y_partial, n_neighbors, seed)
-        st = fit_semi_supervised("self_training", X, y_partial, n_neighbors, seed)
+        return tuple(fit_semi_supervised(name, X, y_partial, n_neighbors, seed) for name in JUDGES)
+
+
+def _pick(views: tuple, X: np.ndarray, y_partial: np.ndarray, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    ls, st = views
     graph = ls[-1]
     trans, conf = graph.transduction_, graph.label_confidence_
     agree = (y_partial == UNLABELED) & (trans == st.predict(X))
@@ -96,6 +105,32 @@ def select_pseudo_labels(X: np.ndarray, y_partial: np.ndarray, n_neighbors: int,
         rows += idx[np.argsort(-conf[idx], kind="stable")][:per_class].tolist()
     rows_arr = np.asarray(sorted(rows), dtype=np.int64)
     return rows_arr, trans[rows_arr].astype(np.int64)
+
+
+def select_pseudo_labels(X: np.ndarray, y_partial: np.ndarray, n_neighbors: int, seed: int,
+                         per_class: int = PER_CLASS) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, labels): unlabeled rows where label spreading and self-training agree, the
+    ``per_class`` most confident per class (label spreading's confidence), in row order."""
+    return _pick(_views(X, y_partial, n_neighbors, seed), X, y_partial, per_class)
+
+
+def heldout_scores(views: tuple, X: np.ndarray, rows: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(accuracy, log-loss) on ``X[rows]``, each the mean over ``views`` (probabilities floored at 1e-6)."""
+    accs, losses = [], []
+    for model in views:
+        proba = model.predict_proba(X[rows])
+        col = {c: i for i, c in enumerate(model.classes_)}
+        p_true = np.array([proba[i, col[t]] if t in col else 0.0 for i, t in enumerate(truth)])
+        accs.append(float((model.classes_[proba.argmax(1)] == truth).mean()))
+        losses.append(float(-np.log(np.maximum(p_true, 1e-6)).mean()))
+    return float(np.mean(accs)), float(np.mean(losses))
+
+
+def keep_round(before: tuple[float, float], after: tuple[float, float]) -> bool:
+    """The round is kept when its (held-out accuracy, log-loss) is at least as good: higher accuracy,
+    or the same accuracy and a log-loss not higher (with 3–8 labels per class the judges are a few
+    dozen images, so accuracy alone ties often)."""
+    return (after[0], -after[1]) >= (before[0], -before[1])
 
 
 def refine_key(first_key: str, digests: list[str], labels: list[int], spec: FineTuneSpec) -> str:
@@ -108,12 +143,14 @@ def refine_key(first_key: str, digests: list[str], labels: list[int], spec: Fine
 
 def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Path, first_key: str,
                      first: FineTuneResult, spec: FineTuneSpec, epochs: int, n_neighbors: int,
-                     val_fraction: float, store: Store, progress: bool = True) -> Refinement:
+                     val_fraction: float, store: Store, featurize: Callable[[Path], np.ndarray],
+                     progress: bool = True) -> Refinement:
     """Run the stage on the first round's extractor saved at ``path``, which the refined one
     replaces when it is kept (``Refinement.kept``).
 
     ``X`` holds the first round's features of the training rows then the pool's; ``mask`` marks
-    the training labels in use; ``first_key``/``first`` are the first round's cache key and result.
+    the training labels in use; ``first_key``/``first`` are the first round's cache key and result;
+    ``featurize(path)`` returns the same rows' features under the extractor saved at ``path``.
     """
     r = Refinement()
     n_train = len(ds.train)
@@ -133,14 +170,16 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Pa
     y_sel = y_partial.copy()
     y_sel[lab_idx[val_pos]] = UNLABELED  # the judges stay unseen
     t0 = time.perf_counter()
-    rows, labels = select_pseudo_labels(X, y_sel, n_neighbors, spec.seed)
+    judges, truth = lab_idx[val_pos], ds.train.labels[lab_idx[val_pos]]
+    views = _views(X, y_sel, n_neighbors, spec.seed)
+    rows, labels = _pick(views, X, y_sel, PER_CLASS)
     keep = ~np.isin(rows, lab_idx[val_pos])  # never train on a judge, even under its pseudo-label
     rows, labels = rows[keep], labels[keep]
     r.ran, r.pseudo_labels = True, int(len(rows))
     truth_rows = rows[rows < n_train]
     if len(truth_rows):
         r.pseudo_label_accuracy = float((labels[rows < n_train] == ds.train.labels[truth_rows]).mean())
-    r.heldout_accuracy_before = first.best_val_accuracy
+    r.heldout_accuracy_before, r.heldout_log_loss_before = heldout_scores(views, X, judges, truth)
     all_paths = list(ds.train.paths) + (list(ds.pool.paths) if ds.has_pool else [])
     all_digests = list(ds.train.digests) + (list(ds.pool.digests) if ds.has_pool else [])
     round_spec = replace(spec, epochs=epochs)
@@ -161,15 +200,20 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Pa
                                   progress=progress, start=path, extra=extra)
         save_extractor(model, second, spec.pre, meta={"pseudo_finetune_epochs": epochs, "pseudo_labels": len(rows)})
         cache.put(key, second, weights_digest(model), result)
-    r.history, r.heldout_accuracy_after = result.history, result.best_val_accuracy
+    r.history, r.finetune_heldout_accuracy = result.history, result.best_val_accuracy
+    X2 = featurize(second)
+    r.heldout_accuracy_after, r.heldout_log_loss_after = heldout_scores(
+        _views(X2, y_sel, n_neighbors, spec.seed), X2, judges, truth)
     r.seconds = time.perf_counter() - t0
-    after = result.best_val_accuracy if result.best_val_accuracy is not None else -1.0
-    if after >= first.best_val_accuracy:
-        r.kept, r.reason = True, "held-out accuracy not lower than the first round's"
+    if keep_round((r.heldout_accuracy_before, r.heldout_log_loss_before),
+                  (r.heldout_accuracy_after, r.heldout_log_loss_after)):
+        r.kept, r.reason = True, "held-out accuracy not lower, and on a tie log-loss not higher"
         second.replace(path)
     else:
-        r.reason = f"held-out accuracy fell ({first.best_val_accuracy:.3f} → {after:.3f}): first round kept"
+        r.reason = (f"held-out accuracy {r.heldout_accuracy_before:.3f} → {r.heldout_accuracy_after:.3f}, log-loss "
+                    f"{r.heldout_log_loss_before:.3f} → {r.heldout_log_loss_after:.3f}: first round kept")
         second.unlink(missing_ok=True)
-    log.info("pseudo-label fine-tuning: %d pseudo-labels, held-out %.3f → %.3f, %s", len(rows),
-             first.best_val_accuracy, after, "kept" if r.kept else "dropped")
+    log.info("pseudo-label fine-tuning: %d pseudo-labels, held-out %.3f → %.3f (log-loss %.3f → %.3f), %s",
+             len(rows), r.heldout_accuracy_before, r.heldout_accuracy_after, r.heldout_log_loss_before,
+             r.heldout_log_loss_after, "kept" if r.kept else "dropped")
     return r
