@@ -32,3 +32,23 @@ def train_tiny_models(tmp: Path, test_per_class: int) -> Path:
     train_with_wandb(labeled_ratio=0.5, fine_tune_epochs=0, n_neighbors=5, data_dir=data, models_dir=tmp / "models",
                      store=tmp / "train_store", wandb_mode="disabled", image_size=64, progress=False)
     return data
+
+
+def random_weight_bundle(models: Path, name: str = "m.skops") -> Path:
+    """``models/feature_extractor.pth`` (random EfficientNet-Lite0 weights, 32-px input) and ``models/<name>``,
+    a self-training bundle over it (a logistic regression on random features, classes apple/milk/bread)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from src.core.store import sha256_file
+    from src.features.backbone import Preprocessing, create_model, save_extractor
+    from src.learning.bundles import save_model_bundle
+
+    ext = models / "feature_extractor.pth"
+    save_extractor(create_model(num_classes=0, pretrained=False), ext, Preprocessing.for_size(32))
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 1280)), np.arange(30) % 3
+    save_model_bundle(models / name, {
+        "algorithm": "self_training", "classifier": LogisticRegression(max_iter=50).fit(X, y),
+        "class_names": ["apple", "milk", "bread"], "extractor_digest": sha256_file(ext), "preprocessing": {}})
+    return models / name

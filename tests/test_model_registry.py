@@ -465,16 +465,11 @@ def test_end_to_end_predict_with_random_weight_extractor(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from src.features.backbone import Preprocessing, create_model, save_extractor
+    from helpers import random_weight_bundle
 
     models = tmp_path / "models"
-    ext = models / "feature_extractor.pth"
-    save_extractor(create_model(num_classes=0, pretrained=False), ext, Preprocessing.for_size(32))
+    random_weight_bundle(models, "self_training_model.skops")
     rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(30, 1280)), np.arange(30) % 3
-    save_model_bundle(models / "self_training_model.skops", {
-        "algorithm": "self_training", "classifier": LogisticRegression(max_iter=50).fit(X, y),
-        "class_names": ["apple", "milk", "bread"], "extractor_digest": sha256_file(ext), "preprocessing": {}})
     reg(models / "self_training_model.skops", aliases=["production"])
     image = tmp_path / "img.png"
     Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(image)

@@ -72,22 +72,11 @@ def test_other_objects_are_refused():
 # -- the predictor -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
-    from sklearn.linear_model import LogisticRegression
+    from helpers import random_weight_bundle
 
-    from src.core.store import sha256_file
-    from src.features.backbone import Preprocessing, create_model, save_extractor
-    from src.learning.bundles import save_model_bundle
     from src.predictor import Predictor
 
-    models = tmp_path_factory.mktemp("nb") / "models"
-    ext = models / "feature_extractor.pth"
-    save_extractor(create_model(num_classes=0, pretrained=False), ext, Preprocessing.for_size(32))
-    rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(30, 1280)), np.arange(30) % 3
-    save_model_bundle(models / "m.skops", {
-        "algorithm": "self_training", "classifier": LogisticRegression(max_iter=50).fit(X, y),
-        "class_names": ["apple", "milk", "bread"], "extractor_digest": sha256_file(ext), "preprocessing": {}})
-    return Predictor.load(models / "m.skops", runtime="torch")
+    return Predictor.load(random_weight_bundle(tmp_path_factory.mktemp("nb") / "models"), runtime="torch")
 
 
 def test_predict_accepts_a_path_a_pil_image_and_an_array(predictor, tmp_path):
