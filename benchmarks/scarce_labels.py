@@ -54,7 +54,7 @@ def _run(a, ratio: float, seed: int, epochs: int, tag: str) -> dict:
         out["round"] = {k: out["round"][k] for k in ("ran", "kept", "pseudo_labels", "pseudo_label_accuracy",
                                                       "heldout_accuracy_before", "heldout_accuracy_after",
                                                       "heldout_log_loss_before", "heldout_log_loss_after",
-                                                      "finetune_heldout_accuracy", "seconds", "cached")}
+                                                      "heldout_p_worse", "finetune_heldout_accuracy", "seconds", "cached")}
     return out
 
 
