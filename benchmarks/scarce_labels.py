@@ -98,7 +98,9 @@ def _aggregate(rows: list[dict]) -> list[dict]:
                 if vals:
                     agg[key] = {"mean": float(np.mean(vals)), "spread": float(np.ptp(vals))}
             gains = [r["best_test"] - r["baseline_test"] for r in sel]
-            agg["gain"] = {"mean": float(np.mean(gains)), "min": float(np.min(gains))}
+            # paired per draw: the draw's own difficulty moves the pick and the baseline together
+            agg["gain"] = {"mean": float(np.mean(gains)), "min": float(np.min(gains)), "spread": float(np.ptp(gains)),
+                           "per_draw": [float(g) for g in gains]}
             out.append(agg)
     return out
 
