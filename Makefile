@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 ## The main job: generate DS2GROCERIES if missing, train all three algorithms, W&B offline.
-## The pseudo-label round is off here: on make run's 1,200 images it would cost +150 % (MLOPS.md, "Few labels").
+## The pseudo-label round is off here: on make run's 1,200 images it costs +60 % (MLOPS.md, "Few labels").
 run: $(STAMP)
 	$(PY) src/train_with_wandb.py --pseudo-finetune-epochs 0
 
