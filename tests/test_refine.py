@@ -191,3 +191,88 @@ def test_round_learns_from_a_real_pool(tmp_path):
     assert r["config"]["labeled_ratio"] == 1.0 and r["dataset"]["pool_samples"] == 30
     assert rec["ran"] and 0 < rec["pseudo_labels"] <= 30
     assert rec["pseudo_label_accuracy"] is None  # no truth in a pool
+
+
+def _photo(size=64):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8))
+
+
+def test_strong_augmentation_is_seeded_keeps_the_shape_and_leaves_the_image_alone():
+    import random
+
+    from src.features.backbone import Preprocessing
+    from src.features import finetune
+
+    pre, img = Preprocessing.for_size(32), _photo()
+    before = np.asarray(img).copy()
+    a = finetune._strong_augment(img, pre, random.Random(3))
+    assert a.shape == pre(img).shape and a.dtype == pre(img).dtype
+    assert np.array_equal(a, finetune._strong_augment(img, pre, random.Random(3)))
+    assert np.array_equal(np.asarray(img), before)  # later epochs reuse the decoded image
+    light = [finetune._augment(img, pre, random.Random(s)) for s in range(8)]
+    strong = [finetune._strong_augment(img, pre, random.Random(s)) for s in range(8)]
+    # further from the plain transform than the light augmentation, on average (cut-out, wider crops)
+    dist = lambda views: np.mean([np.abs(v - pre(img)).mean() for v in views])  # noqa: E731
+    assert dist(strong) > dist(light)
+
+
+def test_light_augmentation_is_unchanged_so_first_round_cache_keys_still_hold():
+    """The first round's cache key does not name the augmentation: the light one must draw the same
+    random numbers and produce the same crop as before the strong one was added (2026-12-02)."""
+    import random
+
+    from PIL import ImageEnhance
+
+    from src.features.backbone import Preprocessing
+    from src.features import finetune
+
+    pre, img = Preprocessing.for_size(32), _photo()
+    rng = random.Random(11)
+    w, h = img.size
+    scale = rng.uniform(0.6, 1.0)
+    cw, ch = max(8, int(w * scale ** 0.5)), max(8, int(h * scale ** 0.5))
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    ref = img.crop((x, y, x + cw, y + ch))
+    if rng.random() < 0.5:
+        ref = ref.transpose(0)
+    ref = ImageEnhance.Brightness(ref).enhance(rng.uniform(0.8, 1.2))
+    ref = ImageEnhance.Contrast(ref).enhance(rng.uniform(0.8, 1.2))
+    assert np.array_equal(finetune._augment(img, pre, random.Random(11)), pre(ref))
+
+
+@pytest.mark.parametrize("strong", [False, True])
+def test_only_pseudo_labeled_images_get_strong_augmentation(tmp_path, strong, monkeypatch):
+    import random
+
+    from src.features import finetune
+    from src.features.backbone import Preprocessing
+
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        _photo(32).save(paths[-1])
+    seen = []
+    monkeypatch.setattr(finetune, "_augment", lambda img, pre, rng: seen.append("light") or np.zeros(1))
+    monkeypatch.setattr(finetune, "_strong_augment", lambda img, pre, rng: seen.append("strong") or np.zeros(1))
+    extra = finetune.PseudoLabeled(paths[2:], np.array([0, 1]), per_epoch=2, strong=strong)
+    with finetune._Images(paths[:2], np.array([0, 1]), Preprocessing.for_size(16), extra) as images:
+        rng = random.Random(0)
+        drawn = images.draw(rng)
+        images.batch([0, 1] + drawn, rng)
+    assert seen == ["light", "light"] + ["strong" if strong else "light"] * 2
+
+
+def test_the_round_trains_its_pseudo_labels_under_strong_augmentation(tmp_path, tiny, monkeypatch):
+    extras = []
+    real = refine.fine_tune
+
+    def spy(*a, **k):
+        extras.append(k.get("extra"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(refine, "fine_tune", spy)
+    assert _train(tmp_path, tiny)["extractor"]["pseudo_label_round"]["ran"]
+    assert len(extras) == 1 and extras[0].strong and len(extras[0].paths)

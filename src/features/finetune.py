@@ -1,7 +1,8 @@
 """Fine-tuning EfficientNet-Lite0 on the labeled images, with a cache of the results.
 
 A linear head is trained together with the backbone (head at 10× the learning rate,
-BatchNorm statistics frozen because labeled sets are small) with light augmentation.
+BatchNorm statistics frozen because labeled sets are small) with light augmentation
+(pseudo-labeled images, in the second round, with strong augmentation).
 Part of the labeled set is held out and its accuracy is reported after every epoch
 (``epoch_callback`` gets each epoch's entry — sweeps feed it to their pruner); the best epoch's weights win.
 Results are cached in the store by (labeled images, epochs, lr, seed, preprocessing),
@@ -40,19 +41,62 @@ class FineTuneResult:
     cached: bool = False
 
 
+def _crop_flip(img, rng: random.Random, min_scale: float):
+    """A random crop of ``min_scale``–1 of the area (the image's aspect ratio), flipped half the time."""
+    w, h = img.size
+    scale = rng.uniform(min_scale, 1.0)
+    cw, ch = max(8, int(w * scale ** 0.5)), max(8, int(h * scale ** 0.5))
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    img = img.crop((x, y, x + cw, y + ch))
+    return img.transpose(0) if rng.random() < 0.5 else img  # 0: FLIP_LEFT_RIGHT
+
+
 def _augment(img, pre: Preprocessing, rng: random.Random) -> np.ndarray:
     """Random resized crop, horizontal flip and mild colour jitter, then the standard transform."""
     from PIL import ImageEnhance
 
-    w, h = img.size
-    scale = rng.uniform(0.6, 1.0)
-    cw, ch = max(8, int(w * scale ** 0.5)), max(8, int(h * scale ** 0.5))
-    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-    img = img.crop((x, y, x + cw, y + ch))
-    if rng.random() < 0.5:
-        img = img.transpose(0)  # FLIP_LEFT_RIGHT
+    img = _crop_flip(img, rng, 0.6)
     img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.8, 1.2))
     img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.8, 1.2))
+    return pre(img)
+
+
+GRAY = (128, 128, 128)
+
+
+def _strong_ops(rng: random.Random) -> list:
+    """RandAugment's kind of operations on an RGB image, each with a random magnitude."""
+    from PIL import ImageEnhance, ImageFilter, ImageOps
+
+    return [
+        ImageOps.autocontrast,
+        ImageOps.equalize,
+        lambda im: ImageOps.posterize(im, rng.choice([3, 4, 5])),
+        lambda im: ImageOps.solarize(im, rng.randint(128, 255)),
+        lambda im: ImageEnhance.Color(im).enhance(rng.uniform(0.1, 1.9)),
+        lambda im: ImageEnhance.Contrast(im).enhance(rng.uniform(0.4, 1.6)),
+        lambda im: ImageEnhance.Brightness(im).enhance(rng.uniform(0.5, 1.5)),
+        lambda im: ImageEnhance.Sharpness(im).enhance(rng.uniform(0.1, 1.9)),
+        lambda im: im.rotate(rng.uniform(-30, 30), fillcolor=GRAY),
+        lambda im: ImageOps.grayscale(im).convert("RGB"),
+        lambda im: im.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5))),
+    ]
+
+
+def _strong_augment(img, pre: Preprocessing, rng: random.Random) -> np.ndarray:
+    """Strong augmentation for pseudo-labeled images (Noisy Student, FixMatch's strong view): a crop
+    of 35–100 % of the area, flip, two random RandAugment-style operations, then a gray cut-out
+    square of 20–40 % of the shorter side, then the standard transform."""
+    from PIL import ImageDraw
+
+    img = _crop_flip(img, rng, 0.35)
+    for op in rng.sample(_strong_ops(rng), 2):
+        img = op(img)
+    w, h = img.size
+    side = int(min(w, h) * rng.uniform(0.2, 0.4))
+    x, y = rng.randint(0, w - side), rng.randint(0, h - side)
+    img = img.copy()  # the operations may return the decoded image itself, which later epochs reuse
+    ImageDraw.Draw(img).rectangle((x, y, x + side, y + side), fill=GRAY)
     return pre(img)
 
 
@@ -98,6 +142,7 @@ class PseudoLabeled:
     paths: Sequence[Path]
     labels: np.ndarray
     per_epoch: int
+    strong: bool = False  # under _strong_augment instead of the light _augment
 
 
 def _start_model(n_classes: int, start: Path | None):
@@ -172,7 +217,10 @@ class _Images:
         return drawn
 
     def batch(self, idx, rng: random.Random) -> np.ndarray:
-        return np.stack([_augment(self.decoded[i], self.pre, rng) for i in idx])
+        """Augmented inputs: the light augmentation, the strong one for pseudo-labeled images when asked."""
+        strong = self.extra is not None and self.extra.strong
+        return np.stack([(_strong_augment if strong and i >= self.n_labeled else _augment)(
+            self.decoded[i], self.pre, rng) for i in idx])
 
 
 def _train(model, opt, sched, images: _Images, fit_idx, val_idx, spec: FineTuneSpec, result: FineTuneResult,

@@ -13,7 +13,8 @@ see the other 95 %. This stage, run when there are unlabeled rows (hidden labels
 3. the extractor is fine-tuned again *from the first round's weights* for
    ``pseudo_finetune_epochs`` epochs on the labeled fit images plus a fresh seeded sample of
    :data:`PER_EPOCH` pseudo-labeled images per epoch (the cost stays bounded however large
-   the pool is);
+   the pool is); the pseudo-labeled images are seen under strong augmentation (RandAugment-style
+   operations and a cut-out, as in Noisy Student and FixMatch), the labeled ones under the light one;
 4. the best epoch on the held-out labeled images (true labels) is kept, and the new extractor
    replaces the first round's unless the classifiers that use the features do worse on the
    held-out images beyond chance: label spreading and self-training are fitted on each
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 PER_CLASS = 60     # pseudo-labeled images kept per class (the most confident agreeing ones)
 PER_EPOCH = 300    # pseudo-labeled images drawn per epoch
 MIN_UNLABELED = 20  # fewer unlabeled rows than this: nothing to learn from, the stage is skipped
-RECIPE = 1
+RECIPE = 2  # 2: pseudo-labeled images under strong augmentation (1: the light one)
 JUDGES = ("label_spreading", "self_training")
 SIGNIFICANCE = 0.05  # keep_round: drop the round only when it is worse on the judges at this level
 
@@ -211,7 +212,7 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Pa
         from src.features.backbone import save_extractor
 
         paths = [ds.train.paths[i] for i in lab_idx]
-        extra = PseudoLabeled([all_paths[i] for i in rows], labels, PER_EPOCH)
+        extra = PseudoLabeled([all_paths[i] for i in rows], labels, PER_EPOCH, strong=True)
         model, result = fine_tune(paths, ds.train.labels[lab_idx], fit_pos, val_pos, len(ds.classes), round_spec,
                                   progress=progress, start=path, extra=extra)
         save_extractor(model, second, spec.pre, meta={"pseudo_finetune_epochs": epochs, "pseudo_labels": len(rows)})
