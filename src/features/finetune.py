@@ -95,7 +95,7 @@ def _strong_augment(img, pre: Preprocessing, rng: random.Random) -> np.ndarray:
     w, h = img.size
     side = int(min(w, h) * rng.uniform(0.2, 0.4))
     x, y = rng.randint(0, w - side), rng.randint(0, h - side)
-    img = img.copy()  # the operations may return the decoded image itself, which later epochs reuse
+    # drawn on a new image (_crop_flip's crop), never on the decoded one later epochs reuse
     ImageDraw.Draw(img).rectangle((x, y, x + side, y + side), fill=GRAY)
     return pre(img)
 
