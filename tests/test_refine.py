@@ -51,17 +51,24 @@ def _train(tmp_path, data, **kw):
 def test_round_runs_is_cached_and_keeps_the_baseline_on_first_round_features(tmp_path, tiny, monkeypatch):
     from src.training import fitting
 
-    seen = {}
-    real = fitting.fit_and_evaluate
+    seen, extras = {}, []
+    real, real_tune = fitting.fit_and_evaluate, refine.fine_tune
 
     def spy(name, s):
         seen[name] = s.baseline_features is not None
         return real(name, s)
 
+    def spy_tune(*a, **k):
+        extras.append(k.get("extra"))
+        return real_tune(*a, **k)
+
     monkeypatch.setattr(fitting, "fit_and_evaluate", spy)
+    monkeypatch.setattr(refine, "fine_tune", spy_tune)
     r = _train(tmp_path, tiny)
     rec = r["extractor"]["pseudo_label_round"]
     assert rec["ran"] and rec["pseudo_labels"] > 0 and not rec["cached"]
+    # the pseudo-labeled images are trained under strong augmentation
+    assert len(extras) == 1 and extras[0].strong and len(extras[0].paths) == rec["pseudo_labels"]
     assert rec["heldout_accuracy_before"] is not None and rec["heldout_accuracy_after"] is not None
     assert rec["pseudo_label_accuracy"] is not None  # hidden labels: truth exists
     from src.reporting.text import format_training_summary
@@ -73,6 +80,7 @@ def test_round_runs_is_cached_and_keeps_the_baseline_on_first_round_features(tmp
         assert seen == {"self_training": True, "baseline": True}
     again = _train(tmp_path, tiny, models_dir=tmp_path / "models2")["extractor"]["pseudo_label_round"]
     assert again["cached"] and again["kept"] == rec["kept"] and again["pseudo_labels"] == rec["pseudo_labels"]
+    assert len(extras) == 1  # the cached round fine-tunes nothing
 
 
 def test_round_is_dropped_when_the_classifiers_do_worse_on_its_features(tmp_path, monkeypatch):
@@ -264,15 +272,3 @@ def test_only_pseudo_labeled_images_get_strong_augmentation(tmp_path, strong, mo
         images.batch([0, 1] + drawn, rng)
     assert seen == ["light", "light"] + ["strong" if strong else "light"] * 2
 
-
-def test_the_round_trains_its_pseudo_labels_under_strong_augmentation(tmp_path, tiny, monkeypatch):
-    extras = []
-    real = refine.fine_tune
-
-    def spy(*a, **k):
-        extras.append(k.get("extra"))
-        return real(*a, **k)
-
-    monkeypatch.setattr(refine, "fine_tune", spy)
-    assert _train(tmp_path, tiny)["extractor"]["pseudo_label_round"]["ran"]
-    assert len(extras) == 1 and extras[0].strong and len(extras[0].paths)
