@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pseudo-finetune-epochs", "--pseudo_finetune_epochs", type=int,
                    default=d.pseudo_finetune_epochs,
                    help="epochs of a second fine-tuning round on labeled + confident pseudo-labeled images, kept "
-                        f"only if held-out labeled accuracy does not fall; 0 = off (default {d.pseudo_finetune_epochs})")
+                        "unless the classifiers do worse on held-out labeled images beyond chance; 0 = off "
+                        f"(default {d.pseudo_finetune_epochs})")
     g.add_argument("--fine-tune-lr", "--fine_tune_lr", type=float, default=d.fine_tune_lr,
                    help=f"(default {d.fine_tune_lr:g})")
     g.add_argument("--n-neighbors", "--n_neighbors", type=int, default=d.n_neighbors,
