@@ -60,7 +60,9 @@ def _run(a, ratio: float, seed: int, epochs: int, tag: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--data", type=Path)
+    p.add_argument("--rows", type=Path, default=None,
+                   help="aggregate the JSON lines of an earlier run (this script's stdout) instead of training")
     p.add_argument("--shift-dir", default=None)
     p.add_argument("--work", type=Path, default=Path("/tmp/scarce_labels"))
     p.add_argument("--ratios", type=float, nargs="+", default=[0.025, 0.05, 0.1])
@@ -69,6 +71,10 @@ def main(argv=None) -> int:
     p.add_argument("--runtime", default="auto", help="training's --runtime (onnx: float32 without the int8 guard, "
                    "whose extra int8 pass doubles extraction; accuracy figures are float32 then)")
     a = p.parse_args(argv)
+    if a.rows is not None:
+        return _aggregate_file(a.rows)
+    if a.data is None:
+        p.error("--data is required (or --rows FILE to aggregate earlier lines)")
     a.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for ratio in a.ratios:
@@ -83,12 +89,46 @@ def main(argv=None) -> int:
     return 0
 
 
+def _aggregate_file(path: Path) -> int:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        rows = [r for r in map(json.loads, filter(str.strip, lines)) if "aggregate" not in r]
+    except (OSError, ValueError) as e:
+        print(f"error: cannot read rows from {path}: {e}", file=sys.stderr)
+        return 2
+    if not rows or any(not {"ratio", "run", "best_test", "baseline_test"} <= r.keys() for r in rows):
+        print(f"error: {path} holds no rows of this benchmark (ratio, run, best_test, baseline_test)", file=sys.stderr)
+        return 2
+    print(json.dumps({"aggregate": _aggregate(rows)}), flush=True)
+    return 0
+
+
+def _spread(vals) -> dict:
+    import numpy as np
+
+    return {"mean": float(np.mean(vals)), "spread": float(np.ptp(vals)),
+            "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+
+
+def done_when(agg: dict) -> dict:
+    """Issue 15's done-when on one ratio's aggregate: the mean gain of the pick over the baseline
+    against the spread across label draws, read both ways — as standard deviations and as ranges
+    (max − min) of the picked accuracy, the baseline's and the paired gain."""
+    out = {"margin": agg["gain"]["mean"]}
+    for how in ("sd", "spread"):
+        worst = max(agg[k][how] for k in ("best_test", "baseline_test", "gain"))
+        out[f"largest_{how}"] = worst
+        out[f"holds_as_{how}"] = bool(agg["gain"]["mean"] > worst)
+    return out
+
+
 def _aggregate(rows: list[dict]) -> list[dict]:
     import numpy as np
 
     out = []
     for ratio in sorted({r["ratio"] for r in rows}):
-        for tag in ("off", "on"):
+        tags = {r["run"] for r in rows if r["ratio"] == ratio}
+        for tag in sorted(tags, key=lambda t: (t != "off", t != "on", t)):  # off, on, then any other run's tag
             sel = [r for r in rows if r["ratio"] == ratio and r["run"] == tag]
             if not sel:
                 continue
@@ -96,11 +136,11 @@ def _aggregate(rows: list[dict]) -> list[dict]:
             for key in ("best_test", "baseline_test", "best_pseudo", "best_shift", "baseline_shift", "seconds"):
                 vals = [r[key] for r in sel if r.get(key) is not None]
                 if vals:
-                    agg[key] = {"mean": float(np.mean(vals)), "spread": float(np.ptp(vals))}
+                    agg[key] = _spread(vals)
             gains = [r["best_test"] - r["baseline_test"] for r in sel]
             # paired per draw: the draw's own difficulty moves the pick and the baseline together
-            agg["gain"] = {"mean": float(np.mean(gains)), "min": float(np.min(gains)), "spread": float(np.ptp(gains)),
-                           "per_draw": [float(g) for g in gains]}
+            agg["gain"] = {**_spread(gains), "min": float(np.min(gains)), "per_draw": [float(g) for g in gains]}
+            agg["done_when"] = done_when(agg)
             out.append(agg)
     return out
 
