@@ -92,11 +92,13 @@ def main(argv=None) -> int:
 def _aggregate_file(path: Path) -> int:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-        rows = [r for r in map(json.loads, filter(str.strip, lines)) if "aggregate" not in r]
+        parsed = [json.loads(line) for line in lines if line.strip()]
     except (OSError, ValueError) as e:
         print(f"error: cannot read rows from {path}: {e}", file=sys.stderr)
         return 2
-    if not rows or any(not {"ratio", "run", "best_test", "baseline_test"} <= r.keys() for r in rows):
+    rows = [r for r in parsed if not (isinstance(r, dict) and "aggregate" in r)]
+    if not rows or any(not isinstance(r, dict) or not {"ratio", "run", "best_test", "baseline_test"} <= r.keys()
+                       for r in rows):
         print(f"error: {path} holds no rows of this benchmark (ratio, run, best_test, baseline_test)", file=sys.stderr)
         return 2
     print(json.dumps({"aggregate": _aggregate(rows)}), flush=True)
@@ -130,8 +132,6 @@ def _aggregate(rows: list[dict]) -> list[dict]:
         tags = {r["run"] for r in rows if r["ratio"] == ratio}
         for tag in sorted(tags, key=lambda t: (t != "off", t != "on", t)):  # off, on, then any other run's tag
             sel = [r for r in rows if r["ratio"] == ratio and r["run"] == tag]
-            if not sel:
-                continue
             agg = {"ratio": ratio, "run": tag, "draws": len(sel)}
             for key in ("best_test", "baseline_test", "best_pseudo", "best_shift", "baseline_shift", "seconds"):
                 vals = [r[key] for r in sel if r.get(key) is not None]

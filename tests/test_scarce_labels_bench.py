@@ -64,6 +64,7 @@ def test_done_when_fails_both_ways_when_the_gain_is_noise(tmp_path, bench):
     (None, "cannot read"),
     ("not json\n", "cannot read"),
     ('{"ratio": 0.05}\n', "no rows of this benchmark"),
+    ("[1, 2]\n3\n", "no rows of this benchmark"),
     ("", "no rows of this benchmark"),
 ])
 def test_bad_rows_file_is_one_line_error(tmp_path, bench, content, why):
