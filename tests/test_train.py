@@ -11,6 +11,7 @@ from helpers import make_image_folder
 from wandb_records import read_run
 
 from src.train_with_wandb import build_parser, main
+from src.training.results import select_best
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTED_KEYS = ["dataset/train_samples", "dataset/test_samples", "data/labeled_samples",
@@ -150,8 +151,11 @@ def test_e2e_offline_run_directory_and_keys(e2e):
         assert f"_wandb/visualize/{a}_confusion_matrix" in logged["config"]
     assert logged["summary"]["test_accuracy"] == pytest.approx(res["summary"]["best_test_accuracy"])
     assert logged["summary"]["val_accuracy"] == pytest.approx(res["summary"]["best_val_accuracy"])
-    best = res["summary"]["best_algorithm"]  # chosen by validation, never by test accuracy
-    assert res["algorithms"][best]["val_accuracy"] == max(m["val_accuracy"] for m in res["algorithms"].values())
+    best, summ = res["summary"]["best_algorithm"], res["summary"]  # chosen by validation, never by test accuracy
+    top = max(m["val_accuracy"] for m in res["algorithms"].values())
+    assert summ["top_val_accuracy"] == top and 0 < summ["val_images"] <= res["dataset"]["labeled_samples"]
+    assert res["algorithms"][best]["val_accuracy"] >= top - summ["val_standard_error"]  # the one-standard-error rule
+    assert best == select_best(res["algorithms"], summ["val_images"])
     assert res["summary"]["best_test_accuracy"] == res["algorithms"][best]["test_accuracy"]
     assert logged["config"]["dataset_digest"] == res["dataset"]["digest"]
     assert logged["metrics"]["finetune/*"] == "finetune/epoch"  # fine-tune epochs on their own x axis

@@ -89,3 +89,51 @@ def test_cross_val_log_loss_rewards_confident_right_answers():
     noisy = X + np.random.default_rng(0).normal(size=X.shape) * 3 * X.std()
     assert cross_val_scores(fit, noisy, y_partial, k=3, seed=0)[1] > loss
     assert cross_val_scores(fit, X, np.where(y_partial >= 0, -1, -1), k=3) == (None, None)
+
+
+def test_standard_error_is_binomial_with_the_plus_two_estimate():
+    from src.training.results import standard_error
+
+    assert standard_error(0.5, 100) == pytest.approx(0.05)
+    assert standard_error(1.0, 80) == pytest.approx(((81 / 82) * (1 / 82) / 80) ** 0.5)  # never 0 on a perfect score
+    assert standard_error(0.95, 300) < standard_error(0.95, 80)
+
+
+def test_within_one_standard_error_the_preferred_algorithm_wins():
+    # 160 validation images, top 0.975: one standard error is about 0.012 (two images)
+    per = {"label_propagation": {"val_accuracy": 0.975, "val_log_loss": 0.05, "test_accuracy": 0.90},
+           "label_spreading": {"val_accuracy": 0.969, "val_log_loss": 0.04, "test_accuracy": 0.99},
+           "self_training": {"val_accuracy": 0.950, "val_log_loss": 0.30, "test_accuracy": 0.99}}
+    assert select_best(per) == "label_propagation"  # without the count: the highest accuracy
+    assert select_best(per, n_val=160) == "label_spreading"  # self-training is 4 images behind: outside
+    per["self_training"]["val_accuracy"] = 0.969
+    assert select_best(per, n_val=160) == "self_training"
+    assert select_best(per, n_val=100_000) == "label_propagation"  # a tiny error: only the top is close
+    one = {"label_propagation": per["label_propagation"]}
+    assert select_best(one, n_val=160) == "label_propagation"
+
+
+def test_algorithms_outside_the_preference_rank_after_it_by_accuracy_then_log_loss():
+    per = {"x": {"val_accuracy": 0.90, "val_log_loss": 0.3}, "y": {"val_accuracy": 0.90, "val_log_loss": 0.1},
+           "z": {"val_accuracy": 0.89, "val_log_loss": 0.0}}
+    assert select_best(per, n_val=80) == "y"
+    per["label_spreading"] = {"val_accuracy": 0.88, "val_log_loss": 0.5}
+    assert select_best(per, n_val=80) == "label_spreading"
+    none = {a: {"val_accuracy": None} for a in ("self_training", "label_propagation")}
+    assert select_best(none, n_val=80) == "self_training"  # no validation: the configured order
+
+
+def test_held_out_count_is_every_labeled_row_of_a_class_with_two_labels():
+    from src.learning.validation import held_out_count
+
+    y_partial = np.array([0, 0, 0, 1, 2, 2, UNLABELED, UNLABELED])
+    assert held_out_count(y_partial) == 5  # class 1's single label is never held out
+
+
+def test_the_printed_line_says_when_the_pick_is_not_the_top():
+    from src.reporting.text import _preferred
+
+    summary = {"best_val_accuracy": 0.9417, "top_val_accuracy": 0.9583, "val_standard_error": 0.0197, "val_images": 120}
+    assert _preferred(summary) == "; within one standard error (0.0197 on 120 images) of the top 0.9583: preferred"
+    assert _preferred({**summary, "best_val_accuracy": 0.9583}) == ""
+    assert _preferred({"best_val_accuracy": None, "top_val_accuracy": None}) == ""  # no validation, older results

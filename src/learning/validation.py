@@ -33,6 +33,11 @@ def labeled_folds(y_partial: np.ndarray, k: int = DEFAULT_FOLDS, seed: int = 0) 
     return folds
 
 
+def held_out_count(y_partial: np.ndarray, k: int = DEFAULT_FOLDS) -> int:
+    """How many labeled rows :func:`cross_val_scores` predicts (each once): the size of the validation."""
+    return int((labeled_folds(y_partial, k) >= 0).sum())
+
+
 def cross_val_scores(fit: Callable[[np.ndarray, np.ndarray], object], X: np.ndarray, y_partial: np.ndarray,
                      k: int = DEFAULT_FOLDS, seed: int = 0) -> tuple[float | None, float | None]:
     """(accuracy, log-loss) on held-out labeled rows over ``k`` folds; ``(None, None)`` when no class

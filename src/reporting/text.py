@@ -31,6 +31,14 @@ def _round_line(r: dict[str, Any] | None) -> list[str]:
             + (" (cached)" if r.get("cached") else f" ({r['seconds']:.1f} s)")]
 
 
+def _preferred(summary: dict[str, Any]) -> str:
+    """Why the pick is not the top validation accuracy, when it is not (the one-standard-error rule)."""
+    top, se, val = summary.get("top_val_accuracy"), summary.get("val_standard_error"), summary.get("best_val_accuracy")
+    if top is None or se is None or val is None or val >= top:
+        return ""
+    return f"; within one standard error ({se:.4f} on {summary['val_images']} images) of the top {top:.4f}: preferred"
+
+
 def format_training_summary(results: dict[str, Any]) -> str:
     best = results["summary"]["best_algorithm"]
     shift = "shift_accuracy" in results["baseline"]  # with --shift-dir
@@ -50,7 +58,8 @@ def format_training_summary(results: dict[str, Any]) -> str:
         format_table(["algorithm", "val_acc", "test_acc", *(["shift_acc"] if shift else []), "macro_f1",
                       "unlabeled_acc", "fit_s"], rows),
         "",
-        f"best by validation: {best} (val accuracy {_f(results['summary'].get('best_val_accuracy'))}), "
+        f"best by validation: {best} (val accuracy {_f(results['summary'].get('best_val_accuracy'))}"
+        + _preferred(results["summary"]) + "), "
         f"test accuracy {results['summary']['best_test_accuracy']:.4f} "
         f"({results['summary']['gain_over_baseline']:+.4f} vs labeled-only baseline)",
         *([f"style shift ({results['shift']['samples']} images in {results['shift']['root']}): accuracy "
