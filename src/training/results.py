@@ -13,8 +13,9 @@ from src.training.state import TrainState
 COMPARISON_COLUMNS = ["algorithm", "val_accuracy", "val_log_loss", "test_accuracy", "f1_score", "precision", "recall",
                       "unlabeled_accuracy", "fit_seconds"]
 # The order in which algorithms are preferred when validation cannot tell them apart: self-training was
-# the most accurate on the hidden training labels at 4-15 labels per class in every measured set
-# (MLOPS.md, "Few labels": choosing the algorithm), label spreading next where labels are fewest.
+# the most accurate on the hidden training labels at 4-8 labels per class in every measured set (at 15
+# all three within 0.1 point; MLOPS.md, "Few labels": choosing the algorithm), label spreading next
+# where labels are fewest.
 PREFERENCE = ("self_training", "label_spreading", "label_propagation")
 SELECTION = ("val_accuracy: 3-fold cross-validation over the labeled training images; among the algorithms within "
              "one standard error of the best, the first of self_training, label_spreading, label_propagation "
