@@ -44,7 +44,7 @@ from src.training.outputs import RESULTS_FILE, copy_best_model, publish, staged_
 from src.training.precision import choose_precision, float32_runtime
 from src.training.pseudo_labels import export_pseudo_labels
 from src.training.refine import Refinement, refine_extractor
-from src.training.results import build_results, log_summary
+from src.training.results import build_results, log_summary, run_summary
 from src.training.runs import record_run
 from src.training.shift import ShiftSet, load_shift_set, shift_features
 from src.training.state import TrainState
@@ -229,9 +229,10 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
                        shift=shift_features(cfg, shift, extractor, store, tracker))
     per_algo = {name: run_algorithm(name, state) for name in cfg.algorithms}
     baseline = run_algorithm(BASELINE, state)
-    log_summary(state, per_algo, baseline)
-    results = build_results(state, per_algo, baseline, ft)
-    best = results["summary"]["best_algorithm"]
+    summary = run_summary(state, per_algo, baseline)
+    log_summary(state, summary, per_algo, baseline)
+    results = build_results(state, per_algo, baseline, summary, ft)
+    best = summary["best_algorithm"]
     results["best_model"] = {"algorithm": best, "path": copy_best_model(out_dir, per_algo[best]["model_path"]),
                              "digest": per_algo[best]["model_digest"]}
     results["dataset"].update(pool_samples=n_pool, labeled_per_class=per_class)

@@ -73,8 +73,13 @@ def summarize(per_algo: dict[str, dict], baseline: dict, n_val: int | None = Non
     return out
 
 
-def log_summary(s: TrainState, per_algo: dict[str, dict], baseline: dict) -> None:
-    summary = summarize(per_algo, baseline, held_out_count(s.y_partial))
+def run_summary(s: TrainState, per_algo: dict[str, dict], baseline: dict) -> dict[str, Any]:
+    """The run's summary (:func:`summarize`, over the images this run's validation scored): computed once,
+    then logged (:func:`log_summary`) and recorded (:func:`build_results`)."""
+    return summarize(per_algo, baseline, held_out_count(s.y_partial))
+
+
+def log_summary(s: TrainState, summary: dict[str, Any], per_algo: dict[str, dict], baseline: dict) -> None:
     best, best_acc, best_val = summary["best_algorithm"], summary["best_test_accuracy"], summary["best_val_accuracy"]
     tr = s.tracker
     shift = {f"summary/{k}": summary[k] for k in ("best_shift_accuracy", "baseline_shift_accuracy") if k in summary}
@@ -88,7 +93,8 @@ def log_summary(s: TrainState, per_algo: dict[str, dict], baseline: dict) -> Non
              [[a] + [m[k] for k in cols[1:]] for a, m in {**per_algo, "baseline (labeled only)": baseline}.items()])
 
 
-def build_results(s: TrainState, per_algo: dict[str, dict], baseline: dict, ft: FineTuneResult) -> dict[str, Any]:
+def build_results(s: TrainState, per_algo: dict[str, dict], baseline: dict, summary: dict[str, Any],
+                  ft: FineTuneResult) -> dict[str, Any]:
     cfg, ds, mask = s.cfg, s.ds, s.mask
     shift = {"shift": s.shift.record(ds.classes)} if s.shift is not None else {}
     return {
@@ -103,6 +109,6 @@ def build_results(s: TrainState, per_algo: dict[str, dict], baseline: dict, ft: 
                                     "best_val_accuracy": ft.best_val_accuracy}},
         "run": {"id": s.tracker.run_id, "mode": s.tracker.mode, "dir": None},
         "code_version": code_version(),
-        "algorithms": per_algo, "baseline": baseline, "summary": summarize(per_algo, baseline, held_out_count(s.y_partial)),
+        "algorithms": per_algo, "baseline": baseline, "summary": summary,
         "models_dir": str(Path(cfg.models_dir).resolve()),  # where the outputs are published
     }
