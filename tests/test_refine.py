@@ -146,6 +146,41 @@ def test_the_run_follows_the_keep_rule(tmp_path, tiny, monkeypatch):
     assert not rec["kept"] and rec["heldout_p_worse"] < refine.SIGNIFICANCE and "p = " in rec["reason"]
 
 
+def test_one_held_out_part_validates_both_fine_tunes_and_judges_the_round(tmp_path, tiny, monkeypatch):
+    """MLOPS.md "One validation scheme": the first fine-tune, the round's fine-tune and the round's judges
+    use the same held-out labeled images, and no pseudo-labeled image the round trains on is one of them."""
+    from src.training import pipeline
+
+    held_out, trained, judged = [], [], []
+
+    def spy(real, into):
+        def call(paths, labels, fit_idx, val_idx, *a, **k):
+            held_out.append(sorted(str(paths[i]) for i in val_idx))
+            extra = k.get("extra")
+            into.append({str(paths[i]) for i in fit_idx} | ({str(q) for q in extra.paths} if extra else set()))
+            return real(paths, labels, fit_idx, val_idx, *a, **k)
+        return call
+
+    real_scores = refine.heldout_scores
+
+    def scores(views, X, rows, truth):
+        judged.append(rows.copy())
+        return real_scores(views, X, rows, truth)
+
+    monkeypatch.setattr(pipeline, "fine_tune", spy(pipeline.fine_tune, trained))
+    monkeypatch.setattr(refine, "fine_tune", spy(refine.fine_tune, trained))
+    monkeypatch.setattr(refine, "heldout_scores", scores)
+    datasets = []
+    real_refine = pipeline.refine_extractor
+    monkeypatch.setattr(pipeline, "refine_extractor", lambda ds, *a, **k: datasets.append(ds) or real_refine(ds, *a, **k))
+    r = _train(tmp_path, tiny)
+    assert r["extractor"]["pseudo_label_round"]["ran"]
+    assert len(held_out) == 2 and held_out[0] == held_out[1] and held_out[0]  # one split, both fine-tunes
+    train_paths = [str(q) for q in datasets[0].train.paths]
+    assert len(judged) == 2 and all(sorted(train_paths[i] for i in rows) == held_out[0] for rows in judged)
+    assert not set(held_out[0]) & (trained[0] | trained[1])  # never trained on, under any label
+
+
 def test_heldout_scores_average_the_views():
     class Fixed:
         classes_ = np.array([0, 1, 2])

@@ -7,8 +7,11 @@ the algorithm is fitted on everything else (unlabeled rows included, as in the r
 and the held-out rows are predicted. A class with a single labeled image is never held out
 (its only example stays in every fit). ``test/`` only reports what validation picked.
 
-The backbone was fine-tuned on all labeled images, so these scores are optimistic for
-every algorithm alike: they rank algorithms, they do not estimate test accuracy.
+The backbone learned from every labeled image (the fit part of
+:func:`~src.data.splits.holdout_split` trained it, the held-out part chose its epoch), so these
+scores are optimistic for every algorithm alike: they rank algorithms, they do not estimate test
+accuracy. Choices that train the backbone itself (its epochs, the pseudo-label round) are judged
+on that held-out part instead (MLOPS.md, "One validation scheme").
 """
 
 from __future__ import annotations
