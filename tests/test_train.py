@@ -236,6 +236,12 @@ def test_e2e_outputs_load_and_predict(e2e):
         img = sorted((e2e["data"] / "test" / pred.class_names[0]).glob("*.jpg"))[0]
         label, conf, probs = pred.predict(img)
         assert label in pred.class_names and 0 < conf <= 1 and probs.sum() == pytest.approx(1)
+        assert pred.bundle["code_version"] == res["code_version"]  # read once per run: files and results agree
+    from src.core.paths import source_checkout
+
+    head = subprocess.run(["git", "-C", str(source_checkout()), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() if source_checkout() else None
+    assert res["code_version"] == (head or None)
 
 
 def test_e2e_run_recorded_in_store(e2e):

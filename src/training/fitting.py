@@ -159,7 +159,7 @@ def save_outputs(name: str, model, m: dict[str, Any], s: TrainState) -> dict[str
         "preprocessing": s.pre.to_dict(), "extractor_precision": s.precision, "metrics": dict(metrics),
         "int8_guard": s.int8_guard, "int8_calibration": s.int8_calibration,
         "config": s.cfg.tracked(), "seed": s.cfg.seed, "dataset": s.dataset_record(),
-        "run_id": s.tracker.run_id, "code_version": code_version(), "created_at": time.time(),
+        "run_id": s.tracker.run_id, "code_version": s.code_version, "created_at": time.time(),
         "reference": _reference(s, model, m["confidences"]),
     }
     path = s.models_dir / model_file_name(name)

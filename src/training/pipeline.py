@@ -38,7 +38,7 @@ from src.features.runtimes import load_runtime
 from src.learning.semi_supervised import validate_n_neighbors
 from src.tracking import Tracker, in_sweep
 from src.training.config import DEFAULT_DATA_DIR, TrainConfig, apply_sweep_overrides
-from src.training.fitting import BASELINE, run_algorithm
+from src.training.fitting import BASELINE, code_version, run_algorithm
 from src.training.lineage import log_models, use_dataset
 from src.training.outputs import RESULTS_FILE, copy_best_model, publish, staged_outputs
 from src.training.precision import choose_precision, float32_runtime
@@ -226,7 +226,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
                        ext_digest=ext_digest, version=version, tracker=tracker, models_dir=out_dir,
                        pre=extractor.preprocessing, precision=precision, int8_guard=choice.guard,
                        int8_calibration=choice.calibration, baseline_features=baseline_features,
-                       shift=shift_features(cfg, shift, extractor, store, tracker))
+                       shift=shift_features(cfg, shift, extractor, store, tracker), code_version=code_version())
     per_algo = {name: run_algorithm(name, state) for name in cfg.algorithms}
     baseline = run_algorithm(BASELINE, state)
     summary = run_summary(state, per_algo, baseline)

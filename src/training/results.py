@@ -7,7 +7,7 @@ from typing import Any
 
 from src.features.finetune import FineTuneResult
 from src.learning.validation import held_out_count
-from src.training.fitting import SHIFT_KEY, code_version
+from src.training.fitting import SHIFT_KEY
 from src.training.state import TrainState
 
 COMPARISON_COLUMNS = ["algorithm", "val_accuracy", "val_log_loss", "test_accuracy", "f1_score", "precision", "recall",
@@ -108,7 +108,7 @@ def build_results(s: TrainState, per_algo: dict[str, dict], baseline: dict, summ
                                     "cached": ft.cached, "history": ft.history,
                                     "best_val_accuracy": ft.best_val_accuracy}},
         "run": {"id": s.tracker.run_id, "mode": s.tracker.mode, "dir": None},
-        "code_version": code_version(),
+        "code_version": s.code_version,
         "algorithms": per_algo, "baseline": baseline, "summary": summary,
         "models_dir": str(Path(cfg.models_dir).resolve()),  # where the outputs are published
     }

@@ -37,6 +37,7 @@ class TrainState:
     baseline_features: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None  # (+ the shift set's)
     pool_predictions: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # algo → (labels, conf)
     shift: ShiftSet | None = None  # --shift-dir images and features: shift_accuracy, report only
+    code_version: str | None = None  # the source commit, read once per run (bundles and results agree)
 
     @property
     def n_train(self) -> int:
