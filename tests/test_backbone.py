@@ -64,3 +64,18 @@ def test_load_extractor_rejects_other_files(tmp_path):
         load_extractor(tmp_path / "bad.pth")
     with pytest.raises(ModelError, match="does not exist"):
         load_extractor(tmp_path / "missing.pth")
+
+
+def test_held_out_images_are_scored_in_batches_with_the_same_predictions():
+    """Fine-tuning scores its held-out images a batch at a time (memory); predictions match one pass."""
+    import torch
+
+    from src.features import finetune
+
+    model = create_model(num_classes=5).eval()
+    pre = Preprocessing.for_size(64)
+    px = np.random.default_rng(0).integers(0, 256, size=(7, 64, 64, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        whole = model(finetune._to_tensor(np.stack([pre.normalise(p) for p in px]))).argmax(1).numpy()
+    assert np.array_equal(finetune._predict(model, px, pre, batch_size=3), whole)
+    assert len(finetune._predict(model, px[:1], pre)) == 1
