@@ -199,11 +199,21 @@ def test_heldout_scores_average_the_views():
     assert loss == pytest.approx(np.mean([-(np.log(0.5) + np.log(0.8)) / 2, -(np.log(0.2) + np.log(1.0)) / 2]))
 
 
-def test_round_off_and_without_unlabeled_images(tmp_path, tiny):
+def test_round_off_and_without_unlabeled_images(tmp_path, tiny, caplog):
+    import logging
+    import warnings
+
     r = _train(tmp_path, tiny, pseudo_finetune_epochs=0, fine_tune_epochs=0)
     assert r["extractor"]["pseudo_label_round"]["ran"] is False
-    r = _train(tmp_path, tiny, labeled_ratio=1.0, fine_tune_epochs=0, models_dir=tmp_path / "m2")
+    assert "every training image is labeled" not in caplog.text
+    caplog.set_level(logging.INFO, logger="src.training.pipeline")
+    with warnings.catch_warnings(record=True) as caught:  # scikit-learn's own warning stays off the terminal
+        warnings.simplefilter("always")
+        r = _train(tmp_path, tiny, labeled_ratio=1.0, fine_tune_epochs=0, models_dir=tmp_path / "m2",
+                   algorithms=["self_training", "label_spreading"])
     assert r["extractor"]["pseudo_label_round"]["reason"] == "no unlabeled images"
+    assert not [w for w in caught if "no unlabeled samples" in str(w.message)]
+    assert caplog.text.count("every training image is labeled and there is no unlabeled/ pool") == 1
 
 
 def test_negative_epochs_is_one_line_error(tmp_path, tiny, capsys):

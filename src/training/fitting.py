@@ -45,16 +45,20 @@ def code_version() -> str | None:
         return None
 
 
+NO_UNLABELED = "y contains no unlabeled samples"  # self-training's warning when every label is used (said once, below)
+
+
 def _fitter(name: str, s: TrainState):
     """``fit(X, y)`` for ``name``; scikit-learn's convergence warnings (label propagation often stops at
-    ``max_iter`` on a fold, harmlessly) go to the debug log instead of the user's terminal."""
+    ``max_iter`` on a fold, harmlessly) and self-training's "no unlabeled samples" (the pipeline says
+    that once itself) go to the debug log instead of the user's terminal."""
     def fit(X, y):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             model = (fit_baseline(X, y, s.cfg.seed) if name == BASELINE
                      else fit_semi_supervised(name, X, y, s.cfg.n_neighbors, s.cfg.seed))
         for w in caught:
-            if issubclass(w.category, ConvergenceWarning):
+            if issubclass(w.category, ConvergenceWarning) or str(w.message).startswith(NO_UNLABELED):
                 log.debug("%s: %s", name, w.message)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -205,6 +205,9 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     mask = labeled_split(ds.train.labels, cfg.labeled_ratio, n_classes, cfg.seed)
     version = use_dataset(cfg.data_dir, cfg.dataset_name, store, tracker, ds.scan)  # config offline, use online
     per_class = _labeled_per_class(ds, mask)
+    if mask.all() and not n_pool:
+        log.info("every training image is labeled and there is no unlabeled/ pool: the three algorithms fit "
+                 "as supervised classifiers (nothing to propagate to)")
     tracker.update_config({"dataset_digest": ds.digest, "dataset_version": version, "classes": ds.classes,
                            "labeled_ratio": cfg.labeled_ratio})
     tracker.log({"dataset/train_samples": len(ds.train), "dataset/test_samples": len(ds.test),
