@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=d.seed,
                    help=f"seeds the label draw, the fine-tune and the classifiers (default {d.seed})")
     g.add_argument("--batch-size", "--batch_size", type=int, default=d.batch_size,
-                   help=f"images per batch of feature extraction (fine-tuning uses {d.finetune_batch_size}) (default {d.batch_size})")
+                   help=f"images per feature-extraction batch (default {d.batch_size}; fine-tuning batches "
+                        f"are {d.finetune_batch_size})")
     g.add_argument("--image-size", "--image_size", type=int, default=d.image_size,
                    help=f"pixels of the square the images are resized to (default {d.image_size})")
     g.add_argument("--runtime", choices=RUNTIMES, default=d.runtime,
