@@ -13,8 +13,9 @@ see the other 95 %. This stage, run when there are unlabeled rows (hidden labels
 3. the extractor is fine-tuned again *from the first round's weights* for
    ``pseudo_finetune_epochs`` epochs on the labeled fit images plus the pseudo-labeled images,
    at most :data:`PER_EPOCH` per epoch (every one of them up to 20 classes, a fresh seeded sample
-   beyond: the cost stays bounded however large the pool is); the pseudo-labeled images are seen under strong augmentation (RandAugment-style
-   operations and a cut-out, as in Noisy Student and FixMatch), the labeled ones under the light one;
+   beyond: the cost stays bounded however large the pool is); the pseudo-labeled images are seen
+   under strong augmentation (RandAugment-style operations and a cut-out, as in Noisy Student and
+   FixMatch), the labeled ones under the light one;
 4. the best epoch on the held-out labeled images (true labels) is kept, and the new extractor
    replaces the first round's unless the classifiers that use the features do worse on the
    held-out images beyond chance: label spreading and self-training are fitted on each
