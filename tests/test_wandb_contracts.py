@@ -25,11 +25,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- 1. the agent's command line ----------------------------------------------------------
-def drawn_params(n: int = 8) -> tuple[dict, list[dict[str, Any]]]:
-    """``sweep_config.yaml`` and the parameters its first ``n`` local trials received."""
+def drawn_params(monkeypatch, n: int = 8) -> tuple[dict, list[dict[str, Any]]]:
+    """``sweep_config.yaml`` and the parameters its first ``n`` local trials received, from a seeded
+    sampler (unseeded, all 8 trials drew the same ``algorithm`` about once in a hundred runs)."""
+    from src.hpo import study as study_module
     from src.hpo.agent import AgentOptions, run_agent
     from src.hpo.space import load_sweep_config, validate_sweep_config
     from src.hpo.study import create_local_sweep
+
+    real_sampler = study_module.make_sampler
+    monkeypatch.setattr(study_module, "make_sampler", lambda cfg, seed=None: real_sampler(cfg, seed=0))
 
     cfg = load_sweep_config(ROOT / "sweep_config.yaml")
     sweep_id = create_local_sweep(validate_sweep_config(dict(cfg)))
@@ -76,7 +81,7 @@ def test_wandb_agent_command_lines_parse_in_the_training_script(form, monkeypatc
     from src.train_with_wandb import build_parser, config_from_args
     from src.training.config import TrainConfig, apply_sweep_overrides
 
-    cfg, drawn = drawn_params()
+    cfg, drawn = drawn_params(monkeypatch)
     assert cfg["command"][-1] == "${args}" and cfg["program"] == "src/train_with_wandb.py"
     command = cfg["command"][:-1] + [form]
     algorithms = set()
