@@ -18,7 +18,7 @@ COMPARISON_COLUMNS = ["algorithm", "val_accuracy", "val_log_loss", "test_accurac
 # where labels are fewest.
 PREFERENCE = ("self_training", "label_spreading", "label_propagation")
 SELECTION = ("val_accuracy: 3-fold cross-validation over the labeled training images; among the algorithms within "
-             "one standard error of the best, the first of self_training, label_spreading, label_propagation "
+             f"one standard error of the best, the first of {', '.join(PREFERENCE)} "
              "(ties outside these by val_log_loss on the same folds)")
 
 
