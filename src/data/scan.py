@@ -160,11 +160,28 @@ def _list_classes(split_dir: Path, split: str, root: Path, real_root: Path,
         if not cdir.is_dir():
             notes.append(f"stray:{rel_dir}")
             continue
+        if not cdir.name.startswith("."):  # hidden folders are never classes
+            _check_class_folder(cdir, rel_dir)
         n0 = len(files)
         files += [(p, rel, split, cdir.name) for p, rel in _walk(cdir, root, real_root, notes)]
         if len(files) == n0:
             notes.append(f"empty_class:{rel_dir}")
     return files
+
+
+def _check_class_folder(cdir: Path, rel_dir: str) -> None:
+    """A class is born here: its folder name must follow :mod:`src.core.names`' rule."""
+    from src.core.names import class_name_problem, normalize_class_name
+
+    problem = class_name_problem(cdir.name)
+    if problem is None:
+        return
+    twin = normalize_class_name(cdir.name)
+    if twin != cdir.name and os.path.lexists(cdir.with_name(twin)):
+        problem = (f"it is {twin!r} written in another Unicode form, beside a folder {twin!r}: two classes that "
+                   f"look identical")
+    raise DataError(f"class folder {rel_dir!r}: {problem}",
+                    hint="rename the folder (merge it into its twin if it has one)")
 
 
 def check_split_dir(split_dir: str | os.PathLike, what: str = "split folder") -> Path:
