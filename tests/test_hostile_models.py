@@ -220,6 +220,40 @@ def test_skops_file_with_untrusted_types_is_refused(tmp_path, folder, capsys, sm
     assert not marker.exists()
 
 
+def zip_bomb(path: Path, how: str) -> Path:
+    """A ``.skops`` zip whose schema.json unpacks far beyond its packed size (the reporter's was
+    1 MB -> 1 GB, 21.8 s and 2.8 GB to refuse), or one that merely declares too much."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        if how == "deflated":  # 8 MiB of spaces in about 8 KB
+            z.writestr("schema.json", b'{"a": "' + b" " * (8 << 20) + b'"}', compress_type=zipfile.ZIP_DEFLATED)
+        else:  # many members: each small, together beyond a model's limits
+            for i in range(10_001):
+                z.writestr(f"{i}.npy", b"")
+    return path
+
+
+@pytest.mark.parametrize("how", ["deflated", "members"])
+def test_zip_bomb_is_refused_from_its_directory_before_skops_reads_it(tmp_path, folder, capsys, monkeypatch, how):
+    from src.predictor import Predictor
+
+    read = []
+    real = skops.io.get_untrusted_types
+    monkeypatch.setattr(skops.io, "get_untrusted_types", lambda **kw: read.append(1) or real(**kw))
+    path = zip_bomb(folder / "label_spreading_model.skops", how)
+    expected = "would expand" if how == "deflated" else "holds 10,001 files"
+    with pytest.raises(ModelError, match=f"refusing to load .*{expected}"):
+        load_model_bundle(path)
+    with pytest.raises(ModelError, match=expected):
+        Predictor.load(path, folder / "feature_extractor.pth")
+    rc = model_registry.main(["register", str(path), "--name", NAME, "--accuracy", "0.9", "--f1", "0.9",
+                              "--wandb-mode", "disabled"])
+    assert rc == ModelError.exit_code and expected in one_error_line(capsys.readouterr().err)
+    assert read == []  # skops never opened a member
+    assert model_registry.list_models() == []
+
+
 def test_trusted_list_is_fixed_not_taken_from_the_file(tmp_path, folder, monkeypatch):
     """The loader never asks the file which types to trust."""
     calls = []

@@ -12,6 +12,14 @@ against a swapped or damaged file; they are no trust anchor against code, the fo
 Old pickle bundles (``*_model.pkl``) are refused unopened; ``model_registry.py convert
 --i-trust-these-files`` turns them into ``.skops`` files once (see :mod:`src.learning.legacy`).
 
+A skops file is a zip, and skops inflates every member it names (``schema.json`` whole, then
+``json.loads``): a 1 MB zip holding a 1 GB ``schema.json`` took 21.8 s and 2.8 GB before it was
+refused. So the zip's central directory is checked first (:func:`check_zip_limits`: member count,
+declared sizes, expansion ratio, a cap on ``schema.json``), from the directory alone, in
+milliseconds. That bounds what skops may read: :mod:`zipfile` never returns more than a member's
+declared size (a member whose data runs longer fails its CRC instead). The suite writes bundles
+stored, not deflated (ratio 1.0; the ``schema.json`` of a 4-class bundle is 118 KB).
+
 Measured (skops 0.16.0, scikit-learn 1.9.1): the three algorithms' pipelines round-trip;
 label spreading/propagation add the two scikit-learn internals below when their k-NN graph
 uses a KD-tree (fewer than 16 feature dimensions), and the project's own
@@ -41,6 +49,11 @@ TRUSTED_TYPES = (
 ARTIFACT_MODEL_FILE = f"model{MODEL_SUFFIX}"
 ARTIFACT_EXTRACTOR_FILE = "feature_extractor.pth"
 CONVERT_COMMAND = "python src/model_registry.py convert --i-trust-these-files"
+# Zip limits, checked on the central directory before skops reads a byte of any member.
+MAX_MEMBERS = 10_000              # a bundle has one member per array, about 20
+MAX_SCHEMA_BYTES = 64 << 20       # schema.json is parsed whole; it grows with the bundle's structure, not the data
+MAX_RATIO = 100                   # declared size / compressed size of a member over RATIO_FLOOR bytes
+RATIO_FLOOR = 1 << 20
 
 
 def sidecar(path: str | os.PathLike) -> Path:
@@ -85,14 +98,51 @@ def untrusted_types(data: bytes, where: str | os.PathLike) -> list[str]:
     return sorted(set(found) - set(TRUSTED_TYPES))
 
 
+def check_zip_limits(data: bytes, where: str | os.PathLike) -> None:
+    """Refuse a zip (a skops file) whose central directory declares more than a model could hold:
+    too many members, a member expanding over :data:`MAX_RATIO` times, more in all than
+    ``MAX_RATIO`` times the file, or a ``schema.json`` over :data:`MAX_SCHEMA_BYTES`. Reads no member."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as e:
+        raise ModelError(f"{where} is not a readable model file ({type(e).__name__})",
+                         hint=f"pass a models/*_model{MODEL_SUFFIX} written by train_with_wandb") from e
+    hint = "a zip bomb or a damaged file; it was not unpacked: retrain or re-fetch it"
+    if len(members) > MAX_MEMBERS:
+        raise ModelError(f"refusing to load {where}: it holds {len(members):,} files (at most {MAX_MEMBERS:,})",
+                         hint=hint)
+    total = 0
+    for m in members:
+        total += m.file_size
+        stored_mismatch = m.compress_type == zipfile.ZIP_STORED and m.file_size != m.compress_size
+        ratio = m.file_size / max(m.compress_size, 1)
+        if stored_mismatch or (m.file_size > RATIO_FLOOR and ratio > MAX_RATIO):
+            raise ModelError(f"refusing to load {where}: its member {m.filename[:80]!r} would expand from "
+                             f"{m.compress_size:,} to {m.file_size:,} bytes", hint=hint)
+        if m.filename == "schema.json" and m.file_size > MAX_SCHEMA_BYTES:
+            raise ModelError(f"refusing to load {where}: its schema.json would be {m.file_size:,} bytes "
+                             f"(at most {MAX_SCHEMA_BYTES:,})", hint=hint)
+    if total > MAX_RATIO * len(data) + RATIO_FLOOR:
+        raise ModelError(f"refusing to load {where}: its members would expand from {len(data):,} to "
+                         f"{total:,} bytes", hint=hint)
+
+
 def check_model_bytes(data: bytes, where: str | os.PathLike, path: Path | None = None) -> None:
-    """Refuse, without building anything, bytes that are not a skops model file of trusted types only."""
+    """Refuse, without building anything, bytes that are not a skops model file of trusted types only.
+
+    Every load path comes through here (a model file, a registry blob, a W&B mirror), so the zip
+    limits (:func:`check_zip_limits`) are checked before skops reads any member."""
     if is_pickle(data):
         raise ModelError(f"{where} is an old pickle model file, which could run code when loaded; it was not opened",
                          hint=convert_hint(path))
     if not data.startswith(b"PK\x03\x04"):
         raise ModelError(f"{where} is not a model file (not a skops file)",
                          hint=f"pass a models/*_model{MODEL_SUFFIX} file")
+    check_zip_limits(data, where)
     bad = untrusted_types(data, where)
     if bad:
         raise ModelError(f"refusing to load {where}: it contains types that could run code: {', '.join(bad)}",
@@ -141,8 +191,6 @@ def save_model_bundle(path: str | os.PathLike, bundle: dict[str, Any]) -> str:
 
 def load_model_bundle(path: str | os.PathLike, expected_digest: str | None = None) -> dict[str, Any]:
     """Load a bundle: digest check (``expected_digest`` or the sidecar), trusted types only, then build it."""
-    from skops.io import loads
-
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist", hint="train first, or check the model path")
@@ -154,6 +202,8 @@ def load_model_bundle(path: str | os.PathLike, expected_digest: str | None = Non
         raise ModelError(f"model file {path} fails its digest check (expected {expected_digest[:12]}, "
                          f"found {actual[:12]})", hint="the file was modified or swapped; retrain or re-fetch it")
     check_model_bytes(data, path, path)
+    from skops.io import loads  # after the checks: importing skops (and scikit-learn) takes seconds
+
     try:
         bundle = loads(data, trusted=list(TRUSTED_TYPES))
     except Exception as e:  # a crafted or damaged file; its types were all trusted, so nothing foreign ran
@@ -174,5 +224,5 @@ def validate_bundle(bundle: Any, where: str | os.PathLike) -> dict[str, Any]:
 
 
 __all__ = ["BUNDLE_FORMAT", "CONVERT_COMMAND", "LEGACY_SUFFIX", "MODEL_SUFFIX", "TRUSTED_TYPES", "bundle_bytes",
-           "check_model_bytes", "is_pickle", "load_model_bundle", "model_file_name", "save_model_bundle",
-           "sidecar", "untrusted_types", "validate_bundle", "write_model_file"]
+           "check_model_bytes", "check_zip_limits", "is_pickle", "load_model_bundle", "model_file_name",
+           "save_model_bundle", "sidecar", "untrusted_types", "validate_bundle", "write_model_file"]
