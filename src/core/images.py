@@ -1,7 +1,9 @@
-"""Safe image decoding shared by training, versioning and monitoring.
+"""Safe image decoding shared by training, versioning, monitoring and serving.
 
-One place decides what counts as a usable image: decompression bombs, truncated and
-zero-byte files and non-images raise :class:`DataError` naming the file; CMYK,
+One place decides what counts as a usable image, under the limits of :mod:`src.core.limits`:
+only the accepted formats are decoded (``Image.open(formats=...)``: no other Pillow plugin is
+reachable), and decompression bombs, absurd aspect ratios, truncated and zero-byte files and
+non-images raise :class:`ImageRefused` (a :class:`DataError`) naming the file; CMYK,
 grayscale, palette, RGBA and 16-bit images are converted to 8-bit RGB (:func:`to_rgb`), and photos are
 turned upright from their EXIF orientation (phones store the rotation there, not in the pixels).
 :func:`load_image` takes what a notebook has at hand (a path, a PIL image or a numpy array)
@@ -19,10 +21,19 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from src.core.errors import DataError
+from src.core.limits import LIMITS
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"})
-# Anything above this many pixels is treated as a decompression bomb (PIL warns at 89M).
-MAX_PIXELS = 64_000_000
+IMAGE_EXTENSIONS = LIMITS.extensions  # the files a dataset folder may hold: exactly the accepted formats
+MAX_PIXELS = LIMITS.max_pixels  # kept for importers; the check reads LIMITS
+
+
+class ImageRefused(DataError):
+    """An image that is not decoded; ``kind`` says why: ``empty``, ``format`` (not an image in an
+    accepted format), ``too_large`` (pixels), ``aspect`` (aspect ratio) or ``corrupt``."""
+
+    def __init__(self, message: str, kind: str, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.kind = kind
 
 
 def is_image_name(path: str | os.PathLike) -> bool:
@@ -30,21 +41,54 @@ def is_image_name(path: str | os.PathLike) -> bool:
 
 
 def _check_size(img: Image.Image, path) -> None:
-    w, h = img.size
-    if w * h > MAX_PIXELS:
-        raise DataError(f"{path}: image is {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit",
-                        hint="downscale it or remove it from the dataset (possible decompression bomb)")
-    if w < 1 or h < 1:
-        raise DataError(f"{path}: image has no pixels", hint="remove it from the dataset")
+    _check_dims(*img.size, path)
+
+
+def _check_dims(w: int, h: int, path) -> None:
+    problem = LIMITS.size_problem(w, h)
+    if problem is None:
+        return
+    if "aspect" in problem:
+        raise ImageRefused(f"{path}: image {problem}", "aspect",
+                           hint="crop it to the object; the network sees only the centre square")
+    if "no pixels" in problem:
+        raise ImageRefused(f"{path}: image {problem}", "corrupt", hint="remove it from the dataset")
+    raise ImageRefused(f"{path}: image {problem}", "too_large",
+                       hint="downscale it or remove it from the dataset (possible decompression bomb)")
+
+
+def _format_names() -> str:
+    return ", ".join(LIMITS.formats)
+
+
+STRIP_PIXELS = 1 << 20  # a big image is converted a band of this many pixels at a time
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """8-bit RGB from any PIL mode (16-bit and float are rescaled, alpha composited on white)."""
+    """8-bit RGB from any PIL mode (16-bit and float are rescaled, alpha composited on white).
+
+    Converted a band of rows at a time, so the memory is the input and the output, whatever the
+    mode (a 64 Mpixel float image was 1.5 GB of float64 temporaries converted at once)."""
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    w, h = img.size
+    extrema = img.getextrema() if img.mode in _RESCALED else None
+    rows = max(1, STRIP_PIXELS // max(w, 1))
+    if h <= rows:
+        return _band_to_rgb(img, extrema)
+    out = Image.new("RGB", (w, h))
+    for y in range(0, h, rows):
+        out.paste(_band_to_rgb(img.crop((0, y, w, min(h, y + rows))), extrema), (0, y))
+    return out
+
+
+_RESCALED = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
+def _band_to_rgb(img: Image.Image, extrema) -> Image.Image:
+    if img.mode in _RESCALED:  # rescaled by the whole image's range, not the band's
         a = np.asarray(img, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
+        lo, hi = float(extrema[0]), float(extrema[1])
         a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
         return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
@@ -65,44 +109,58 @@ def open_image(path: str | os.PathLike, draft_size: int | None = None) -> Image.
     path = Path(path)
     try:
         if path.stat().st_size == 0:
-            raise DataError(f"{path}: file is empty (0 bytes)", hint="remove or replace it")
+            raise ImageRefused(f"{path}: file is empty (0 bytes)", "empty", hint="remove or replace it")
+        with open(path, "rb") as f:
+            return _decode(f, path, draft_size)
     except FileNotFoundError as e:
         raise DataError(f"{path}: file not found", hint="check the path") from e
     except OSError as e:
-        raise DataError(f"{path}: corrupted or truncated image ({e})", hint="remove or re-export it") from e
-    return _decode(path, path, draft_size)
+        raise ImageRefused(f"{path}: corrupted or truncated image ({e})", "corrupt",
+                           hint="remove or re-export it") from e
 
 
 def decode_image_bytes(data: bytes, name: str = "upload", draft_size: int | None = None) -> Image.Image:
     """:func:`open_image` for bytes already in memory (an HTTP upload): the same checks, the same errors."""
     if not data:
-        raise DataError(f"{name}: file is empty (0 bytes)", hint="send the image's bytes")
+        raise ImageRefused(f"{name}: file is empty (0 bytes)", "empty", hint="send the image's bytes")
     return _decode(io.BytesIO(data), name, draft_size)
 
 
+def _open(source, name) -> Image.Image:
+    """``Image.open`` restricted to the accepted formats, the size limits checked from the header."""
+    try:
+        img = Image.open(source, formats=LIMITS.formats)
+    except UnidentifiedImageError as e:
+        raise ImageRefused(f"{name}: not an image in an accepted format ({_format_names()})", "format",
+                           hint="convert it to JPEG or PNG") from e
+    _check_size(img, name)
+    return img
+
+
 def _decode(source, name, draft_size: int | None) -> Image.Image:
+    """The image in ``source`` (a file object the caller closes) as RGB; nothing is copied on the way
+    (the EXIF rotation is applied in place), so the memory is the decoded image and its RGB form."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
-                _check_size(img, name)
-                if draft_size and img.format == "JPEG":
-                    w, h = img.size
-                    scale = min(w, h) / draft_size
-                    if scale >= 2:
-                        img.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
-                img.load()
-                return to_rgb(ImageOps.exif_transpose(img))
+            img = _open(source, name)
+            if draft_size and img.format == "JPEG":
+                w, h = img.size
+                scale = min(w, h) / draft_size
+                if scale >= 2:
+                    img.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            return to_rgb(img)
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DataError(f"{name}: image too large ({e})", hint="downscale it or remove it") from e
-    except UnidentifiedImageError as e:
-        raise DataError(f"{name}: not an image PIL can read", hint="remove it or convert it to JPEG/PNG") from e
+        raise ImageRefused(f"{name}: image too large ({e})", "too_large", hint="downscale it or remove it") from e
     except FileNotFoundError as e:
         raise DataError(f"{name}: file not found", hint="check the path") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{name}: corrupted or truncated image ({e})", hint="remove or re-export it") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageRefused(f"{name}: corrupted or truncated image ({e})", "corrupt",
+                           hint="remove or re-export it") from e
 
 
 def is_path(source: object) -> bool:
@@ -145,8 +203,7 @@ def from_array(a: np.ndarray, name: str = "image") -> Image.Image:
     if a.dtype not in (np.uint8, np.uint16):
         raise DataError(f"{name}: array of {a.dtype} pixels; images are uint8 (or uint16)",
                         hint="convert floats in [0, 1] with (a * 255).round().astype(np.uint8)")
-    if a.shape[0] < 1 or a.shape[1] < 1 or a.shape[0] * a.shape[1] > MAX_PIXELS:
-        raise DataError(f"{name}: {a.shape[1]}x{a.shape[0]} pixels is outside 1..{MAX_PIXELS:,}", hint=hint)
+    _check_dims(a.shape[1], a.shape[0], name)
     a = np.ascontiguousarray(a)
     if a.dtype == np.uint16 and a.ndim == 3:
         a = (a >> 8).astype(np.uint8)
@@ -172,10 +229,11 @@ def probe_image(path: str | os.PathLike) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as img:
+            with Image.open(path, formats=LIMITS.formats) as img:
                 info = {"width": img.size[0], "height": img.size[1], "mode": img.mode, "format": img.format}
         except UnidentifiedImageError as e:
-            raise DataError(f"{path}: not an image PIL can read", hint="remove it") from e
+            raise ImageRefused(f"{path}: not an image in an accepted format ({_format_names()})", "format",
+                               hint="remove it") from e
         except OSError as e:
             raise DataError(f"{path}: unreadable ({e})", hint="remove it") from e
     open_image(path)  # full decode: catches truncation and bombs
