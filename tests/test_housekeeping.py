@@ -262,3 +262,100 @@ def test_text_output(world, capsys):
     assert housekeeping.main(["du"]) == 0
     out = capsys.readouterr().out
     assert "blobs: dataset file" in out and "total" in out
+
+
+# -- gc next to live work: a serving process's monitoring session, a training in progress ---------------------
+def _wait(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_gc_next_to_a_live_server_keeps_its_session_and_its_later_records(capsys):
+    """``gc --older-than 0`` used to delete the live session: every later record then failed its foreign key."""
+    from src.monitoring.live import LiveMonitor
+
+    store = Store()
+    mon = LiveMonitor(store, wandb_mode="disabled", flush_every=1, flush_ms=10)
+    try:
+        session = mon.start_model("m:production", {"_digest": "d" * 64, "class_names": ["a", "b"]})
+        mon.record("before", session, "e" * 64, "a", 0.9, 1.0, 1.0, np.zeros(8, dtype=np.float32))
+        _wait(lambda: mon.written == 1)
+        assert housekeeping.main(["gc", "--older-than", "0", "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["kinds"]["monitoring rows"]["count"] == 1  # the older prediction went, as asked; not the session
+        mon.record("after", session, "e" * 64, "b", 0.8, 1.0, 1.0, np.zeros(8, dtype=np.float32))
+        _wait(lambda: mon.written == 2)
+    finally:
+        mon.close()
+    assert mon.write_errors == 0
+    st = records.open_monitor_store(store)
+    (row,) = [s for s in records.sessions(st) if s["id"] == session]
+    assert row["finished_at"] is not None  # closed normally
+    assert [p["image"] for p in records.predictions(st, session)] == ["request:after"]
+    housekeeping.gc(store, 0)  # finished now: an old session like any other
+    assert records.sessions(st) == []
+
+
+def _hold_a_session(store_root: str, ready: str) -> None:
+    st = records.open_monitor_store(Store(store_root))
+    Path(ready).write_text(str(records.start_session(st, "m:production", "d" * 64)))
+    time.sleep(600)
+
+
+def test_a_live_process_holds_its_session_until_it_dies(tmp_path):
+    """The hold is an OS file lock: no heartbeat, and a killed holder's session is collected, not kept forever."""
+    store = Store()
+    records.open_monitor_store(store)
+    ready = tmp_path / "ready"
+    p = mp.get_context("spawn").Process(target=_hold_a_session, args=(str(store.root), str(ready)))
+    p.start()
+    try:
+        _wait(lambda: ready.is_file() and ready.read_text(), timeout=120)
+        session = int(ready.read_text())
+        assert housekeeping.gc(store, 0)["kinds"]["monitoring rows"]["count"] == 0
+        assert [s["id"] for s in records.sessions(records.open_monitor_store(store))] == [session]
+    finally:
+        p.kill()
+        p.join(60)
+    assert housekeeping.gc(store, 0)["kinds"]["monitoring rows"]["count"] == 1  # its holder is gone
+    assert records.sessions(records.open_monitor_store(store)) == []
+    assert list((store.root / "leases").iterdir()) == []  # the dead holder's lease file went too
+
+
+def test_a_training_in_progress_keeps_its_caches(tmp_path):
+    """gc in a loop during a training deleted the run's fine-tune cache entry, ONNX export and cached features."""
+    from src.core import leases
+
+    store = Store()
+    cache = ExtractorCache(store)
+    reused = extractor_file(tmp_path / "old", b"an extractor from an old cache entry")
+    cache.put("reused", reused, "w" * 64, FineTuneResult(epochs_run=1))
+    age(store, "UPDATE finetune_cache SET created_at = ?", OLD)
+    (store.root / "onnx").mkdir()
+
+    def caches(digest: str) -> None:  # what a training makes of an extractor: its export and its features
+        (store.root / "onnx" / f"{digest}-224.onnx").write_bytes(b"o" * 100)
+        os.utime(store.root / "onnx" / f"{digest}-224.onnx", (OLD, OLD))
+        FeatureCache(store).put(["f" * 64], f"{digest}:pre224", np.ones((1, 1280), dtype=np.float32))
+
+    def intact(key: str, digest: str) -> bool:
+        return (ExtractorCache(store).get(key) is not None and store.has_blob(digest)
+                and (store.root / "onnx" / f"{digest}-224.onnx").is_file()
+                and bool(FeatureCache(store).get(["f" * 64], f"{digest}:pre224")))
+
+    with leases.working(store):  # what run_training does
+        assert cache.get("reused") is not None  # a cache hit
+        fresh = extractor_file(tmp_path / "new", b"fine-tuned by this run")
+        cache.put("fresh", fresh, "w" * 64, FineTuneResult(epochs_run=1))
+        digests = {"reused": sha256_file(reused), "fresh": sha256_file(fresh)}
+        for d in digests.values():
+            caches(d)
+        for _ in range(2):
+            r = housekeeping.gc(store, 0, grace_s=0)
+            assert {k: v["count"] for k, v in r["kinds"].items()} == dict.fromkeys(housekeeping.KINDS, 0)
+            assert all(intact(k, d) for k, d in digests.items())
+    r = housekeeping.gc(store, 0, grace_s=0)  # the training ended without recording a run: nothing needs them
+    assert r["kinds"]["fine-tuned extractors"]["count"] == 2 and r["kinds"]["onnx exports"]["count"] == 2
+    assert not any(intact(k, d) for k, d in digests.items())

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from src.core.errors import DataError
+from src.core.ownership import MENTION, Owner
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ CREATE TABLE IF NOT EXISTS dataset_stat_cache (
     sha256 TEXT NOT NULL, probe TEXT NOT NULL
 );
 """
+#: What gc asks of this cache (src.core.ownership): a file's sha256 on record, no blob kept for it.
+OWNER = Owner("data.scan", tables=("dataset_stat_cache",), digests={"dataset_stat_cache.sha256": MENTION})
 PROBE_KEYS = ("width", "height", "mode", "format", "dhash", "error", "error_detail")
 
 

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from src.core.errors import ConfigError, DataError, StoreError
+from src.core.ownership import BLOB, MENTION, Owner, has_table
 
 DEFAULT_NAME = "grocery-dataset"
 DEFAULT_FOLDER = "DS2GROCERIES"
@@ -297,3 +298,16 @@ def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=No
             shutil.rmtree(partial, ignore_errors=True)
     return {"name": name, "version": info["version"], "to": str(dest), "files": len(info["manifest"]),
             "bytes": total, "digest": info["digest"]}
+
+
+# -- what gc and du ask the dataset versions (src.core.ownership) ----------------------------
+def _referenced_blobs(con, _pruned: frozenset[str]):
+    """Every file of every version: dataset versions are never collected."""
+    if has_table(con, "dataset_files"):
+        yield from ((d, "dataset file") for (d,) in con.execute("SELECT DISTINCT sha256 FROM dataset_files"))
+
+
+OWNER = Owner("data.versions", tables=("dataset_versions", "dataset_files"),
+              digests={"dataset_files.sha256": BLOB, "dataset_versions.digest": MENTION,
+                       "dataset_versions.metadata": MENTION, "dataset_versions.quality": MENTION},
+              blob_kinds=("dataset file",), blobs=_referenced_blobs)

@@ -20,6 +20,7 @@ import numpy as np
 
 from src.features.backbone import NUM_FEATURES, Preprocessing
 from src.core.images import load_image
+from src.core.ownership import EXTRACTOR, MENTION, Keep, Owner, Pruning, has_table
 from src.core.store import Store, sha256_file
 
 log = logging.getLogger(__name__)
@@ -164,3 +165,50 @@ def cached_features(extractor, paths: Sequence[Path], digests: Sequence[str], ca
 def digest_files(paths: Sequence[Path]) -> list[str]:
     with ThreadPoolExecutor(decode_workers()) as pool:
         return list(pool.map(sha256_file, paths))
+
+
+# -- what gc and du ask the feature cache (src.core.ownership) -------------------------------
+def _cache_db(store: Store) -> sqlite3.Connection | None:
+    path = store.root / "features.db"
+    if not path.is_file():
+        return None
+    con = sqlite3.connect(path, timeout=60, isolation_level=None)
+    con.execute("PRAGMA busy_timeout = 60000")
+    return con
+
+
+def prunable(store: Store, _con, keep: Keep) -> list[Pruning]:
+    """Features of every extractor nothing keeps (the cache has no dates: an extractor kept keeps them all)."""
+    con = _cache_db(store)
+    if con is None:
+        return []
+    try:
+        if not has_table(con, "features"):
+            return []
+        rows = [(key, int(n), int(size or 0)) for key, n, size in con.execute(
+            "SELECT extractor, COUNT(*), SUM(LENGTH(vec) + LENGTH(image_sha) + LENGTH(extractor)) FROM features "
+            "GROUP BY extractor") if key.split(":", 1)[0] not in keep.extractors]
+    finally:
+        con.close()
+    if not rows:
+        return []
+    keys = [k for k, _, _ in rows]
+
+    def drop(now: Keep) -> None:  # after gc committed: a training that started meanwhile may hold one again
+        con = _cache_db(store)
+        if con is None:
+            return
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany("DELETE FROM features WHERE extractor = ?",
+                            [(k,) for k in keys if k.split(":", 1)[0] not in now.extractors])
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    return [Pruning("cached features", keys=keys, items=keys, count=sum(n for _, n, _ in rows),
+                    bytes=sum(s for _, _, s in rows), after=drop)]
+
+
+OWNER = Owner("features.extraction", tables=("features",), database="features.db",
+              digests={"features.image_sha": MENTION, "features.extractor": EXTRACTOR}, prune=prunable)

@@ -26,6 +26,8 @@ import numpy as np
 from src.features.backbone import Preprocessing, create_model, state_digest
 from src.features.extraction import decode_workers
 from src.core.images import open_image
+from src.core import leases
+from src.core.ownership import BLOB, EXTRACTOR, MENTION, HELD_EXTRACTOR, Keep, Owner, Pruning, has_table
 from src.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -298,7 +300,10 @@ class ExtractorCache:
     def get(self, key: str) -> tuple[Path, str, FineTuneResult] | None:
         with self.store.read() as con:
             row = con.execute("SELECT blob, weights_digest, result FROM finetune_cache WHERE key = ?", (key,)).fetchone()
-        if row is None or not self.store.has_blob(row["blob"]):
+        if row is None:
+            return None
+        leases.hold_for_work(self.store, HELD_EXTRACTOR, row["blob"])  # a training in progress keeps what it uses
+        if not self.store.has_blob(row["blob"]):
             return None
         res = FineTuneResult(**json.loads(row["result"]))
         res.cached = True
@@ -306,6 +311,7 @@ class ExtractorCache:
 
     def put(self, key: str, path: Path, weights_digest: str, result: FineTuneResult) -> None:
         blob = self.store.put_file(path, link=False)
+        leases.hold_for_work(self.store, HELD_EXTRACTOR, blob)  # before the row: gc sees the hold with it
         data = {k: v for k, v in result.__dict__.items() if k != "cached"}
         with self.store.transaction() as con:
             con.execute("INSERT OR REPLACE INTO finetune_cache VALUES (?, ?, ?, ?, ?)",
@@ -314,3 +320,38 @@ class ExtractorCache:
 
 def weights_digest(model) -> str:
     return state_digest(model.state_dict())
+
+
+# -- what gc and du ask the fine-tune cache (src.core.ownership) -----------------------------
+def _cached_blobs(con, pruned: frozenset[str]):
+    if has_table(con, "finetune_cache"):
+        yield from ((b, "fine-tuned extractor") for k, b in con.execute("SELECT key, blob FROM finetune_cache")
+                    if k not in pruned)
+
+
+def _recent_extractors(con, cutoff: float):
+    """Extractors fine-tuned since ``cutoff``."""
+    if has_table(con, "finetune_cache"):
+        yield from (b for (b,) in con.execute("SELECT blob FROM finetune_cache WHERE created_at >= ?", (cutoff,)))
+
+
+def prunable(_store, con, keep: Keep) -> list[Pruning]:
+    """Entries older than the cutoff whose extractor nothing keeps (row here; its blob goes with the orphans)."""
+    if not has_table(con, "finetune_cache"):
+        return []
+    doomed = [(k, b) for k, b in con.execute("SELECT key, blob FROM finetune_cache WHERE created_at < ?",
+                                               (keep.cutoff,)) if b not in keep.extractors]
+    if not doomed:
+        return []
+    keys = [k for k, _ in doomed]
+    return [Pruning("fine-tuned extractors", keys=keys, items=sorted({b for _, b in doomed}), count=len(keys),
+                    releases=frozenset(b for _, b in doomed),
+                    delete=lambda con: con.executemany("DELETE FROM finetune_cache WHERE key = ?",
+                                                       [(k,) for k in keys]))]
+
+
+OWNER = Owner("features.finetune", tables=("finetune_cache",),
+              digests={"finetune_cache.blob": (BLOB, EXTRACTOR), "finetune_cache.weights_digest": MENTION,
+                       "finetune_cache.key": MENTION},
+              blob_kinds=("fine-tuned extractor",), blobs=_cached_blobs, extractors=_recent_extractors,
+              prune=prunable)

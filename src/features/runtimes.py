@@ -14,6 +14,8 @@ import logging
 import os
 from pathlib import Path
 
+from src.core import leases
+from src.core.ownership import HELD_EXTRACTOR
 from src.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ def load_torch_runtime(path: str | os.PathLike, digest: str):
 def load_runtime(path: str | os.PathLike, digest: str, runtime: str = "auto", store: Store | None = None):
     """An extractor callable on NHWC float batches with ``.preprocessing`` and ``.key``."""
     runtime = resolve_runtime(runtime)
+    if store is not None:  # a training in progress keeps this extractor's export and cached features from gc
+        leases.hold_for_work(store, HELD_EXTRACTOR, digest)
     if runtime == "torch":
         return load_torch_runtime(path, digest)
     from src.core.errors import ModelError

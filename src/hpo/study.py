@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from src.core.errors import ConfigError, StoreError
+from src.core.ownership import Owner
 from src.core.store import Store, validate_name
 from src.hpo.optuna_space import direction, make_pruner, make_sampler, to_optuna_space
 from src.hpo.space import grid_space, validate_sweep_config
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS sweep_sweeps (
     created_at REAL NOT NULL
 );
 """
+OWNER = Owner("hpo", tables=("sweep_sweeps",))  # names no digest; the studies themselves are in optuna.db
 MAX_RETRIES = 2  # a failed or abandoned trial runs again at most twice (three attempts in all)
 DEFAULT_DATA_DIR = "DS2GROCERIES"  # generated on first use when missing (see src.training.pipeline.ensure_dataset)
 

@@ -1,4 +1,9 @@
-"""Monitoring records in the local store: sessions, every prediction, alerts."""
+"""Monitoring records in the local store: sessions, every prediction, alerts.
+
+A session is held (:mod:`src.core.leases`) from :func:`start_session` to :func:`finish_session`, so
+gc never removes a session a live process still writes to; a session whose process died unfinished
+is collected like a finished one. :data:`OWNER` says what gc may prune (:func:`prunable`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from src.core import leases
+from src.core.ownership import MENTION, Keep, Owner, Pruning, has_table
 from src.core.store import Store
 
 DDL = """
@@ -33,6 +40,11 @@ CREATE TABLE IF NOT EXISTS monitor_alerts (
 """
 
 
+SESSION_HOLD = "monitor_session"  # the lease kind of a session still being written
+_ROW_BYTES = ("COALESCE(LENGTH(feature), 0) + LENGTH(image) + LENGTH(image_sha256) + LENGTH(prediction) "
+              "+ COALESCE(LENGTH(true_label), 0) + 48")  # about what a prediction row takes on disk
+
+
 def open_monitor_store(store: Store | str | None = None) -> Store:
     st = Store.of(store)
     st.ensure_schema("monitor", DDL)
@@ -41,14 +53,17 @@ def open_monitor_store(store: Store | str | None = None) -> Store:
 
 def start_session(st: Store, model: str, model_digest: str) -> int:
     with st.transaction() as con:
-        return int(con.execute("INSERT INTO monitor_sessions (model, model_digest, started_at) VALUES (?, ?, ?)",
-                               (model, model_digest, time.time())).lastrowid)
+        session = int(con.execute("INSERT INTO monitor_sessions (model, model_digest, started_at) VALUES (?, ?, ?)",
+                                  (model, model_digest, time.time())).lastrowid)
+        leases.hold(st, SESSION_HOLD, str(session))  # before it commits: gc, which decides in a transaction, sees it
+    return session
 
 
 def finish_session(st: Store, session: int, summary: dict[str, Any], wandb_run: str | None) -> None:
     with st.transaction() as con:
         con.execute("UPDATE monitor_sessions SET finished_at = ?, summary = ?, wandb_run = ? WHERE id = ?",
                     (time.time(), json.dumps(summary, default=float), wandb_run, session))
+    leases.release(st, SESSION_HOLD, str(session))
 
 
 def add_predictions(st: Store, rows: Iterable[tuple]) -> None:
@@ -111,3 +126,44 @@ def sessions(st: Store, limit: int = 50) -> list[dict[str, Any]]:
     with st.read() as con:
         rows = con.execute("SELECT * FROM monitor_sessions ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
     return [{**{k: r[k] for k in r.keys() if k != "summary"}, "summary": json.loads(r["summary"] or "{}")} for r in rows]
+
+
+# -- what gc and du ask the monitoring records (src.core.ownership) --------------------------
+def stored_bytes(con) -> int:
+    """About how many bytes the prediction rows take (du)."""
+    if not has_table(con, "monitor_predictions"):
+        return 0
+    return int(con.execute(f"SELECT COALESCE(SUM({_ROW_BYTES}), 0) FROM monitor_predictions").fetchone()[0])
+
+
+def prunable(_store, con, keep: Keep) -> list[Pruning]:
+    """Predictions and alerts older than the cutoff; sessions finished (or started, if never finished) before
+    it with no newer prediction, except sessions a live process holds."""
+    if not has_table(con, "monitor_predictions"):
+        return []
+    c = keep.cutoff
+    held = {int(s) for s in keep.holds(SESSION_HOLD)}
+    n, size = con.execute(f"SELECT COUNT(*), COALESCE(SUM({_ROW_BYTES}), 0) FROM monitor_predictions WHERE at < ?",
+                          (c,)).fetchone()
+    alerts = con.execute("SELECT COUNT(*) FROM monitor_alerts WHERE at < ?", (c,)).fetchone()[0]
+    sessions = [i for (i,) in con.execute(
+        "SELECT id FROM monitor_sessions s WHERE COALESCE(finished_at, started_at) < ? AND NOT EXISTS "
+        "(SELECT 1 FROM monitor_predictions p WHERE p.session = s.id AND p.at >= ?)", (c, c)) if i not in held]
+    if not n + alerts + len(sessions):
+        return []
+
+    def delete(con) -> None:
+        con.execute("DELETE FROM monitor_predictions WHERE at < ?", (c,))
+        con.execute("DELETE FROM monitor_alerts WHERE at < ?", (c,))
+        con.executemany("DELETE FROM monitor_sessions WHERE id = ?", [(i,) for i in sessions])
+
+    return [Pruning("monitoring rows", keys=[str(i) for i in sessions],
+                    items=[f"{n} predictions, {alerts} alerts, {len(sessions)} sessions"],
+                    count=n + alerts + len(sessions), bytes=int(size) + 200 * (alerts + len(sessions)), delete=delete)]
+
+
+OWNER = Owner("monitoring.records", tables=("monitor_sessions", "monitor_predictions", "monitor_feedback",
+                                            "monitor_alerts"),
+              digests={"monitor_sessions.model_digest": MENTION, "monitor_sessions.summary": MENTION,
+                       "monitor_predictions.image_sha256": MENTION, "monitor_alerts.details": MENTION},
+              prune=prunable)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from src.core.errors import ConfigError, StoreError
+from src.core.ownership import BLOB, EXTRACTOR, MENTION, Owner, has_table
 from src.core.store import Store, validate_name
 
 SCHEMA = """
@@ -288,3 +289,24 @@ def move_alias(con: sqlite3.Connection, name: str, alias: str, version: int, *, 
                     "SET version = excluded.version, updated_at = excluded.updated_at",
                     (name, alias, version, time.time()))
     return {**event, "action": action, "details": details}
+
+
+# -- what gc and du ask the registry (src.core.ownership) ------------------------------------
+def _referenced_blobs(con: sqlite3.Connection, _pruned: frozenset[str]):
+    """Every version's model and extractor: registered versions are never collected."""
+    if has_table(con, "registry_versions"):
+        for digest, extractor in con.execute("SELECT digest, extractor_digest FROM registry_versions"):
+            yield digest, "registered model"
+            yield extractor, "registered extractor"
+
+
+def _needed_extractors(con: sqlite3.Connection, _cutoff: float):
+    if has_table(con, "registry_versions"):
+        yield from (d for (d,) in con.execute("SELECT DISTINCT extractor_digest FROM registry_versions"))
+
+
+OWNER = Owner("registry", tables=("registry_versions", "registry_aliases", "registry_events"),
+              digests={"registry_versions.digest": BLOB, "registry_versions.extractor_digest": (BLOB, EXTRACTOR),
+                       "registry_versions.metadata": MENTION, "registry_events.details": MENTION},
+              blob_kinds=("registered model", "registered extractor"), blobs=_referenced_blobs,
+              extractors=_needed_extractors)

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from src.core import leases
 from src.core.paths import clean_pid_siblings
 from src.core.store import Store
 from src.data.dataset import ImageDataset, image_dataset
@@ -178,7 +179,8 @@ def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) 
     store = Store(cfg.store)
     ds = image_dataset(cfg.data_dir, store=store, progress=cfg.progress)
     shift = load_shift_set(cfg, ds.classes, store)  # --shift-dir, validated before any expensive work
-    with staged_outputs(cfg.models_dir) as out:  # the previous set stays untouched until publish
+    # the previous set stays untouched until publish; gc keeps what this run uses until it is recorded
+    with staged_outputs(cfg.models_dir) as out, leases.working(store):
         tracker = Tracker("train", cfg.tracked(), mode=cfg.wandb_mode, name=cfg.run_name, group=cfg.group,
                           tags=cfg.tags)
         try:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from src.core.ownership import BLOB, EXTRACTOR, MENTION, Owner, has_table
 from src.core.store import Store
 
 DDL = """
@@ -77,3 +78,26 @@ def list_runs(store: Store, limit: int = 100) -> list[dict[str, Any]]:
 def is_trial(run: dict[str, Any]) -> bool:
     """Whether a run is a sweep trial (runs of older stores: by their ``<sweep>-trial-N`` name)."""
     return "sweep" in run.get("tags", ()) or bool(run.get("name") and _TRIAL_NAME.search(run["name"]))
+
+
+# -- what gc and du ask the runs (src.core.ownership) ----------------------------------------
+def _referenced_blobs(con, _pruned: frozenset[str]):
+    """Each run's confusion-matrix pictures: runs are history, never collected."""
+    if has_table(con, "runs") and "images" in {r[1] for r in con.execute("PRAGMA table_info(runs)")}:
+        for (images,) in con.execute("SELECT images FROM runs WHERE images IS NOT NULL"):
+            yield from ((d, "run image") for d in json.loads(images).values())
+
+
+def _needed_extractors(con, cutoff: float):
+    """The extractors of the runs since ``cutoff`` and of the newest run (its caches make a re-run fast)."""
+    if not has_table(con, "runs"):
+        return
+    for (results,) in con.execute("SELECT results FROM runs WHERE created_at >= ? OR id = "
+                                  "(SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT 1)", (cutoff,)):
+        extractor = json.loads(results).get("extractor") or {}
+        yield from (d for d in (extractor.get("digest"), extractor.get("first_round_digest")) if d)
+
+
+OWNER = Owner("training.runs", tables=("runs",),
+              digests={"runs.images": BLOB, "runs.results": EXTRACTOR, "runs.dataset_digest": MENTION},
+              blob_kinds=("run image",), blobs=_referenced_blobs, extractors=_needed_extractors)

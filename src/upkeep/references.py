@@ -1,23 +1,36 @@
-"""What the store's records reference: the blobs and the extractors that gc must keep.
+"""What the store's records reference, as their owners declare it: the blobs and extractors gc keeps.
 
-Blobs are named by every table that stores a digest: dataset version manifests
-(``dataset_files.sha256``), registered models and their extractors (``registry_versions``),
-the fine-tune cache (``finetune_cache.blob``), training runs' confusion matrices
-(``runs.images``) and pins (``blob_pins``: files handed to W&B by path). Extractors are named
-by their file's sha256: in the registry, in training runs (``results.extractor.digest``), in the
-fine-tune cache; ONNX exports and cached features carry that digest in their name or key.
+gc writes no SQL over other packages' tables: each package that owns tables declares an
+:class:`~src.core.ownership.Owner` next to its DDL (what its rows reference, what may be pruned) and
+:func:`owners` lists them all. A test checks every table under ``src/`` against this list and every
+digest found in a populated store against the owners' declared columns, so a new table or digest
+column nobody declared fails a test instead of being invisible to gc.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator, Mapping
+
+from src.core.ownership import HELD_EXTRACTOR, PINS, Owner
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
-ONNX_NAME = re.compile(r"([0-9a-f]{64})-\d+(?:-int8)?\.onnx")
+
+
+def owners() -> tuple[Owner, ...]:
+    """Every owner of store tables and files, in the order a blob's first reason is taken (du shows each
+    blob under one kind). Imported here, not at the top: ``housekeeping.py --help`` stays instant."""
+    from src.data import scan, versions
+    from src.features import exports, extraction, finetune
+    from src.hpo import study
+    from src.monitoring import records
+    from src.registry import tables
+    from src.training import runs
+
+    return (tables.OWNER, finetune.OWNER, versions.OWNER, runs.OWNER, PINS, extraction.OWNER, exports.OWNER,
+            records.OWNER, scan.OWNER, study.OWNER)
 
 
 def existing_store(store):
@@ -31,56 +44,29 @@ def existing_store(store):
     return Store.of(store)
 
 
-def tables(con: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+def blob_kinds() -> tuple[str, ...]:
+    """What a referenced blob can be referenced as (du's blob kinds), in the owners' order."""
+    return tuple(k for o in owners() for k in o.blob_kinds)
 
 
-def columns(con: sqlite3.Connection, table: str) -> set[str]:
-    return {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
-
-
-def referenced_blobs(con: sqlite3.Connection, dropped_finetune_keys: Iterable[str] = ()) -> dict[str, str]:
-    """digest → what references it (the first reason found); ``dropped_finetune_keys`` count as gone."""
-    have, refs = tables(con), {}
-    dropped = set(dropped_finetune_keys)
-
-    def add(digests: Iterable[str | None], why: str) -> None:
-        for d in digests:
-            if d:
-                refs.setdefault(d, why)
-
-    if "registry_versions" in have:
-        rows = con.execute("SELECT digest, extractor_digest FROM registry_versions").fetchall()
-        add((r[0] for r in rows), "registered model")
-        add((r[1] for r in rows), "registered extractor")
-    if "finetune_cache" in have:
-        add((r[1] for r in con.execute("SELECT key, blob FROM finetune_cache") if r[0] not in dropped),
-            "fine-tuned extractor")
-    if "dataset_files" in have:
-        add((r[0] for r in con.execute("SELECT DISTINCT sha256 FROM dataset_files")), "dataset file")
-    if "runs" in have and "images" in columns(con, "runs"):
-        for (images,) in con.execute("SELECT images FROM runs WHERE images IS NOT NULL"):
-            add(json.loads(images).values(), "run image")
-    if "blob_pins" in have:
-        add((r[0] for r in con.execute("SELECT digest FROM blob_pins")), "pinned")
+def referenced_blobs(con: sqlite3.Connection, pruned: Mapping[str, frozenset[str]] | None = None) -> dict[str, str]:
+    """digest → what references it (the first reason found); ``pruned``: owner name → its keys about to go."""
+    refs: dict[str, str] = {}
+    for owner in owners():
+        if owner.database == "mlops.db":
+            for digest, why in owner.blobs(con, frozenset((pruned or {}).get(owner.name, ()))):
+                if digest:
+                    refs.setdefault(digest, why)
     return refs
 
 
-def kept_extractors(con: sqlite3.Connection, cutoff: float) -> set[str]:
-    """Extractor digests still needed: registered, used by a run since ``cutoff`` (or the newest run),
-    or fine-tuned since ``cutoff``."""
-    have, keep = tables(con), set()
-    if "registry_versions" in have:
-        keep |= {r[0] for r in con.execute("SELECT extractor_digest FROM registry_versions")}
-    if "runs" in have:
-        rows = con.execute("SELECT results FROM runs WHERE created_at >= ? OR id = "
-                           "(SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT 1)", (cutoff,))
-        for (results,) in rows:
-            digest = (json.loads(results).get("extractor") or {}).get("digest")
-            if digest:
-                keep.add(digest)
-    if "finetune_cache" in have:
-        keep |= {r[0] for r in con.execute("SELECT blob FROM finetune_cache WHERE created_at >= ?", (cutoff,))}
+def kept_extractors(con: sqlite3.Connection, cutoff: float, held: Mapping[str, set[str]] | None = None) -> set[str]:
+    """Extractor digests still needed: those the owners name (registered, a run since ``cutoff`` or the
+    newest run, fine-tuned since ``cutoff``) and those a live process holds (a training in progress)."""
+    keep = set((held or {}).get(HELD_EXTRACTOR, ()))
+    for owner in owners():
+        if owner.database == "mlops.db":
+            keep.update(d for d in owner.extractors(con, cutoff) if d)
     return keep
 
 

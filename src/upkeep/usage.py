@@ -8,10 +8,7 @@ from typing import Any
 
 from src.core.errors import StoreError
 from src.core.store import Store
-from src.upkeep.references import existing_store, referenced_blobs, stored_blobs, tables
-
-BLOB_KINDS = ("registered model", "registered extractor", "fine-tuned extractor", "dataset file", "run image",
-              "pinned")
+from src.upkeep.references import blob_kinds, existing_store, referenced_blobs, stored_blobs
 
 
 def _size(path: Path) -> int:
@@ -28,21 +25,18 @@ def _db(path: Path) -> int:
 
 def disk_usage(store: Store | str | os.PathLike | None = None) -> dict[str, Any]:
     """``{"kinds": {kind: bytes}, "total": bytes, ...}``; blob kinds are ``blobs: <what references them>``."""
+    from src.monitoring.records import stored_bytes
+
     st = existing_store(store)
     if not st.db_path.is_file():
         raise StoreError(f"no store database at {st.db_path}",
                          hint="pass --store (or MLOPS_STORE) pointing at a grocery-mlops store folder")
     with st.read() as con:
         refs = referenced_blobs(con)
-        monitoring = 0
-        if "monitor_predictions" in tables(con):
-            from src.upkeep.gc import _PREDICTION_BYTES
-
-            monitoring = int(con.execute(f"SELECT COALESCE(SUM({_PREDICTION_BYTES}), 0) FROM monitor_predictions")
-                             .fetchone()[0])
+        monitoring = stored_bytes(con)
     kinds = {"database": _db(st.db_path), "feature cache": _db(st.root / "features.db"),
              "sweeps": _db(st.root / "optuna.db") + _size(st.root / "sweeps"), "onnx exports": _size(st.root / "onnx")}
-    blobs = {k: 0 for k in (*BLOB_KINDS, "unreferenced")}
+    blobs = {k: 0 for k in (*blob_kinds(), "unreferenced")}
     counted = 0
     for p in stored_blobs(st.blob_root):
         size = p.stat().st_size
