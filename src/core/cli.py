@@ -7,13 +7,14 @@ bad input becomes one line on stderr (no traceback unless ``-v``) and a non-zero
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import sys
 from typing import Any, Callable, Sequence
 
-from src.core.errors import GroceryError
+from src.core.errors import GroceryError, StoreError
 
 log = logging.getLogger(__name__)
 STORE_HELP = ("local store directory (default: $MLOPS_STORE, else the nearest .mlops/ at or above the working "
@@ -78,6 +79,28 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+# OSErrors that mean "the disk refused the write" wherever they come from: exit 4, as for the store
+WRITE_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS})
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: control, format (bidi) and separator characters escaped as ``repr`` would
+    (``\\n``, ``\\x1b``, ``\\u202e``), so a file name with a newline or a terminal escape in it
+    cannot split a message or repaint the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def write_failure(e: OSError) -> StoreError:
+    """One line for a write the disk refused (full, over quota, read-only), naming the path."""
+    where = " -> ".join(printable(str(f)) for f in (e.filename, e.filename2) if f is not None)
+    full = e.errno != errno.EROFS
+    return StoreError(f"{'no space left to write' if full else 'cannot write'} {where or 'a file'} "
+                      f"({e.strerror or os.strerror(e.errno)})",
+                      hint="free some space and re-run" if full else "choose a writable folder and re-run")
+
+
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:
     """Make argparse (and its subparsers) report usage errors as one ``error:`` line."""
 
@@ -108,10 +131,7 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     try:
         return int(command(args) or 0)
     except GroceryError as e:
-        if getattr(args, "verbose", False):
-            log.exception("failed")
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return _report(e, args)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -119,3 +139,14 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as e:  # a full disk anywhere (the writers that know better raise StoreError themselves)
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        return _report(write_failure(e), args, cause=e)
+
+
+def _report(e: GroceryError, args: argparse.Namespace, cause: BaseException | None = None) -> int:
+    if getattr(args, "verbose", False):
+        log.error("failed", exc_info=cause or e)
+    print(f"error: {printable(str(e))}", file=sys.stderr)
+    return e.exit_code

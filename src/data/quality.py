@@ -5,9 +5,14 @@ undecodable/truncated files, zero-byte and non-image files, images over the pixe
 exact duplicates inside a split, the same bytes in train or the unlabeled pool and in
 test/val (leakage: the pool is trained on too), a pool image already labeled in train, near
 duplicates by 64-bit dHash (Hamming distance ≤ ``near_threshold``), class imbalance,
-tiny images, unusual colour modes, empty class folders, stray files and links leading
-outside the dataset folder (left out of the manifest, never read). Works on a
+tiny images, unusual colour modes, empty class folders, stray files, links leading
+outside the dataset folder (left out of the manifest, never read), and folders or files the
+walk could not read: unreadable, nested too deep, or with a path over the system's limit
+(:mod:`src.data.walk`; errors: they are left out of the manifest). Works on a
 manifest from :mod:`src.data.scan`, so a version's check costs no extra decoding.
+
+Every message is one line: control characters in file names are escaped (``\\n``, ``\\x1b``)
+and very long paths are cut in the middle; ``paths`` keeps the names as they are.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from src.core.cli import printable
 from src.data.scan import POOL
+from src.data.walk import MAX_DEPTH, WALK_PROBLEMS, shown
 
 FILE_ERRORS = {
     "corrupt": ("error", "undecodable or truncated image"),
@@ -37,7 +44,7 @@ class QualityConfig:
 
 
 def _finding(kind: str, severity: str, paths: list[str], message: str, **extra: Any) -> dict:
-    return {"kind": kind, "severity": severity, "paths": paths, "message": message, **extra}
+    return {"kind": kind, "severity": severity, "paths": paths, "message": printable(message), **extra}
 
 
 def imbalance_ratio(counts: dict[str, int]) -> float:
@@ -142,11 +149,16 @@ def analyze(manifest: list[dict], notes: list[str] = (), config: QualityConfig |
     findings += _near_duplicate_findings(manifest, cfg)
     for note in notes:
         kind, _, where = note.partition(":")
-        msg = {"empty_class": f"class folder with no files: {where}",
-               "stray": f"ignored: {where} is not inside a split/class folder",
-               "outside_link": f"left out: {where} is a link leading outside the dataset folder (never read)",
+        at = shown(where)
+        msg = {"empty_class": f"class folder with no files: {at}",
+               "stray": f"ignored: {at} is not inside a split/class folder",
+               "outside_link": f"left out: {at} is a link leading outside the dataset folder (never read)",
+               "unreadable": f"left out: {at} cannot be read (check its permissions)",
+               "too_deep": f"left out: {at} is more than {MAX_DEPTH} folders below its class folder",
+               "too_long": f"left out: {at} is a path longer than the system allows",
                }.get(kind, note)
-        findings.append(_finding(kind, "error" if kind == "outside_link" else "warning", [where], msg))
+        severity = "error" if kind in ("outside_link", *WALK_PROBLEMS) else "warning"  # left out of the manifest
+        findings.append(_finding(kind, severity, [where], msg))
     valid = [e for e in manifest if not e.get("error")]
     split_counts = Counter(e["split"] for e in valid)
     for split in ("train", "test"):
@@ -179,7 +191,7 @@ def analyze(manifest: list[dict], notes: list[str] = (), config: QualityConfig |
 
 def format_report(report: dict, where: str = "") -> str:
     """A human-readable report, grouped by kind."""
-    lines = [f"Quality report{' for ' + where if where else ''}: "
+    lines = [f"Quality report{' for ' + printable(where) if where else ''}: "
              f"{report['stats']['files']} files, {report['stats']['valid_images']} usable images, "
              f"imbalance ratio {report['stats']['imbalance_ratio']:.2f}"]
     if report["ok"]:
@@ -203,7 +215,7 @@ def quality_check(data_dir: str | os.PathLike, store=None, config: QualityConfig
     """Scan ``data_dir`` (using the store's stat cache when given) and return the report."""
     from src.data.scan import scan_dataset
 
-    scan = scan_dataset(data_dir, store=store, progress=progress)
+    scan = scan_dataset(data_dir, store=store, progress=progress, keep_going=True)  # report, never refuse
     report = analyze(scan["manifest"], scan["notes"], config)
     report["data_dir"] = scan["root"]
     return report
