@@ -16,6 +16,13 @@ the manifest and reported as an ``outside_link`` note (a quality finding, a warn
 Links that stay inside the root are followed, like the files they point at; a link to a
 folder below a class folder is not descended (an outside one is reported). FIFOs and
 devices are refused.
+
+Nothing is skipped silently either. The walk is iterative (a folder nested 2,500 deep once hit
+Python's recursion limit) and notes, by name, what it could not walk: a folder or file it may
+not read (``unreadable:``), a folder more than :data:`MAX_DEPTH` levels below its class folder
+or the pool (``too_deep:``), a path longer than the system allows (``too_long:``). Versioning
+and training refuse such a dataset in one line (a version would silently lack those files);
+the quality check (``keep_going=True``) lists every one of them as an error finding.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any
 
 from src.core.errors import DataError
 from src.core.ownership import MENTION, Owner
+from src.data.walk import WALK_PROBLEMS, problem_kind, scandir, shown, walk, walk_problem
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +113,12 @@ def probe_bytes(data: bytes, name: str) -> dict[str, Any]:
     return out
 
 
-def _hash_and_probe(path: Path, rel: str) -> tuple[str, dict]:
+def _hash_and_probe(path: Path, rel: str) -> tuple[str, dict] | OSError:
+    """(sha256, probe) of a file, or the error reading it (the caller decides: refuse or note)."""
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise DataError(f"{path}: cannot read file ({e.strerror})",
-                        hint="fix its permissions or remove it from the dataset") from e
+        return e
     return hashlib.sha256(data).hexdigest(), probe_bytes(data, rel)
 
 
@@ -133,8 +141,10 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
     if not splits:
         raise DataError(f"{root} has no train/, val/ or test/ folder" + (" inside it" if outside else ""),
                         hint="lay the dataset out as DATA_DIR/{train,test}/{class_name}/{images}")
-    notes += [f"stray:{p.name}" for p in sorted(root.iterdir())
-              if p.name not in splits and p.name not in outside and p.name != POOL]
+    top = scandir(root, root, notes)
+    if top is None:
+        raise walk_problem(notes.pop()) or DataError(f"cannot read {root}")
+    notes += [f"stray:{e.name}" for e in top if e.name not in splits and e.name not in outside and e.name != POOL]
     files: list[tuple[Path, str, str, str]] = []
     for split in splits:
         files += _list_classes(root / split, split, root, real_root, notes)
@@ -145,7 +155,7 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
     links = [n.partition(":")[2] for n in notes if n.startswith("outside_link:")]
     if links:
         log.warning("left out %d link(s) leading outside %s (e.g. %s); they are never read", len(links), root,
-                    links[0])
+                    shown(links[0]))
     return root, files, notes
 
 
@@ -155,7 +165,8 @@ def _list_classes(split_dir: Path, split: str, root: Path, real_root: Path,
     from src.core.paths import is_inside
 
     files: list[tuple[Path, str, str, str]] = []
-    for cdir in sorted(split_dir.iterdir()):
+    entries = scandir(split_dir, root, notes)
+    for cdir in [Path(e.path) for e in entries or ()]:
         rel_dir = cdir.relative_to(root).as_posix()
         if cdir.is_symlink() and not is_inside(real_root, cdir):
             notes.append(f"outside_link:{rel_dir}")
@@ -166,8 +177,8 @@ def _list_classes(split_dir: Path, split: str, root: Path, real_root: Path,
         if not cdir.name.startswith("."):  # hidden folders are never classes
             _check_class_folder(cdir, rel_dir)
         n0 = len(files)
-        files += [(p, rel, split, cdir.name) for p, rel in _walk(cdir, root, real_root, notes)]
-        if len(files) == n0:
+        files += [(p, rel, split, cdir.name) for p, rel in walk(cdir, root, real_root, notes)]
+        if len(files) == n0 and not any(n.partition(":")[2] == rel_dir for n in notes):  # not: unreadable
             notes.append(f"empty_class:{rel_dir}")
     return files
 
@@ -208,32 +219,6 @@ def list_split(split_dir: str | os.PathLike, what: str = "split folder"
     return root, files, notes
 
 
-def _walk(top: Path, root: Path, real_root: Path, notes: list[str]) -> list[tuple[Path, str]]:
-    """``[(abs path, path relative to root)]`` of every file below ``top``, sorted; folder links are
-    not descended (os.walk follows none) and links leading outside ``real_root`` are left out and noted."""
-    from src.core.paths import is_inside
-
-    out = []
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames.sort()
-        for d in dirnames:
-            if os.path.islink(os.path.join(dirpath, d)) and not is_inside(real_root, os.path.join(dirpath, d)):
-                notes.append(f"outside_link:{(Path(dirpath) / d).relative_to(root).as_posix()}")
-        for fn in sorted(filenames):
-            p = Path(dirpath) / fn
-            try:
-                fn.encode("utf-8")
-            except UnicodeEncodeError:
-                raise DataError(f"{dirpath}/{fn!r}: file name is not valid UTF-8",
-                                hint="rename the file; names are stored in the manifest") from None
-            rel = p.relative_to(root).as_posix()
-            if p.is_symlink() and not is_inside(real_root, p):
-                notes.append(f"outside_link:{rel}")
-                continue
-            out.append((p, rel))
-    return out
-
-
 def list_pool(root: Path, real_root: Path | None = None, notes: list[str] | None = None
               ) -> list[tuple[Path, str, str, str]]:
     """``[(abs path, rel path, "unlabeled", "")]`` for every file under ``root/unlabeled/``, any depth.
@@ -251,13 +236,17 @@ def list_pool(root: Path, real_root: Path | None = None, notes: list[str] | None
     if pool.is_symlink() and not is_inside(real_root, pool):
         notes.append(f"outside_link:{POOL}")
         return []
-    return [(p, rel, POOL, "") for p, rel in _walk(pool, root, real_root, notes)]
+    return [(p, rel, POOL, "") for p, rel in walk(pool, root, real_root, notes)]
 
 
-def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = None, progress: bool = True) -> dict:
+def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = None, progress: bool = True,
+                 keep_going: bool = False) -> dict:
     """Manifest of ``data_dir`` plus scan statistics (files hashed vs served from cache).
 
     Hashing 1000 files or more draws a progress bar when ``progress`` is on and stderr is a terminal.
+    A folder or file that cannot be read, a folder too deep or a path too long (``WALK_PROBLEMS``)
+    is refused in one :class:`DataError` line, or with ``keep_going`` (the quality check) left out
+    of the manifest and noted.
 
     Returns ``{"root", "manifest": [entry...], "notes": [...], "stats": {...}}``.
     """
@@ -265,7 +254,8 @@ def scan_dataset(data_dir: str | os.PathLike, store=None, workers: int | None = 
 
     t0 = time.perf_counter()
     root, files, notes = list_files(data_dir)
-    manifest, stats = _hash_files(files, store, workers, progress)
+    _refuse_walk_problems(notes, keep_going)
+    manifest, stats = _hash_files(files, store, workers, progress, notes if keep_going else None)
     stats["seconds"] = round(time.perf_counter() - t0, 3)
     log.debug("scanned %s: %s", root, stats)
     return {"root": str(root), "manifest": manifest, "notes": notes, "stats": stats}
@@ -275,13 +265,32 @@ def scan_split(split_dir: str | os.PathLike, store=None, progress: bool = True, 
     """:func:`scan_dataset` for one ImageFolder split (:func:`list_split`): manifest entries have split
     ``shift``, ``path`` relative to ``split_dir``, and use the same stat cache."""
     root, files, notes = list_split(split_dir, what)
+    _refuse_walk_problems(notes, keep_going=False)
     manifest, stats = _hash_files(files, store, None, progress)
     return {"root": str(root), "manifest": manifest, "notes": notes, "stats": stats}
 
 
+def _refuse_walk_problems(notes: list[str], keep_going: bool) -> None:
+    problems = [n for n in notes if n.partition(":")[0] in WALK_PROBLEMS]
+    if problems and not keep_going:
+        raise walk_problem(problems[0])
+    if problems:
+        log.warning("left out %d path(s) that cannot be read (e.g. %s)", len(problems), shown(problems[0]))
+
+
+def _unreadable(e: OSError, p: Path, rel: str, problems: list[str] | None) -> None:
+    """Note a file that cannot be stat'ed or read in ``problems``, or refuse it (``problems`` None)."""
+    if problems is None:
+        raise DataError(f"{shown(str(p))}: cannot read file ({e.strerror})",
+                        hint="fix its permissions or remove it from the dataset") from e
+    problems.append(f"{problem_kind(e)}:{rel}")
+
+
 def _hash_files(files: list[tuple[Path, str, str, str]], store, workers: int | None,
-                progress: bool) -> tuple[list[dict], dict]:
-    """Manifest entries of ``files`` (sha256 and probe, from the stat cache where unchanged) and statistics."""
+                progress: bool, problems: list[str] | None = None) -> tuple[list[dict], dict]:
+    """Manifest entries of ``files`` (sha256 and probe, from the stat cache where unchanged) and statistics.
+
+    A file that cannot be read is refused (one :class:`DataError`), or noted in ``problems`` and left out."""
     cache: dict[str, tuple] = {}
     if store is not None:
         store.ensure_schema("dataset_stat_cache", CACHE_DDL)
@@ -293,7 +302,8 @@ def _hash_files(files: list[tuple[Path, str, str, str]], store, workers: int | N
         try:
             st = p.stat()
         except OSError as e:
-            raise DataError(f"{p}: cannot stat file ({e.strerror})", hint="check the dataset folder") from e
+            _unreadable(e, p, rel, problems)
+            continue
         if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
             raise DataError(f"{p}: not a regular file", hint="remove it (or what the link points at) from the dataset")
         entry = {"path": rel, "split": split, "class": cls, "size": st.st_size}
@@ -314,11 +324,18 @@ def _hash_files(files: list[tuple[Path, str, str, str]], store, workers: int | N
         updates = []
         bar = progress_bar(zip(todo, results), progress=progress, total=len(todo), minimum=1000, desc="hashing",
                            unit="file", leave=False)
-        for (entry, p, key, size, mtime_ns), (sha, probe) in bar:
+        unread = set()
+        for (entry, p, key, size, mtime_ns), result in bar:
+            if isinstance(result, OSError):
+                _unreadable(result, p, entry["path"], problems)
+                unread.add(id(entry))
+                continue
+            sha, probe = result
             entry["sha256"] = sha
             entry.update(probe)
             bytes_hashed += entry["size"]
             updates.append((key, size, mtime_ns, sha, json.dumps(probe)))
+    manifest = [e for e in manifest if id(e) not in unread]
     if store is not None and updates and store.writable:
         from src.core.errors import StoreError
 
