@@ -112,3 +112,62 @@ def test_synthetic_dataset_same_seed_same_bytes_other_seed_other_bytes(tmp_path)
     c = files(generate_dataset(tmp_path / "c", seed=2, **kw))
     assert len(a) == 21 and a == b
     assert a.keys() == c.keys() and all(a[k] != c[k] for k in a)
+
+
+SYNTH = ["--out", "D", "--classes", "2", "--train-per-class", "3", "--test-per-class", "1", "--unlabeled", "2",
+         "--image-size", "32", "--no-progress"]
+
+
+@pytest.mark.usefixtures("drop_log_handlers")
+def test_synth_in_a_read_only_folder_is_one_line_naming_where(tmp_path, monkeypatch, capsys):
+    """Run from a folder it may not write (root writes anywhere: the refusal is simulated)."""
+    import errno
+    from pathlib import Path
+
+    from src import synth
+    from src.core.errors import StoreError
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Path, "mkdir", refused)
+    assert synth.main(SYNTH) == StoreError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot write the dataset at {tmp_path / 'D'}"), err
+    assert "Permission denied" in err[0] and "--out" in err[0]
+
+
+@pytest.mark.usefixtures("drop_log_handlers")
+@pytest.mark.parametrize("existed", [False, True])
+def test_synth_on_a_full_disk_leaves_nothing_behind(tmp_path, monkeypatch, capsys, existed):
+    """The disk fills after a few images: what this run wrote goes, what was there stays."""
+    import errno
+
+    from PIL import Image
+
+    from src import synth
+
+    out = tmp_path / "D"
+    if existed:
+        (out / "train" / "apple").mkdir(parents=True)
+        (out / "train" / "apple" / "mine.txt").write_text("keep")
+    real, saved = Image.Image.save, []
+
+    def fills(self, fp, *args, **kwargs):
+        if len(saved) == 5:
+            open(fp, "wb").write(b"\xff\xd8 half a jpeg")
+            raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+        saved.append(fp)
+        return real(self, fp, *args, **kwargs)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Image.Image, "save", fills)
+    assert synth.main(SYNTH) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and "nothing of this run was kept" in err[0]
+    if existed:
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+            "train", "train/apple", "train/apple/mine.txt"]
+    else:
+        assert not out.exists()

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from src.core.errors import ConfigError
+from src.data.synth_output import OutputFolder
 from src.data.synth_alt import draw_alt_item
 from src.data.synth_shapes import CLASSES, SHAPES, GroceryClass, jitter, shade
 
@@ -154,18 +155,18 @@ def generate_dataset(out_dir: str | Path, n_classes: int = 20, train_per_class: 
     out = Path(out_dir)
     chosen = _chosen(n_classes, classes)
     total = len(chosen) * (train_per_class + test_per_class)
-    with progress_bar(total=total, progress=progress, minimum=200, desc="generating images", unit="img") as bar:
+    with OutputFolder(out) as w, progress_bar(total=total, progress=progress, minimum=200,
+                                              desc="generating images", unit="img") as bar:
         for ci, cls in enumerate(chosen):
             for split, n in (("train", train_per_class), ("test", test_per_class)):
-                d = out / split / cls.name
-                d.mkdir(parents=True, exist_ok=True)
+                d = w.folder(out / split / cls.name)
                 for i in range(n):
                     rng = _rng(f"{seed}-{cls.name}-{split}-{i}", style)
                     img = draw_styled(cls, image_size, rng, style)
-                    img.save(d / f"{cls.name}_{split}_{i:04d}.jpg", quality=rng.randint(60, 95))
+                    w.save(img, d / f"{cls.name}_{split}_{i:04d}.jpg", quality=rng.randint(60, 95))
                     bar.update(1)
-    if unlabeled:
-        _generate_pool(out, chosen, unlabeled, image_size, seed, pool_truth, style)
+        if unlabeled:
+            _generate_pool(w, chosen, unlabeled, image_size, seed, pool_truth, style)
     log.info("generated %d images in %d classes under %s", total + unlabeled, len(chosen), out)
     return out
 
@@ -184,21 +185,20 @@ def generate_split(out_dir: str | Path, n_classes: int = 20, per_class: int = 20
         raise ConfigError(f"per_class must be >= 1, got {per_class}")
     out = Path(out_dir)
     chosen = _chosen(n_classes, classes)
-    with progress_bar(total=len(chosen) * per_class, progress=progress, minimum=200, desc="generating images",
-                      unit="img") as bar:
+    with OutputFolder(out) as w, progress_bar(total=len(chosen) * per_class, progress=progress, minimum=200,
+                                              desc="generating images", unit="img") as bar:
         for cls in chosen:
-            d = out / cls.name
-            d.mkdir(parents=True, exist_ok=True)
+            d = w.folder(out / cls.name)
             for i in range(per_class):
                 rng = _rng(f"{seed}-{cls.name}-shift-{i}", style)
-                draw_styled(cls, image_size, rng, style).save(d / f"{cls.name}_{style}_{i:04d}.jpg",
-                                                               quality=rng.randint(60, 95))
+                w.save(draw_styled(cls, image_size, rng, style), d / f"{cls.name}_{style}_{i:04d}.jpg",
+                       quality=rng.randint(60, 95))
                 bar.update(1)
     log.info("generated %d %s-style images in %d classes under %s", len(chosen) * per_class, style, len(chosen), out)
     return out
 
 
-def _generate_pool(out: Path, chosen: Sequence[GroceryClass], n: int, image_size: int, seed: int,
+def _generate_pool(w: OutputFolder, chosen: Sequence[GroceryClass], n: int, image_size: int, seed: int,
                    pool_truth: str | Path | None, style: str = "default") -> None:
     import csv
 
@@ -208,10 +208,9 @@ def _generate_pool(out: Path, chosen: Sequence[GroceryClass], n: int, image_size
     for i in range(n):
         rng = _rng(f"{seed}-unlabeled-{i}", style)
         cls = rng.choice(list(chosen))
-        d = out / "unlabeled" / f"batch_{i // 500:02d}"
-        d.mkdir(parents=True, exist_ok=True)
+        w.folder(w.out / "unlabeled" / f"batch_{i // 500:02d}")
         rel = f"unlabeled/batch_{i // 500:02d}/img_{i:05d}.jpg"
-        draw_styled(cls, image_size, rng, style).save(out / rel, quality=rng.randint(60, 95))
+        w.save(draw_styled(cls, image_size, rng, style), w.out / rel, quality=rng.randint(60, 95))
         rows.append((rel, cls.name))
     if pool_truth is not None:
         with open(pool_truth, "w", newline="") as f:
