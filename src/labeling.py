@@ -7,6 +7,8 @@ and find labeled images whose class folder is probably wrong.
     python src/labeling.py issues --data-dir D [--models-dir models]
 
 Exit codes: 0 done, 2 bad input or data (nothing moved), 3 model problem, 4 store, 5 W&B.
+Applies on one data dir run one at a time (a second one waits); an apply that was killed is
+completed by the next one, and rows an earlier apply already moved are recognised, not refused.
 The work lives in :mod:`src.curation`; this script parses flags and prints.
 """
 
@@ -52,11 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="check and report, move nothing")
     p.add_argument("--new-classes", action="store_true", help="create train/<label>/ for classes not seen yet")
     p.add_argument("--min-confidence", type=float, default=None,
-                   help="only rows with confidence >= this (pseudo-labels), others stay in the pool")
+                   help="only rows with confidence >= this, in [0, 1] (pseudo-labels); others stay in the pool")
     p.add_argument("--source", choices=("human", "pseudo"), default=None,
                    help="label source recorded in the version (default: pseudo when the CSV has an algorithm "
                         "column, as pseudo_labels.csv does, else human)")
-    p.add_argument("--artifact-name", default="grocery-dataset", help="dataset name for the new version")
+    p.add_argument("--artifact-name", default=None,
+                   help="dataset name for the new version (default: as training and data_versioning.py name it, "
+                        "grocery-dataset for DS2GROCERIES, else the data folder's name)")
     p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None)
     p = sub.add_parser("issues", parents=[common], help="labeled images whose class folder is probably wrong")
     p.add_argument("--models-dir", "--models_dir", default=None,
@@ -69,8 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_apply(r: dict) -> None:
     if r.get("resumed"):
         print(f"completed an interrupted apply first: {r['resumed']['moves']} images, {r['resumed']['version']}")
+    if r["already_applied"] and not r["moves"]:
+        print(f"nothing to do: all {len(r['already_applied'])} labeled row(s) of {r['labels']} are already applied "
+              f"(e.g. {r['already_applied'][0]['path']} is {r['already_applied'][0]['to']})")
+        return
     verb = "would label" if r["dry_run"] else "labeled"
     print(f"{verb} {r['labeled']} image(s) ({r['source']} labels)")
+    if r["already_applied"]:
+        print(f"  already applied by an earlier apply: {len(r['already_applied'])} row(s), left as they are")
+    for m in r["left"]:
+        print(f"  left where it is: {m['path']} ({m['why']})")
     for m in r["renamed"]:
         print(f"  name taken: {m['path']} -> {m['to']}")
     if r["new_classes"]:

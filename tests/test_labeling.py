@@ -144,11 +144,11 @@ def test_apply_a_labeled_copy_of_suggestions(ws, capsys):
     code, out, err = apply(capsys, ws, ws / "l.csv", "--json")
     assert code == 0, err
     r = json.loads(out)
-    assert r["labeled"] == 2 and r["source"] == "human" and r["version"]
+    assert r["labeled"] == 2 and r["source"] == "human" and r["version"].startswith("d:")  # training's name rule
     assert all(p not in pool_files(ws / "d") for p in (x["path"] for x in rows))
     assert all((ws / "d" / m["to"]).exists() and m["to"].startswith("train/b/") for m in r["moves"])
     assert all_bytes(ws / "d") == before  # moved, not copied or lost
-    v = load_dataset_artifact("grocery-dataset", "latest", store=ws / "s")
+    v = load_dataset_artifact("d", "latest", store=ws / "s")
     assert "2 images labeled" in v["description"]
     src = {e["path"]: e["source"] for e in v["manifest"]}
     assert all(src[m["to"]] == "human" for m in r["moves"])
@@ -184,8 +184,8 @@ def test_pseudo_labels_with_min_confidence_are_recorded_as_pseudo_and_carried_fo
     assert r["source"] == "pseudo" and r["labeled"] >= 2 and r["skipped_low_confidence"] == 6 - r["labeled"]
     moved = {m["to"] for m in r["moves"]}
     Image.new("RGB", (32, 32), (5, 5, 5)).save(ws / "d" / "train" / "a" / "new_human.png")
-    create_dataset_artifact(ws / "d", store=ws / "s", wandb_mode="disabled")
-    v = load_dataset_artifact("grocery-dataset", "latest", store=ws / "s")
+    create_dataset_artifact(ws / "d", "d", store=ws / "s", wandb_mode="disabled")
+    v = load_dataset_artifact("d", "latest", store=ws / "s")
     src = {e["path"]: e["source"] for e in v["manifest"]}
     assert all(src[p] == "pseudo" for p in moved), ({p: src.get(p) for p in moved}, v["history"][-2:])
     assert src["train/a/new_human.png"] == "human"
@@ -291,7 +291,165 @@ def test_a_killed_apply_loses_and_duplicates_nothing_and_is_completed_next_time(
     assert code == 0, err
     r = json.loads(out)
     assert r["resumed"]["moves"] == 6 and pool_files(ws / "d") == [] and all_bytes(ws / "d") == before
-    assert "6 images labeled" in load_dataset_artifact("grocery-dataset", "latest", store=ws / "s")["description"]
+    assert "6 images labeled" in load_dataset_artifact("d", "latest", store=ws / "s")["description"]
+
+
+def test_rerunning_a_killed_apply_with_its_own_csv_ends_cleanly(ws, capsys):
+    from src.data_versioning import load_dataset_artifact
+    from src.data.scan import scan_dataset
+
+    write_csv(ws / "l.csv", [[p, "c"] for p in pool_files(ws / "d")])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ["apply", "--data-dir", str(ws / "d"), "--labels", str(ws / "l.csv"), "--store", str(ws / "s"),
+            "--wandb-mode", "disabled"]
+    proc = subprocess.run([sys.executable, "-c", KILLER, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    code, out, err = apply(capsys, ws, ws / "l.csv")
+    assert code == 0, err
+    assert "completed an interrupted apply first: 6 images" in out and "already applied" in out
+    assert pool_files(ws / "d") == [] and not list((ws / "s" / "labeling").glob("journal-*"))
+    v = load_dataset_artifact("d", "latest", store=ws / "s")
+    disk = {e["path"] for e in scan_dataset(ws / "d")["manifest"]}
+    assert {e["path"] for e in v["manifest"]} == disk
+    code, out, err = apply(capsys, ws, ws / "l.csv")  # and once more: nothing to do, no new version
+    assert code == 0 and "nothing to do: all 6 labeled row(s)" in out, err
+    assert load_dataset_artifact("d", "latest", store=ws / "s")["version"] == v["version"]
+
+
+def test_an_applied_row_with_another_label_is_refused(ws, capsys):
+    write_csv(ws / "l.csv", [["unlabeled/p0.png", "a"]])
+    assert apply(capsys, ws, ws / "l.csv")[0] == 0
+    write_csv(ws / "l.csv", [["unlabeled/p0.png", "b"]])
+    code, _, err = apply(capsys, ws, ws / "l.csv")
+    assert code == 2 and "already labeled 'a'" in one_line(err) and "line 2" in err
+    assert (ws / "d" / "train" / "a" / "p0.png").exists()
+
+
+def test_a_dangling_link_in_a_class_folder_moves_nothing_and_blocks_nothing(ws, capsys):
+    os.symlink(ws / "d" / "train" / "c" / "gone.png", ws / "d" / "train" / "c" / "p2.png")  # inside, dangling
+    write_csv(ws / "l.csv", [["unlabeled/p0.png", "c"], ["unlabeled/p2.png", "c"]])
+    before = pool_files(ws / "d")
+    code, _, err = apply(capsys, ws, ws / "l.csv")
+    assert code == 2 and "p2.png" in one_line(err)
+    assert pool_files(ws / "d") == before and not list((ws / "s" / "labeling").glob("journal-*"))
+    os.unlink(ws / "d" / "train" / "c" / "p2.png")
+    os.symlink("/nonexistent/gone.png", ws / "d" / "train" / "c" / "p2.png")  # leads outside: left out of scans
+    code, out, err = apply(capsys, ws, ws / "l.csv", "--json")
+    assert code == 0, err
+    to = {m["path"]: m["to"] for m in json.loads(out)["moves"]}
+    assert to["unlabeled/p2.png"].startswith("train/c/p2_") and (ws / "d" / to["unlabeled/p2.png"]).is_file()
+    assert os.path.islink(ws / "d" / "train" / "c" / "p2.png")  # the link is untouched
+
+
+def test_concurrent_applies_take_turns_and_the_history_matches_the_disk(ws, capsys, caplog, monkeypatch):
+    import threading
+    import time
+
+    import src.data.versioning as versioning
+    from src.curation import apply_labels
+    from src.data.scan import scan_dataset
+    from src.data_versioning import load_dataset_artifact
+
+    pool = pool_files(ws / "d")
+    write_csv(ws / "one.csv", [[p, "a"] for p in pool[:3]])
+    write_csv(ws / "two.csv", [[p, "b"] for p in pool[3:]])
+    real, first_in, release = versioning.create_dataset_artifact, threading.Event(), threading.Event()
+
+    def slow_version(*a, **k):  # the first apply pauses after its moves, before its version
+        if threading.current_thread().name == "one":
+            first_in.set()
+            release.wait(60)
+        return real(*a, **k)
+
+    monkeypatch.setattr(versioning, "create_dataset_artifact", slow_version)
+    results = {}
+
+    def run_apply(name):
+        results[name] = apply_labels(ws / "d", ws / f"{name}.csv", store=ws / "s", wandb_mode="disabled")
+
+    one = threading.Thread(target=run_apply, args=("one",), name="one")
+    two = threading.Thread(target=run_apply, args=("two",), name="two")
+    one.start()
+    assert first_in.wait(120)
+    two.start()
+    deadline = time.monotonic() + 60
+    while two.is_alive() and "waiting for another labeling apply" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    release.set()
+    one.join(120)
+    two.join(120)
+    assert set(results) == {"one", "two"}
+    assert results["one"]["created"] and results["two"]["created"]
+    v2 = load_dataset_artifact("d", "latest", store=ws / "s")
+    v1 = load_dataset_artifact("d", f"v{int(v2['version'][1:]) - 1}", store=ws / "s")
+    assert "3 images labeled" in v1["description"] and "3 images labeled" in v2["description"]
+    assert {e["path"] for e in v2["manifest"]} == {e["path"] for e in scan_dataset(ws / "d")["manifest"]}
+    assert sum(e["path"].startswith("unlabeled/") for e in v1["manifest"]) == 3
+    assert pool_files(ws / "d") == []
+
+
+@pytest.mark.parametrize("label", ["=1+1", "@SUM(A1)", "=cmd|' -c calc'!A0", "+x", "-x", "ap\u200bple", "ap\x7fple",
+                                   "\u202eelppa", "x" * 300])
+@pytest.mark.parametrize("flag", ["--new-classes", "--json"])
+def test_labels_against_the_class_name_rule_are_refused(ws, capsys, label, flag):
+    write_csv(ws / "l.csv", [["unlabeled/p2.png", "a"], ["unlabeled/p0.png", label]])
+    before = sorted(os.listdir(ws / "d" / "train"))
+    code, _, err = apply(capsys, ws, ws / "l.csv", flag)
+    line = one_line(err)
+    assert code == 2 and "line 3" in line and "class name" in line
+    assert sorted(os.listdir(ws / "d" / "train")) == before and "unlabeled/p2.png" in pool_files(ws / "d")
+
+
+def test_nfc_and_nfd_spellings_are_one_class(ws, capsys):
+    import unicodedata
+
+    nfd, nfc = unicodedata.normalize("NFD", "café"), unicodedata.normalize("NFC", "café")
+    write_csv(ws / "l.csv", [["unlabeled/p0.png", nfd]])
+    assert apply(capsys, ws, ws / "l.csv", "--new-classes")[0] == 0
+    write_csv(ws / "l.csv", [["unlabeled/p2.png", nfc]])
+    code, _, err = apply(capsys, ws, ws / "l.csv")  # no --new-classes needed: it is the same class
+    assert code == 0, err
+    assert [n for n in os.listdir(ws / "d" / "train") if n.startswith("caf")] == [nfc]
+    assert sorted(os.listdir(ws / "d" / "train" / nfc)) == ["p0.png", "p2.png"]
+
+
+@pytest.mark.parametrize("name,data", [("notes.txt", b"remember the milk"), ("empty.jpg", b""),
+                                       ("broken.png", b"\x89PNG\r\n\x1a\n not really")])
+def test_only_decodable_images_are_moved(ws, capsys, name, data):
+    (ws / "d" / "unlabeled" / name).write_bytes(data)
+    write_csv(ws / "l.csv", [["unlabeled/p0.png", "a"], [f"unlabeled/{name}", "a"]])
+    before = pool_files(ws / "d")
+    code, _, err = apply(capsys, ws, ws / "l.csv")
+    assert code == 2 and "line 3" in one_line(err) and "not an image" in err and name in err
+    assert pool_files(ws / "d") == before
+
+
+@pytest.mark.parametrize("conf", ["7", "1e999", "inf", "-0.5", "nan"])
+def test_confidences_outside_0_1_are_refused_with_their_line(ws, capsys, conf):
+    write_csv(ws / "l.csv", [["unlabeled/p0.png", "a", "0.995"], ["unlabeled/p2.png", "a", conf]],
+              header=("path", "label", "confidence"))
+    code, _, err = apply(capsys, ws, ws / "l.csv", "--min-confidence", "0.99")
+    assert code == 2 and "line 3" in one_line(err) and "[0, 1]" in err
+    assert "unlabeled/p0.png" in pool_files(ws / "d")
+
+
+def test_an_oversized_field_is_reported_on_its_own_line(ws, capsys):
+    big = "x" * 140_000
+    (ws / "l.csv").write_text(f"path,label\nunlabeled/p0.png,a\nunlabeled/p2.png,a\nunlabeled/a/p1.png,{big}\n")
+    code, _, err = apply(capsys, ws, ws / "l.csv")
+    assert code == 2 and "line 4: malformed CSV" in one_line(err)
+
+
+def test_formula_cells_in_pseudo_labels_csv_are_escaped_and_read_back(tmp_path):
+    from src.curation.labels_csv import read_labels
+    from src.training.pseudo_labels import write_csv as write_pseudo
+
+    write_pseudo(tmp_path / "p.csv", [["unlabeled/x.png", "=1+1", 0.5, "label_spreading"],
+                                      ["unlabeled/y.png", "@SUM(A1)", 0.9, "label_spreading"]])
+    text = (tmp_path / "p.csv").read_text()
+    assert "'=1+1" in text and "'@SUM(A1)" in text and "\n=" not in text and ",=" not in text and ",@" not in text
+    assert [(r.path, r.label) for r in read_labels(tmp_path / "p.csv").rows] == [
+        ("unlabeled/x.png", "=1+1"), ("unlabeled/y.png", "@SUM(A1)")]
 
 
 # -- issues --------------------------------------------------------------------------------

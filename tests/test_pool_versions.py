@@ -37,7 +37,7 @@ def test_diff_reports_labeled_apart_from_relabeled_added_removed(tmp_path, capsy
     store = tmp_path / "s"
     version(data, store)
     (tmp_path / "l.csv").write_text("path,label\nunlabeled/p0.png,a\nunlabeled/a/p1.png,b\n")
-    apply_labels(data, tmp_path / "l.csv", store=store, wandb_mode="disabled")
+    apply_labels(data, tmp_path / "l.csv", store=store, wandb_mode="disabled", artifact_name="grocery-dataset")
     shutil.move(data / "train" / "c" / "c_0.png", data / "train" / "a" / "c_0.png")  # a relabel
     Image.new("RGB", (32, 32), (1, 99, 7)).save(data / "train" / "b" / "new.png")
     version(data, store)

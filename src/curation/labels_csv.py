@@ -1,5 +1,10 @@
 """Read a labels CSV (``path,label`` plus any other columns) into rows, refusing it whole on any
-problem with one line that names the file and line."""
+problem with one line that names the file and line.
+
+Cells escaped against spreadsheet formulas (``'=...``, see :mod:`src.core.csv_cells`) read back
+as written. A ``confidence`` must be a finite number in [0, 1]; an error names the physical line
+of the file it was found on, a record spanning several lines included.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from src.core.csv_cells import unescape_cell
 from src.core.errors import ConfigError, DataError
 
 
@@ -32,19 +38,46 @@ def _bad(path: Path, line: int, what: str) -> DataError:
     return DataError(f"{path} line {line}: {what}", hint="fix the CSV; nothing was moved")
 
 
+class _Lines:
+    """The file's lines, counting them: ``csv.reader.line_num`` lags a line behind on an error."""
+
+    def __init__(self, f):
+        self.f, self.n = f, 0
+
+    def __iter__(self):
+        for line in self.f:
+            self.n += 1
+            yield line
+
+
+def check_min_confidence(min_confidence: float | None) -> None:
+    if min_confidence is not None and not (math.isfinite(min_confidence) and 0 <= min_confidence <= 1):
+        raise ConfigError(f"--min-confidence must be a number in [0, 1], got {min_confidence}")
+
+
+def _confidence(path: Path, line: int, text: str) -> float:
+    try:
+        conf = float(text)
+    except ValueError:
+        raise _bad(path, line, f"confidence {text!r} is not a number") from None
+    if not (math.isfinite(conf) and 0 <= conf <= 1):
+        raise _bad(path, line, f"confidence {text.strip()!r} is not a number in [0, 1]")
+    return conf
+
+
 def read_labels(path: str | os.PathLike, min_confidence: float | None = None) -> LabelsFile:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"labels file {path} does not exist", hint="pass --labels FILE.csv with path,label columns")
-    if min_confidence is not None and not 0 <= min_confidence <= 1:
-        raise ConfigError(f"--min-confidence must be in [0, 1], got {min_confidence}")
+    check_min_confidence(min_confidence)
     rows: list[LabelRow] = []
     blank = low = 0
-    reader = None
+    lines = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, strict=True)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
+            lines = _Lines(f)
+            reader = csv.DictReader(lines, strict=True)
+            columns = [unescape_cell(c.strip()) for c in (reader.fieldnames or [])]
             missing = [c for c in ("path", "label") if c not in columns]
             if missing:
                 raise _bad(path, 1, f"malformed CSV: no {' or '.join(missing)} column (a header with path,label "
@@ -56,17 +89,11 @@ def read_labels(path: str | os.PathLike, min_confidence: float | None = None) ->
                 line = reader.line_num
                 if None in rec or any(v is None for v in rec.values()):
                     raise _bad(path, line, f"malformed CSV: {len(columns)} columns expected")
-                p, label = rec["path"].strip(), rec["label"].strip()
+                rec = {k: unescape_cell(v.strip()) for k, v in rec.items()}
+                p, label = rec["path"], rec["label"]
                 if not p:
                     raise _bad(path, line, "empty path")
-                conf = None
-                if "confidence" in rec and rec["confidence"].strip():
-                    try:
-                        conf = float(rec["confidence"])
-                    except ValueError:
-                        raise _bad(path, line, f"confidence {rec['confidence']!r} is not a number") from None
-                    if math.isnan(conf):
-                        raise _bad(path, line, "confidence is NaN")
+                conf = _confidence(path, line, rec["confidence"]) if rec.get("confidence") else None
                 if not label:
                     blank += 1
                     continue
@@ -75,7 +102,7 @@ def read_labels(path: str | os.PathLike, min_confidence: float | None = None) ->
                     continue
                 rows.append(LabelRow(line, p, label, conf))
     except csv.Error as e:
-        raise _bad(path, reader.line_num if reader else 1, f"malformed CSV ({e})") from e
+        raise _bad(path, max(lines.n, 1) if lines else 1, f"malformed CSV ({e})") from e
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason})", hint="save the CSV as UTF-8") from e
     return LabelsFile(rows, columns, blank, low)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path, PurePosixPath
 
 from src.core.errors import DataError
 from src.core.paths import is_inside
 from src.data.scan import POOL
-
-CLASS_NAME = re.compile(r"^[^/\\\x00-\x1f]+$")
 
 
 def data_root(data_dir: str | os.PathLike) -> Path:
@@ -42,12 +39,6 @@ def pool_path_problem(root: Path, rel: str) -> str | None:
         return f"{rel!r} is not a regular file"
     if not is_inside(root / POOL, full):
         return f"{rel!r} resolves outside the pool"
-    return None
-
-
-def class_name_problem(name: str) -> str | None:
-    if not CLASS_NAME.match(name) or name in (".", "..") or name.startswith(".") or name != name.strip():
-        return f"invalid class name {name!r} (a folder name: no '/', no leading dot or spaces)"
     return None
 
 

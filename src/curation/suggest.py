@@ -11,8 +11,6 @@ already extracted them).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -21,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from src.core.csv_cells import csv_text
 from src.core.errors import ConfigError, DataError, ModelError
 from src.core.paths import write_text_atomic
 from src.core.store import Store
@@ -103,11 +102,8 @@ def suggest(data_dir: str | os.PathLike, models_dir: str | os.PathLike = "models
             for i in idx]
     out_dir = Path(out) if out else models / "labeling"
     out_dir.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=["path", "suggested_label", "confidence"])
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(out_dir / CSV_NAME, buf.getvalue())
+    columns = ["path", "suggested_label", "confidence"]  # formula-like cells escaped, read back as written
+    write_text_atomic(out_dir / CSV_NAME, csv_text(columns, ([r[c] for c in columns] for r in rows)))
     intro = (f"{len(rows)} of {len(ds.pool)} unlabeled images ({strategy}), with {algo}'s guess. Copy {CSV_NAME}, "
              f"add a 'label' column with the true class, then: labeling.py apply --data-dir {root} --labels FILE")
     write_text_atomic(out_dir / HTML_NAME, contact_sheet("Images to label", intro, rows, root,

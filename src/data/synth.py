@@ -200,8 +200,6 @@ def generate_split(out_dir: str | Path, n_classes: int = 20, per_class: int = 20
 
 def _generate_pool(w: OutputFolder, chosen: Sequence[GroceryClass], n: int, image_size: int, seed: int,
                    pool_truth: str | Path | None, style: str = "default") -> None:
-    import csv
-
     if n < 0:
         raise ValueError(f"unlabeled must be >= 0, got {n}")
     rows = []
@@ -213,5 +211,6 @@ def _generate_pool(w: OutputFolder, chosen: Sequence[GroceryClass], n: int, imag
         w.save(draw_styled(cls, image_size, rng, style), w.out / rel, quality=rng.randint(60, 95))
         rows.append((rel, cls.name))
     if pool_truth is not None:
-        with open(pool_truth, "w", newline="") as f:
-            csv.writer(f).writerows([("path", "label"), *rows])
+        from src.core.csv_cells import csv_text
+
+        Path(pool_truth).write_text(csv_text(("path", "label"), rows), encoding="utf-8", newline="")

@@ -9,13 +9,12 @@ of thumbnails for a sample and the confidence histogram; the results get a summa
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from src.core.csv_cells import csv_text
 from src.core.paths import write_text_atomic
 from src.training.state import TrainState
 
@@ -33,12 +32,9 @@ def pool_rows(s: TrainState, algorithm: str) -> list[list[Any]]:
 
 
 def write_csv(path: Path, rows: list[list[Any]]) -> None:
-    """Write beside and rename, so a reader never sees half a file."""
-    buf = io.StringIO(newline="")
-    w = csv.writer(buf)
-    w.writerow(COLUMNS)
-    w.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
+    """Write beside and rename, so a reader never sees half a file; cells a spreadsheet would run as a
+    formula are escaped (:mod:`src.core.csv_cells`), which ``labeling.py apply`` reads back as written."""
+    write_text_atomic(path, csv_text(COLUMNS, rows))
 
 
 def summarize(rows: list[list[Any]], classes: list[str], algorithm: str) -> dict[str, Any]:
