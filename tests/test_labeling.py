@@ -433,6 +433,17 @@ def test_confidences_outside_0_1_are_refused_with_their_line(ws, capsys, conf):
     assert "unlabeled/p0.png" in pool_files(ws / "d")
 
 
+def test_names_longer_than_the_system_allows_are_one_line(ws, capsys):
+    long = "x" * 300
+    code, _, err = apply(capsys, ws, ws / f"{long}.csv")
+    assert code == 2 and "labels file" in one_line(err)
+    code, _, err = run(capsys, "apply", "--data-dir", str(ws / long), "--labels", str(ws / "l.csv"))
+    assert code == 2 and "dataset folder" in one_line(err)
+    write_csv(ws / "l.csv", [[f"unlabeled/{long}.png", "a"]])
+    code, _, err = apply(capsys, ws, ws / "l.csv")
+    assert code == 2 and "unknown path" in one_line(err)
+
+
 def test_an_oversized_field_is_reported_on_its_own_line(ws, capsys):
     big = "x" * 140_000
     (ws / "l.csv").write_text(f"path,label\nunlabeled/p0.png,a\nunlabeled/p2.png,a\nunlabeled/a/p1.png,{big}\n")

@@ -53,8 +53,8 @@ def class_name_problem(name: str) -> str | None:
     for ch in name:
         cat = unicodedata.category(ch)
         if cat in _REFUSED_CATEGORIES or (cat == "Zs" and ch != " "):
-            name_of = unicodedata.name(ch, f"U+{ord(ch):04X}")
-            return f"invalid class name {shown}: it holds {name_of} (U+{ord(ch):04X}), an invisible or control character"
+            what = f"{unicodedata.name(ch, 'a control character')} (U+{ord(ch):04X})"
+            return f"invalid class name {shown}: it holds {what}, an invisible or control character"
         if ch in "/\\":
             return f"invalid class name {shown}: no '/' or '\\' (a class is one folder)"
     if name in (".", "..") or name.startswith("."):

@@ -67,8 +67,13 @@ def _confidence(path: Path, line: int, text: str) -> float:
 
 def read_labels(path: str | os.PathLike, min_confidence: float | None = None) -> LabelsFile:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"labels file {path} does not exist", hint="pass --labels FILE.csv with path,label columns")
+    hint = "pass --labels FILE.csv with path,label columns"
+    try:
+        found = path.is_file()
+    except OSError as e:  # a name longer than the system allows raises instead of answering False
+        raise ConfigError(f"labels file {path}: {e.strerror}", hint=hint) from e
+    if not found:
+        raise ConfigError(f"labels file {path} does not exist", hint=hint)
     check_min_confidence(min_confidence)
     rows: list[LabelRow] = []
     blank = low = 0

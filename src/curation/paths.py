@@ -13,11 +13,15 @@ from src.data.scan import POOL
 def data_root(data_dir: str | os.PathLike) -> Path:
     """The resolved data dir, which must hold ``train/``."""
     root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise DataError(f"dataset folder {root} does not exist", hint="pass --data-dir DIR with train/ and unlabeled/")
-    root = root.resolve()
-    if not (root / "train").is_dir():
-        raise DataError(f"{root} has no 'train' folder", hint=f"expected {root}/train/<class_name>/<images>")
+    hint = "pass --data-dir DIR with train/ and unlabeled/"
+    try:  # a name longer than the system allows raises instead of answering False
+        if not root.is_dir():
+            raise DataError(f"dataset folder {root} does not exist", hint=hint)
+        root = root.resolve()
+        if not (root / "train").is_dir():
+            raise DataError(f"{root} has no 'train' folder", hint=f"expected {root}/train/<class_name>/<images>")
+    except OSError as e:
+        raise DataError(f"dataset folder {root}: {e.strerror}", hint=hint) from e
     return root
 
 
