@@ -227,3 +227,66 @@ def test_results_file_moves_last(tmp_path, monkeypatch):
     monkeypatch.setattr(outputs, "_move", lambda src, dst: (moved.append(dst.name), real(src, dst)))
     outputs.publish(stage(tmp_path, {"a_model.pkl": "1", RESULTS_FILE: "{}", "z.png": "2"}), models)
     assert moved[-1] == RESULTS_FILE and sorted(moved) == sorted(["a_model.pkl", RESULTS_FILE, "z.png"])
+
+
+@pytest.mark.usefixtures("drop_log_handlers")
+def test_full_disk_while_writing_outputs_is_one_line_and_keeps_the_previous_set(trained, tmp_path, monkeypatch,
+                                                                                capsys):
+    """ENOSPC while a bundle is written was a traceback with exit 1; the guide promises exit 4."""
+    import errno
+
+    from src import train_with_wandb
+    from src.learning import bundles
+
+    def full(path, data):
+        Path(path).write_bytes(data[: len(data) // 2])  # half a file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(bundles, "write_model_file", full)
+    rc = train_with_wandb.main(["--data-dir", str(trained["data"]), "--models-dir", str(trained["models"]),
+                                "--seed", "1", "--algorithms", *TWO, *TRAIN_FLAGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 4 and len(err) == 1 and err[0].startswith("error: no space left: cannot write"), err
+    assert f"the previous outputs in {trained['models']} are unchanged" in err[0]
+    assert snapshot(trained["models"]) == trained["before"]
+    assert staging_folders(trained["models"]) == []
+    assert_usable(trained["models"], tmp_path)
+
+
+@pytest.mark.usefixtures("drop_log_handlers")
+def test_models_dir_that_cannot_be_written_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    from src import train_with_wandb
+    from src.training import pipeline
+
+    data = make_image_folder(tmp_path / "d", per_split={"train": 6, "test": 2})
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setattr(pipeline, "_train", lambda *a, **k: pytest.fail("trained into a folder it cannot write"))
+    rc = train_with_wandb.main(["--data-dir", str(data), "--models-dir", str(tmp_path / "file" / "models"),
+                                *TRAIN_FLAGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 4 and len(err) == 1 and f"cannot write training outputs to {tmp_path / 'file' / 'models'}" in err[0]
+
+
+def test_a_copy_across_file_systems_that_fills_the_disk_leaves_no_partial_file(tmp_path, monkeypatch):
+    """``models_dir`` on another file system (a mount point): files are copied in; a full disk keeps no half copy."""
+    import errno
+    import shutil
+
+    models = tmp_path / "models"
+    models.mkdir()
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if ".staging-" in str(src) and ".staging-" not in str(dst):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(src, dst)
+
+    def copy_fills(src, dst):
+        Path(dst).write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(shutil, "copyfile", copy_fills)
+    with pytest.raises(OSError, match="No space"):
+        outputs.publish(stage(tmp_path, {"a_model.skops": "1", RESULTS_FILE: "{}"}), models)
+    assert [p.name for p in models.iterdir() if ".tmp-" in p.name] == []

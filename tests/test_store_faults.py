@@ -346,3 +346,23 @@ def test_a_store_made_before_the_mirror_state_is_migrated(ds, store, capsys):
     con.close()
     shutil.copy(ds / "train" / "apple" / "apple_0.png", ds / "train" / "milk" / "moved.png")
     assert dv.create_dataset_artifact(ds, "groc", wandb_mode=D)["version"] == "v2"
+
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "no space left to write"), (errno.EDQUOT, "no space left"),
+                                         (errno.EROFS, "cannot write")])
+def test_a_refused_write_anywhere_is_one_line_and_exit_4(capsys, code, words):
+    """The CLI plumbing maps a full disk, a quota or a read-only file system from any command (exit 4, as the
+    guide's table says); other OSErrors are bugs and keep their traceback."""
+    import argparse
+
+    from src.core.cli import run_cli
+    from src.core.errors import StoreError
+
+    def command(args):
+        raise OSError(code, os.strerror(code), "/data/out/new\nfile.bin")
+
+    assert run_cli(argparse.ArgumentParser(prog="x"), [], command) == StoreError.exit_code == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {words}") and "/data/out/new\\nfile.bin" in err[0], err
+    with pytest.raises(FileNotFoundError):
+        run_cli(argparse.ArgumentParser(prog="x"), [], lambda a: open("/nonexistent/x"))

@@ -18,6 +18,12 @@ The move is journaled: before the first rename the staging folder gets ``.publis
 that journal, and the next run finishes the move before it starts (roll forward), so a folder
 never stays half old, half new. Publishes into one folder are serialised by a ``flock`` on it.
 Protection is against failed and killed processes, not power loss (nothing is fsynced).
+
+A write the disk refuses (full, over quota, read-only: the CLI's ``WRITE_ERRNOS``) while a run
+writes its outputs is one :class:`~src.core.errors.StoreError` line (exit 4) naming the file and
+saying whether ``models_dir`` still holds the previous set (failed before the publish began) or
+the new one (failed while recording it; the next run finishes). A folder that cannot be created
+beside ``models_dir`` is refused the same way, before any work.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from src.core.cli import WRITE_ERRNOS, printable
+from src.core.errors import StoreError
 from src.core.paths import pid_alive, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -57,17 +65,36 @@ def staged_outputs(models_dir: str | os.PathLike) -> Iterator[Path]:
     Removed on the way out unless a publish began in it (then the next run finishes that publish).
     """
     models_dir = Path(models_dir).resolve()
-    models_dir.mkdir(parents=True, exist_ok=True)
-    recover(models_dir)
     staging = models_dir.parent / f"{staging_prefix(models_dir)}{os.getpid()}-{secrets.token_hex(4)}"
-    staging.mkdir()
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+        recover(models_dir)
+        staging.mkdir()
+    except OSError as e:
+        raise StoreError(f"cannot write training outputs to {printable(str(models_dir))} "
+                         f"({e.strerror or e}: {printable(str(e.filename or staging))})",
+                         hint="pass --models-dir a folder you can write to (its parent too: runs are staged there)"
+                         ) from e
     _ACTIVE.add(str(staging))
     try:
         yield staging
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        raise _refused(e, models_dir, began=(staging / JOURNAL).exists()) from e
     finally:
         _ACTIVE.discard(str(staging))
         if staging.is_dir() and not (staging / JOURNAL).exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _refused(e: OSError, models_dir: Path, began: bool) -> StoreError:
+    what = "no space left" if e.errno != errno.EROFS else "read-only file system"
+    where = printable(str(e.filename or models_dir))
+    kept = (f"{models_dir} holds this run's outputs; the next run finishes recording them" if began
+            else f"the previous outputs in {models_dir} are unchanged")
+    return StoreError(f"{what}: cannot write {where} ({kept})",
+                      hint="free some space and re-run" if e.errno != errno.EROFS else "choose a writable --models-dir")
 
 
 def publish(staging: Path, models_dir: str | os.PathLike) -> list[str]:
@@ -181,8 +208,11 @@ def _move(src: Path, dst: Path) -> None:
         if e.errno != errno.EXDEV:
             raise
         tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")  # models_dir is a mount point
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no partial copy in models_dir
         src.unlink()
 
 
