@@ -4,10 +4,12 @@
     python src/housekeeping.py du [--store DIR] [--json]
 
 ``gc`` removes monitoring rows older than DAYS (default 30), fine-tuned extractors, ONNX exports
-and cached features of extractors that no registered version and no run of the last DAYS uses,
-and blobs no record references (untouched for a day). Whatever a registered version, an alias or
-a dataset version needs is never removed. ``--dry-run`` lists what would go and how many bytes.
-The work is in :mod:`src.upkeep`.
+and cached features of extractors that no registered version and no run of the last DAYS uses
+(the newest run keeps every extractor it used), and blobs no record references (untouched for a
+day). Whatever a registered version, an alias or a dataset version needs is never removed, nor what
+running commands hold: a serving or monitoring process's open session, a training's extractors
+(safe next to them at any --older-than). ``--dry-run`` lists what would go and how many bytes.
+The work is in :mod:`src.upkeep`; each package that owns tables says what may be pruned.
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
+import sqlite3
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +19,13 @@ from test_model_registry import NAME, make_bundle, reg
 from test_report import fake_results
 
 from src import housekeeping
+from src.core.ownership import BLOB
 from src.core.store import Store, sha256_file
 from src.features.extraction import FeatureCache
 from src.features.finetune import ExtractorCache, FineTuneResult
 from src.monitoring import records
 from src.training.runs import record_run
+from src.upkeep.references import DIGEST, owners, referenced_blobs
 
 DAY = 86400.0
 OLD = time.time() - 40 * DAY
@@ -359,3 +364,89 @@ def test_a_training_in_progress_keeps_its_caches(tmp_path):
     r = housekeeping.gc(store, 0, grace_s=0)  # the training ended without recording a run: nothing needs them
     assert r["kinds"]["fine-tuned extractors"]["count"] == 2 and r["kinds"]["onnx exports"]["count"] == 2
     assert not any(intact(k, d) for k, d in digests.items())
+
+
+def test_the_newest_run_keeps_the_caches_of_every_extractor_it_used(tmp_path):
+    """A run with a pseudo-label round uses two extractors; a re-run finds both rounds in the cache only if
+    gc kept both (it kept the final one alone)."""
+    from src.core import leases
+    from src.core.ownership import HELD_EXTRACTOR
+
+    store = Store()
+    cache = ExtractorCache(store)
+    first, second = extractor_file(tmp_path / "1", b"first round"), extractor_file(tmp_path / "2", b"second round")
+    with leases.working(store) as work:  # what run_training records as results["extractor"]["used"]
+        cache.put("first", first, "w" * 64, FineTuneResult(epochs_run=1))
+        cache.put("second", second, "w" * 64, FineTuneResult(epochs_run=1))
+        used = sorted(work.held(HELD_EXTRACTOR))
+    assert used == sorted([sha256_file(first), sha256_file(second)])
+    record_run(store, fake_results(tmp_path) | {"extractor": {"digest": sha256_file(second), "used": used}})
+    age(store, "UPDATE runs SET created_at = ?", OLD)
+    age(store, "UPDATE finetune_cache SET created_at = ?", OLD)
+    assert housekeeping.gc(store, 0, grace_s=0)["kinds"]["fine-tuned extractors"]["count"] == 0
+    assert cache.get("first") is not None and cache.get("second") is not None
+
+
+# -- owners declare their tables and digest columns; gc asks them ------------------------------------------
+SRC = Path(__file__).resolve().parents[1] / "src"
+_CREATE = re.compile(r"CREATE\s+(?:TEMP\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?!IF\s)(\w+)", re.IGNORECASE)
+
+
+def undeclared_tables(created: set[str]) -> list[str]:
+    """Tables nobody declares, and tables two owners claim."""
+    declared = Counter(t for o in owners() for t in o.tables)
+    return sorted([f"{t}: no owner declares it" for t in created - set(declared)]
+                  + [f"{t}: declared by {n} owners" for t, n in declared.items() if n > 1])
+
+
+def digest_columns(store: Store) -> dict[str, set[str]]:
+    """``table.column`` → the sha256-like strings found in it, over every table of the store's databases."""
+    found: dict[str, set[str]] = {}
+    for db in ("mlops.db", "features.db"):
+        con = sqlite3.connect(store.root / db)
+        try:
+            for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"):
+                cols = [r[1] for r in con.execute(f"PRAGMA table_info({t})")]
+                for row in con.execute(f"SELECT * FROM {t}"):
+                    for col, value in zip(cols, row):
+                        if isinstance(value, str) and DIGEST.search(value):
+                            found.setdefault(f"{t}.{col}", set()).update(DIGEST.findall(value))
+        finally:
+            con.close()
+    return found
+
+
+def undeclared_digests(store: Store) -> list[str]:
+    """Columns holding digests that no owner declares, and declared blob columns whose digests gc would not keep."""
+    declared = {col: (roles,) if isinstance(roles, str) else roles for o in owners() for col, roles in o.digests.items()}
+    found = digest_columns(store)
+    with store.read() as con:
+        refs = referenced_blobs(con)
+    return sorted([f"{col}: holds digests, declared by no owner" for col in set(found) - set(declared)]
+                  + [f"{col}: declared a blob column, but gc would not keep {sorted(found[col] - set(refs))}"
+                     for col, roles in declared.items() if BLOB in roles and found.get(col, set()) - set(refs)])
+
+
+def test_every_table_in_src_has_one_owner():
+    created = {name for p in SRC.rglob("*.py") for name in _CREATE.findall(p.read_text())}
+    assert {"registry_versions", "finetune_cache", "features", "monitor_sessions", "blob_pins"} <= created
+    assert undeclared_tables(created) == []
+    assert undeclared_tables(created | {"model_cards"}) == ["model_cards: no owner declares it"]  # a new table fails
+
+
+def test_every_digest_in_the_store_is_in_a_column_its_owner_declares(world):
+    """gc keeps what the owners declare: a digest column nobody declared would be invisible to it."""
+    store = world["store"]
+    with store.read() as con:
+        tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert undeclared_tables(tables - {"sqlite_sequence"}) == []
+    found = digest_columns(store)
+    assert {"registry_versions.digest", "dataset_files.sha256", "runs.images", "finetune_cache.blob",
+            "blob_pins.digest"} <= set(found)
+    assert undeclared_digests(store) == []
+    with store.read() as con:  # and every declared column exists
+        for col in (c for o in owners() for c in o.digests if c.split(".")[0] in tables):
+            assert col.split(".")[1] in {r[1] for r in con.execute(f"PRAGMA table_info({col.split('.')[0]})")}, col
+    age(store, "ALTER TABLE runs ADD COLUMN report TEXT")  # an owner adds a column holding a blob's digest ...
+    age(store, "UPDATE runs SET report = ?", world["pinned"])
+    assert undeclared_digests(store) == ["runs.report: holds digests, declared by no owner"]  # ... and forgets to say

@@ -117,15 +117,27 @@ def release(store, kind: str, key: str) -> None:
             lease.write({"release": kind, "key": str(key)})
 
 
+class Work:
+    """What one :func:`working` block holds."""
+
+    def __init__(self) -> None:
+        self.holds: Counter = Counter()
+
+    def held(self, kind: str) -> set[str]:
+        """The keys of ``kind`` this work held (a run records its extractors: gc keeps the newest run's)."""
+        return {key for (k, key), n in self.holds.items() if k == kind and n}
+
+
 @contextlib.contextmanager
-def working(store) -> Iterator[None]:
+def working(store) -> Iterator[Work]:
     """A piece of work (a training): what it holds with :func:`hold_for_work` is released when it ends."""
     key = _key(store)
-    mine: Counter = Counter()
+    work = Work()
+    mine = work.holds
     with _lock:
         _work.setdefault(key, []).append(mine)
     try:
-        yield
+        yield work
     finally:
         with _lock:
             _work[key].remove(mine)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from src.core import leases
+from src.core.ownership import HELD_EXTRACTOR
 from src.core.paths import clean_pid_siblings
 from src.core.store import Store
 from src.data.dataset import ImageDataset, image_dataset
@@ -180,7 +181,7 @@ def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) 
     ds = image_dataset(cfg.data_dir, store=store, progress=cfg.progress)
     shift = load_shift_set(cfg, ds.classes, store)  # --shift-dir, validated before any expensive work
     # the previous set stays untouched until publish; gc keeps what this run uses until it is recorded
-    with staged_outputs(cfg.models_dir) as out, leases.working(store):
+    with staged_outputs(cfg.models_dir) as out, leases.working(store) as work:
         tracker = Tracker("train", cfg.tracked(), mode=cfg.wandb_mode, name=cfg.run_name, group=cfg.group,
                           tags=cfg.tags)
         try:
@@ -189,6 +190,7 @@ def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) 
             tracker.finish(exit_code=1)
             raise
         results["run"]["dir"] = tracker.run_dir
+        results["extractor"]["used"] = sorted(work.held(HELD_EXTRACTOR))  # every round's: gc keeps the newest run's
         tracker.finish()
         results["run"]["local_id"] = record_run(store, results, name=cfg.run_name or cfg.group,
                                                 group=cfg.group, tags=cfg.tags, files_dir=out)

@@ -89,13 +89,14 @@ def _referenced_blobs(con, _pruned: frozenset[str]):
 
 
 def _needed_extractors(con, cutoff: float):
-    """The extractors of the runs since ``cutoff`` and of the newest run (its caches make a re-run fast)."""
+    """The extractors of the runs since ``cutoff`` and of the newest run (its caches make a re-run fast): the
+    final one and every one the run used (``used``: its first fine-tuning round's, a dropped second round's)."""
     if not has_table(con, "runs"):
         return
     for (results,) in con.execute("SELECT results FROM runs WHERE created_at >= ? OR id = "
                                   "(SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT 1)", (cutoff,)):
         extractor = json.loads(results).get("extractor") or {}
-        yield from (d for d in (extractor.get("digest"), extractor.get("first_round_digest")) if d)
+        yield from (d for d in (extractor.get("digest"), *extractor.get("used", ())) if d)
 
 
 OWNER = Owner("training.runs", tables=("runs",),

@@ -3,17 +3,24 @@
 ``gc(store, days)`` removes
 
 * monitoring rows older than ``days`` (predictions — 2.5 KB of features each — alerts, and
-  sessions with no newer prediction);
+  sessions with no newer prediction, unless a live process still writes to them);
 * fine-tuned extractors in the fine-tune cache (row and blob), ONNX exports in ``<store>/onnx/``
   and cached features in ``features.db`` of every extractor that no registered version, no
-  training run of the last ``days`` (nor the newest run) and no cache entry of the last ``days`` names;
+  training run of the last ``days`` (nor any extractor the newest run used), no cache entry of the
+  last ``days`` and no training in progress names;
 * orphan blobs: blobs no table references (:mod:`src.upkeep.references`) and nobody stored or
   re-stored within ``grace_s`` (a writer may be between storing a blob and recording it).
 
+What each kind means is not written here: the package that owns the tables says what its rows
+reference and what of its own may go (:mod:`src.core.ownership`), and gc asks every owner.
+What live processes hold (a server's monitoring session, a training's extractors:
+:mod:`src.core.leases`) is read inside gc's write transaction and never removed.
+
 Nothing a registered version, an alias or a dataset version needs is ever a candidate. Decisions
-and deletions happen under the store's write transaction (writers queue) and the exclusive blob
-lock; ``dry_run`` decides the same way and removes nothing. Databases are vacuumed afterwards
-so the space really comes back.
+and deletions in the store database happen under its write transaction (writers queue) and the
+exclusive blob lock; removals elsewhere (cached features, export files) follow the commit with the
+holds read again. ``dry_run`` decides the same way and removes nothing. Databases are vacuumed
+afterwards so the space really comes back.
 """
 
 from __future__ import annotations
