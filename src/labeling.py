@@ -90,6 +90,8 @@ def _print_apply(r: dict) -> None:
     if r["skipped_blank"] or r["skipped_low_confidence"]:
         print(f"  left in the pool: {r['skipped_blank']} without a label, "
               f"{r['skipped_low_confidence']} below --min-confidence")
+    if r.get("interrupted_apply_pending"):
+        print("  an interrupted apply is pending: the next apply (not --dry-run) completes it first")
     if r.get("version"):
         print(f"dataset version {r['version']}{'' if r['created'] else ' (same content as before)'}")
 

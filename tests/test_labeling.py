@@ -388,6 +388,18 @@ def test_concurrent_applies_take_turns_and_the_history_matches_the_disk(ws, caps
     assert pool_files(ws / "d") == []
 
 
+def test_an_apply_that_cannot_get_the_lock_in_time_moves_nothing(ws):
+    from src.core.errors import DataError
+    from src.curation import apply_labels
+    from src.curation.journal import apply_lock
+
+    write_csv(ws / "l.csv", [["unlabeled/p0.png", "a"]])
+    with apply_lock((ws / "d").resolve()):
+        with pytest.raises(DataError, match="another labeling apply .* still running.*nothing was moved"):
+            apply_labels(ws / "d", ws / "l.csv", store=ws / "s", wandb_mode="disabled", lock_timeout=0.3)
+    assert "unlabeled/p0.png" in pool_files(ws / "d")
+
+
 @pytest.mark.parametrize("label", ["=1+1", "@SUM(A1)", "=cmd|' -c calc'!A0", "+x", "-x", "ap\u200bple", "ap\x7fple",
                                    "\u202eelppa", "x" * 300])
 @pytest.mark.parametrize("flag", ["--new-classes", "--json"])

@@ -4,8 +4,9 @@ The whole CSV is checked before anything moves (unknown or outside-the-pool path
 listed twice, files that are not decodable images, class names against the one rule of
 :mod:`src.core.names` — a label is NFC-normalised first —, unknown classes without
 ``--new-classes``, symlinks leading out of the data dir, malformed rows, confidences
-outside [0, 1]), and so is everything the dataset version at the end needs (the folder
-layout, the dataset name, the store), so a bad file moves nothing. Each move is one
+outside [0, 1]), and so is everything the dataset version at the end needs (the data dir
+is scanned as the version will scan it; the dataset name, the W&B mode, a writable store),
+so a bad file moves nothing and a version never fails after the moves. Each move is one
 ``os.rename`` inside the data dir, which is atomic: an image is at its old path or its new
 one, never both or neither, and never over an existing name (a dangling link included).
 
