@@ -254,6 +254,43 @@ def test_zip_bomb_is_refused_from_its_directory_before_skops_reads_it(tmp_path, 
     assert model_registry.list_models() == []
 
 
+def lying_zip(path: Path, declared: int = 1000, real: int = 64 << 20) -> Path:
+    """A zip whose one deflated schema.json declares ``declared`` bytes (CRC of those bytes included)
+    while its stream inflates to ``real``: within every directory limit, a bomb for a one-shot read."""
+    import struct
+    import zlib
+
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    raw = b"".join(co.compress(b" " * (1 << 20)) for _ in range(real >> 20)) + co.flush()
+    name, crc = b"schema.json", zlib.crc32(b" " * declared)
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(raw), declared, len(name), 0) + name
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(raw), declared,
+                          len(name), 0, 0, 0, 0, 0, 0) + name
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(raw), 0)
+    path.write_bytes(local + raw + central + end)
+    return path
+
+
+def test_deflated_members_are_read_in_bounded_steps(tmp_path, folder):
+    """zipfile's one-shot read inflated a lying member whole (1,000 bytes declared: 512 MB, 10 s, 1.8 GB)."""
+    import tracemalloc
+    import zipfile
+
+    path = lying_zip(folder / "label_spreading_model.skops")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError, match="not a readable model file"):
+            load_model_bundle(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak:,} bytes"  # 64 MiB when the member was inflated whole
+    deflated = folder / "deflated_model.skops"  # a genuine bundle written deflated still loads
+    deflated.write_bytes(skops.io.dumps(genuine_bundle(folder / "feature_extractor.pth"),
+                                        compression=zipfile.ZIP_DEFLATED))
+    assert load_model_bundle(deflated)["class_names"] == ["apple", "milk", "bread"]
+
+
 def test_trusted_list_is_fixed_not_taken_from_the_file(tmp_path, folder, monkeypatch):
     """The loader never asks the file which types to trust."""
     calls = []
