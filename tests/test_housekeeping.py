@@ -329,6 +329,16 @@ def test_a_live_process_holds_its_session_until_it_dies(tmp_path):
     assert list((store.root / "leases").iterdir()) == []  # the dead holder's lease file went too
 
 
+def test_a_hold_that_cannot_be_written_does_not_stop_the_work(caplog):
+    store = Store()
+    (store.root / "leases").write_text("not a folder")  # as a full disk would refuse the lease file
+    st = records.open_monitor_store(store)
+    session = records.start_session(st, "m:production", "d" * 64)
+    records.finish_session(st, session, {}, None)
+    assert [s["id"] for s in records.sessions(st)] == [session]
+    assert "a gc now may remove it" in caplog.text
+
+
 def test_a_training_in_progress_keeps_its_caches(tmp_path):
     """gc in a loop during a training deleted the run's fine-tune cache entry, ONNX export and cached features."""
     from src.core import leases

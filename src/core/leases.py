@@ -102,11 +102,18 @@ def _forget() -> None:
 
 
 def hold(store, kind: str, key: str) -> None:
-    """Keep ``kind``/``key`` from gc until :func:`release` or the end of this process."""
+    """Keep ``kind``/``key`` from gc until :func:`release` or the end of this process.
+
+    A hold that cannot be written (a full disk) is logged, not raised: the work itself goes on, only
+    unprotected from a gc run meanwhile."""
     with _lock:
-        lease = _lease(store)
-        if lease is not None:
-            lease.write({"hold": kind, "key": str(key)})
+        try:
+            lease = _lease(store)
+            if lease is not None:
+                lease.write({"hold": kind, "key": str(key)})
+        except OSError as e:
+            log.warning("cannot record in %s that this process holds %s %s (%s); a gc now may remove it",
+                        store.root / FOLDER, kind, key, e.strerror or e)
 
 
 def release(store, kind: str, key: str) -> None:
@@ -114,7 +121,8 @@ def release(store, kind: str, key: str) -> None:
     with _lock:
         lease = _leases.get(_key(store)) if fcntl is not None else None
         if lease is not None:
-            lease.write({"release": kind, "key": str(key)})
+            with contextlib.suppress(OSError):  # an unrecorded release only keeps the thing until we end
+                lease.write({"release": kind, "key": str(key)})
 
 
 class Work:
