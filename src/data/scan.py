@@ -275,7 +275,8 @@ def _refuse_walk_problems(notes: list[str], keep_going: bool) -> None:
     if problems and not keep_going:
         raise walk_problem(problems[0])
     if problems:
-        log.warning("left out %d path(s) that cannot be read (e.g. %s)", len(problems), shown(problems[0]))
+        kind, _, where = problems[0].partition(":")
+        log.warning("left out %d path(s) the walk cannot read (e.g. %s: %s)", len(problems), shown(where), kind)
 
 
 def _unreadable(e: OSError, p: Path, rel: str, problems: list[str] | None) -> None:
