@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from src.core.errors import GroceryError, StoreError
+from src.core.errors import GroceryError, StoreError, bounded
 
 log = logging.getLogger(__name__)
 STORE_HELP = ("local store directory (default: $MLOPS_STORE, else the nearest .mlops/ at or above the working "
@@ -105,7 +105,7 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> None:
     """Make argparse (and its subparsers) report usage errors as one ``error:`` line."""
 
     def error(message: str):
-        print(f"error: {message} (see {parser.prog} --help)", file=sys.stderr)
+        print(f"error: {bounded(message)} (see {parser.prog} --help)", file=sys.stderr)  # argparse quotes the value
         raise SystemExit(2)
 
     parser.error = error  # type: ignore[method-assign]

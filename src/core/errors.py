@@ -2,7 +2,34 @@
 
 Library code raises these; each CLI's ``main`` maps them to one line on stderr and a
 non-zero exit code (see :mod:`src.core.cli`). Anything else is a bug and gets a traceback.
+
+A message that quotes what the user gave shows it through :func:`quote` (at most ``MAX_QUOTED``
+characters, then an ellipsis), and every error line is cut to ``MAX_LINE`` characters: a 1 MB value
+in a config file makes a short line, not a 2 MB one.
 """
+
+from typing import Any
+
+MAX_QUOTED = 80  # characters of a user's value shown in a message
+MAX_LINE = 1000  # characters of an error line in all (message and hint)
+
+
+def quote(value: Any, limit: int = MAX_QUOTED) -> str:
+    """``repr(value)`` for a message, cut to about ``limit`` characters with an ellipsis and the full length."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    close = text[-1] if text[-1] in "'\")]}" else ""  # keep the closing quote or bracket
+    size = len(value) if isinstance(value, (str, bytes)) else len(text)
+    return f"{text[:limit - 1 - len(close)]}…{close} ({size:,} characters)"
+
+
+def bounded(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` cut in the middle to at most about ``limit`` characters (the start and the end are kept)."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 2 // 3, limit // 3
+    return f"{text[:head]} … [{len(text) - head - tail:,} characters cut] … {text[-tail:]}"
 
 
 class GroceryError(Exception):
@@ -16,7 +43,7 @@ class GroceryError(Exception):
 
     def __str__(self) -> str:
         msg = super().__str__()
-        return f"{msg} ({self.hint})" if self.hint else msg
+        return bounded(f"{msg} ({self.hint})" if self.hint else msg)
 
 
 class DataError(GroceryError):

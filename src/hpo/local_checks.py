@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from src.core.errors import ConfigError
+from src.core.errors import ConfigError, quote
 from src.hpo.optuna_space import check_local_runner, ppf
 from src.hpo.space import infer_distribution
 
@@ -40,7 +40,7 @@ def check_training_parameters(names: Iterable[str]) -> None:
     accepted = training_options()
     unknown = sorted(set(names) - accepted)
     if unknown:
-        raise ConfigError(f"sweep parameter {unknown[0]!r} is not a training option",
+        raise ConfigError(f"sweep parameter {quote(unknown[0])} is not a training option",
                           hint=f"parameter names must match train_with_wandb's options: {', '.join(sorted(accepted))}")
 
 
@@ -73,7 +73,7 @@ def check_training_values(cfg: Mapping[str, Any]) -> None:
                 TrainConfig.from_options(**option).validated()
             except (ConfigError, TypeError, ValueError) as e:
                 reason = e.args[0] if e.args else type(e).__name__
-                raise ConfigError(f"parameter {name!r}: {value!r} ({origin}) is refused by training: {reason}",
+                raise ConfigError(f"parameter {quote(name)}: {quote(value)} ({origin}) is refused by training: {reason}",
                                   hint=getattr(e, "hint", None) or "change the search space to values training accepts"
                                   ) from None
 

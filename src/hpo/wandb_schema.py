@@ -27,6 +27,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
+from src.core.errors import quote
+
 SCHEMA_PATH = Path(__file__).with_name("wandb_sweep_schema.json")
 DEPRECATED = {"log_uniform": "log_uniform_values", "inv_log_uniform": "inv_log_uniform_values",
               "q_log_uniform": "q_log_uniform_values"}
@@ -148,11 +150,11 @@ def _real(v: Any) -> bool:
 
 
 def _parameter_checks(name: str, spec: Mapping[str, Any]) -> list[Problem]:
-    where = f"parameter {name!r}"
+    where = f"parameter {quote(name)}"
     out: list[Problem] = []
     lo, hi = spec.get("min"), spec.get("max")
     if _real(lo) and _real(hi) and lo >= hi:
-        out.append(Problem(f"{where}: min {lo} is not less than max {hi}",
+        out.append(Problem(f"{where}: min {quote(lo)} is not less than max {quote(hi)}",
                            hint="swap them" if lo > hi else "for a fixed value use value: x"))
     values, probs = spec.get("values"), spec.get("probabilities")
     if isinstance(values, list) and isinstance(probs, list):
@@ -160,7 +162,7 @@ def _parameter_checks(name: str, spec: Mapping[str, Any]) -> list[Problem]:
             out.append(Problem(f"{where}: {len(values)} values but {len(probs)} probabilities",
                                hint="give one probability per value"))
         elif all(_real(p) for p in probs) and not abs(sum(probs) - 1.0) <= 1e-8 + 1e-5:
-            out.append(Problem(f"{where}: probabilities {probs} do not sum to 1"))
+            out.append(Problem(f"{where}: probabilities {quote(probs)} do not sum to 1"))
     dist = spec.get("distribution")
     if isinstance(dist, str) and dist in DEPRECATED and distribution_of(spec) == dist:
         out.append(_deprecated(where, dist, spec))
@@ -184,19 +186,19 @@ def _deprecated(where: str, dist: str, spec: Mapping[str, Any]) -> Problem:
 # -- readable messages ----------------------------------------------------------------------------------------
 def _parameter_problems(name: str, spec: Any) -> list[Problem]:
     """Why a parameter matches none of W&B's distributions, judged against the one it names or implies."""
-    where = f"parameter {name!r}"
+    where = f"parameter {quote(name)}"
     if not isinstance(spec, Mapping):
         return [Problem(f"{where} must be a mapping such as {{values: [...]}} or {{min: 1, max: 10}}")]
     dist = spec.get("distribution")
     known = distributions()
     if "distribution" in spec and dist not in known:
-        return [Problem(f"{where}: unknown distribution {dist!r}", hint=f"use one of {', '.join(sorted(known))}")]
+        return [Problem(f"{where}: unknown distribution {quote(dist)}", hint=f"use one of {', '.join(sorted(known))}")]
     if dist is None:
         dist = _implied(spec)
         if dist is None:
             keys = sorted(set(spec) & {"mu", "sigma", "a", "b", "q"})
             if keys:
-                return [Problem(f"{where}: {keys[0]!r} needs a distribution",
+                return [Problem(f"{where}: {quote(keys[0])} needs a distribution",
                                 hint="for example distribution: normal (mu, sigma) or beta (a, b)")]
             return [Problem(f"{where}: no search space given",
                             hint="use values: [...], value: x, or min/max with a distribution")]
@@ -242,12 +244,12 @@ def _describe(e, where: str, dist: str | None = None) -> Problem:
         allowed = set(e.schema.get("properties", {}))
         extra = sorted(str(k) for k in inst if k not in allowed)
         if not where:
-            return Problem(f"unknown top-level key {extra[0]!r}", hint=f"W&B's keys: {', '.join(sorted(allowed))}")
+            return Problem(f"unknown top-level key {quote(extra[0])}", hint=f"W&B's keys: {', '.join(sorted(allowed))}")
         if dist:
             takes = ", ".join(sorted(allowed - {"distribution"}))
-            return Problem(f"{where}: key {extra[0]!r} does not apply to distribution {dist}",
+            return Problem(f"{where}: key {quote(extra[0])} does not apply to distribution {dist}",
                            hint=f"{dist} takes {takes}")
-        return Problem(f"unknown key {extra[0]!r} in {at}", hint=f"allowed: {', '.join(sorted(allowed))}")
+        return Problem(f"unknown key {quote(extra[0])} in {at}", hint=f"allowed: {', '.join(sorted(allowed))}")
     if v == "required":
         missing = e.message.split("'")[1] if "'" in e.message else e.message
         what = f"distribution {dist}" if dist else at
@@ -256,7 +258,7 @@ def _describe(e, where: str, dist: str | None = None) -> Problem:
         return Problem("hyperband needs min_iter, or max_iter together with s",
                        hint="for example early_terminate: {type: hyperband, min_iter: 2, eta: 3}")
     if v == "enum":
-        return Problem(f"{at} must be one of {', '.join(map(str, e.validator_value))}, got {inst!r}")
+        return Problem(f"{at} must be one of {', '.join(map(str, e.validator_value))}, got {quote(inst)}")
     if v == "type":
         hint = None
         if isinstance(inst, str):
@@ -267,16 +269,16 @@ def _describe(e, where: str, dist: str | None = None) -> Problem:
                 pass
         want = {"number": "a number", "integer": "an integer", "string": "a string", "object": "a mapping",
                 "array": "a list", "boolean": "true or false"}.get(e.validator_value, e.validator_value)
-        return Problem(f"{at} must be {want}, got {inst!r}", hint=hint)
+        return Problem(f"{at} must be {want}, got {quote(inst)}", hint=hint)
     if v == "format":
         want = "an integer (a float bound makes it a uniform)" if e.validator_value == "integer" else "a float"
-        return Problem(f"{at} must be {want}, got {inst!r}")
+        return Problem(f"{at} must be {want}, got {quote(inst)}")
     if v in ("minimum", "exclusiveMinimum"):
         op = ">=" if v == "minimum" else ">"
-        return Problem(f"{at} must be {op} {e.validator_value}, got {inst!r}")
+        return Problem(f"{at} must be {op} {e.validator_value}, got {quote(inst)}")
     if v in ("minItems", "minProperties"):
         return Problem(f"{at} must not be empty")
     if v == "pattern":
-        return Problem(f"parameter name {inst!r} is refused by W&B",
+        return Problem(f"parameter name {quote(inst)} is refused by W&B",
                        hint="start with a letter or _, then letters, digits, _ . -")
     return Problem(f"{at}: {e.message}")

@@ -29,7 +29,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer
 from sklearn.semi_supervised import LabelPropagation, LabelSpreading, SelfTrainingClassifier
 
-from src.core.errors import ConfigError
+from src.core.errors import ConfigError, quote
 
 UNLABELED = -1
 
@@ -125,7 +125,7 @@ def validate_algorithms(names) -> list[str]:
         raise ConfigError("no algorithm given", hint=f"choose from {', '.join(sorted(ALGORITHMS))}")
     bad = [n for n in names if n not in ALGORITHMS]
     if bad:
-        raise ConfigError(f"unknown algorithm {bad[0]!r}", hint=f"choose from {', '.join(sorted(ALGORITHMS))}")
+        raise ConfigError(f"unknown algorithm {quote(bad[0])}", hint=f"choose from {', '.join(sorted(ALGORITHMS))}")
     return list(dict.fromkeys(names))
 
 
