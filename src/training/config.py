@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
-from src.core.errors import ConfigError
+from src.core.errors import ConfigError, quote
 from src.core.store import validate_name
 from src.data.scan import check_split_dir
 from src.data.splits import validate_labeled_ratio
@@ -88,7 +88,7 @@ class TrainConfig:
             elif isinstance(v, numbers.Real) and not isinstance(v, bool) and float(v).is_integer():
                 ints[key] = int(v)  # a sweep's q_uniform or a YAML `5.0`: 5.0 → 5
             else:
-                raise ConfigError(f"{key} must be an integer, got {v!r}")
+                raise ConfigError(f"{key} must be an integer, got {quote(v)}")
         if ints:
             return replace(self, **ints).validated()
         if self.dataset_name is None:
@@ -97,13 +97,16 @@ class TrainConfig:
         if self.labeled_ratio is not None:
             validate_labeled_ratio(self.labeled_ratio)
         validate_algorithms(self.algorithms)
+        if self.n_neighbors < 1:  # the one rule: --n-neighbors, train_with_wandb() and every sweep value
+            raise ConfigError(f"n_neighbors must be a positive integer, got {self.n_neighbors}",
+                              hint="for example --n-neighbors 10")
         if self.fine_tune_epochs < 0:
             raise ConfigError(f"fine_tune_epochs must be >= 0, got {self.fine_tune_epochs}")
         if self.pseudo_finetune_epochs < 0:
             raise ConfigError(f"pseudo_finetune_epochs must be >= 0, got {self.pseudo_finetune_epochs}",
                               hint="0 turns the pseudo-label fine-tuning round off")
         if not isinstance(self.fine_tune_lr, numbers.Real) or not (0 <= float(self.fine_tune_lr) < float("inf")):
-            raise ConfigError(f"fine_tune_lr must be a finite number >= 0, got {self.fine_tune_lr!r}",
+            raise ConfigError(f"fine_tune_lr must be a finite number >= 0, got {quote(self.fine_tune_lr)}",
                               hint="for example --fine-tune-lr 1e-4")
         if self.seed < 0 or self.seed >= 2**32:
             raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}", hint="for example --seed 42")
@@ -113,7 +116,7 @@ class TrainConfig:
             raise ConfigError(f"image_size must be in [32, {MAX_IMAGE_SIZE}], got {self.image_size}",
                               hint="EfficientNet-Lite0 was trained at 224")
         if self.runtime not in RUNTIMES:
-            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {quote(self.runtime)}")
         if self.shift_dir is not None:
             check_split_dir(self.shift_dir, SHIFT_DIR)  # before the dataset is generated or scanned
         return self
