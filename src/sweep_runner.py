@@ -67,7 +67,8 @@ def _command(args: argparse.Namespace, objective: Objective | None = None) -> in
         check_local_sweep(cfg)  # what the local runner or training would refuse, before the sweep exists
         for note in local_notes(cfg):
             log.warning("%s", note)
-        sweep_id = create_local_sweep(cfg, store=args.store, storage=args.storage, name=args.name)
+        sweep_id = create_local_sweep(cfg, store=args.store, storage=args.storage, name=args.name,
+                                      progress=show_progress(args))
         if args.json:
             print_json({"sweep_id": sweep_id})
         else:

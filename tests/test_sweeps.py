@@ -585,15 +585,20 @@ def test_a_grid_point_failing_every_attempt_is_reported_failed_after_two_retries
     assert 'failed point: {"region": "bad"}' in out
 
 
-def test_a_grid_sweep_from_before_queued_points_is_refused_not_run_twice():
+def test_an_incomplete_grid_sweep_is_refused_by_agents_and_shown_incomplete(capsys):
+    """A grid whose points were never all queued (created before points were queued at create, or by an
+    older create that was killed part-way) is never run or shown as a normal grid."""
     import optuna
 
     sr.create_local_sweep(sc.validate_sweep_config(with_()))  # creates the store and its optuna.db
     old = optuna.create_study(storage=sr.default_storage_url(Store()), study_name="oldgrid1")
-    old.set_user_attr("sweep_config", sc.validate_sweep_config(GRID_CFG))  # no queued points, no grid_points
-    with pytest.raises(ConfigError, match="grid sweep oldgrid1 was created before grid points were queued"):
+    old.set_user_attr("sweep_config", sc.validate_sweep_config(GRID_CFG))  # no grid_points
+    old.enqueue_trial({"region": "good"})  # one of its two points
+    with pytest.raises(ConfigError, match="grid sweep oldgrid1 is incomplete"):
         sr.run_agent("oldgrid1", None, objective=fake_objective, options=sr.AgentOptions(summary=False))
-    assert sr.sweep_status(sr.open_sweep("oldgrid1"))["state"] == "PENDING"  # status (and the report) still work
+    assert sr.sweep_status(sr.open_sweep("oldgrid1"))["state"] == "INCOMPLETE"  # status (and the report) still work
+    assert sr.main(["status", "oldgrid1"]) == 0
+    assert "grid incomplete: its points were never all queued" in capsys.readouterr().out
 
 
 def test_an_interrupted_grid_agent_leaves_its_point_queued_again():

@@ -207,8 +207,9 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
         raise ConfigError(f"--count must be at least 1, got {count}")
     sweep = open_sweep(sweep_id, storage, store, opts.heartbeat_interval, opts.grace_period)
     grid = sweep.config["method"] == "grid"
-    if grid and "grid_points" not in sweep.study.user_attrs:
-        raise ConfigError(f"grid sweep {sweep.id} was created before grid points were queued at create",
+    if grid and "grid_points" not in sweep.study.user_attrs:  # see src.hpo.status.grid_incomplete
+        raise ConfigError(f"grid sweep {sweep.id} is incomplete: its points were never all queued (it was created "
+                          f"before grid points were queued at create, or by a create that was killed)",
                           hint="create it again: python src/sweep_runner.py create ...")
     if objective is None:
         preflight(sweep, opts)

@@ -50,8 +50,8 @@ import math
 from statistics import NormalDist
 from typing import Any, Mapping
 
-from src.core.errors import ConfigError
-from src.hpo.space import grid_space, infer_distribution, q_range
+from src.core.errors import ConfigError, quote
+from src.hpo.space import check_grid_size, grid_space, infer_distribution, q_range
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def check_local_runner(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"early_terminate.max_iter ({et['max_iter']}) must be at least min_iter "
                           f"({et.get('min_iter', 1)}) for the local Hyperband")
     for name, spec in cfg["parameters"].items():
-        where = f"parameter {name!r}"
+        where = f"parameter {quote(name)}"
         dist = infer_distribution(spec)
         if dist == "nested":
             raise ConfigError(f"{where}: nested parameters are not supported by the local runner",
@@ -93,13 +93,15 @@ def check_local_runner(cfg: Mapping[str, Any]) -> None:
         if dist == "categorical":
             bad = [v for v in spec["values"] if v is not None and not isinstance(v, (bool, int, float, str))]
             if bad:
-                raise ConfigError(f"{where}: the local runner needs scalar values, got {bad[0]!r}")
+                raise ConfigError(f"{where}: the local runner needs scalar values, got {quote(bad[0])}")
         if dist in ("normal", "q_normal", "log_normal", "q_log_normal") and spec.get("sigma", 1) == 0:
             raise ConfigError(f"{where}: sigma 0 draws NaN", hint="for a fixed value use value: x")
         if dist in ("beta", "q_beta") and 0 in (spec.get("a", 1), spec.get("b", 1)):
             raise ConfigError(f"{where}: a beta distribution needs a > 0 and b > 0 (0 draws NaN)")
         if dist == "q_uniform":
             q_range(name, spec)
+    if cfg["method"] == "grid":
+        check_grid_size(cfg)  # before any point is queued
 
 
 def local_notes(cfg: Mapping[str, Any]) -> list[str]:
@@ -150,7 +152,7 @@ def to_optuna_space(cfg: Mapping[str, Any]) -> dict[str, Any]:
         elif dist in QUANTILE:
             space[name] = FloatDistribution(0.0, 1.0)
         else:  # the deprecated exponent forms never pass validation
-            raise ConfigError(f"parameter {name!r}: distribution {dist} is not supported by the local runner")
+            raise ConfigError(f"parameter {quote(name)}: distribution {dist} is not supported by the local runner")
     return space
 
 
@@ -237,7 +239,7 @@ def make_sampler(cfg: Mapping[str, Any], seed: int | None = None):
         if method == "bayes":
             return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True, constant_liar=True)
     check_local_runner(cfg)  # method: custom
-    raise ConfigError(f"unknown sweep method {method!r}")
+    raise ConfigError(f"unknown sweep method {quote(method)}")
 
 
 def hyperband_eta(cfg: Mapping[str, Any]) -> int:

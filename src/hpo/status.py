@@ -37,7 +37,9 @@ def sweep_status(sweep: Sweep) -> dict[str, Any]:
                 "run_name": bt.user_attrs.get("run_name")}
     run_cap = sweep.config.get("run_cap")
     grid = grid_progress(sweep, trials) if sweep.config["method"] == "grid" else None
-    if counts["RUNNING"]:
+    if grid and "grid_points" not in sweep.study.user_attrs:
+        state = "INCOMPLETE"  # never all queued: agents refuse it (src.hpo.agent.run_agent)
+    elif counts["RUNNING"]:
         state = "RUNNING"
     elif (run_cap and counts["COMPLETE"] + counts["PRUNED"] >= run_cap) or (grid and grid["remaining"] == 0):
         state = "FINISHED"
@@ -215,7 +217,10 @@ def format_status(status: Mapping[str, Any]) -> str:
         params = json.dumps(t["params"], sort_keys=True)
         lines.append(f"  #{t['number']:<3} {t['state']:<8} {format_value(t):>8}  {params}")
     grid = status.get("grid")
-    if grid:
+    if status["state"] == "INCOMPLETE":
+        lines.append("grid incomplete: its points were never all queued (created before points were queued at "
+                     "create, or by a killed create); agents refuse it: create the sweep again")
+    elif grid:
         failed = f", {grid['failed']} failed after {MAX_RETRIES + 1} attempts" if grid["failed"] else ""
         lines.append(f"grid: {grid['points']} points, {grid['done']} done{failed}, {grid['remaining']} to run")
         for point in grid["failed_points"]:
