@@ -111,6 +111,8 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def build_serve_parser() -> argparse.ArgumentParser:
+    from src.core.limits import LIMITS
+
     p = argparse.ArgumentParser(prog="inference_monitor.py serve",
                                 description="Monitored prediction endpoint: POST /predict, POST /feedback, "
                                             "GET /health, GET /metrics. Ctrl-C or SIGTERM stops it after storing "
@@ -119,9 +121,21 @@ def build_serve_parser() -> argparse.ArgumentParser:
                    help="NAME:ALIAS (followed when the alias moves) or a model file (default: the best model in "
                         "models/training_results.json)")
     p.add_argument("--extractor-path", default=None, help="default: feature_extractor.pth next to the model")
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only). "
+                   "The server has no authentication: to expose it, keep 127.0.0.1 and put a reverse proxy that "
+                   "authenticates in front; any other address logs a warning")
     p.add_argument("--port", type=int, default=8000, help="0 = any free port")
-    p.add_argument("--max-upload-mb", type=float, default=10.0, help="larger uploads get 413")
+    p.add_argument("--max-upload-mb", type=float, default=LIMITS.max_upload_bytes / 2**20,
+                   help="larger uploads get 413")
+    p.add_argument("--read-timeout-s", type=float, default=LIMITS.read_timeout_s,
+                   help="a request (headers and body) must arrive within this many seconds, else 408")
+    p.add_argument("--max-connections", type=int, default=LIMITS.max_connections,
+                   help="open connections before new requests get 503")
+    p.add_argument("--max-pending", type=int, default=LIMITS.max_pending_records,
+                   help="monitoring records waiting for the store before predictions get 503")
+    p.add_argument("--shutdown-timeout-s", type=float, default=LIMITS.shutdown_timeout_s,
+                   help="on SIGTERM: how long requests in flight may finish, then how long storing the queued "
+                        "records may take")
     _add_drift_flags(p)
     p.add_argument("--drift-every", type=int, default=50, help="predictions between drift tests (in the background, "
                                                               "at most one every 5 s)")
@@ -147,13 +161,23 @@ def _serve(args: argparse.Namespace) -> int:
         model=args.model or default_model(), host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
         extractor_path=args.extractor_path, store=args.store, wandb_mode=args.wandb_mode, window=args.window,
         alpha=args.alpha, drift_every=args.drift_every, top_k=args.top_k, max_batch=args.max_batch,
-        workers=args.workers, threads=args.threads, poll_s=args.poll_s, log_every_s=args.log_every_s, run_name=args.run_name, access_log=args.access_log))
+        workers=args.workers, threads=args.threads, poll_s=args.poll_s, log_every_s=args.log_every_s,
+        run_name=args.run_name, access_log=args.access_log, read_timeout_s=args.read_timeout_s,
+        max_connections=args.max_connections, max_pending=args.max_pending,
+        shutdown_timeout_s=args.shutdown_timeout_s))
     if summary is not None:
         if args.json:
             print_json(summary)
         else:
             print(f"served {summary['monitor/samples']} predictions with {summary['model']} "
                   f"(session {summary['session']})")
+        if summary.get("unstored_records"):
+            from src.core.errors import StoreError
+
+            raise StoreError(f"{summary['unstored_records']} monitoring records could not be stored "
+                             f"({summary.get('store_error') or 'the store failed'})",
+                             hint="free space in the store (or make it writable); these predictions are "
+                                  "missing from the monitoring records")
     return 0
 
 

@@ -120,6 +120,14 @@ def bomb_png() -> bytes:
     return buf.getvalue()
 
 
+def strip_png(width=4000) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (width, 1)).save(buf, "PNG")  # 93 bytes; scaled to the 256-px side it was 1.1 GB
+    return buf.getvalue()
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"  # Pillow would call Ghostscript
+
 BAD = [  # (what, request kwargs, status, reason)
     ("empty body", {"content": b""}, 400, "empty_body"),
     ("not an image", {"content": b"hello, not an image" * 10}, 415, "not_an_image"),
@@ -128,6 +136,8 @@ BAD = [  # (what, request kwargs, status, reason)
     ("multipart without file", {"files": {"photo": ("a.jpg", b"x", "image/jpeg")}}, 400, "missing_file"),
     ("bad top", {"content": b"x", "params": {"top": "zero"}}, 400, "bad_request"),
     ("unicode digit top", {"content": b"x", "params": {"top": "\u00b2"}}, 400, "bad_request"),
+    ("thin strip", {"content": strip_png()}, 422, "bad_aspect_ratio"),
+    ("EPS", {"content": EPS}, 415, "not_an_image"),
 ]
 
 
@@ -154,6 +164,7 @@ def test_truncated_file_and_decompression_bomb(trained, server):
 @pytest.mark.parametrize("body,status,reason", [
     (b"{not json", 400, "bad_json"),
     (b'["a list"]', 422, "bad_feedback"),
+    (b"[" * 5000 + b"]" * 5000, 400, "bad_json"),
     (json.dumps({"prediction_id": "0" * 32, "label": "apple"}).encode(), 404, "unknown_prediction"),
 ])
 def test_bad_feedback(server, body, status, reason):
@@ -393,3 +404,166 @@ def test_cli_refuses_bad_worker_settings_before_loading(capsys):
     assert main(["serve", "--model", "x.pkl", "--threads", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --workers and --threads must be >= 1"] * 2
+
+
+# -- hostile clients, exposure and a failing store ------------------------------------------
+def raw(port: int, data: bytes) -> socket.socket:
+    """A connection that sends ``data`` and then nothing."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(data)
+    return sock
+
+
+def answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    out = b""
+    while chunk := sock.recv(65536):
+        out += chunk
+    sock.close()
+    return out
+
+
+HALF_HEADERS = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Le"
+HALF_BODY = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"\xff" * 100
+
+
+def test_a_client_leaving_mid_body_is_counted_but_is_no_server_error(server):
+    srv, client = server
+    server_errors = metric(client, "grocery_requests_total", endpoint="/predict", status="500") or 0
+    raw(srv.port, HALF_BODY).close()
+    wait_for(lambda: metric(client, "grocery_errors_total", endpoint="/predict", reason="client_disconnected"))
+    assert (metric(client, "grocery_requests_total", endpoint="/predict", status="500") or 0) == server_errors
+
+
+def test_half_sent_requests_get_408_after_the_read_timeout_and_slow_inference_does_not(trained):
+    srv, client = start(trained, read_timeout_s=0.5)
+    original = srv.engine.current.predictor.extractor
+
+    class Slow:  # a model call longer than the read timeout: the request was read in full, it is not cut
+        preprocessing = original.preprocessing
+
+        def __call__(self, batch):
+            time.sleep(0.8)
+            return original(batch)
+
+    try:
+        t0 = time.monotonic()
+        socks = [raw(srv.port, HALF_HEADERS), raw(srv.port, HALF_BODY), raw(srv.port, b"")]
+        replies = [answer(s) for s in socks]
+        assert time.monotonic() - t0 < 5
+        assert all(r.startswith(b"HTTP/1.1 408 ") and b"read_timeout" in r for r in replies), replies
+        assert metric(client, "grocery_errors_total", endpoint="/predict", reason="read_timeout") == 1
+        assert metric(client, "grocery_errors_total", endpoint="other", reason="read_timeout") == 2
+        srv.engine.current.predictor.extractor = Slow()
+        assert client.post("/predict", content=trained["images"][0].read_bytes()).status_code == 200
+    finally:
+        srv.engine.current.predictor.extractor = original
+        client.close()
+        srv.stop()
+
+
+def test_listening_beyond_this_machine_warns_and_hosts_are_named_clearly(trained, capsys, caplog):
+    from src.serving.http import exposure_warning, url
+
+    model = str(trained["models"] / "label_spreading_model.skops")
+    caplog.set_level(logging.WARNING, logger="src.serving")
+    srv = Server(ServeOptions(model=model, host="0.0.0.0", port=0, store=str(trained["store"]),
+                              wandb_mode="disabled"))
+    srv.close()
+    warned = [r.getMessage() for r in caplog.records
+              if r.name == "src.serving.server" and "reachable from other machines" in r.getMessage()]
+    assert len(warned) == 1 and "no authentication" in warned[0] and "reverse proxy" in warned[0]
+    assert exposure_warning("127.0.0.1", 8000) is None and exposure_warning("localhost", 8000) is None
+    assert "http://[::]:8000" in exposure_warning("::", 8000) and url("::", 8000) == "http://[::]:8000"
+    capsys.readouterr()
+    assert main(["serve", "--model", model, "--host", "no-such-host.invalid", "--port", "8000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-host.invalid:8000" in err[0] and "does not resolve" in err[0]
+    assert "--port" not in err[0]
+
+
+def fill_the_store(monkeypatch) -> None:
+    """From now on the store's database cannot grow: SQLite's own 'database or disk is full' (SQLITE_FULL),
+    the error a full disk gives, without root or a small file system."""
+    from src.core.store import Store
+
+    connect = Store.connect
+
+    def full(self, readonly=None):
+        con = connect(self, readonly)
+        con.execute(f"PRAGMA max_page_count = {con.execute('PRAGMA page_count').fetchone()[0]}")
+        return con
+
+    monkeypatch.setattr(Store, "connect", full)
+
+
+def predict_until_refused(port: int, body: bytes, most: int = 20) -> tuple[int, httpx.Response]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        for answered in range(most):
+            r = c.post("/predict", content=body)
+            if r.status_code != 200:
+                return answered, r
+    raise AssertionError(f"{most} predictions answered while the store was full")
+
+
+def test_a_full_store_sheds_load_with_503_then_catches_up_and_loses_nothing(trained, monkeypatch, caplog):
+    srv, client = start(trained, max_pending=4)
+    session = client.get("/health").json()["session"]
+    body = trained["images"][0].read_bytes()
+    try:
+        fill_the_store(monkeypatch)
+        answered, refused = predict_until_refused(srv.port, body)
+        assert answered == 4 and refused.status_code == 503 and refused.headers["retry-after"]
+        assert refused.json()["reason"] == "store_backlog" and "waiting for the store" in refused.json()["error"]
+        health = wait_for(lambda: (h := client.get("/health").json())["store_error"] and h)
+        assert health["records_pending"] == 4 and "no space left" in health["store_error"]
+        assert "no space left" in client.post("/predict", content=body).json()["error"]
+        assert client.post("/feedback", json={"prediction_id": "0" * 32, "label": "x"}).status_code == 503
+        monkeypatch.undo()  # space freed: the waiting records are stored and predictions are taken again
+        wait_for(lambda: client.get("/health").json()["records_pending"] == 0)
+        assert client.post("/predict", content=body).status_code == 200
+    finally:
+        client.close()
+        summary = srv.stop()
+    assert summary["unstored_records"] == 0 and summary["monitor/samples"] == 5
+    assert len(predictions(open_monitor_store(trained["store"]), session)) == 5
+    assert not [r for r in caplog.records if r.exc_info]  # retried in one line per distinct error, no tracebacks
+    assert sum("cannot store the monitoring records" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_sigterm_stops_a_server_whose_store_is_full_within_seconds(trained, monkeypatch, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    body, done = trained["images"][0].read_bytes(), {}
+
+    def client():  # fill the store, hold a half-sent request open, then do what a process manager does
+        try:
+            wait_for(lambda: _up(port), timeout=60)
+            fill_the_store(monkeypatch)
+            done["answered"], done["refused"] = predict_until_refused(port, body)
+            done["slow"] = raw(port, HALF_BODY)
+        finally:
+            done["killed_at"] = time.monotonic()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    t = threading.Thread(target=client)
+    t.start()
+    code = main(["serve", "--model", "tiny:production", "--port", str(port), "--store", str(trained["store"]),
+                 "--wandb-mode", "disabled", "--max-pending", "3", "--shutdown-timeout-s", "1",
+                 "--read-timeout-s", "60"])
+    stopped_in = time.monotonic() - done["killed_at"]
+    t.join()
+    done["slow"].close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done["answered"] == 3 and done["refused"].status_code == 503
+    assert stopped_in < 10, stopped_in
+    assert code == 4 and err[-1].startswith("error: 3 monitoring records could not be stored (no space left")
+    assert not any(line.startswith("Traceback") for line in err)
+
+
+def _up(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -185,7 +185,8 @@ class Store:
             try:
                 yield con
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:  # SQLite has already rolled back after some errors (disk full)
+                    con.execute("ROLLBACK")
                 raise
             else:
                 con.execute("COMMIT")

@@ -6,12 +6,16 @@ prediction, same columns) in batches of ``flush_every`` rows or every ``flush_ms
 worker thread tests drift over the sliding window (the batch monitor's :class:`DriftSuite`),
 raises alerts (local log; ``wandb.alert`` online) and logs the ``monitor/*`` figures to W&B
 every ``log_every_s`` seconds. Each served model version gets its own monitoring session.
+
+The records waiting for the store are bounded (:class:`src.monitoring.writer.RecordWriter`): past
+``max_pending`` of them, :meth:`LiveMonitor.admit` raises :class:`Overloaded` and the server answers
+503 rather than hold more in memory or answer predictions it cannot record; :meth:`LiveMonitor.close`
+gives a failing store ``close_timeout_s`` and reports how many records could not be stored.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -21,6 +25,10 @@ from typing import Any
 import numpy as np
 
 from src.core.errors import ConfigError, GroceryError
+from src.core.limits import LIMITS
+from src.monitoring.writer import Overloaded, RecordWriter
+
+__all__ = ["LiveMonitor", "Overloaded", "UnknownPrediction", "REQUEST_PREFIX"]
 from src.monitoring.monitor import check_settings, score_text
 
 log = logging.getLogger(__name__)
@@ -30,6 +38,8 @@ ALERT_REPEAT_S = 600.0  # while drift persists, repeat the alert at most this of
 
 class UnknownPrediction(GroceryError):
     exit_code = 2
+
+
 
 
 @dataclass
@@ -68,37 +78,49 @@ class LiveMonitor:
 
     def __init__(self, store=None, wandb_mode: str | None = None, *, window: int = 200, alpha: float = 0.05,
                  flush_every: int = 64, flush_ms: float = 200.0, drift_every: int = 50, drift_min_s: float = 5.0,
-                 log_every_s: float = 30.0, run_name: str | None = None, seed: int = 0, config: dict | None = None):
+                 log_every_s: float = 30.0, run_name: str | None = None, seed: int = 0, config: dict | None = None,
+                 max_pending: int = LIMITS.max_pending_records, close_timeout_s: float = LIMITS.shutdown_timeout_s):
         from src.monitoring.records import open_monitor_store
         from src.tracking import Tracker
 
         check_settings(window, alpha, 1)
-        if flush_every < 1 or flush_ms <= 0 or drift_every < 1 or log_every_s <= 0:
-            raise ConfigError("flush_every, flush_ms, drift_every and log_every_s must be positive")
+        if flush_every < 1 or flush_ms <= 0 or drift_every < 1 or log_every_s <= 0 or max_pending < 1 \
+                or close_timeout_s <= 0:
+            raise ConfigError("flush_every, flush_ms, drift_every, log_every_s, max_pending and close_timeout_s "
+                              "must be positive")
         self.store = open_monitor_store(store)
         self.window, self.alpha, self.seed = window, alpha, seed
-        self.flush_every, self.flush_s = flush_every, flush_ms / 1e3
         self.drift_every, self.drift_min_s = drift_every, drift_min_s
         self.log_every_s = log_every_s
         self.tracker = Tracker("monitor", {"window": window, "alpha": alpha, "served": True, **(config or {})},
                                mode=wandb_mode, name=run_name)
         self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._session: _Session | None = None
         self._recent: OrderedDict[str, list] = OrderedDict()  # prediction id -> [session, prediction, truth]
         self._max_recent = 100_000
-        self.written = 0
-        self.write_errors = 0
         self.feedback_n = 0
         self.feedback_correct = 0
         self.alerts = 0
         self._t_first: float | None = None
         self._t_last: float | None = None
-        self._writer = threading.Thread(target=self._write_loop, name="monitor-writer", daemon=True)
+        self.records = RecordWriter(self.store, flush_every=flush_every, flush_s=flush_ms / 1e3,
+                                    max_pending=max_pending, close_timeout_s=close_timeout_s,
+                                    run_id=lambda: self.tracker.run_id)
         self._worker = threading.Thread(target=self._work_loop, name="monitor-drift", daemon=True)
-        self._writer.start()
         self._worker.start()
+
+    @property
+    def written(self) -> int:
+        return self.records.written
+
+    @property
+    def write_errors(self) -> int:
+        return self.records.write_errors
+
+    def admit(self) -> None:
+        """Raise :class:`Overloaded` while too many records wait for the store (the caller sheds load)."""
+        self.records.admit()
 
     # -- sessions ------------------------------------------------------------------------
     def start_model(self, model: str, bundle: dict) -> int:
@@ -110,7 +132,7 @@ class LiveMonitor:
         with self._lock:
             old, self._session = self._session, session
         if old is not None:
-            self._queue.put(("finish", old.id, self._summary(old)))
+            self.records.finish(old.id, self._summary(old))
         return session.id
 
     # -- the request path: memory and a queue only ---------------------------------------
@@ -134,8 +156,8 @@ class LiveMonitor:
             t = time.perf_counter()
             self._t_first = self._t_first or t
             self._t_last = t
-        self._queue.put(("row", (session, now, REQUEST_PREFIX + prediction_id, sha256, label, confidence,
-                                 latency_ms, inference_ms, None, feature)))
+        self.records.row((session, now, REQUEST_PREFIX + prediction_id, sha256, label, confidence, latency_ms,
+                          inference_ms, None, feature))
 
     def feedback(self, prediction_id: str, label: str) -> dict[str, Any]:
         """The true label of an earlier prediction; raises :class:`UnknownPrediction` for an unknown id."""
@@ -163,7 +185,7 @@ class LiveMonitor:
             if s is not None and s.id == entry[0]:
                 s.labeled += before is None
                 s.correct += (label == entry[1]) - (before is not None and before == entry[1])
-        self._queue.put(("feedback", (REQUEST_PREFIX + prediction_id, time.time(), label)))
+        self.records.feedback((REQUEST_PREFIX + prediction_id, time.time(), label))
         return {"prediction_id": prediction_id, "prediction": entry[1], "label": label, "correct": label == entry[1]}
 
     # -- figures -------------------------------------------------------------------------
@@ -177,8 +199,9 @@ class LiveMonitor:
             s = self._session
             return {"session": s.id if s else None, "samples": s.n if s else 0,
                     "window_confidence": float(np.mean(s.confs)) if s and s.confs else None,
-                    "drift": s.last_drift if s else None, "pending": self._queue.qsize(),
-                    "written": self.written, "write_errors": self.write_errors, "alerts": self.alerts,
+                    "drift": s.last_drift if s else None, "pending": self.records.pending,
+                    "written": self.records.written, "write_errors": self.records.write_errors,
+                    "store_error": self.records.store_error, "alerts": self.alerts,
                     "accuracy": self.feedback_correct / self.feedback_n if self.feedback_n else None,
                     "feedback": self.feedback_n}
 
@@ -204,42 +227,6 @@ class LiveMonitor:
         return summary
 
     # -- background threads --------------------------------------------------------------
-    def _write_loop(self) -> None:
-        from src.monitoring.records import add_feedback, add_predictions, finish_session
-
-        rows: list[tuple] = []
-        first = 0.0
-        while True:
-            try:
-                kind, item, *rest = self._queue.get(timeout=self.flush_s / 2)
-            except queue.Empty:
-                kind = None
-            if kind == "row":
-                first = first or time.monotonic()
-                rows.append(item)
-            due = rows and (len(rows) >= self.flush_every or time.monotonic() - first >= self.flush_s
-                            or kind not in (None, "row") or self._stop.is_set())
-            if due:
-                try:
-                    add_predictions(self.store, rows)
-                    with self._lock:
-                        self.written += len(rows)
-                    rows, first = [], 0.0
-                except Exception:  # noqa: BLE001 — keep the rows, retry on the next flush
-                    self.write_errors += 1
-                    log.exception("could not store %d monitoring records; retrying", len(rows))
-                    time.sleep(0.2)
-            try:
-                if kind == "feedback":
-                    add_feedback(self.store, [item])
-                elif kind == "finish":
-                    finish_session(self.store, item, rest[0], self.tracker.run_id)
-            except Exception:  # noqa: BLE001
-                self.write_errors += 1
-                log.exception("could not store %s for the monitoring records", kind)
-            if kind == "stop":
-                return
-
     def _work_loop(self) -> None:
         import os
 
@@ -254,8 +241,11 @@ class LiveMonitor:
                 if time.monotonic() - last_log >= self.log_every_s:
                     last_log = time.monotonic()
                     self._log_wandb()
-            except Exception:  # noqa: BLE001 — monitoring must never take the server down
-                log.exception("background monitoring failed")
+            except Exception as e:  # noqa: BLE001 — monitoring must never take the server down
+                if isinstance(e, GroceryError):
+                    log.error("background monitoring failed: %s", e)
+                else:
+                    log.exception("background monitoring failed")
 
     def _log_wandb(self) -> None:
         s = self._session
@@ -293,7 +283,10 @@ class LiveMonitor:
         text = (f"{s.model}: drift in {', '.join(report['drifted'])} over the last {report['n']} "
                 f"predictions (drift score {score_text(report['drift_score'])}, p={report['p_val']:.4f})")
         self.alerts += 1
-        add_alert(self.store, s.id, "WARN", "Data drift detected", text, report)
+        try:
+            add_alert(self.store, s.id, "WARN", "Data drift detected", text, report)
+        except GroceryError as e:  # the alert still goes to the log and W&B
+            log.error("could not store the drift alert: %s", e)
         self.tracker.alert("Data drift detected", text, level="WARN")
         log.warning(text)
 
@@ -312,13 +305,15 @@ class LiveMonitor:
             except Exception:  # noqa: BLE001
                 log.exception("final drift test failed")
             summary = self._summary(s)
-            self._queue.put(("finish", s.id, summary))
-        self._queue.put(("stop", None))
-        self._writer.join()
+            self.records.finish(s.id, summary)
+        self.records.close()
         try:
             self._log_wandb()
             if summary:
                 self.tracker.summary({k: v for k, v in summary.items() if k.startswith("monitor/")})
         finally:
             self.tracker.finish()
+        if summary is not None:
+            summary.update(unstored_records=self.records.unstored, store_error=self.records.store_error)
         return summary
+

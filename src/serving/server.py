@@ -6,6 +6,16 @@
 (``{"prediction_id": ..., "label": ...}``), ``GET /health``, ``GET /metrics`` (Prometheus text).
 Bad input gets a 4xx with a one-line JSON ``{"error": ...}`` and is counted in /metrics; the
 request path touches neither the store nor W&B (see :mod:`src.monitoring.live`).
+
+What it guarantees against hostile clients (limits from :mod:`src.core.limits`): uploads over
+``--max-upload-mb`` get 413 before they are read in full; images are decoded only in the accepted
+formats and within the pixel and aspect-ratio limits (415 / 413 / 422); a request must arrive in
+full within ``--read-timeout-s`` (408, connection closed); past ``--max-connections`` new requests
+get 503; when the store cannot keep up, at most ``--max-pending`` monitoring records wait in memory
+and predictions get 503 instead of being answered unrecorded. SIGTERM stops it within
+``--shutdown-timeout-s`` plus the time to store what is queued (bounded by the same figure): what
+could not be stored is counted in one line. The server has no authentication: bind a loopback
+address (the default) and put a reverse proxy in front to expose it.
 """
 
 from __future__ import annotations
@@ -21,20 +31,13 @@ from typing import Any
 from fastapi import Request  # module level: FastAPI resolves the endpoints' annotations here
 
 from src.core.errors import ConfigError, DataError
-from src.monitoring.live import LiveMonitor, UnknownPrediction
+from src.core.limits import LIMITS
+from src.monitoring.live import LiveMonitor, Overloaded, UnknownPrediction
 from src.serving.engine import Engine, ServedModel
+from src.serving.http import exposure_warning, hostport, http_protocol, resolve, timed_protocol, url
+from src.serving.requests import MAX_FEEDBACK_BYTES, ApiError, classify, image_bytes, parse_feedback, read_body
 
 log = logging.getLogger(__name__)
-MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and headers around the file
-MAX_FEEDBACK_BYTES = 16 * 1024
-
-
-class ApiError(Exception):
-    """A request the server refuses: HTTP ``status``, a metrics ``reason`` and a one-line message."""
-
-    def __init__(self, status: int, reason: str, message: str):
-        super().__init__(message)
-        self.status, self.reason = status, reason
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class ServeOptions:
     model: str
     host: str = "127.0.0.1"
     port: int = 8000
-    max_upload_mb: float = 10.0
+    max_upload_mb: float = LIMITS.max_upload_bytes / 2**20
     extractor_path: str | None = None
     store: str | None = None
     wandb_mode: str | None = None
@@ -57,6 +60,10 @@ class ServeOptions:
     log_every_s: float = 30.0
     run_name: str | None = None
     access_log: bool = False
+    read_timeout_s: float = LIMITS.read_timeout_s
+    max_connections: int = LIMITS.max_connections
+    max_pending: int = LIMITS.max_pending_records
+    shutdown_timeout_s: float = LIMITS.shutdown_timeout_s
 
     def check(self) -> None:
         if not 0 < self.port < 65536 and self.port != 0:
@@ -67,58 +74,10 @@ class ServeOptions:
             raise ConfigError("--top-k, --max-batch and --drift-every must be >= 1; --poll-s and --log-every-s > 0")
         if (self.workers is not None and self.workers < 1) or (self.threads is not None and self.threads < 1):
             raise ConfigError("--workers and --threads must be >= 1")
-
-
-def _classify(e: DataError) -> tuple[int, str]:
-    """HTTP status and metrics reason for an image that could not be decoded."""
-    text = str(e)
-    if "empty" in text:
-        return 400, "empty_body"
-    if "not an image" in text:
-        return 415, "not_an_image"
-    if "pixel limit" in text or "too large" in text:
-        return 413, "decompression_bomb"
-    return 422, "corrupt_image"
-
-
-async def _read_body(request, limit: int, what: str) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not (length.isascii() and length.isdigit()):
-            raise ApiError(400, "bad_request", "invalid Content-Length header")
-        if int(length) > limit:
-            raise ApiError(413, "too_large", f"{what} is {int(length):,} bytes, over the {limit:,}-byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "too_large", f"{what} is over the {limit:,}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _image_bytes(request, limit: int) -> bytes:
-    ctype = request.headers.get("content-type", "")
-    if not ctype.startswith("multipart/form-data"):
-        return await _read_body(request, limit, "upload")
-    from starlette.formparsers import MultiPartException, MultiPartParser
-
-    body = await _read_body(request, limit + MULTIPART_OVERHEAD, "upload")
-
-    async def stream():
-        yield body
-
-    try:
-        form = await MultiPartParser(request.headers, stream(), max_files=1, max_fields=8).parse()
-    except MultiPartException as e:
-        raise ApiError(400, "bad_multipart", f"malformed multipart upload: {e.message}") from e
-    file = form.get("file")
-    if file is None or isinstance(file, str):
-        raise ApiError(400, "missing_file", "multipart upload needs the image in a field named 'file'")
-    data = await file.read()
-    if len(data) > limit:
-        raise ApiError(413, "too_large", f"upload is {len(data):,} bytes, over the {limit:,}-byte limit")
-    return data
+        if not (self.read_timeout_s > 0 and self.shutdown_timeout_s > 0):
+            raise ConfigError("--read-timeout-s and --shutdown-timeout-s must be > 0")
+        if self.max_connections < 1 or self.max_pending < 1:
+            raise ConfigError("--max-connections and --max-pending must be >= 1")
 
 
 ENDPOINTS = frozenset({"/predict", "/feedback", "/health", "/metrics"})
@@ -164,7 +123,9 @@ def create_app(engine: Engine, monitor: LiveMonitor, metrics, *, max_upload_byte
 
     def error(endpoint: str, status: int, reason: str, message: str) -> JSONResponse:
         metrics.errors.labels(endpoint, reason).inc()
-        return JSONResponse({"error": " ".join(message.split()), "reason": reason}, status_code=status)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return JSONResponse({"error": " ".join(message.split()), "reason": reason}, status_code=status,
+                            headers=headers)
 
     app.add_middleware(_Counting, metrics=metrics)
 
@@ -186,13 +147,15 @@ def create_app(engine: Engine, monitor: LiveMonitor, metrics, *, max_upload_byte
         try:
             if not (top.isascii() and top.isdigit()) or int(top) < 1:
                 raise ApiError(400, "bad_request", f"top must be a positive integer, got {top!r}")
-            data = await _image_bytes(request, max_upload_bytes)
+            _admit(monitor)  # before the upload is read: a store that cannot keep up sheds load here
+            data = await image_bytes(request, max_upload_bytes)
             if not data:
                 raise ApiError(400, "empty_body", "empty body: send the image bytes (or a multipart field 'file')")
             try:
                 res = await asyncio.wrap_future(engine.submit(served, data))  # decoded and run by a worker
             except DataError as e:
-                raise ApiError(*_classify(e), str(e)) from e
+                raise ApiError(*classify(e), str(e)) from e
+            _admit(monitor)  # the store may have fallen behind meanwhile: answer nothing that is not recorded
         except ApiError as e:
             return error("/predict", e.status, e.reason, str(e))
         except Exception:  # noqa: BLE001 — logged by the engine; this request fails, the connection lives on
@@ -215,11 +178,9 @@ def create_app(engine: Engine, monitor: LiveMonitor, metrics, *, max_upload_byte
     @app.post("/feedback")
     async def feedback(request: Request):
         try:
-            body = await _read_body(request, MAX_FEEDBACK_BYTES, "feedback")
-            try:
-                doc = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise ApiError(400, "bad_json", f"malformed JSON: {e}") from e
+            _admit(monitor)
+            body = await read_body(request, MAX_FEEDBACK_BYTES, "feedback")
+            doc = parse_feedback(body)
             if not isinstance(doc, dict) or not isinstance(doc.get("prediction_id"), str) \
                     or not isinstance(doc.get("label"), str):
                 raise ApiError(422, "bad_feedback", 'feedback must be {"prediction_id": "<id>", "label": "<class>"}')
@@ -239,6 +200,7 @@ def create_app(engine: Engine, monitor: LiveMonitor, metrics, *, max_upload_byte
         return {"status": "ok", "model": served.model, "version": served.version, "digest": served.digest,
                 "session": served.session, "uptime_s": round(time.time() - started, 3),
                 "records_written": snap["written"], "records_pending": snap["pending"],
+                "store_error": snap["store_error"],
                 "model_switches": engine.switches}
 
     @app.get("/metrics")
@@ -247,6 +209,13 @@ def create_app(engine: Engine, monitor: LiveMonitor, metrics, *, max_upload_byte
         return Response(body, media_type=ctype)
 
     return app
+
+
+def _admit(monitor: LiveMonitor) -> None:
+    try:
+        monitor.admit()
+    except Overloaded as e:
+        raise ApiError(503, "store_backlog", str(e)) from e
 
 
 class Server:
@@ -265,7 +234,8 @@ class Server:
         try:
             self.monitor = LiveMonitor(o.store, o.wandb_mode, window=o.window, alpha=o.alpha,
                                        log_every_s=o.log_every_s, drift_every=o.drift_every, run_name=o.run_name,
-                                       config={"model": o.model})
+                                       config={"model": o.model}, max_pending=o.max_pending,
+                                       close_timeout_s=o.shutdown_timeout_s)
             self.engine = Engine(o.model, extractor_path=o.extractor_path, store=o.store, max_batch=o.max_batch,
                                  workers=o.workers, threads=o.threads, poll_s=o.poll_s, on_switch=self._switched)
         except BaseException:
@@ -273,9 +243,20 @@ class Server:
             raise
         app = create_app(self.engine, self.monitor, self.metrics, max_upload_bytes=int(o.max_upload_mb * 2**20),
                          top_k=o.top_k)
-        self.uvicorn = uvicorn.Server(uvicorn.Config(app, host=o.host, port=o.port, log_level="warning",
-                                                     access_log=o.access_log, lifespan="off", **_fast_io()))
+        io = _fast_io()
+        http = timed_protocol(http_protocol(io.pop("http", "h11")), o.read_timeout_s, self._timed_out)
+        self.uvicorn = uvicorn.Server(uvicorn.Config(
+            app, host=o.host, port=o.port, log_level="warning", access_log=o.access_log, lifespan="off", http=http,
+            limit_concurrency=o.max_connections, timeout_graceful_shutdown=o.shutdown_timeout_s, **io))
         self._thread = None
+        warning = exposure_warning(o.host, self.port)
+        if warning:
+            log.warning(warning)
+
+    def _timed_out(self, in_body: bool) -> None:
+        if not in_body:  # a request with its headers is counted by the application, like any other
+            self.metrics.errors.labels("other", "read_timeout").inc()
+            self.metrics.requests.labels("other", "408").inc()
 
     def _switched(self, new: ServedModel, old: ServedModel | None) -> None:
         new.session = self.monitor.start_model(new.ref, new.predictor.bundle)
@@ -285,8 +266,8 @@ class Server:
 
     def run(self) -> dict[str, Any] | None:
         """Serve until Ctrl-C / SIGTERM; then store every record and return the session summary."""
-        log.info("serving %s %s on http://%s:%d", self.engine.current.model, self.engine.current.version,
-                 self.options.host, self.port)
+        log.info("serving %s %s on %s", self.engine.current.model, self.engine.current.version,
+                 url(self.options.host, self.port))
         import signal
 
         # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: make both a normal stop
@@ -318,7 +299,7 @@ class Server:
         while not self.uvicorn.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.close()
-                raise ConfigError(f"server did not start on {self.options.host}:{self.options.port}")
+                raise ConfigError(f"server did not start on {url(self.options.host, self.options.port)}")
             time.sleep(0.02)
         return self
 
@@ -363,20 +344,25 @@ def _stop_signal(signum, frame):
 
 
 def _listen(host: str, port: int):
-    """The listening socket, bound here so a busy port is one clear error (uvicorn would exit the process)."""
+    """The listening socket, bound here so a busy port or a bad host is one clear error (uvicorn would
+    exit the process)."""
+    import errno
     import socket
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family, _, _, _, address = resolve(host, port)[0]
     # proto spelled out: asyncio sets TCP_NODELAY only on IPPROTO_TCP sockets, and without it every response
     # waits ~40 ms for the client's delayed ACK (measured: /health 44 ms with proto 0, under 2 ms with it)
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock.bind(address)
     except OSError as e:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}",
-                          hint="pick another --port or stop what is using it") from e
+        hint = {errno.EADDRINUSE: "pick another --port or stop what is using it",
+                errno.EACCES: "ports below 1024 need privileges: pick --port 1024 or above",
+                errno.EADDRNOTAVAIL: "--host must be an address of this machine (127.0.0.1, 0.0.0.0, :: or an "
+                                     "interface's address)"}.get(e.errno, "check --host and --port")
+        raise ConfigError(f"cannot listen on {hostport(host, port)}: {e.strerror or e}", hint=hint) from e
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
