@@ -290,3 +290,36 @@ def test_a_copy_across_file_systems_that_fills_the_disk_leaves_no_partial_file(t
     with pytest.raises(OSError, match="No space"):
         outputs.publish(stage(tmp_path, {"a_model.skops": "1", RESULTS_FILE: "{}"}), models)
     assert [p.name for p in models.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_a_full_disk_while_writing_a_model_file_keeps_the_previous_pair(tmp_path, monkeypatch):
+    """The model was replaced before its sidecar was written: ENOSPC there left a model that failed its
+    digest check (convert writes straight into models/)."""
+    import errno
+    import io
+
+    from src.learning.bundles import sidecar, write_model_file
+
+    path = tmp_path / "models" / "a_model.skops"
+    write_model_file(path, b"PK old model")
+    before = {p.name: p.read_bytes() for p in path.parent.iterdir()}
+    real, opened = io.open, []
+
+    class Full(io.BytesIO):
+        def write(self, b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_at_the_second_file(file, mode="r", *args, **kwargs):  # every open() and os.fdopen() comes here
+        if "w" in mode:
+            opened.append(file)
+            if len(opened) == 2:
+                if isinstance(file, int):
+                    os.close(file)
+                return Full()
+        return real(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", full_at_the_second_file)
+    with pytest.raises(OSError, match="No space"):
+        write_model_file(path, b"PK new model")
+    assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before  # no temporary file either
+    assert sidecar(path).read_text().strip() == sha256_file(path)

@@ -211,19 +211,27 @@ def bundle_bytes(bundle: dict[str, Any]) -> bytes:
 
 
 def write_model_file(path: str | os.PathLike, data: bytes) -> str:
-    """Write model bytes atomically, then the ``.sha256`` sidecar; returns the digest."""
+    """Write model bytes and their ``.sha256`` sidecar as a pair; returns the digest.
+
+    Both go to temporary files first and are renamed into place only once both are written, so a
+    full disk leaves the previous pair as it was (a model replaced beside a half-written sidecar
+    would fail its digest check) and no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     digest = sha256_bytes(data)
-    sidecar(path).write_text(digest + "\n")
+    tmps: list[str] = []
+    try:
+        for content in (data, f"{digest}\n".encode()):
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            tmps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+        os.replace(tmps[0], path)
+        os.replace(tmps[1], sidecar(path))
+    finally:
+        for tmp in tmps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return digest
 
 
