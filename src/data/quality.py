@@ -154,7 +154,7 @@ def analyze(manifest: list[dict], notes: list[str] = (), config: QualityConfig |
                "stray": f"ignored: {at} is not inside a split/class folder",
                "outside_link": f"left out: {at} is a link leading outside the dataset folder (never read)",
                "unreadable": f"left out: {at} cannot be read (check its permissions)",
-               "too_deep": f"left out: {at} is more than {MAX_DEPTH} folders below its class folder",
+               "too_deep": f"left out: {at} is more than {MAX_DEPTH} folders below its class folder or unlabeled/",
                "too_long": f"left out: {at} is a path longer than the system allows",
                }.get(kind, note)
         severity = "error" if kind in ("outside_link", *WALK_PROBLEMS) else "warning"  # left out of the manifest

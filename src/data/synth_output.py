@@ -46,7 +46,7 @@ class OutputFolder:
         return d
 
     def save(self, img, path: Path, **kw) -> None:
-        """``img.save(path, **kw)``, recorded if the file is new (before the write: a half-written one is removed too)."""
+        """``img.save(path, **kw)``, recorded if new (before the write, so a half-written file is removed too)."""
         if not path.exists():
             self.files.append(path)
         img.save(path, **kw)

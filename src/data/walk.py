@@ -26,7 +26,7 @@ MAX_DEPTH = 100  # folders below a class folder or the pool; deeper ones are not
 # the kinds of note for what the walk could not read, and the line each gets when a scan refuses it
 WALK_PROBLEMS = {
     "unreadable": ("cannot read {where}", "fix its permissions or move it out of the dataset folder"),
-    "too_deep": ("{where} is more than " + str(MAX_DEPTH) + " folders below its class folder",
+    "too_deep": ("{where} is more than " + str(MAX_DEPTH) + " folders below its class folder or unlabeled/",
                  "move its images up, or out of the dataset folder"),
     "too_long": ("{where} is a path longer than the system allows", "shorten its folder or file names"),
 }
