@@ -323,3 +323,54 @@ def test_a_full_disk_while_writing_a_model_file_keeps_the_previous_pair(tmp_path
         write_model_file(path, b"PK new model")
     assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before  # no temporary file either
     assert sidecar(path).read_text().strip() == sha256_file(path)
+
+
+@pytest.mark.usefixtures("drop_log_handlers")
+def test_read_only_models_dir_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """Found only at the publish, after the whole run (root writes anywhere: the refusal is simulated)."""
+    import errno
+    import tempfile
+
+    from src import train_with_wandb
+    from src.training import pipeline
+
+    data = make_image_folder(tmp_path / "d", per_split={"train": 6, "test": 2})
+    models = tmp_path / "models"
+    models.mkdir()
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == models:
+            raise OSError(errno.EROFS, "Read-only file system", str(models / ".probe"))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(pipeline, "_train", lambda *a, **k: pytest.fail("trained into a read-only folder"))
+    rc = train_with_wandb.main(["--data-dir", str(data), "--models-dir", str(models), *TRAIN_FLAGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 4 and len(err) == 1 and f"cannot write training outputs to {models}" in err[0], err
+    assert "Read-only file system" in err[0] and list(models.iterdir()) == []
+
+
+@pytest.mark.usefixtures("drop_log_handlers")
+def test_a_publish_refused_by_the_folder_is_one_line_and_keeps_the_previous_set(trained, tmp_path, capsys,
+                                                                               monkeypatch):
+    import errno
+
+    from src import train_with_wandb
+
+    models, real = trained["models"], os.replace
+
+    def refused(src, dst):
+        if Path(dst).parent == models and ".staging-" in str(src):
+            raise PermissionError(errno.EACCES, "Permission denied", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", refused)
+    rc = train_with_wandb.main(["--data-dir", str(trained["data"]), "--models-dir", str(models), "--seed", "1",
+                                "--algorithms", *TWO, *TRAIN_FLAGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 4 and len(err) == 1 and err[0].startswith("error: Permission denied: cannot write"), err
+    assert f"the previous outputs in {models} are unchanged" in err[0]
+    assert snapshot(models) == trained["before"]
+    assert_usable(models, tmp_path)

@@ -20,10 +20,11 @@ never stays half old, half new. Publishes into one folder are serialised by a ``
 Protection is against failed and killed processes, not power loss (nothing is fsynced).
 
 A write the disk refuses (full, over quota, read-only: the CLI's ``WRITE_ERRNOS``) while a run
-writes its outputs is one :class:`~src.core.errors.StoreError` line (exit 4) naming the file and
-saying whether ``models_dir`` still holds the previous set (failed before the publish began) or
-the new one (failed while recording it; the next run finishes). A folder that cannot be created
-beside ``models_dir`` is refused the same way, before any work.
+writes its outputs, or any error while it publishes them, is one
+:class:`~src.core.errors.StoreError` line (exit 4) naming the file and saying what ``models_dir``
+holds: the previous set, untouched (and, once the publish began, the next run moves this one in),
+or part of this run's (the next run finishes the move). A ``models_dir`` that cannot be created or
+written, or a parent that cannot hold the staging folder, is refused the same way before any work.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -51,6 +53,7 @@ JOURNAL = ".publishing.json"
 RESULTS_FILE = "training_results.json"
 EXTRACTOR_FILE = "feature_extractor.pth"
 BEST_MODEL_STEM = "best_model"
+FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 _ACTIVE: set[str] = set()  # staging folders of runs in progress in this process
 
 
@@ -68,6 +71,9 @@ def staged_outputs(models_dir: str | os.PathLike) -> Iterator[Path]:
     staging = models_dir.parent / f"{staging_prefix(models_dir)}{os.getpid()}-{secrets.token_hex(4)}"
     try:
         models_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=models_dir, prefix=".write-check-")  # a read-only folder: now, not
+        os.close(fd)                                                           # after the whole run
+        os.unlink(probe)
         recover(models_dir)
         staging.mkdir()
     except OSError as e:
@@ -78,23 +84,33 @@ def staged_outputs(models_dir: str | os.PathLike) -> Iterator[Path]:
     _ACTIVE.add(str(staging))
     try:
         yield staging
-    except OSError as e:
-        if e.errno not in WRITE_ERRNOS:
+    except OSError as e:  # a refused write while training, or any error while publishing (only writes then)
+        if e.errno not in WRITE_ERRNOS and not (staging / JOURNAL).exists():
             raise
-        raise _refused(e, models_dir, began=(staging / JOURNAL).exists()) from e
+        raise _refused(e, models_dir, staging) from e
     finally:
         _ACTIVE.discard(str(staging))
         if staging.is_dir() and not (staging / JOURNAL).exists():
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _refused(e: OSError, models_dir: Path, began: bool) -> StoreError:
-    what = "no space left" if e.errno != errno.EROFS else "read-only file system"
-    where = printable(str(e.filename or models_dir))
-    kept = (f"{models_dir} holds this run's outputs; the next run finishes recording them" if began
-            else f"the previous outputs in {models_dir} are unchanged")
-    return StoreError(f"{what}: cannot write {where} ({kept})",
-                      hint="free some space and re-run" if e.errno != errno.EROFS else "choose a writable --models-dir")
+def _refused(e: OSError, models_dir: Path, staging: Path) -> StoreError:
+    """One line for a write refused while a run wrote or published its outputs, saying what ``models_dir`` holds."""
+    try:
+        journal = json.loads((staging / JOURNAL).read_text())
+    except (OSError, ValueError):
+        journal = None  # the publish had not begun: nothing in models_dir was touched
+    moved = journal is not None and any(not (staging / n).exists() for n in _safe_names(journal.get("files") or []))
+    if moved:
+        kept = f"{models_dir} holds part of this run's outputs; the next run finishes moving them in"
+    else:
+        kept = f"the previous outputs in {models_dir} are unchanged" + (
+            "; the next run moves this run's in" if journal is not None else "")
+    reason = ("no space left" if e.errno in FULL_ERRNOS else "read-only file system" if e.errno == errno.EROFS
+              else e.strerror or type(e).__name__)
+    return StoreError(f"{reason}: cannot write {printable(str(e.filename or models_dir))} ({printable(kept)})",
+                      hint="free some space and re-run" if e.errno in FULL_ERRNOS
+                      else "make --models-dir writable (or choose another) and re-run")
 
 
 def publish(staging: Path, models_dir: str | os.PathLike) -> list[str]:
