@@ -134,3 +134,20 @@ def test_control_characters_in_file_names_never_split_a_line(ds, capsys, monkeyp
     out = capsys.readouterr().out
     assert "zero-byte file: train/a/odd\\nname\\x1b[2J.png" in out and "\x1b" not in out
     assert [f["paths"] for f in dv.quality_check(ds)["findings"] if f["kind"] == "zero_byte"] == [[f"train/a/{name}"]]
+
+
+def test_an_unreadable_dataset_folder_is_one_line(ds, capsys, monkeypatch):
+    real_scandir, real_listdir = os.scandir, os.listdir
+
+    def refused(real):
+        def listing(path="."):
+            if Path(path) == ds:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real(path)
+        return listing
+
+    monkeypatch.setattr(os, "scandir", refused(real_scandir))
+    monkeypatch.setattr(os, "listdir", refused(real_listdir))
+    for argv in (["--quality-check", "--data-dir", str(ds)], ["--data-dir", str(ds), "--wandb-mode", D]):
+        assert dv.main(argv) == 2
+        assert f"cannot read the dataset folder {ds} (unreadable)" in one_error_line(capsys.readouterr().err)

@@ -143,7 +143,9 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
                         hint="lay the dataset out as DATA_DIR/{train,test}/{class_name}/{images}")
     top = scandir(root, root, notes)
     if top is None:
-        raise walk_problem(notes.pop()) or DataError(f"cannot read {root}")
+        kind = notes.pop().partition(":")[0]
+        raise DataError(f"cannot read the dataset folder {shown(str(root))} ({kind.replace('_', ' ')})",
+                        hint=WALK_PROBLEMS[kind][1])
     notes += [f"stray:{e.name}" for e in top if e.name not in splits and e.name not in outside and e.name != POOL]
     files: list[tuple[Path, str, str, str]] = []
     for split in splits:
