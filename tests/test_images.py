@@ -142,3 +142,29 @@ def test_banded_conversion_equals_converting_at_once(monkeypatch, mode):
     whole = np.asarray(images.to_rgb(img))
     monkeypatch.setattr(images, "STRIP_PIXELS", 50)  # bands of 2 rows: the rescale uses the whole image's range
     assert np.array_equal(np.asarray(images.to_rgb(img)), whole)
+
+
+def test_big_images_decode_one_at_a_time(monkeypatch):
+    # a 64 Mpixel RGBA PNG takes ~500 MB to decode: N threads at once took N times that
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    inside, most = [0], [0]
+    lock = threading.Lock()
+    to_rgb = images.to_rgb
+
+    def counting(img):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.05)
+        with lock:
+            inside[0] -= 1
+        return to_rgb(img)
+
+    monkeypatch.setattr(images, "to_rgb", counting)
+    monkeypatch.setattr(images, "LIMITS", replace(images.LIMITS, big_pixels=50 * 50))
+    with ThreadPoolExecutor(4) as pool:
+        out = list(pool.map(images.decode_image_bytes, [_png((60, 60), "RGBA")] * 4))
+    assert most[0] == 1 and all(o.size == (60, 60) for o in out)

@@ -12,8 +12,10 @@ and converts in-memory images by the same rules as files.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from src.core.limits import LIMITS
 
 IMAGE_EXTENSIONS = LIMITS.extensions  # the files a dataset folder may hold: exactly the accepted formats
 MAX_PIXELS = LIMITS.max_pixels  # kept for importers; the check reads LIMITS
+_BIG_DECODES = threading.Lock()  # one image over LIMITS.big_pixels decodes at a time in this process
 
 
 class ImageRefused(DataError):
@@ -149,9 +152,10 @@ def _decode(source, name, draft_size: int | None) -> Image.Image:
                 scale = min(w, h) / draft_size
                 if scale >= 2:
                     img.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
-            img.load()
-            ImageOps.exif_transpose(img, in_place=True)
-            return to_rgb(img)
+            with _BIG_DECODES if img.size[0] * img.size[1] > LIMITS.big_pixels else contextlib.nullcontext():
+                img.load()
+                ImageOps.exif_transpose(img, in_place=True)
+                return to_rgb(img)
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

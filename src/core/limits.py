@@ -8,6 +8,10 @@ Why these figures:
 
 - ``max_pixels`` 64 M: above any phone camera's default output (48-50 MP sensors bin to 12 MP;
   a 50 MP full-resolution JPEG is 8160 x 6144 = 50 M). Decoded as RGB that is 192 MB at most.
+- ``big_pixels`` 16 M: decoding such an image takes up to 2.5x its RGB size (an 8000 x 8000 RGBA
+  PNG of 250 kB: +504 MB), so only one decodes at a time in a process; memory then no longer
+  grows with the number of decoding threads (serving workers, training's decode pool). Phone
+  photos stay under it (12 MP; JPEGs are drafted down to the network's size before decoding).
 - ``max_aspect`` 20:1: the network sees the centre square of the image after scaling its
   shorter side up to ``resize``, so a thin strip is scaled up in proportion to its length (a
   100000 x 1 PNG of 372 bytes asked for a 25.6 M x 256 buffer, 3.3 GB peak). At 20:1 the
@@ -41,6 +45,7 @@ class Limits:
 
     max_pixels: int = 64_000_000
     max_aspect: float = 20.0
+    big_pixels: int = 16_000_000  # images above this (after JPEG draft) are decoded one at a time per process
     formats: tuple[str, ...] = tuple(FORMAT_EXTENSIONS)
     max_upload_bytes: int = 10 * 2**20  # an image POSTed to /predict (--max-upload-mb)
     max_feedback_bytes: int = 16 * 1024  # a /feedback JSON document
