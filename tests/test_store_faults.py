@@ -366,3 +366,17 @@ def test_a_refused_write_anywhere_is_one_line_and_exit_4(capsys, code, words):
     assert len(err) == 1 and err[0].startswith(f"error: {words}") and "/data/out/new\\nfile.bin" in err[0], err
     with pytest.raises(FileNotFoundError):
         run_cli(argparse.ArgumentParser(prog="x"), [], lambda a: open("/nonexistent/x"))
+
+
+def test_a_full_disk_during_a_copy_names_the_destination(capsys):
+    """shutil.copyfile's ENOSPC carries (source, destination): the line names where it was writing."""
+    import argparse
+
+    from src.core.cli import run_cli
+
+    def command(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/store/blobs/ab/abcd", None, "/full/models/x.pth")
+
+    assert run_cli(argparse.ArgumentParser(prog="x"), [], command) == 4
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "/full/models/x.pth" in line and "/store/blobs" not in line

@@ -92,9 +92,15 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def written_path(e: OSError) -> str | None:
+    """The path a failed write was writing: a copy's, link's or rename's destination, else its one path."""
+    f = e.filename2 if e.filename2 is not None else e.filename
+    return None if f is None or isinstance(f, int) else os.fsdecode(f)
+
+
 def write_failure(e: OSError) -> StoreError:
     """One line for a write the disk refused (full, over quota, read-only), naming the path."""
-    where = " -> ".join(printable(str(f)) for f in (e.filename, e.filename2) if f is not None)
+    where = printable(written_path(e) or "")
     full = e.errno != errno.EROFS
     return StoreError(f"{'no space left to write' if full else 'cannot write'} {where or 'a file'} "
                       f"({e.strerror or os.strerror(e.errno)})",

@@ -67,9 +67,9 @@ class OutputFolder:
 
 def write_error(e: OSError, out: Path) -> StoreError:
     """One line for a write the disk or folder refused, naming the absolute path it tried to write."""
-    from src.core.cli import printable
+    from src.core.cli import printable, written_path
 
-    where = printable(os.path.abspath(e.filename if e.filename is not None else out))
+    where = printable(os.path.abspath(written_path(e) or out))
     full = e.errno in FULL
     return StoreError(f"cannot write the dataset at {where} ({e.strerror or e}); nothing of this run was kept",
                       hint="free some space, or pass --out on another disk" if full

@@ -42,7 +42,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from src.core.cli import WRITE_ERRNOS, printable
+from src.core.cli import WRITE_ERRNOS, printable, written_path
 from src.core.errors import StoreError
 from src.core.paths import pid_alive, write_text_atomic
 
@@ -78,7 +78,7 @@ def staged_outputs(models_dir: str | os.PathLike) -> Iterator[Path]:
         staging.mkdir()
     except OSError as e:
         raise StoreError(f"cannot write training outputs to {printable(str(models_dir))} "
-                         f"({e.strerror or e}: {printable(str(e.filename or staging))})",
+                         f"({e.strerror or e}: {printable(written_path(e) or str(staging))})",
                          hint="pass --models-dir a folder you can write to (its parent too: runs are staged there)"
                          ) from e
     _ACTIVE.add(str(staging))
@@ -108,7 +108,7 @@ def _refused(e: OSError, models_dir: Path, staging: Path) -> StoreError:
             "; the next run moves this run's in" if journal is not None else "")
     reason = ("no space left" if e.errno in FULL_ERRNOS else "read-only file system" if e.errno == errno.EROFS
               else e.strerror or type(e).__name__)
-    return StoreError(f"{reason}: cannot write {printable(str(e.filename or models_dir))} ({printable(kept)})",
+    return StoreError(f"{reason}: cannot write {printable(written_path(e) or str(models_dir))} ({printable(kept)})",
                       hint="free some space and re-run" if e.errno in FULL_ERRNOS
                       else "make --models-dir writable (or choose another) and re-run")
 
