@@ -16,7 +16,11 @@ The stages live in :mod:`src.training`; every default lives in :class:`TrainConf
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
+import inspect
 import logging
+import typing
 from typing import Any, Sequence
 
 from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli, show_progress
@@ -36,12 +40,37 @@ def train_with_wandb(*, epoch_callback=None, **options: Any) -> dict[str, Any]:
     ``models/training_results.json`` (``results["summary"]["best_test_accuracy"]`` …).
 
     Keyword options are :class:`~src.training.config.TrainConfig`'s fields, with the same
-    defaults: ``labeled_ratio``, ``algorithms`` (a name or a list), ``fine_tune_epochs``,
-    ``fine_tune_lr``, ``n_neighbors``, ``run_name``, ``data_dir``, ``models_dir``, ``seed``,
-    ``wandb_mode``, ``store``, ``group``, ``tags``, ``batch_size``, ``image_size``, ``progress``,
+    defaults (the signature ``help()`` shows): ``labeled_ratio``, ``algorithms`` (a name or a list),
+    ``fine_tune_epochs``, ``fine_tune_lr``, ``n_neighbors``, ``run_name``, ``data_dir``, ``models_dir``,
+    ``seed``, ``wandb_mode``, ``store``, ``group``, ``tags``, ``batch_size``, ``image_size``, ``progress``,
     ``runtime``, ``dataset_name``, ``shift_dir``. ``epoch_callback(epoch, val_accuracy)`` follows fine-tuning.
     """
+    _check_options(options)
     return run_training(TrainConfig.from_options(**options), epoch_callback=epoch_callback)
+
+
+def _signature() -> inspect.Signature:
+    """``train_with_wandb``'s signature, generated from :class:`TrainConfig`: every field a keyword-only
+    parameter with its default and type, so ``help()``, ``inspect`` and notebook tab completion show them."""
+    hints = typing.get_type_hints(TrainConfig)
+    params = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                annotation=hints.get(f.name, inspect.Parameter.empty))
+              for f in dataclasses.fields(TrainConfig) if f.init]
+    params.append(inspect.Parameter("epoch_callback", inspect.Parameter.KEYWORD_ONLY, default=None))
+    return inspect.Signature(params, return_annotation=dict[str, Any])
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """A misspelt option is a TypeError that names the closest valid one, as Python's own would."""
+    known = [p for p in train_with_wandb.__signature__.parameters if p != "epoch_callback"]
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise TypeError(f"train_with_wandb() got an unexpected keyword argument {name!r}"
+                            + (f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(known)}"))
+
+
+train_with_wandb.__signature__ = _signature()  # type: ignore[attr-defined]
 
 
 class _SweepArgumentParser(argparse.ArgumentParser):
