@@ -42,21 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
                              "with the password in PGPASSWORD (default: the store's optuna.db)")
     add_common_flags(common)
     c = sub.add_parser("create", parents=[common], help="create a sweep from a W&B sweep YAML; prints its id")
-    c.add_argument("config", nargs="?", default="sweep_config.yaml")
+    c.add_argument("config", nargs="?", default="sweep_config.yaml",
+                   help="a W&B sweep YAML (default sweep_config.yaml)")
     c.add_argument("--name", default=None, help="sweep name (W&B group of its runs; default from the YAML)")
     a = sub.add_parser("agent", parents=[common], help="run trials of a sweep")
-    a.add_argument("sweep_id")
-    a.add_argument("--count", type=int, default=None, help="number of trials this agent runs")
-    a.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    a.add_argument("sweep_id", help="the id `create` printed")
+    a.add_argument("--count", type=int, default=None,
+                   help="number of trials this agent runs; required for bayes and random sweeps without a "
+                        "run_cap (a grid runs its remaining points without it)")
+    a.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help=f"ImageFolder dataset every trial trains on (default {DEFAULT_DATA_DIR}); each dataset's "
+                        "models go to W&B under names of their own, so a trial never moves the latest of a "
+                        "model you registered")
     a.add_argument("--models-dir", default=None, help="base folder for trial outputs (default: the sweep folder)")
-    a.add_argument("--seed", type=int, default=42)
-    a.add_argument("--wandb-mode", choices=MODES, default=None)
+    a.add_argument("--seed", type=int, default=42, help="training seed of every trial (default 42)")
+    a.add_argument("--wandb-mode", choices=MODES, default=None,
+                   help="default: $WANDB_MODE, else online if an API key is configured, else offline")
     a.add_argument("--heartbeat-interval", type=int, default=30, help="seconds between agent heartbeats")
     a.add_argument("--grace-period", type=int, default=120,
                    help="seconds without a heartbeat before a trial counts as dead and is re-queued")
     a.add_argument("--no-summary", action="store_true", help="skip the plots and the sweep-summary run")
     s = sub.add_parser("status", parents=[common], help="show a sweep's trials, state and best config")
-    s.add_argument("sweep_id")
+    s.add_argument("sweep_id", help="the id `create` printed")
     return p
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from src.core.cli import add_common_flags, run_cli, show_progress
+from src.core.cli import add_common_flags, print_json, run_cli, show_progress
 from src.core.errors import ConfigError
 from src.data.synth import CLASSES, STYLES, draw_item, draw_styled, generate_dataset, generate_split
 
@@ -20,12 +20,15 @@ TRAIN_PER_CLASS, TEST_PER_CLASS, SHIFT_PER_CLASS = 60, 20, 20
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Generate the synthetic grocery dataset.")
-    p.add_argument("--out", default="DS2GROCERIES")
-    p.add_argument("--classes", type=int, default=20)
-    p.add_argument("--train-per-class", type=int, default=None, help=f"(default {TRAIN_PER_CLASS})")
-    p.add_argument("--test-per-class", type=int, default=None, help=f"(default {TEST_PER_CLASS})")
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="DS2GROCERIES", metavar="DIR",
+                   help="folder to write (train/, test/ and unlabeled/ inside; default DS2GROCERIES)")
+    p.add_argument("--classes", type=int, default=20, metavar="N",
+                   help=f"number of classes, the first N of the {len(CLASSES)} drawn products (default 20)")
+    p.add_argument("--train-per-class", type=int, default=None, help=f"training images per class (default {TRAIN_PER_CLASS})")
+    p.add_argument("--test-per-class", type=int, default=None, help=f"test images per class (default {TEST_PER_CLASS})")
+    p.add_argument("--image-size", type=int, default=128, metavar="PX",
+                   help="side of the square images in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed draws the same images (default 0)")
     p.add_argument("--unlabeled", type=int, default=0, metavar="N",
                    help="also write N unlabeled images of the same classes under OUT/unlabeled/")
     p.add_argument("--pool-truth", default=None, metavar="CSV",
@@ -60,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    TEST_PER_CLASS if a.test_per_class is None else a.test_per_class,
                                    a.image_size, a.seed, unlabeled=a.unlabeled, pool_truth=a.pool_truth,
                                    progress=show_progress(a), style=a.style)
-        print(out)
+        print_json({"out": str(out)}) if a.json else print(out)
         return 0
 
     return run_cli(p, argv, run)

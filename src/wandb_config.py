@@ -1,5 +1,10 @@
 """W&B settings users import: project, entity, the default training config, the sweep definition.
 
+``WANDB_PROJECT`` and ``WANDB_ENTITY`` below are the defaults of every run and sweep, whichever command
+starts it: edit them here (``$WANDB_PROJECT`` / ``$WANDB_ENTITY`` still override). The tracking package
+reads these two lines from this file (see :mod:`src.tracking.settings`), so keep each a plain string
+(or ``None`` for the entity: your API key's default entity).
+
 The code that talks to W&B lives in :mod:`src.tracking` (the one module that imports ``wandb``);
 this module re-exports what the seed documented, and ``create_sweep`` from :mod:`src.hpo`.
 
@@ -12,9 +17,11 @@ from typing import Any
 
 from src.core.paths import default_sweep_config
 from src.hpo.study import create_sweep
-from src.tracking import (MODES, WANDB_ENTITY, WANDB_PROJECT, Tracker, base_url, has_api_key, resolve_mode,
-                          wandb_dir)
+from src.tracking import MODES, Tracker, base_url, has_api_key, resolve_mode, wandb_dir
 from src.training.config import default_config
+
+WANDB_PROJECT = "grocery-classification-mlops"
+WANDB_ENTITY = None
 
 SWEEP_CONFIG_PATH = default_sweep_config()  # the checkout's file, else ./sweep_config.yaml
 DEFAULT_CONFIG: dict[str, Any] = default_config()

@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import string
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -314,6 +315,7 @@ def create_sweep(config: Mapping[str, Any] | None = None, *, mode: str | None = 
         log.info("run an agent with: wandb agent %s", sweep_id)
         return sweep_id
     sweep_id = create_local_sweep(cfg, store=store)
-    log.info("local sweep (W&B is offline): run an agent with: python src/sweep_runner.py agent %s --count 10",
-             sweep_id)
+    # printed, not logged: a notebook shows no INFO, and `wandb agent ID` cannot work without a server
+    print(f"local sweep {sweep_id} (W&B is not online; `wandb agent` needs a server). Run an agent with: "
+          f"python src/sweep_runner.py agent {sweep_id} --count 10", file=sys.stderr)
     return sweep_id

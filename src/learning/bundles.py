@@ -29,6 +29,7 @@ uses a KD-tree (fewer than 16 feature dimensions), and the project's own
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -36,6 +37,8 @@ from typing import Any
 
 from src.core.errors import ModelError
 from src.core.store import sha256_bytes
+
+log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "grocery-mlops/model-v1"
 REQUIRED_KEYS = ("format", "algorithm", "classifier", "class_names", "extractor_digest", "preprocessing")
@@ -86,6 +89,24 @@ def is_pickle(data: bytes) -> bool:
 def convert_hint(path: Path | None = None) -> str:
     where = f" --models-dir {path.parent}" if path is not None and path.suffix == LEGACY_SUFFIX else ""
     return f"if you trust it, convert it once: {CONVERT_COMMAND}{where}"
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """The model file ``path`` means. The original guide's commands name ``*_model.pkl``: where the ``.skops``
+    sibling exists it is used, with one notice line (the ``.pkl`` is never opened); a ``.pkl`` with no sibling
+    that does not exist either is one error naming the ``.skops`` file and ``convert``."""
+    p = Path(path)
+    if p.suffix != LEGACY_SUFFIX:
+        return p
+    new = p.with_suffix(MODEL_SUFFIX)
+    if new.is_file():
+        log.warning("using %s for %s: models are %s files now (the .pkl is not opened)", new, p.name, MODEL_SUFFIX)
+        return new
+    if not p.exists():
+        raise ModelError(f"model file {p} does not exist, nor does {new}",
+                         hint=f"models are {MODEL_SUFFIX} files now: train first, or turn old pickles into "
+                              f"{MODEL_SUFFIX} with {CONVERT_COMMAND} --models-dir {p.parent}")
+    return p  # an old pickle alone: load_model_bundle refuses it unopened, with the convert hint
 
 
 def untrusted_types(data: bytes, where: str | os.PathLike) -> list[str]:
@@ -244,7 +265,7 @@ def save_model_bundle(path: str | os.PathLike, bundle: dict[str, Any]) -> str:
 
 def load_model_bundle(path: str | os.PathLike, expected_digest: str | None = None) -> dict[str, Any]:
     """Load a bundle: digest check (``expected_digest`` or the sidecar), trusted types only, then build it."""
-    path = Path(path)
+    path = resolve_model_path(path)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist", hint="train first, or check the model path")
     if expected_digest is None and sidecar(path).exists():
@@ -278,4 +299,5 @@ def validate_bundle(bundle: Any, where: str | os.PathLike) -> dict[str, Any]:
 
 __all__ = ["BUNDLE_FORMAT", "CONVERT_COMMAND", "LEGACY_SUFFIX", "MODEL_SUFFIX", "TRUSTED_TYPES", "bundle_bytes",
            "check_model_bytes", "check_zip_limits", "is_pickle", "load_model_bundle", "model_file_name",
+           "resolve_model_path",
            "save_model_bundle", "sidecar", "untrusted_types", "validate_bundle", "write_model_file"]

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from src.core.errors import ConfigError, ModelError, StoreError
 from src.core.store import sha256_file, validate_name
-from src.learning.bundles import load_model_bundle, model_file_name, model_name_for
+from src.learning.bundles import load_model_bundle, model_file_name, model_name_for, resolve_model_path
 from src.registry.mirror import (_mirror, _publish, _verified_blob, artifact_metadata, mirror_pending,  # noqa: F401
                                  publish_recorded, verified_blobs)
 from src.registry.tables import (DEFAULT_TOLERANCE, LATEST, all_versions, get_version, history, insert_version,
@@ -98,7 +98,7 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
     validate_name(model_name, "model name")
     aliases = requested_aliases(aliases)
     metrics = normalize_metrics(metrics)
-    path = Path(model_path)
+    path = resolve_model_path(model_path)  # the guide's models/*.pkl: its .skops sibling, with one notice
     bundle = load_model_bundle(path)
     recorded = normalize_metrics({k: v for k, v in (bundle.get("metrics") or {}).items()  # numbers, as trained
                                   if isinstance(v, (int, float)) and not isinstance(v, bool)})

@@ -21,11 +21,10 @@ from urllib.parse import urlparse
 
 from src.core.errors import ConfigError, TrackingError
 from src.core.paths import project_root
+from src.tracking.settings import WANDB_ENTITY, WANDB_PROJECT, default_entity, default_project  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-WANDB_PROJECT = "grocery-classification-mlops"
-WANDB_ENTITY = None
 MODES = ("online", "offline", "disabled")
 
 # Short timeouts for online use: an unreachable server fails in seconds, not minutes.
@@ -117,8 +116,7 @@ class Tracker:
         try:
             with _quiet_login():
                 self.run = wandb.init(
-                    project=project or os.environ.get("WANDB_PROJECT") or WANDB_PROJECT,
-                    entity=os.environ.get("WANDB_ENTITY") or WANDB_ENTITY,
+                    project=project or default_project(), entity=default_entity(),
                     job_type=job_type, config=dict(config or {}), name=name, group=group,
                     tags=list(tags or []), dir=str(d), mode=self.mode, settings=settings,
                     reinit="create_new",
@@ -305,8 +303,7 @@ def create_wandb_sweep(cfg: Mapping[str, Any]) -> str:
     """Register a validated sweep definition with the W&B server; returns its id."""
     wandb = _import_wandb()
     try:
-        return wandb.sweep(dict(cfg), project=os.environ.get("WANDB_PROJECT") or WANDB_PROJECT,
-                           entity=os.environ.get("WANDB_ENTITY") or WANDB_ENTITY)
+        return wandb.sweep(dict(cfg), project=default_project(), entity=default_entity())
     except Exception as e:
         raise TrackingError(f"W&B sweep creation failed at {base_url()}: {e}",
                             hint="check the server and key, or create a local sweep") from e
