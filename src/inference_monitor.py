@@ -127,6 +127,8 @@ def build_serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="0 = any free port")
     p.add_argument("--max-upload-mb", type=float, default=LIMITS.max_upload_bytes / 2**20,
                    help="larger uploads get 413")
+    p.add_argument("--max-buffered-mb", type=float, default=LIMITS.max_buffered_bytes / 2**20,
+                   help="uploads held at once, all clients together; past it requests get 503")
     p.add_argument("--read-timeout-s", type=float, default=LIMITS.read_timeout_s,
                    help="a request (headers and body) must arrive within this many seconds, else 408")
     p.add_argument("--max-connections", type=int, default=LIMITS.max_connections,
@@ -163,7 +165,7 @@ def _serve(args: argparse.Namespace) -> int:
         alpha=args.alpha, drift_every=args.drift_every, top_k=args.top_k, max_batch=args.max_batch,
         workers=args.workers, threads=args.threads, poll_s=args.poll_s, log_every_s=args.log_every_s,
         run_name=args.run_name, access_log=args.access_log, read_timeout_s=args.read_timeout_s,
-        max_connections=args.max_connections, max_pending=args.max_pending,
+        max_connections=args.max_connections, max_pending=args.max_pending, max_buffered_mb=args.max_buffered_mb,
         shutdown_timeout_s=args.shutdown_timeout_s))
     if summary is not None:
         if args.json:

@@ -567,3 +567,22 @@ def _up(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_uploads_held_at_once_are_bounded_and_given_back(trained):
+    # 512 slow clients with 10 MB each would hold 5 GB: past --max-buffered-mb a request gets 503
+    srv, client = start(trained, max_upload_mb=0.05, max_buffered_mb=0.08)
+    body = trained["images"][0].read_bytes()
+    try:
+        slow = raw(srv.port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n" + b"\xff" * 10)
+        wait_for(lambda: client.get("/health").json()["uploads_held_bytes"] == 50_000)
+        busy = client.post("/predict", content=b"\xff" * 40_000)
+        assert busy.status_code == 503 and busy.json()["reason"] == "busy" and busy.headers["retry-after"]
+        assert client.post("/predict", content=body).status_code == 200  # a photo still fits beside it
+        slow.close()
+        wait_for(lambda: client.get("/health").json()["uploads_held_bytes"] == 0)
+        assert client.post("/predict", content=b"\xff" * 40_000).json()["reason"] == "not_an_image"
+    finally:
+        client.close()
+        srv.stop()
+    assert main(["serve", "--model", "x.pkl", "--max-upload-mb", "20", "--max-buffered-mb", "10"]) == 2

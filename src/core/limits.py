@@ -22,6 +22,9 @@ Why these figures:
 - ``read_timeout_s``: a request's headers and body must arrive within this many seconds of the
   connection opening (or of the previous response on a kept-alive connection); a client
   holding half a request open is cut off with 408 instead of holding a file descriptor forever.
+- ``max_buffered_bytes`` 128 MB: the uploads held at once (read, or waiting for inference); twelve
+  10 MB uploads or forty phone photos. Past it requests get 503 instead of memory growing with the
+  number of connections (512 slow 10 MB uploads would hold 5 GB).
 - ``max_pending_records`` 10,000 (about 30 MB of rows with their features) and
   ``shutdown_timeout_s`` 3: a server whose store fails sheds load with 503 instead of growing, and
   stops on SIGTERM in about twice this figure, saying how many records could not be stored.
@@ -49,6 +52,7 @@ class Limits:
     formats: tuple[str, ...] = tuple(FORMAT_EXTENSIONS)
     max_upload_bytes: int = 10 * 2**20  # an image POSTed to /predict (--max-upload-mb)
     max_feedback_bytes: int = 16 * 1024  # a /feedback JSON document
+    max_buffered_bytes: int = 128 * 2**20  # request bodies held at once, all clients together (--max-buffered-mb)
     read_timeout_s: float = 30.0  # headers + body of one request (--read-timeout-s)
     max_connections: int = 512  # open connections before new requests get 503 (--max-connections)
     max_pending_records: int = 10_000  # monitoring records waiting for the store before 503 (--max-pending)

@@ -2,11 +2,14 @@
 
 Every refusal is an :class:`ApiError` (status, metrics reason, one-line message). A client that goes
 away mid-body is counted as ``client_disconnected`` (499) and one cut off by the read deadline of
-:mod:`src.serving.http` as ``read_timeout`` (408): neither is a server error.
+:mod:`src.serving.http` as ``read_timeout`` (408): neither is a server error. The bodies held at
+once are bounded by a :class:`BodyBudget`: without it, 512 clients each sending 10 MB slowly would
+hold 5 GB.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -36,7 +39,38 @@ def classify(e: DataError) -> tuple[int, str]:
     return REFUSALS.get(getattr(e, "kind", "corrupt"), (422, "corrupt_image"))
 
 
-async def read_body(request, limit: int, what: str) -> bytes:
+class BodyBudget:
+    """The bytes of request bodies held at once (being read, or waiting for their inference); past ``limit``
+    a request gets 503 ``busy`` instead of the server's memory growing with the number of clients.
+    Used from the event loop only, so a plain counter."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    @contextlib.contextmanager
+    def hold(self):
+        """A request's share, given back when the request ends."""
+        held = _Held(self)
+        try:
+            yield held
+        finally:
+            self.used -= held.n
+
+
+class _Held:
+    def __init__(self, budget: BodyBudget):
+        self.budget, self.n = budget, 0
+
+    def take(self, n: int) -> None:
+        b = self.budget
+        if b.used + n > b.limit:
+            raise ApiError(503, "busy", f"the server holds {b.used:,} bytes of uploads, near its "
+                                        f"{b.limit:,}-byte limit; retry shortly")
+        b.used += n
+        self.n += n
+
+
+async def read_body(request, limit: int, what: str, held: _Held | None = None) -> bytes:
     from starlette.requests import ClientDisconnect
 
     length = request.headers.get("content-length")
@@ -45,12 +79,16 @@ async def read_body(request, limit: int, what: str) -> bytes:
             raise ApiError(400, "bad_request", "invalid Content-Length header")
         if int(length) > limit:
             raise ApiError(413, "too_large", f"{what} is {int(length):,} bytes, over the {limit:,}-byte limit")
+        if held is not None:
+            held.take(int(length))  # the parser never delivers more than Content-Length
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise ApiError(413, "too_large", f"{what} is over the {limit:,}-byte limit")
+            if held is not None and length is None:
+                held.take(len(chunk))
             chunks.append(chunk)
     except ClientDisconnect as e:  # nobody reads the answer; counted, but not as a server error
         if request.scope.get(TIMED_OUT):
@@ -68,13 +106,13 @@ def parse_feedback(body: bytes) -> Any:
         raise ApiError(400, "bad_json", f"malformed JSON: {e}") from e
 
 
-async def image_bytes(request, limit: int) -> bytes:
+async def image_bytes(request, limit: int, held: _Held | None = None) -> bytes:
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
-        return await read_body(request, limit, "upload")
+        return await read_body(request, limit, "upload", held)
     from starlette.formparsers import MultiPartException, MultiPartParser
 
-    body = await read_body(request, limit + MULTIPART_OVERHEAD, "upload")
+    body = await read_body(request, limit + MULTIPART_OVERHEAD, "upload", held)
 
     async def stream():
         yield body

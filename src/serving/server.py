@@ -35,7 +35,8 @@ from src.core.limits import LIMITS
 from src.monitoring.live import LiveMonitor, Overloaded, UnknownPrediction
 from src.serving.engine import Engine, ServedModel
 from src.serving.http import exposure_warning, hostport, http_protocol, resolve, timed_protocol, url
-from src.serving.requests import MAX_FEEDBACK_BYTES, ApiError, classify, image_bytes, parse_feedback, read_body
+from src.serving.requests import (MAX_FEEDBACK_BYTES, ApiError, BodyBudget, classify, image_bytes, parse_feedback,
+                                  read_body)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class ServeOptions:
     read_timeout_s: float = LIMITS.read_timeout_s
     max_connections: int = LIMITS.max_connections
     max_pending: int = LIMITS.max_pending_records
+    max_buffered_mb: float = LIMITS.max_buffered_bytes / 2**20
     shutdown_timeout_s: float = LIMITS.shutdown_timeout_s
 
     def check(self) -> None:
@@ -78,6 +80,9 @@ class ServeOptions:
             raise ConfigError("--read-timeout-s and --shutdown-timeout-s must be > 0")
         if self.max_connections < 1 or self.max_pending < 1:
             raise ConfigError("--max-connections and --max-pending must be >= 1")
+        if not self.max_buffered_mb >= self.max_upload_mb:
+            raise ConfigError(f"--max-buffered-mb must be at least --max-upload-mb ({self.max_upload_mb:g}), "
+                              f"got {self.max_buffered_mb}")
 
 
 ENDPOINTS = frozenset({"/predict", "/feedback", "/health", "/metrics"})
@@ -112,7 +117,8 @@ class _Counting:
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
 
-def create_app(engine: Engine, monitor: LiveMonitor, metrics, *, max_upload_bytes: int, top_k: int = 5):
+def create_app(engine: Engine, monitor: LiveMonitor, metrics, *, max_upload_bytes: int, top_k: int = 5,
+               max_buffered_bytes: int = LIMITS.max_buffered_bytes):
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
@@ -120,6 +126,7 @@ def create_app(engine: Engine, monitor: LiveMonitor, metrics, *, max_upload_byte
 
     app = FastAPI(title="grocery-mlops prediction endpoint", docs_url=None, redoc_url=None, openapi_url=None)
     started = time.time()
+    budget = BodyBudget(max(max_buffered_bytes, max_upload_bytes))
 
     def error(endpoint: str, status: int, reason: str, message: str) -> JSONResponse:
         metrics.errors.labels(endpoint, reason).inc()
@@ -148,13 +155,15 @@ def create_app(engine: Engine, monitor: LiveMonitor, metrics, *, max_upload_byte
             if not (top.isascii() and top.isdigit()) or int(top) < 1:
                 raise ApiError(400, "bad_request", f"top must be a positive integer, got {top!r}")
             _admit(monitor)  # before the upload is read: a store that cannot keep up sheds load here
-            data = await image_bytes(request, max_upload_bytes)
-            if not data:
-                raise ApiError(400, "empty_body", "empty body: send the image bytes (or a multipart field 'file')")
-            try:
-                res = await asyncio.wrap_future(engine.submit(served, data))  # decoded and run by a worker
-            except DataError as e:
-                raise ApiError(*classify(e), str(e)) from e
+            with budget.hold() as held:  # the upload's bytes count until its inference is done
+                data = await image_bytes(request, max_upload_bytes, held)
+                if not data:
+                    raise ApiError(400, "empty_body", "empty body: send the image bytes (or a multipart field "
+                                                      "'file')")
+                try:
+                    res = await asyncio.wrap_future(engine.submit(served, data))  # decoded and run by a worker
+                except DataError as e:
+                    raise ApiError(*classify(e), str(e)) from e
             _admit(monitor)  # the store may have fallen behind meanwhile: answer nothing that is not recorded
         except ApiError as e:
             return error("/predict", e.status, e.reason, str(e))
@@ -179,7 +188,8 @@ def create_app(engine: Engine, monitor: LiveMonitor, metrics, *, max_upload_byte
     async def feedback(request: Request):
         try:
             _admit(monitor)
-            body = await read_body(request, MAX_FEEDBACK_BYTES, "feedback")
+            with budget.hold() as held:
+                body = await read_body(request, MAX_FEEDBACK_BYTES, "feedback", held)
             doc = parse_feedback(body)
             if not isinstance(doc, dict) or not isinstance(doc.get("prediction_id"), str) \
                     or not isinstance(doc.get("label"), str):
@@ -200,7 +210,7 @@ def create_app(engine: Engine, monitor: LiveMonitor, metrics, *, max_upload_byte
         return {"status": "ok", "model": served.model, "version": served.version, "digest": served.digest,
                 "session": served.session, "uptime_s": round(time.time() - started, 3),
                 "records_written": snap["written"], "records_pending": snap["pending"],
-                "store_error": snap["store_error"],
+                "store_error": snap["store_error"], "uploads_held_bytes": budget.used,
                 "model_switches": engine.switches}
 
     @app.get("/metrics")
@@ -242,6 +252,7 @@ class Server:
             self.close()
             raise
         app = create_app(self.engine, self.monitor, self.metrics, max_upload_bytes=int(o.max_upload_mb * 2**20),
+                         max_buffered_bytes=int(o.max_buffered_mb * 2**20),
                          top_k=o.top_k)
         io = _fast_io()
         http = timed_protocol(http_protocol(io.pop("http", "h11")), o.read_timeout_s, self._timed_out)
