@@ -435,7 +435,12 @@ def test_a_client_leaving_mid_body_is_counted_but_is_no_server_error(server):
     assert (metric(client, "grocery_requests_total", endpoint="/predict", status="500") or 0) == server_errors
 
 
-def test_half_sent_requests_get_408_after_the_read_timeout_and_slow_inference_does_not(trained):
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_half_sent_requests_get_408_after_the_read_timeout_and_slow_inference_does_not(trained, parser, monkeypatch):
+    import src.serving.server as server_module
+
+    if parser == "h11":  # the pure-Python parser uvicorn falls back to without httptools
+        monkeypatch.setattr(server_module, "_fast_io", dict)
     srv, client = start(trained, read_timeout_s=0.5)
     original = srv.engine.current.predictor.extractor
 
