@@ -11,11 +11,12 @@ What it guarantees against hostile clients (limits from :mod:`src.core.limits`):
 ``--max-upload-mb`` get 413 before they are read in full; images are decoded only in the accepted
 formats and within the pixel and aspect-ratio limits (415 / 413 / 422); a request must arrive in
 full within ``--read-timeout-s`` (408, connection closed); past ``--max-connections`` new requests
-get 503, and so do uploads past ``--max-buffered-mb`` held at once; when the store cannot keep up, at most ``--max-pending`` monitoring records wait in memory
-and predictions get 503 instead of being answered unrecorded. SIGTERM stops it within
-``--shutdown-timeout-s`` plus the time to store what is queued (bounded by the same figure): what
-could not be stored is counted in one line. The server has no authentication: bind a loopback
-address (the default) and put a reverse proxy in front to expose it.
+get 503, and so do uploads past ``--max-buffered-mb`` held at once; when the store cannot keep up,
+at most ``--max-pending`` monitoring records wait in memory and predictions get 503 instead of
+being answered unrecorded. SIGTERM stops it within ``--shutdown-timeout-s`` plus the time to store
+what is queued (bounded by the same figure): what could not be stored is counted in one line. The
+server has no authentication: bind a loopback address (the default) and put a reverse proxy in
+front to expose it.
 """
 
 from __future__ import annotations
