@@ -207,7 +207,11 @@ def from_array(a: np.ndarray, name: str = "image") -> Image.Image:
     if a.dtype not in (np.uint8, np.uint16):
         raise DataError(f"{name}: array of {a.dtype} pixels; images are uint8 (or uint16)",
                         hint="convert floats in [0, 1] with (a * 255).round().astype(np.uint8)")
-    _check_dims(a.shape[1], a.shape[0], name)
+    h, w = a.shape[:2]
+    if h < 1 or w < 1 or h * w > LIMITS.max_pixels:
+        raise ImageRefused(f"{name}: {w}x{h} pixels is outside 1..{LIMITS.max_pixels:,}",
+                           "corrupt" if h < 1 or w < 1 else "too_large", hint=hint)
+    _check_dims(w, h, name)  # the aspect ratio
     a = np.ascontiguousarray(a)
     if a.dtype == np.uint16 and a.ndim == 3:
         a = (a >> 8).astype(np.uint8)
