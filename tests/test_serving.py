@@ -540,25 +540,32 @@ def test_sigterm_stops_a_server_whose_store_is_full_within_seconds(trained, monk
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    body, done = trained["images"][0].read_bytes(), {}
+    body, done, returned = trained["images"][0].read_bytes(), {}, threading.Event()
 
     def client():  # fill the store, hold a half-sent request open, then do what a process manager does
         try:
-            wait_for(lambda: _up(port), timeout=60)
+            wait_for(lambda: _up(port) or returned.is_set(), timeout=60)
             fill_the_store(monkeypatch)
             done["answered"], done["refused"] = predict_until_refused(port, body)
             done["slow"] = raw(port, HALF_BODY)
         finally:
             done["killed_at"] = time.monotonic()
-            os.kill(os.getpid(), signal.SIGTERM)
+            if not returned.is_set():
+                os.kill(os.getpid(), signal.SIGTERM)
 
+    # a SIGTERM that comes after main() returned (a regression) must not end the test run
+    previous = signal.signal(signal.SIGTERM, lambda *a: None)
     t = threading.Thread(target=client)
     t.start()
-    code = main(["serve", "--model", "tiny:production", "--port", str(port), "--store", str(trained["store"]),
-                 "--wandb-mode", "disabled", "--max-pending", "3", "--shutdown-timeout-s", "1",
-                 "--read-timeout-s", "60"])
-    stopped_in = time.monotonic() - done["killed_at"]
-    t.join()
+    try:
+        code = main(["serve", "--model", "tiny:production", "--port", str(port), "--store", str(trained["store"]),
+                     "--wandb-mode", "disabled", "--max-pending", "3", "--shutdown-timeout-s", "1",
+                     "--read-timeout-s", "60"])
+        returned.set()
+        t.join()
+        stopped_in = time.monotonic() - done["killed_at"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     done["slow"].close()
     err = capsys.readouterr().err.strip().splitlines()
     assert done["answered"] == 3 and done["refused"].status_code == 503
