@@ -598,3 +598,38 @@ def test_uploads_held_at_once_are_bounded_and_given_back(trained):
         client.close()
         srv.stop()
     assert main(["serve", "--model", "x.pkl", "--max-upload-mb", "20", "--max-buffered-mb", "10"]) == 2
+
+
+def test_stopping_drops_the_queued_work_nobody_waits_for(trained, caplog):
+    # slow requests queued behind one worker: stop() used to run every one of them first
+    srv, client = start(trained, workers=1, max_batch=1, shutdown_timeout_s=0.3)
+    original = srv.engine.current.predictor.extractor
+
+    class Slow:
+        preprocessing = original.preprocessing
+
+        def __call__(self, batch):
+            time.sleep(0.5)
+            return original(batch)
+
+    srv.engine.current.predictor.extractor = Slow()
+    body = trained["images"][0].read_bytes()
+
+    def post():
+        try:
+            httpx.post(f"http://127.0.0.1:{srv.port}/predict", content=body, timeout=30)
+        except httpx.HTTPError:
+            pass  # the server stopped under it
+
+    clients = [threading.Thread(target=post) for _ in range(8)]
+    for c in clients:
+        c.start()
+    wait_for(lambda: srv.engine._queue.qsize() >= 5)
+    client.close()
+    t0 = time.monotonic()
+    summary = srv.stop()
+    assert time.monotonic() - t0 < 3  # 0.3 s for the requests, then at most the batch running (0.5 s)
+    for c in clients:
+        c.join()
+    assert summary["unstored_records"] == 0
+    assert not [r for r in caplog.records if r.exc_info]  # no InvalidStateError from cancelled futures

@@ -12,6 +12,11 @@ steal the cores the event loop and the decoding need. A request keeps the
 swapping ``Engine.current`` is atomic for every request. A registry reference
 ``NAME:ALIAS`` is polled every ``poll_s`` seconds; when the alias moves, the new version is
 loaded and warmed beside the old one, then swapped in: nothing is dropped.
+
+A request whose future was cancelled (its HTTP task cut by the server's shutdown timeout) is
+skipped, and :meth:`Engine.close` (called once the HTTP side has stopped, when nobody waits for
+an answer any more) drops what is still queued instead of running it: a queue of slow uploads
+(one 64 Mpixel PNG decodes in ~2 s) no longer holds up SIGTERM.
 """
 
 from __future__ import annotations
@@ -146,6 +151,7 @@ class Engine:
         self._failed: str | None = None
         self._queue: queue.Queue = queue.Queue()  # FIFO: the oldest request is always served first
         self._stop = threading.Event()
+        self._closing = False
         if on_switch:
             on_switch(self.current, None)
         self._threads = [threading.Thread(target=self._work_loop, name=f"inference-{k}", daemon=True)
@@ -201,8 +207,12 @@ class Engine:
         from src.core.store import sha256_bytes
 
         served, t_start = items[0][0], time.perf_counter()
+        items = [item for item in items if item[2].set_running_or_notify_cancel()]  # cancelled: nobody waits
         ok, arrays = [], []
         for item in items:
+            if self._closing:
+                item[2].set_exception(ModelError("the server stopped before this request was served"))
+                continue
             try:
                 arrays.append(decode(item[1], served))
                 ok.append(item)
@@ -267,8 +277,17 @@ class Engine:
         return True
 
     def close(self) -> None:
-        """Finish queued inferences, then stop the threads."""
+        """Stop the threads; the HTTP side has stopped, so what is still queued is dropped (its futures
+        cancelled) and a batch being decoded stops at its next image."""
         self._stop.set()
-        self._queue.put(None)  # each worker passes it on before it stops: FIFO, so after every request
+        self._closing = True
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[2].cancel()
+        self._queue.put(None)  # each worker passes it on before it stops
         for t in self._threads:
             t.join()
