@@ -253,8 +253,7 @@ class Server:
             self.close()
             raise
         app = create_app(self.engine, self.monitor, self.metrics, max_upload_bytes=int(o.max_upload_mb * 2**20),
-                         max_buffered_bytes=int(o.max_buffered_mb * 2**20),
-                         top_k=o.top_k)
+                         max_buffered_bytes=int(o.max_buffered_mb * 2**20), top_k=o.top_k)
         io = _fast_io()
         http = timed_protocol(http_protocol(io.pop("http", "h11")), o.read_timeout_s, self._timed_out)
         self.uvicorn = uvicorn.Server(uvicorn.Config(
@@ -277,7 +276,8 @@ class Server:
             self.metrics.model_switches.inc()
 
     def run(self) -> dict[str, Any] | None:
-        """Serve until Ctrl-C / SIGTERM; then store every record and return the session summary."""
+        """Serve until Ctrl-C / SIGTERM; then store the queued records (for at most ``shutdown_timeout_s``)
+        and return the session summary (``unstored_records``: what the store did not take)."""
         log.info("serving %s %s on %s", self.engine.current.model, self.engine.current.version,
                  url(self.options.host, self.port))
         import signal
