@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli, show_progress
 from src.features.runtimes import RUNTIMES
 from src.tracking import MODES
-from src.training.config import ALGORITHM_NAMES, DEFAULT_LABELED_RATIO, POOL_LABELED_RATIO, TrainConfig
+from src.training.config import ALGORITHM_NAMES, TrainConfig
 from src.training.pipeline import run_training
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "name=value (wandb agent's ${args_no_hyphens}).")
     g = p.add_argument_group("experiment")
     g.add_argument("--labeled-ratio", "--labeled_ratio", type=float, default=d.labeled_ratio,
-                   help=f"fraction of training images whose labels are used, in (0, 1] (default "
-                        f"{POOL_LABELED_RATIO} when DATA_DIR/unlabeled/ holds a pool, else {DEFAULT_LABELED_RATIO})")
+                   help="fraction of training images whose labels are used, in (0, 1] (default: every label; "
+                        "below 1 hides the rest to simulate scarce labels on a fully labeled folder)")
     g.add_argument("--algorithms", "--algorithm", nargs="+", choices=ALGORITHM_NAMES, default=list(d.algorithms),
                    metavar="ALGO", help=f"one or more of {', '.join(ALGORITHM_NAMES)} (default: all)")
     g.add_argument("--fine-tune-epochs", "--fine_tune_epochs", type=int, default=d.fine_tune_epochs,
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pseudo-finetune-epochs", "--pseudo_finetune_epochs", type=int,
                    default=d.pseudo_finetune_epochs,
                    help="epochs of a second fine-tuning round on labeled + confident pseudo-labeled images, kept "
-                        "unless the classifiers do worse on held-out labeled images beyond chance; 0 = off "
+                        "only where the classifiers do better on held-out labeled images; 0 = off "
                         f"(default {d.pseudo_finetune_epochs})")
     g.add_argument("--fine-tune-lr", "--fine_tune_lr", type=float, default=d.fine_tune_lr,
                    help=f"learning rate of the fine-tunes (AdamW) (default {d.fine_tune_lr:g})")

@@ -52,3 +52,10 @@ def random_weight_bundle(models: Path, name: str = "m.skops") -> Path:
         "algorithm": "self_training", "classifier": LogisticRegression(max_iter=50).fit(X, y),
         "class_names": ["apple", "milk", "bread"], "extractor_digest": sha256_file(ext), "preprocessing": {}})
     return models / name
+
+
+def shipped(results: dict) -> dict:
+    """The metrics of the model training shipped as ``best_model``: the picked algorithm's, or the labeled-only
+    baseline's bundle when validation could not show the pool's models better (``results["shipped_baseline"]``)."""
+    best = results["summary"]["best_algorithm"]
+    return results["shipped_baseline"] if best == "baseline" else results["algorithms"][best]

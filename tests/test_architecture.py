@@ -196,4 +196,4 @@ def test_documented_imports_work():
     from src.wandb_config import DEFAULT_CONFIG, SWEEP_CONFIG, WANDB_ENTITY, WANDB_PROJECT, create_sweep  # noqa: F401
 
     assert WANDB_PROJECT == "grocery-classification-mlops" and WANDB_ENTITY is None
-    assert SWEEP_CONFIG["metric"]["name"] and DEFAULT_CONFIG["labeled_ratio"] == 0.1
+    assert SWEEP_CONFIG["metric"]["name"] and DEFAULT_CONFIG["labeled_ratio"] == 1.0  # every label by default

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_image_folder
+from helpers import make_image_folder, shipped
 
 from src.core.errors import DataError
 from src.core.store import sha256_file
@@ -179,7 +179,7 @@ def test_best_model_is_the_best_algorithms_bundle(trained):
     best = results["summary"]["best_algorithm"]
     record = json.loads((models / RESULTS_FILE).read_text())["best_model"]
     assert record == results["best_model"] and record["algorithm"] == best
-    model_path = results["algorithms"][best]["model_path"]
+    model_path = shipped(results)["model_path"]
     assert record["path"] == "best_model" + Path(model_path).suffix
     assert (models / record["path"]).read_bytes() == (models / model_path).read_bytes()
     assert sha256_file(models / record["path"]) == record["digest"]

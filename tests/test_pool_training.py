@@ -29,10 +29,10 @@ def train(capsys, tmp, data, *extra, mode="disabled"):
     return json.loads(out.out), out.err
 
 
-def test_labeled_ratio_resolves_from_the_data():
+def test_every_label_is_used_unless_hiding_is_asked_for():
     assert TrainConfig().labeled_ratio is None
     assert TrainConfig().resolved(has_pool=True).labeled_ratio == 1.0
-    assert TrainConfig().resolved(has_pool=False).labeled_ratio == 0.1
+    assert TrainConfig().resolved(has_pool=False).labeled_ratio == 1.0  # a fully labeled folder: no label hidden
     assert TrainConfig(labeled_ratio=0.3).resolved(has_pool=True).labeled_ratio == 0.3
 
 
@@ -80,7 +80,7 @@ def test_pool_features_are_cached(pooled, capsys):
     assert "pool features: 6 from cache, 0 extracted" in err
 
 
-def test_no_pool_writes_no_pseudo_labels_and_keeps_the_old_default(tmp_path, capsys):
+def test_no_pool_writes_no_pseudo_labels_and_uses_every_label(tmp_path, capsys):
     data = make_image_folder(tmp_path / "d", per_split={"train": 10, "test": 2})
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "pseudo_labels.csv").write_text("stale")  # as a previous run with a pool left it
@@ -88,8 +88,8 @@ def test_no_pool_writes_no_pseudo_labels_and_keeps_the_old_default(tmp_path, cap
 
     (tmp_path / "m" / MANIFEST).write_text(json.dumps({"files": ["pseudo_labels.csv"]}))
     res, _ = train(capsys, tmp_path, data)
-    assert res["config"]["labeled_ratio"] == 0.1 and res["pseudo_labels"] is None
-    assert res["dataset"]["pool_samples"] == 0
+    assert res["config"]["labeled_ratio"] == 1.0 and res["pseudo_labels"] is None
+    assert res["dataset"]["pool_samples"] == 0 and res["dataset"]["labeled_samples"] == res["dataset"]["train_samples"]
     assert not (tmp_path / "m" / "pseudo_labels.csv").exists()
 
 

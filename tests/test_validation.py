@@ -137,3 +137,58 @@ def test_the_printed_line_says_when_the_pick_is_not_the_top():
     assert _preferred(summary) == "; within one standard error (0.0197 on 120 images) of the top 0.9583: preferred"
     assert _preferred({**summary, "best_val_accuracy": 0.9583}) == ""
     assert _preferred({"best_val_accuracy": None, "top_val_accuracy": None}) == ""  # no validation, older results
+
+
+def _v(right, loss=0.5):
+    from src.learning.validation import Validation
+
+    right = np.asarray(right, dtype=bool)
+    return Validation(np.arange(len(right)), right, np.full(len(right), np.exp(-loss)))
+
+
+@pytest.mark.parametrize("algo, base, ships", [
+    ([1, 1, 0, 0], [1, 0, 0, 0], True),    # right on one more image
+    ([1, 0, 0, 0], [1, 0, 0, 0], False),   # the same images right, the same log-loss: no evidence
+    ([1, 0, 1, 0], [0, 1, 1, 0], False),   # one won, one lost
+    ([0, 0, 0, 0], [1, 0, 0, 0], False),
+])
+def test_the_pool_model_ships_only_where_validation_shows_it_better(algo, base, ships):
+    from src.training.results import beats_baseline
+
+    ok, won, lost = beats_baseline(_v(algo), _v(base))
+    assert ok is ships and won == int(np.sum(np.array(algo) > np.array(base)))
+    assert beats_baseline(_v(algo, loss=0.2), _v(algo, loss=0.6))[0]  # a tie broken by a lower log-loss
+    assert not beats_baseline(_v([]), _v([]))[0]  # nothing validated: the baseline ships
+
+
+def test_summary_names_the_baseline_when_validation_cannot_show_the_pool_helping():
+    from src.training.results import summarize
+
+    per_algo = {"label_spreading": {"val_accuracy": 0.5, "val_log_loss": 0.7, "test_accuracy": 0.9}}
+    baseline = {"val_accuracy": 0.75, "val_log_loss": 0.6, "test_accuracy": 0.8}
+    vals = {"label_spreading": _v([1, 1, 0, 0]), "baseline": _v([1, 1, 1, 0])}
+    s = summarize(per_algo, baseline, 4, vals)
+    assert s["best_algorithm"] == "baseline" and s["best_test_accuracy"] == 0.8  # test never decides
+    assert s["best_semi_supervised"] == "label_spreading" and (s["val_won_vs_baseline"], s["val_lost_vs_baseline"]) == (0, 1)
+    vals["label_spreading"] = _v([1, 1, 1, 1])
+    assert summarize(per_algo, baseline, 4, vals)["best_algorithm"] == "label_spreading"
+
+
+def test_a_fine_tuned_backbone_is_validated_on_the_images_it_did_not_train_on():
+    from types import SimpleNamespace
+
+    from src.data.splits import holdout_split
+    from src.training.config import TrainConfig
+    from src.training.pipeline import validation_folds
+
+    labels = np.repeat(np.arange(4), 10)
+    ds = SimpleNamespace(train=SimpleNamespace(labels=labels))
+    mask = np.ones(40, dtype=bool)
+    mask[::5] = False  # hidden labels never validate
+    lab = np.flatnonzero(mask)
+    folds = validation_folds(TrainConfig(fine_tune_epochs=2, val_fraction=0.25), ds, mask, 45)
+    _, val_pos = holdout_split(labels[lab], 0.25, 42)
+    assert set(np.flatnonzero(folds >= 0)) == set(lab[val_pos]) and len(val_pos) > 0  # one split, the fine-tune's
+    frozen = validation_folds(TrainConfig(fine_tune_epochs=0), ds, mask, 45)
+    assert set(np.flatnonzero(frozen >= 0)) == set(lab) and frozen.max() == 2  # 3-fold over every labeled image
+    assert (frozen[40:] == -1).all()  # the pool is never validated on

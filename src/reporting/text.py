@@ -39,13 +39,36 @@ def _preferred(summary: dict[str, Any]) -> str:
     return f"; within one standard error ({se:.4f} on {summary['val_images']} images) of the top {top:.4f}: preferred"
 
 
+def _validation(summary: dict[str, Any]) -> str:
+    """The validation estimate with its uncertainty and size."""
+    val, n = summary.get("best_val_accuracy"), summary.get("val_images")
+    if val is None:
+        return "no validation: too few labeled images per class to hold any out"
+    from src.learning.validation import standard_error
+
+    return f"val accuracy {val:.4f}" + (f" ± {standard_error(val, n):.4f} on {n} images" if n else "")
+
+
+def _best_line(summary: dict[str, Any]) -> str:
+    best, test = summary["best_algorithm"], summary["best_test_accuracy"]
+    if best == "baseline":
+        why = (f"{summary.get('best_semi_supervised')} was right on {summary.get('val_won_vs_baseline', 0)} and "
+               f"wrong on {summary.get('val_lost_vs_baseline', 0)} of the validation images where the two differ"
+               if summary.get("val_images") else "nothing to validate the unlabeled images' help on")
+        return (f"shipped: the labeled-only baseline ({_validation(summary)}): validation could not show the "
+                f"unlabeled images helping ({why}); test accuracy {test:.4f}")
+    return (f"best by validation: {best} ({_validation(summary)}" + _preferred(summary) + "), "
+            f"test accuracy {test:.4f} ({summary['gain_over_baseline']:+.4f} vs labeled-only baseline)")
+
+
 def format_training_summary(results: dict[str, Any]) -> str:
     best = results["summary"]["best_algorithm"]
     shift = "shift_accuracy" in results["baseline"]  # with --shift-dir
     cols = ("val_accuracy", "test_accuracy", *(("shift_accuracy",) if shift else ()), "f1_score",
             "unlabeled_accuracy", "fit_seconds")
     rows = [[("* " if a == best else "  ") + a, *(m.get(c) for c in cols)] for a, m in results["algorithms"].items()]
-    rows.append(["  baseline (labeled only)", *(results["baseline"].get(c) for c in cols)])
+    rows.append([("* " if best == "baseline" else "  ") + "baseline (labeled only)",
+                 *(results["baseline"].get(c) for c in cols)])
     d, ft = results["dataset"], results["extractor"]["fine_tune"]
     out = [
         f"dataset {d['root']}: {d['train_samples']} train ({d['labeled_samples']} labeled), "
@@ -58,10 +81,7 @@ def format_training_summary(results: dict[str, Any]) -> str:
         format_table(["algorithm", "val_acc", "test_acc", *(["shift_acc"] if shift else []), "macro_f1",
                       "unlabeled_acc", "fit_s"], rows),
         "",
-        f"best by validation: {best} (val accuracy {_f(results['summary'].get('best_val_accuracy'))}"
-        + _preferred(results["summary"]) + "), "
-        f"test accuracy {results['summary']['best_test_accuracy']:.4f} "
-        f"({results['summary']['gain_over_baseline']:+.4f} vs labeled-only baseline)",
+        _best_line(results["summary"]),
         *([f"style shift ({results['shift']['samples']} images in {results['shift']['root']}): accuracy "
            f"{results['summary']['best_shift_accuracy']:.4f} ({results['summary']['baseline_shift_accuracy']:.4f} "
            "labeled-only baseline), reported only"] if shift else []),

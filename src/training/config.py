@@ -28,15 +28,14 @@ SWEEP_KEYS = ("labeled_ratio", "algorithm", "algorithms", "n_neighbors", "fine_t
               "pseudo_finetune_epochs")
 INT_FIELDS = ("fine_tune_epochs", "n_neighbors", "batch_size", "image_size", "seed", "pseudo_finetune_epochs")
 MAX_IMAGE_SIZE = 1024
-# ``labeled_ratio=None`` is resolved from the data: with an unlabeled/ pool every label is used (the pool is
-# the unlabeled part); without one, labels are hidden to simulate semi-supervision as before.
-DEFAULT_LABELED_RATIO = 0.1
-POOL_LABELED_RATIO = 1.0
+# Every label a user gives is used: hiding some (``labeled_ratio`` < 1) simulates scarce labels on a fully
+# labeled folder, and only when asked for; the unlabeled/ pool is what makes training semi-supervised.
+DEFAULT_LABELED_RATIO = 1.0
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    labeled_ratio: float | None = None  # None: POOL_LABELED_RATIO with a pool, else DEFAULT_LABELED_RATIO
+    labeled_ratio: float | None = None  # None: every label (DEFAULT_LABELED_RATIO); < 1 hides labels
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     fine_tune_epochs: int = 5
     fine_tune_lr: float = 1e-4
@@ -122,10 +121,11 @@ class TrainConfig:
         return self
 
     def resolved(self, has_pool: bool) -> "TrainConfig":
-        """The config with ``labeled_ratio`` decided from the data (an explicit value is kept)."""
+        """The config with ``labeled_ratio`` decided (an explicit value is kept; ``None`` uses every label,
+        with or without a pool: ``has_pool`` is kept for callers)."""
         if self.labeled_ratio is not None:
             return self
-        return replace(self, labeled_ratio=POOL_LABELED_RATIO if has_pool else DEFAULT_LABELED_RATIO)
+        return replace(self, labeled_ratio=DEFAULT_LABELED_RATIO)
 
     def tracked(self) -> dict[str, Any]:
         """The config as W&B, the results file and every saved model record it."""
@@ -137,8 +137,7 @@ class TrainConfig:
 
 
 def default_config() -> dict[str, Any]:
-    """The defaults as a plain dict (``wandb_config.DEFAULT_CONFIG``), with the backbone named;
-    ``labeled_ratio`` is the one for a dataset without a pool (1.0 with one)."""
+    """The defaults as a plain dict (``wandb_config.DEFAULT_CONFIG``), with the backbone named."""
     return {**TrainConfig().resolved(has_pool=False).tracked(), "backbone": "tf_efficientnet_lite0"}
 
 

@@ -15,7 +15,7 @@ from src.core.paths import source_checkout
 from src.learning.bundles import model_file_name, save_model_bundle
 from src.learning.evaluation import evaluate, save_confusion_png
 from src.learning.semi_supervised import UNLABELED, fit_baseline, fit_semi_supervised, transduced_labels
-from src.learning.validation import cross_val_scores
+from src.learning.validation import validate
 from src.training.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -78,21 +78,20 @@ def fit_and_evaluate(name: str, s: TrainState) -> tuple[Any, dict[str, Any]]:
     t0 = time.perf_counter()
     model = fit(X, s.y_partial)
     fit_s = time.perf_counter() - t0
-    val, val_loss = cross_val_scores(fit, X, s.y_partial, seed=cfg.seed)
+    v = validate(fit, X, s.y_partial, s.val_folds)
+    s.validations[name] = v
     m = evaluate(model, Xt, ds.test.labels, ds.classes)
-    m["val_accuracy"], m["val_log_loss"] = val, val_loss
+    m["val_accuracy"], m["val_log_loss"] = v.accuracy, v.log_loss
     if s.shift is not None:  # reported only: never fitted on, never selects
         m[SHIFT_KEY] = s.shift.accuracy(model, Xs)
-    hidden, n_pool = s.hidden, len(s.X) - s.n_train
+    hidden, n_pool = s.hidden, len(X) - s.n_train
     m["unlabeled_accuracy"] = None  # only where truth exists: labels hidden by labeled_ratio, never the pool
-    if name != BASELINE and (hidden.any() or n_pool):
-        assigned, conf = assigned_labels(model, s.X)
+    if hidden.any() or n_pool:
+        assigned, conf = assigned_labels(model, X)
         if hidden.any():
             m["unlabeled_accuracy"] = float((assigned[hidden] == s.truth[hidden]).mean())
         if n_pool:
             m["pool_labels"], m["pool_confidence"] = assigned[s.n_train:], conf[s.n_train:]
-    elif hidden.any():
-        m["unlabeled_accuracy"] = float((model.predict(X[hidden]) == s.truth[hidden]).mean())
     m["fit_seconds"] = fit_s
     return model, m
 
@@ -178,6 +177,22 @@ def run_algorithm(name: str, s: TrainState) -> dict[str, Any]:
     if name == BASELINE:
         log_metrics(name, m, s)
         return recorded(m)
+    return _keep(name, model, m, s)
+
+
+def ship_baseline(s: TrainState) -> dict[str, Any]:
+    """The labeled-only model as a bundle, when validation could not show the pool's models better: fitted on
+    the shipped extractor's features (the table's baseline row itself unless a pseudo-label round replaced the
+    extractor); its validation replaces the table row's in ``s.validations``."""
+    saved, s.baseline_features = s.baseline_features, None
+    try:
+        model, m = fit_and_evaluate(BASELINE, s)
+    finally:
+        s.baseline_features = saved
+    return _keep(BASELINE, model, m, s)
+
+
+def _keep(name: str, model, m: dict[str, Any], s: TrainState) -> dict[str, Any]:
     if "pool_labels" in m:
         s.pool_predictions[name] = (m["pool_labels"], m["pool_confidence"])
     metrics = save_outputs(name, model, m, s)

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from src.features.finetune import FineTuneResult
-from src.learning.validation import held_out_count
+import numpy as np
+
+from src.learning.validation import Validation, standard_error
 from src.training.fitting import SHIFT_KEY
 from src.training.state import TrainState
 
@@ -17,16 +19,21 @@ COMPARISON_COLUMNS = ["algorithm", "val_accuracy", "val_log_loss", "test_accurac
 # all three within 0.1 point; MLOPS.md, "Few labels": choosing the algorithm), label spreading next
 # where labels are fewest.
 PREFERENCE = ("self_training", "label_spreading", "label_propagation")
-SELECTION = ("val_accuracy: 3-fold cross-validation over the labeled training images; among the algorithms within "
-             f"one standard error of the best, the first of {', '.join(PREFERENCE)} "
-             "(ties outside these by val_log_loss on the same folds)")
+SELECTION = ("val_accuracy: labeled images no fit has seen (the fine-tune's held-out part, or 3-fold cross-validation "
+             "without fine-tuning); among the algorithms within one standard error of the best, the first of "
+             f"{', '.join(PREFERENCE)} (ties outside these by val_log_loss on the same images); shipped only if it "
+             "is right on more of those images than the labeled-only baseline (equal: lower log-loss), else the "
+             "baseline ships")
 
 
-def standard_error(accuracy: float, n: int) -> float:
-    """One standard error of an accuracy measured on ``n`` images (binomial, with the plus-two estimate
-    (k + 1) / (n + 2), so that a perfect score on a few images still has an error)."""
-    p = (accuracy * n + 1) / (n + 2)
-    return (p * (1 - p) / n) ** 0.5
+def beats_baseline(algo: Validation | None, baseline: Validation | None) -> tuple[bool, int, int]:
+    """(ships, won, lost): the pool's model ships only where validation shows it better than the labeled-only
+    one on the same images: right on more of them (``won``: it right, baseline wrong; ``lost``: the reverse),
+    or on as many with a lower log-loss. No validation at all (1-2 labels per class): the baseline ships."""
+    if algo is None or baseline is None or not algo.n or not np.array_equal(algo.rows, baseline.rows):
+        return False, 0, 0
+    won, lost = int((algo.right & ~baseline.right).sum()), int((~algo.right & baseline.right).sum())
+    return won > lost or (won == lost and algo.log_loss < baseline.log_loss), won, lost
 
 
 def select_best(per_algo: dict[str, dict], n_val: int | None = None) -> str:
@@ -57,26 +64,39 @@ def select_best(per_algo: dict[str, dict], n_val: int | None = None) -> str:
     return min(close, key=lambda a: (rank.get(a, len(PREFERENCE)), tuple(-v for v in key(a))))
 
 
-def summarize(per_algo: dict[str, dict], baseline: dict, n_val: int | None = None) -> dict[str, Any]:
-    """The summary; ``n_val``: the number of labeled images validation scored (:func:`select_best`)."""
-    best = select_best(per_algo, n_val)
-    best_acc = per_algo[best]["test_accuracy"]
+def summarize(per_algo: dict[str, dict], baseline: dict, n_val: int | None = None,
+              validations: dict[str, Validation] | None = None) -> dict[str, Any]:
+    """The summary; ``n_val``: the number of labeled images validation scored (:func:`select_best`);
+    ``validations``: per algorithm and :data:`~src.training.fitting.BASELINE`, what validation measured —
+    with them the pick must beat the labeled-only baseline (:func:`beats_baseline`) or the baseline ships."""
+    from src.training.fitting import BASELINE
+
+    best = pick = select_best(per_algo, n_val)
+    verdict: dict[str, Any] = {}
+    if validations is not None:
+        ships, won, lost = beats_baseline(validations.get(pick), validations.get(BASELINE))
+        verdict = {"pool_model_beats_baseline": ships, "val_won_vs_baseline": won, "val_lost_vs_baseline": lost}
+        if not ships:
+            best = BASELINE
+    chosen = baseline if best == BASELINE else per_algo[best]
+    best_acc = chosen["test_accuracy"]
     top = max((m["val_accuracy"] for m in per_algo.values() if m["val_accuracy"] is not None), default=None)
-    out = {"best_algorithm": best, "best_val_accuracy": per_algo[best]["val_accuracy"],
+    out = {"best_algorithm": best, "best_val_accuracy": chosen["val_accuracy"], "best_semi_supervised": pick, **verdict,
            "top_val_accuracy": top, "val_images": n_val,
            "val_standard_error": standard_error(top, n_val) if top is not None and n_val else None,
            "best_test_accuracy": best_acc, "baseline_val_accuracy": baseline["val_accuracy"],
            "baseline_test_accuracy": baseline["test_accuracy"],
            "gain_over_baseline": best_acc - baseline["test_accuracy"], "selection": SELECTION}
     if SHIFT_KEY in baseline:  # with a --shift-dir: the style-shifted accuracy of what validation picked
-        out.update(best_shift_accuracy=per_algo[best][SHIFT_KEY], baseline_shift_accuracy=baseline[SHIFT_KEY])
+        out.update(best_shift_accuracy=chosen[SHIFT_KEY], baseline_shift_accuracy=baseline[SHIFT_KEY])
     return out
 
 
 def run_summary(s: TrainState, per_algo: dict[str, dict], baseline: dict) -> dict[str, Any]:
     """The run's summary (:func:`summarize`, over the images this run's validation scored): computed once,
     then logged (:func:`log_summary`) and recorded (:func:`build_results`)."""
-    return summarize(per_algo, baseline, held_out_count(s.y_partial))
+    n_val = s.validations[next(iter(per_algo))].n if per_algo else None
+    return summarize(per_algo, baseline, n_val, s.validations)
 
 
 def log_summary(s: TrainState, summary: dict[str, Any], per_algo: dict[str, dict], baseline: dict) -> None:

@@ -38,6 +38,9 @@ class TrainState:
     pool_predictions: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # algo → (labels, conf)
     shift: ShiftSet | None = None  # --shift-dir images and features: shift_accuracy, report only
     code_version: str | None = None  # the source commit, read once per run (bundles and results agree)
+    # Which labeled rows validation scores (fold >= 0; learning/validation.py) and what it measured per algorithm.
+    val_folds: np.ndarray | None = None
+    validations: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_train(self) -> int:
