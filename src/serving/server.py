@@ -35,7 +35,7 @@ from src.core.errors import ConfigError, DataError
 from src.core.limits import LIMITS
 from src.monitoring.live import LiveMonitor, Overloaded, UnknownPrediction
 from src.serving.engine import Engine, ServedModel
-from src.serving.http import exposure_warning, hostport, http_protocol, resolve, timed_protocol, url
+from src.serving.http import exposure_warning, http_protocol, listen, timed_protocol, url
 from src.serving.requests import (MAX_FEEDBACK_BYTES, ApiError, BodyBudget, classify, image_bytes, parse_feedback,
                                   read_body)
 
@@ -239,7 +239,7 @@ class Server:
 
         o.check()
         self.options = o
-        self.socket = _listen(o.host, o.port)  # first: a busy port fails before the model loads
+        self.socket = listen(o.host, o.port)  # first: a busy port fails before the model loads
         self.port = self.socket.getsockname()[1]
         self.metrics = ServerMetrics()
         try:
@@ -370,31 +370,6 @@ class _Stopped(Exception):
 
 def _stop_signal(signum, frame):
     raise _Stopped()
-
-
-def _listen(host: str, port: int):
-    """The listening socket, bound here so a busy port or a bad host is one clear error (uvicorn would
-    exit the process)."""
-    import errno
-    import socket
-
-    family, _, _, _, address = resolve(host, port)[0]
-    # proto spelled out: asyncio sets TCP_NODELAY only on IPPROTO_TCP sockets, and without it every response
-    # waits ~40 ms for the client's delayed ACK (measured: /health 44 ms with proto 0, under 2 ms with it)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as e:
-        sock.close()
-        hint = {errno.EADDRINUSE: "pick another --port or stop what is using it",
-                errno.EACCES: "ports below 1024 need privileges: pick --port 1024 or above",
-                errno.EADDRNOTAVAIL: "--host must be an address of this machine (127.0.0.1, 0.0.0.0, :: or an "
-                                     "interface's address)"}.get(e.errno, "check --host and --port")
-        raise ConfigError(f"cannot listen on {hostport(host, port)}: {e.strerror or e}", hint=hint) from e
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def serve(o: ServeOptions) -> dict[str, Any] | None:
