@@ -33,14 +33,13 @@ def test_a_tracked_run_writes_nothing_into_os_environ(monkeypatch):
     assert after == {k: v for k, v in before.items() if k != "WANDB_SERVICE"}
 
 
-def test_an_offline_sweep_hints_the_local_agent(caplog):
-    import logging
-
+def test_an_offline_sweep_hints_the_local_agent(capsys):
     from src.wandb_config import SWEEP_CONFIG, create_sweep
 
-    with caplog.at_level(logging.INFO):
-        sweep_id = create_sweep(SWEEP_CONFIG, mode="offline")
-    assert f"python src/sweep_runner.py agent {sweep_id}" in caplog.text and "wandb agent" not in caplog.text
+    sweep_id = create_sweep(SWEEP_CONFIG, mode="offline")
+    said = capsys.readouterr().err  # printed, so a notebook shows it too
+    assert f"python src/sweep_runner.py agent {sweep_id} --count" in said
+    assert f"wandb agent {sweep_id}" not in said
 
 
 def test_sweep_plots_keep_the_callers_backend_and_never_touch_pyplot(tmp_path):

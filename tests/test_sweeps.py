@@ -489,7 +489,13 @@ def test_an_exhausted_grid_sweep_runs_no_duplicates_and_is_finished(capsys):
 # -- fixes: the default dataset -------------------------------------------------------------------------------
 @pytest.fixture
 def default_root(tmp_path, monkeypatch) -> Path:
-    """An empty working folder (the cwd) where the default DS2GROCERIES would be generated."""
+    """An empty working folder (the cwd) where the default DS2GROCERIES would be copied, from a tiny sample."""
+    from src.training import pipeline
+
+    sample = tmp_path / "sample"
+    (sample / "train" / "apple").mkdir(parents=True)
+    (sample / "train" / "apple" / "a.jpg").write_bytes(b"x")
+    monkeypatch.setattr(pipeline, "SAMPLE_DIR", sample)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -497,38 +503,38 @@ def default_root(tmp_path, monkeypatch) -> Path:
 
 
 def test_default_dataset_appears_only_complete(default_root, monkeypatch):
-    from src.data import synth
+    import shutil
+
     from src.training import pipeline
 
     root, work = default_root, default_root.parent
+    copytree = shutil.copytree
 
-    def fake_generate(out, seed=0, **kw):
-        out = Path(out)
-        (out / "train" / "apple").mkdir(parents=True)
-        (out / "train" / "apple" / "a.jpg").write_bytes(b"x")
+    def watched_copy(src, dst, *a, **kw):
+        out = copytree(src, dst, *a, **kw)
         assert not root.exists(), "the dataset folder is visible while it is being written"
         return out
 
-    monkeypatch.setattr(synth, "generate_dataset", fake_generate)
+    monkeypatch.setattr(shutil, "copytree", watched_copy)
     assert pipeline.ensure_dataset(pipeline.TrainConfig()) == Path("DS2GROCERIES")
     assert (root / "train" / "apple" / "a.jpg").is_file()
     assert sorted(p.name for p in work.iterdir()) == ["DS2GROCERIES"]  # no temp folder left
 
 
-def test_a_dataset_generated_concurrently_by_another_process_wins(default_root, monkeypatch):
-    from src.data import synth
+def test_a_dataset_copied_concurrently_by_another_process_wins(default_root, monkeypatch):
+    import shutil
+
     from src.training import pipeline
 
     root, work = default_root, default_root.parent
+    copytree = shutil.copytree
 
-    def racing_generate(out, seed=0, **kw):
-        (root / "train" / "theirs").mkdir(parents=True)  # the other agent finishes first
+    def racing_copy(src, dst, *a, **kw):
+        (root / "train" / "theirs").mkdir(parents=True, exist_ok=True)  # the other agent finishes first
         (root / "train" / "theirs" / "t.jpg").write_bytes(b"t")
-        (Path(out) / "train" / "mine").mkdir(parents=True)
-        (Path(out) / "train" / "mine" / "m.jpg").write_bytes(b"m")
-        return Path(out)
+        return copytree(src, dst, *a, **kw)
 
-    monkeypatch.setattr(synth, "generate_dataset", racing_generate)
+    monkeypatch.setattr(shutil, "copytree", racing_copy)
     pipeline.ensure_dataset(pipeline.TrainConfig())
     assert sorted(p.name for p in (root / "train").iterdir()) == ["theirs"]
     assert sorted(p.name for p in work.iterdir()) == ["DS2GROCERIES"]

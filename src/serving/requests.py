@@ -97,7 +97,35 @@ async def read_body(request, limit: int, what: str, held: _Held | None = None) -
     return b"".join(chunks)
 
 
+MAX_JSON_DEPTH = 32  # feedback is one flat object; deeper nesting is refused before parsing
+
+
+def _json_depth(body: bytes) -> int:
+    """The deepest ``[``/``{`` nesting of ``body`` outside strings, counted without parsing: json's own limit
+    is the interpreter's recursion limit, which differs between Python builds and threads."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for b in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:  # backslash
+                escaped = True
+            elif b == 0x22:
+                in_string = False
+        elif b == 0x22:
+            in_string = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 def parse_feedback(body: bytes) -> Any:
+    if _json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(400, "bad_json", f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(body)
     except RecursionError as e:  # json's C parser stops at the interpreter's recursion limit, safely
