@@ -7,6 +7,7 @@
     python src/model_registry.py promote NAME --to-alias production [--version v3] [--force --reason "..."]
     python src/model_registry.py convert --i-trust-these-files [--models-dir models]   # old .pkl bundles, once
     python src/model_registry.py mirror-pending [--name NAME] --wandb-mode offline  # versions W&B never got
+    python src/model_registry.py sync-lineage   # online, after `wandb sync`: inputs and Model Registry links
 
 The work lives in :mod:`src.registry` (:mod:`src.registry.api`); this script parses flags and prints.
 ``from src.model_registry import register_model, load_model_from_registry`` keeps working.
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="mirror to W&B every version whose mirror failed or never ran (W&B was off or down)")
     p.add_argument("--name", help="only this model")
 
+    p = sub.add_parser("sync-lineage", parents=[common],
+                       help="after `wandb sync` of offline runs: declare their inputs (dataset -> training, model -> "
+                            "monitoring, extractor -> model) and link registered versions into the W&B Model "
+                            "Registry with their aliases (online; what W&B confirmed is never sent again)")
+    p.add_argument("--list", action="store_true", dest="list_edges",
+                   help="only list the recorded edges and whether each is done (no W&B needed)")
+
     p = sub.add_parser("history", parents=[common], help="audit log of every alias move")
     p.add_argument("name")
 
@@ -147,6 +155,27 @@ def _print_lineage(lin: dict[str, Any]) -> None:
     print(f"extractor {x['digest'][:12]}")
 
 
+def _sync_lineage(args: argparse.Namespace) -> None:
+    from src.tracking.journal import edges, sync_lineage
+
+    if args.list_edges:
+        rows = [e.to_dict() for e in edges(store=args.store)]
+        if args.json:
+            print_json(rows)
+        for r in [] if args.json else rows:
+            where = f"Model Registry {r['target']} [{', '.join(r['aliases']) or '-'}]" if r["kind"] == "link" \
+                else f"run {r['run']}"
+            print(f"{'done   ' if r['done'] else 'pending'}  {r['artifact']} -> {where}")
+        return
+    res = sync_lineage(store=args.store, wandb_mode=args.wandb_mode)
+    if args.json:
+        print_json(res)
+        return
+    print(f"declared {len(res['done'])} lineage edge(s) in W&B; {len(res['waiting'])} still waiting")
+    for w in res["waiting"]:
+        print(f"  waiting: {w['artifact']} ({w['reason']})")
+
+
 def command(args: argparse.Namespace) -> int:
 
     store = args.store
@@ -192,6 +221,8 @@ def command(args: argparse.Namespace) -> int:
             print_json({"mirrored": done})
         else:
             print(f"mirrored {len(done)} pending version(s) to W&B" + (": " + ", ".join(done) if done else ""))
+    elif args.command == "sync-lineage":
+        _sync_lineage(args)
     elif args.command == "history":
         res = mr.model_history(args.name, store=store)
         print_json(res) if args.json else _print_history(res)

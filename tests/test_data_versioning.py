@@ -248,8 +248,8 @@ def test_find_or_create_version_logs_through_callers_tracker(ds):
     assert [c[0] for c in tr.calls] == ["log_artifact"]  # no tables: the caller owns the step counter
     _, (name, type_), kw = tr.calls[0]
     assert (name, type_) == ("groc", "dataset") and kw["metadata"]["total_samples"] == 12
-    # the local number is metadata: W&B numbers its own versions and reads a `vN` alias as one of them
-    assert "manifest.json" in kw["immutable_files"] and kw["aliases"] == ["latest"]
+    # the local number is metadata and the alias local-vN (lineage pins it): W&B reads `vN` as its own number
+    assert "manifest.json" in kw["immutable_files"] and kw["aliases"] == ["latest", "local-v1"]
     assert kw["metadata"]["local_version"] == "v1"
     dv.find_or_create_version(ds, "groc", tracker=tr)
     assert len(tr.calls) == 1

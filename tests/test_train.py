@@ -171,12 +171,13 @@ def test_e2e_training_run_logs_its_models_and_only_uses_the_dataset(e2e):
     """Lineage: each trained model is a `model` artifact of the training run; the dataset is not its output."""
     res, logged = e2e["results"], _training_record(e2e)
     info = logged["artifact_info"]
-    assert {n for n, a in info.items() if a["type"] == "model"} == {f"{a.replace('_', '-')}-classifier" for a in ALGOS}
+    # named after the dataset (never a registered name: training moves no registered `latest`), plus the extractor
+    trained = {algo: f"{algo.replace('_', '-')}-classifier-data" for algo in ALGOS}
+    assert {n for n, a in info.items() if a["type"] == "model"} == {*trained.values(), "data-feature-extractor"}
     assert not [n for n, a in info.items() if a["type"] == "dataset"]  # produced by its own dataset-version run
     for algo in ALGOS:
-        a = info[f"{algo.replace('_', '-')}-classifier"]
-        assert sorted(logged["artifact_files"][f"{algo.replace('_', '-')}-classifier"]) == [
-            "feature_extractor.pth", "model.skops"]
+        a = info[trained[algo]]
+        assert sorted(logged["artifact_files"][trained[algo]]) == ["feature_extractor.pth", "model.skops"]
         meta, m = a["metadata"], res["algorithms"][algo]
         assert meta["algorithm"] == algo and meta["best"] == (algo == res["summary"]["best_algorithm"])
         assert meta["metrics"]["val_accuracy"] == pytest.approx(m["val_accuracy"])
@@ -190,12 +191,12 @@ def test_e2e_training_run_logs_its_models_and_only_uses_the_dataset(e2e):
     dataset_runs = [d for d in (e2e["tmp"] / "wandb").glob("offline-run-*") if d != Path(res["run"]["dir"])]
     produced = [read_run(d)["artifact_info"].get("data") for d in dataset_runs]
     [ds] = [a for a in produced if a]
-    assert ds["type"] == "dataset" and ds["aliases"] == ["latest"] and ds["metadata"]["local_version"] == "v1"
+    assert ds["type"] == "dataset" and ds["aliases"] == ["latest", "local-v1"] and ds["metadata"]["local_version"] == "v1"
 
 
 def test_e2e_registry_runs_log_the_training_runs_model_versions(e2e, monkeypatch):
-    """Registered under their default names, the registry's artifacts have the training run's W&B digests:
-    W&B keeps one version per model, created by the training run."""
+    """Registered under their default names, the registry's artifacts hold the training run's files (the same
+    W&B digest) in collections only the registry logs to, pinned by their local version."""
     from src.model_registry import register_all
 
     trained = _training_record(e2e)["artifact_info"]
@@ -204,8 +205,8 @@ def test_e2e_registry_runs_log_the_training_runs_model_versions(e2e, monkeypatch
     [reg_dir] = (Path(os.environ["WANDB_DIR"]) / "wandb").glob("offline-run-*")
     mirrored = read_run(reg_dir)["artifact_info"]
     for name, a in mirrored.items():
-        assert a["type"] == "model" and a["digest"] == trained[name]["digest"], name
-        assert sorted(a["aliases"]) == ["latest", "staging"] and a["metadata"]["local_version"] == "v0"
+        assert a["type"] == "model" and a["digest"] == trained[f"{name}-data"]["digest"], name
+        assert sorted(a["aliases"]) == ["latest", "local-v0", "staging"] and a["metadata"]["local_version"] == "v0"
 
 
 def test_seed_registry_example_runs_as_written(e2e, monkeypatch, caplog):

@@ -219,8 +219,9 @@ def test_training_online_uses_the_dataset_version_it_trained_on(trained_online):
     assert not [c for c in train.called("log_artifact") if c["artifact"].type == "dataset"]  # used, not produced
     assert train.config["dataset_version"] == "shelf:v1"
     models = {c["artifact"].name: c["artifact"] for c in train.called("log_artifact") if c["artifact"].type == "model"}
-    assert set(models) == {"label-spreading-classifier", "self-training-classifier"}
-    assert models["label-spreading-classifier"].metadata["dataset_version"] == "shelf:v1"
+    assert set(models) == {"label-spreading-classifier-shelf", "self-training-classifier-shelf",
+                           "shelf-feature-extractor"}  # never a registered name: training moves no registered latest
+    assert models["label-spreading-classifier-shelf"].metadata["dataset_version"] == "shelf:v1"
     assert train.exit_code == 0
 
 
@@ -233,15 +234,17 @@ def test_registry_promote_online_links_the_registered_name_with_its_aliases(trai
     links = {c["registered_model_name"]: c for c in reg.called("link_model")}
     assert set(links) == {"label-spreading-classifier", "self-training-classifier"}
     for name, link in links.items():
-        assert link["name"] == name  # logged under the registry name first: the training run's version
+        assert link["name"] == name  # logged under the registered name, a collection only registry runs log to
         assert link["aliases"] == ["latest", "staging"] and sorted(link["files"]) == ["feature_extractor.pth",
                                                                                       "model.skops"]
-    assert not reg.called("use_artifact")  # the dataset edge belongs to the training run
     train = one(trained_online["runs"], "train")
-    trained = {c["artifact"].name: c["artifact"].manifest.digest() for c in train.called("log_artifact")}
+    trained = {c["artifact"].name: c for c in train.called("log_artifact")}
+    [extractor_alias] = [a for a in trained["shelf-feature-extractor"]["aliases"] if a.startswith("sha-")]
+    # the extractor the training run logged is the registry run's input (the dataset edge is the training run's)
+    assert {c["artifact"] for c in reg.called("use_artifact")} == {f"shelf-feature-extractor:{extractor_alias}"}
     for c in reg.called("log_artifact"):
-        assert c["artifact"].manifest.digest() == trained[c["artifact"].name]  # same bytes, same W&B digest
-        assert not [a for a in c["aliases"] if a[:1] == "v" and a[1:].isdigit()]
+        assert c["artifact"].manifest.digest() == trained[f"{c['artifact'].name}-shelf"]["artifact"].manifest.digest()
+        assert not [a for a in c["aliases"] if a[:1] == "v" and a[1:].isdigit()] and "local-v0" in c["aliases"]
         assert c["artifact"].metadata["local_version"] == "v0"
 
     fake_wandb.clear()

@@ -57,8 +57,9 @@ def _has_exit(path: Path, pb) -> bool:
 def read_run(run_dir: str | Path) -> dict:
     """``{"history_keys": set, "summary": dict, "config": dict, "artifacts": [names],
     "metrics": {name or glob: step_metric}, "artifact_files": {name: [paths in its manifest]},
-    "artifact_info": {name: {"type", "digest", "aliases", "metadata", "description"}}}`` (the last logged
-    version of each name)."""
+    "artifact_info": {name: {"type", "digest", "aliases", "metadata", "description"}},
+    "run": {"id", "project", "entity", "job_type", "start" (ns)}, "exit_code": int,
+    "record_kinds": {kind: count}}`` (the last logged version of each name)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     files = glob.glob(str(Path(run_dir) / "run-*.wandb"))
@@ -69,12 +70,18 @@ def read_run(run_dir: str | Path) -> dict:
     while not _has_exit(Path(files[0]), pb) and time.monotonic() < deadline:
         time.sleep(0.1)
     out = {"history_keys": set(), "summary": {}, "config": {}, "artifacts": [], "metrics": {}, "artifact_files": {},
-           "artifact_info": {}}
+           "artifact_info": {}, "run": {}, "exit_code": None, "record_kinds": {}}
     for raw in _records(Path(files[0])):
         r = pb.Record()
         r.ParseFromString(raw)
         kind = r.WhichOneof("record_type")
-        if kind == "history":
+        out["record_kinds"][kind] = out["record_kinds"].get(kind, 0) + 1
+        if kind == "exit":
+            out["exit_code"] = r.exit.exit_code
+        elif kind == "run":
+            out["run"] = {"id": r.run.run_id, "project": r.run.project, "entity": r.run.entity,
+                          "job_type": r.run.job_type, "start": r.run.start_time.ToNanoseconds()}
+        elif kind == "history":
             out["history_keys"].update(i.key or "/".join(i.nested_key) for i in r.history.item)
         elif kind == "summary":
             for i in r.summary.update:

@@ -51,10 +51,20 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _OwnInfo(logging.Filter):
+    """Below WARNING, only the suite's own records: a library's INFO (onnxruntime's int8 quantization logs
+    ``Increased scale…`` through the root logger, 74 lines a training) is seen with ``-v`` only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] in ("src", "__main__")
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if not verbose:
+        handler.addFilter(_OwnInfo())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("PIL", "matplotlib", "urllib3", "git", "optuna"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

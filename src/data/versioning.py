@@ -83,10 +83,13 @@ def _mirror(tracker, v: _Committed, tables: bool = True, content: tuple | None =
         return
     manifest, meta, quality, st = v.manifest, v.meta, v.quality, v.store
     blobs, metadata = content or _artifact_content(v)
-    # `latest` only: W&B numbers versions itself (from v0, none for identical content) and reads a `vN`
-    # alias as its own version index, so the local number is metadata (`local_version`), not an alias.
-    tracker.log_artifact(v.name, "dataset", immutable_files=blobs, metadata=metadata, aliases=["latest"],
-                         description=v.description)
+    # W&B numbers versions itself (from v0, none for identical content) and reads a `vN` alias as its own
+    # version index, so the local number is metadata (`local_version`) and the alias `local-vN`, which lets a
+    # synced run declare this version as its input (src.tracking.journal).
+    from src.tracking.journal import local_alias
+
+    tracker.log_artifact(v.name, "dataset", immutable_files=blobs, metadata=metadata,
+                         aliases=["latest", local_alias(v.version)], description=v.description)
     if not tables:
         return
     rows, seen = [], {}

@@ -275,7 +275,8 @@ def _train(model, opt, sched, images: _Images, fit_idx, val_idx, spec: FineTuneS
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         result.history.append(entry)
         result.epochs_run = epoch
-        log.info("fine-tune epoch %d/%d: %s", epoch, epochs, entry)
+        log.info("fine-tune epoch %d/%d: loss %.4f%s", epoch, epochs, entry["loss"],
+                 f", val_accuracy {entry['val_accuracy']:.4f}" if "val_accuracy" in entry else "")
         if epoch_callback is not None:
             epoch_callback(entry)
     result.seconds = time.perf_counter() - t0

@@ -73,7 +73,7 @@ def run_batch(o: BatchOptions) -> dict[str, Any]:
                 log.info("skipped %s: %s", path, e)
                 skipped.append({"image": str(path), "error": str(e)})
     except BaseException as e:
-        mon.abort(f"{type(e).__name__}: {e}")  # never masks the error being raised
+        mon.abort(f"{type(e).__name__}: {e}", exit_code=130 if isinstance(e, KeyboardInterrupt) else 1)  # never masks it
         raise
     summary = mon.finish()
     summary["skipped"] = skipped

@@ -100,6 +100,9 @@ class InferenceMonitor:
         self.tracker = Tracker("monitor", {"model": self.model_ref, "model_digest": self.bundle["_digest"],
                                            "algorithm": self.bundle["algorithm"], "window": window, "alpha": alpha},
                                mode=wandb_mode, name=run_name)
+        from src.registry.mirror import use_registered_model
+
+        use_registered_model(self.tracker, self.store, self.bundle["_digest"], self.model_ref)  # lineage in W&B
         self._suite = None
         self._pending: list[tuple] = []
         self.records: list[dict[str, Any]] = []
@@ -275,10 +278,11 @@ class InferenceMonitor:
         self._finished = summary
         return summary
 
-    def abort(self, reason: str) -> dict[str, Any] | None:
+    def abort(self, reason: str, exit_code: int = 1) -> dict[str, Any] | None:
         """Close the session after a failure: no drift test, no alerts, never raises.
 
-        For ``finally``-style cleanup where :meth:`finish` could replace the original error.
+        For ``finally``-style cleanup where :meth:`finish` could replace the original error. The W&B run ends
+        with ``exit_code`` (failed; 130 after Ctrl-C), never as a finished run with part of the samples.
         """
         if self._finished is not None:
             return self._finished
@@ -292,7 +296,7 @@ class InferenceMonitor:
         except Exception:  # the original error matters, not this one
             log.debug("could not record the aborted session", exc_info=True)
         try:
-            self.tracker.finish()
+            self.tracker.finish(exit_code=exit_code)
         except Exception:
             log.debug("could not close the W&B run", exc_info=True)
         self._finished = summary or {"aborted": reason, "session": self.session, "model": self.model_ref}

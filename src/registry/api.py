@@ -128,8 +128,11 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
         st.put_file(ext, ext_digest, link=False, verify_existing=True)
         _verified_blob(st, bundle["_digest"], "model")  # what the aliases below will point at
         _verified_blob(st, ext_digest, "extractor")
+        with st.read() as con:  # a version registered again: its metadata stays, so no run is opened for it
+            known = con.execute("SELECT 1 FROM registry_versions WHERE name = ? AND digest = ?",
+                                (model_name, bundle["_digest"])).fetchone() is not None
         meta = {**_lineage_metadata(bundle, context), "source_path": str(path.resolve()),
-                "size_bytes": path.stat().st_size, "wandb_run_id": t.run_id}
+                "size_bytes": path.stat().st_size, "wandb_run_id": None if known else t.run_id}
         if claimed:
             meta["claimed_metrics"] = claimed
         with st.transaction() as con:

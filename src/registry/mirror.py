@@ -18,6 +18,7 @@ from src.core.errors import ConfigError, ModelError, StoreError, TrackingError
 from src.core.store import sha256_bytes
 from src.learning.bundles import artifact_files, check_model_bytes
 from src.registry.tables import get_version, open_registry, pending_mirrors, set_mirrored
+from src.tracking.journal import content_alias, extractor_artifact_name, local_alias, record_link, record_use
 
 MIRROR_COMMAND = "python src/model_registry.py mirror-pending"
 
@@ -34,11 +35,36 @@ def _mirror(tracker, mode: str | None, command: str) -> Iterator[Any]:
     if tracker is not None:
         yield tracker
         return
-    t = _tracker(mode, command)
+    t = _LazyTracker(mode, command)
     try:
         yield t
-    finally:
-        t.finish()
+    except BaseException as e:  # the W&B run fails with the command (130 after Ctrl-C), never shows finished
+        t.finish(exit_code=130 if isinstance(e, KeyboardInterrupt) else 1)
+        raise
+    t.finish()
+
+
+class _LazyTracker:
+    """A registry run opened on first use: a command that changes nothing (a version registered again with
+    the aliases it has) opens no W&B run at all. ``mode`` and ``enabled`` are known without opening one."""
+
+    def __init__(self, mode: str | None, command: str):
+        from src.tracking import resolve_mode
+
+        self.mode, self._command, self._tracker = resolve_mode(mode), command, None
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "disabled"
+
+    def __getattr__(self, name: str) -> Any:
+        if self._tracker is None:
+            self._tracker = _tracker(self.mode, self._command)
+        return getattr(self._tracker, name)
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self._tracker is not None:
+            self._tracker.finish(exit_code=exit_code)
 
 
 
@@ -56,8 +82,14 @@ def _publish(tracker, mv, store) -> None:
         return
     model, extractor = verified_blobs(store, mv)
     files = artifact_files(model, extractor)
+    pinned = f"{mv.name}:{local_alias(mv.version)}"
+    used = extractor_ref(mv)
+    if used:  # extractor -> this run -> the model version: the extractor's edge in W&B's graph
+        tracker.use_artifact(used, "model")  # online; offline W&B refuses it: the journal keeps it
+        record_use(store, tracker, used, "model")
     tracker.log_artifact(mv.name, "model", immutable_files=files, metadata=artifact_metadata(mv),
-                         aliases=sorted(mv.aliases))
+                         aliases=sorted(set(mv.aliases) | {local_alias(mv.version)}))
+    record_link(store, tracker, pinned, mv.name, mv.aliases)  # offline: linked by sync-lineage once synced
     if tracker.mode == "online":
         import tempfile
 
@@ -69,6 +101,16 @@ def _publish(tracker, mv, store) -> None:
                                      hint="the store was tampered with; re-register the model")
                 Path(d, arcname).write_bytes(data)
             tracker.link_model(d, mv.name, sorted(mv.aliases), artifact_name=mv.name)
+
+
+def extractor_ref(mv) -> str | None:
+    """``DATASET-feature-extractor:sha-…``, the extractor artifact the training run of ``mv`` logged; ``None``
+    for a model this suite did not train (no run or dataset on record: no such artifact exists)."""
+    dataset = (mv.metadata.get("dataset") or {}) if isinstance(mv.metadata.get("dataset"), dict) else {}
+    name = str(dataset.get("version") or "").partition(":")[0]
+    if not (mv.metadata.get("run_id") and name):
+        return None
+    return f"{extractor_artifact_name(name)}:{content_alias(mv.extractor_digest)}"
 
 
 def artifact_metadata(mv) -> dict[str, Any]:
@@ -160,3 +202,24 @@ def mirror_pending(name: str | None = None, *, store: Any = None, wandb_mode: st
             publish_recorded(t, mv, st)
             done.append(mv.ref)
     return done
+
+
+def use_registered_model(tracker, store, digest: str, ref: str | None = None) -> str | None:
+    """Declare the registered version a run serves (its model file's ``digest``) as the run's input: a
+    monitoring run's edge from the model in W&B. ``ref`` (``NAME:ALIAS``) picks the name where one file is
+    registered under several. Online in-run; offline a pending edge of the lineage journal. Returns the
+    W&B reference, ``None`` when the file is not registered (then no registry artifact exists to use)."""
+    if not tracker.enabled:
+        return None
+    st = open_registry(store)
+    with st.read() as con:
+        rows = con.execute("SELECT name, version FROM registry_versions WHERE digest = ? ORDER BY created_at",
+                           (digest,)).fetchall()
+    wanted = (ref or "").partition(":")[0]
+    rows = [r for r in rows if r["name"] == wanted] or rows
+    if not rows:
+        return None
+    used = f"{rows[0]['name']}:{local_alias(rows[0]['version'])}"
+    tracker.use_artifact(used, "model")
+    record_use(st, tracker, used, "model")
+    return used

@@ -70,6 +70,14 @@ def wandb_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get("WANDB_DIR") or project_root())
 
 
+def run_output() -> dict[str, Any]:
+    """The System tab (system metrics, sampled by wandb-core) and the Logs tab (``output.log``, the run's console)
+    are on, as a W&B user expects: measured with ``benchmarks/wandb_overhead.py`` they cost under 2 % of a
+    run's time. W&B's own variables turn them off: ``WANDB_CONSOLE=off``, ``WANDB_X_DISABLE_STATS=true``."""
+    off = os.environ.get("WANDB_X_DISABLE_STATS", "").strip().lower() in ("1", "true", "yes")
+    return {"console": os.environ.get("WANDB_CONSOLE") or "wrap", "x_disable_stats": off}
+
+
 @contextlib.contextmanager
 def _quiet_login():
     """``WANDB_SILENT`` only while ``wandb.init`` runs (its login banner ignores ``Settings.silent``),
@@ -111,7 +119,7 @@ class Tracker:
         settings = wandb.Settings(
             init_timeout=_timeout("WANDB_INIT_TIMEOUT"),
             x_graphql_timeout_seconds=_timeout("WANDB_HTTP_TIMEOUT"),
-            console="off", silent=True, x_disable_stats=True, disable_git=False,
+            silent=True, disable_git=False, **run_output(),
         )
         try:
             with _quiet_login():
@@ -135,6 +143,12 @@ class Tracker:
     @property
     def run_id(self) -> str | None:
         return self.run.id if self.run else None
+
+    @property
+    def run_path(self) -> str | None:
+        """``entity/project/run_id`` as the server will know the run (an offline run's entity may be empty:
+        the API key's default entity then)."""
+        return f"{self.run.entity or ''}/{self.run.project}/{self.run.id}" if self.run else None
 
     @property
     def run_dir(self) -> str | None:
@@ -272,13 +286,22 @@ class Tracker:
         self.run.finish(exit_code=exit_code)
         self.run = None
         if self.mode == "offline":
-            print(f"W&B offline run saved; upload it later with: wandb sync {run_dir}", file=sys.stderr)
+            _say(f"W&B offline {self.job_type} run saved; upload it later with: wandb sync {run_dir}")
 
     def __enter__(self) -> "Tracker":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.finish(exit_code=1 if exc_type else 0)
+
+
+def _say(line: str) -> None:
+    """A line for the user: through logging where a command configured it (``-q`` silences it), else printed
+    (a notebook, a script of the user's: no handler, and INFO would show nothing)."""
+    if logging.getLogger().handlers:
+        log.info("%s", line)
+    else:
+        print(line, file=sys.stderr)
 
 
 def _artifact(name: str, type_: str, files: Mapping[str, str | os.PathLike] | None,
@@ -292,6 +315,62 @@ def _artifact(name: str, type_: str, files: Mapping[str, str | os.PathLike] | No
     for arcname, path in (immutable_files or {}).items():
         art.add_file(str(path), name=arcname, policy="immutable")
     return art
+
+
+class NotOnServer(TrackingError):
+    """The run or artifact an edge names is not on the W&B server (yet): its offline run was not synced."""
+
+
+class LineageApi:
+    """Lineage through W&B's public API, for runs that already exist on the server (synced offline runs):
+    declare an artifact version as a run's input; link a version into the Model Registry with aliases."""
+
+    def __init__(self, api: Any = None):
+        if api is None:
+            wandb = _import_wandb()
+            try:
+                api = wandb.Api(timeout=int(_timeout("WANDB_HTTP_TIMEOUT")))
+            except Exception as e:
+                raise TrackingError(f"W&B API at {base_url()} failed: {_first_line(e)}",
+                                    hint="check the server and key (WANDB_API_KEY, WANDB_BASE_URL)") from e
+        self.api = api
+
+    def _path(self, run_path: str) -> tuple[str, str, str]:
+        entity, project, run_id = run_path.split("/", 2)
+        return entity or default_entity() or self.api.default_entity, project, run_id
+
+    def _run(self, run_path: str):
+        entity, project, run_id = self._path(run_path)
+        try:
+            return self.api.run(f"{entity}/{project}/{run_id}")
+        except Exception as e:
+            raise NotOnServer(f"run {run_id} is not on {base_url()} ({_first_line(e)})") from e
+
+    def _artifact(self, entity: str, project: str, ref: str, type_: str | None):
+        try:
+            return self.api.artifact(f"{entity}/{project}/{ref}", type=type_)
+        except Exception as e:
+            raise NotOnServer(f"artifact {ref} is not in {entity}/{project} ({_first_line(e)})") from e
+
+    def declare_use(self, run_path: str, ref: str, type_: str) -> None:
+        run = self._run(run_path)
+        art = self._artifact(run.entity, run.project, ref, type_)
+        try:
+            run.use_artifact(art)
+        except Exception as e:
+            raise TrackingError(f"W&B refused {ref} as an input of run {run.id}: {_first_line(e)}") from e
+
+    def link(self, run_path: str, ref: str, registered_name: str, aliases: Iterable[str]) -> None:
+        entity, project, _ = self._path(run_path)
+        art = self._artifact(entity, project, ref, None)
+        try:
+            art.link(f"{entity}/model-registry/{registered_name}", aliases=list(aliases))
+        except Exception as e:
+            raise TrackingError(f"W&B refused to link {ref} to {registered_name}: {_first_line(e)}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def in_sweep() -> bool:

@@ -27,10 +27,11 @@ def owners() -> tuple[Owner, ...]:
     from src.hpo import study
     from src.monitoring import records
     from src.registry import tables
+    from src.tracking import journal
     from src.training import runs
 
     return (tables.OWNER, finetune.OWNER, versions.OWNER, runs.OWNER, PINS, extraction.OWNER, exports.OWNER,
-            records.OWNER, scan.OWNER, study.OWNER)
+            records.OWNER, scan.OWNER, study.OWNER, journal.OWNER)
 
 
 def existing_store(store):
