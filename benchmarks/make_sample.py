@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-CLASSES, EVERY, LABELED, POOL, SIDE = 12, 5, 5, 20, 256
+CLASSES, EVERY, LABELED, POOL, SIDE = 12, 5, 5, 25, 256
 
 
 def _names(source: Path) -> dict[int, str]:

@@ -4,6 +4,7 @@ import csv
 import json
 
 import pytest
+from PIL import Image
 from helpers import make_image_folder
 from test_pool import add_pool
 from wandb_records import read_run
@@ -123,3 +124,23 @@ def test_graph_labels_are_the_transduction_where_kept_and_the_final_classifier_e
     assert (graph.transduction_[other] != final[other]).any()  # the rows where the choice matters exist
     assert (labels[other] == final[other]).all()
     assert (labels[y != -1] == y[y != -1]).all()
+
+
+def test_one_label_per_class_trains_quietly_and_copies_in_test_are_said(tmp_path, capsys):
+    import shutil
+
+    data = make_image_folder(tmp_path / "d", per_split={"train": 2, "test": 2})
+    for p in (data / "test").rglob("*.png"):  # test photos of their own, one pixel off the training ones
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+        im.putpixel((0, 0), (0, 0, 0))
+        im.save(p)
+    for c in ("a", "b", "c"):  # a training photo copied into test/: the test accuracy would count it as unseen
+        src = sorted((data / "train" / c).iterdir())[0]
+        shutil.copyfile(src, data / "test" / c / ("copy-" + src.name))
+    res, err = train(capsys, tmp_path, data, "--labeled-ratio", "0.5")
+    assert res["dataset"]["labeled_samples"] == 3  # one per class
+    assert "unique classes" not in err  # scikit-learn's warning, a dozen times a run before
+    assert sorted(res["dataset"]["leaked_test_images"]) == sorted(
+        f"test/{c}/copy-{sorted((data / 'train' / c).iterdir())[0].name}" for c in ("a", "b", "c"))
+    assert "3 test image(s) are byte-identical to training or pool images" in err

@@ -46,19 +46,23 @@ def code_version() -> str | None:
 
 
 NO_UNLABELED = "y contains no unlabeled samples"  # self-training's warning when every label is used (said once, below)
+# scikit-learn's warning when a class has about one labeled image (1-2 labels per class): expected here, not news
+FEW_PER_CLASS = "The number of unique classes is greater than 50%"
+QUIET = (NO_UNLABELED, FEW_PER_CLASS)
 
 
 def _fitter(name: str, s: TrainState):
     """``fit(X, y)`` for ``name``; scikit-learn's convergence warnings (label propagation often stops at
-    ``max_iter`` on a fold, harmlessly) and self-training's "no unlabeled samples" (the pipeline says
-    that once itself) go to the debug log instead of the user's terminal."""
+    ``max_iter`` on a fold, harmlessly), self-training's "no unlabeled samples" (the pipeline says
+    that once itself) and "more than 50 % unique classes" (1-2 labels per class, printed a dozen times
+    a run) go to the debug log instead of the user's terminal."""
     def fit(X, y):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             model = (fit_baseline(X, y, s.cfg.seed) if name == BASELINE
                      else fit_semi_supervised(name, X, y, s.cfg.n_neighbors, s.cfg.seed))
         for w in caught:
-            if issubclass(w.category, ConvergenceWarning) or str(w.message).startswith(NO_UNLABELED):
+            if issubclass(w.category, ConvergenceWarning) or str(w.message).startswith(QUIET):
                 log.debug("%s: %s", name, w.message)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -212,6 +212,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     mask = labeled_split(ds.train.labels, cfg.labeled_ratio, n_classes, cfg.seed)
     version = use_dataset(cfg.data_dir, cfg.dataset_name, store, tracker, ds.scan)  # config offline, use online
     per_class = _labeled_per_class(ds, mask)
+    leaked = leaked_test_images(ds)
     if mask.all() and not n_pool:
         log.info("every training image is labeled and there is no unlabeled/ pool: the three algorithms fit "
                  "as supervised classifiers (nothing to propagate to)")
@@ -220,6 +221,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     tracker.log({"dataset/train_samples": len(ds.train), "dataset/test_samples": len(ds.test),
                  "dataset/num_classes": n_classes, "data/labeled_samples": int(mask.sum()),
                  "data/unlabeled_samples": int((~mask).sum()) + n_pool, "data/pool_samples": n_pool,
+                 "data/leaked_test_images": len(leaked),
                  **{f"data/labeled_per_class/{c}": n for c, n in per_class.items()}})
 
     ext_path, ft, ft_key = build_extractor(cfg, ds, mask, store, tracker, epoch_callback, out_dir)
@@ -253,7 +255,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
                              "digest": shipped["model_digest"]}
     if best == BASELINE:
         results["shipped_baseline"] = shipped
-    results["dataset"].update(pool_samples=n_pool, labeled_per_class=per_class)
+    results["dataset"].update(pool_samples=n_pool, labeled_per_class=per_class, leaked_test_images=leaked)
     results["extractor"]["pseudo_label_round"] = refinement.record()
     results["pseudo_labels"] = export_pseudo_labels(state, best)
     log_models(state, per_algo, best, store)  # one W&B `model` artifact per algorithm, last: the run succeeded
@@ -271,6 +273,18 @@ def validation_folds(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, n_row
     y = np.full(n_rows, UNLABELED, dtype=np.int64)
     y[lab_idx] = ds.train.labels[lab_idx]
     return labeled_folds(y, seed=cfg.seed)
+
+
+def leaked_test_images(ds: ImageDataset) -> list[str]:
+    """Test images byte-identical to a training or pool image (same sha256), said once as a warning: the
+    test accuracy counts them as if unseen, and photo folders often hold such copies."""
+    seen = set(ds.train.digests) | (set(ds.pool.digests) if ds.has_pool else set())
+    leaked = [str(Path(p).relative_to(ds.root)) for p, d in zip(ds.test.paths, ds.test.digests) if d in seen]
+    if leaked:
+        log.warning("%d test image(s) are byte-identical to training or pool images (e.g. %s): the test accuracy "
+                    "is inflated by them; remove the copies (data_versioning.py --quality-check lists them)",
+                    len(leaked), leaked[0])
+    return leaked
 
 
 def _labeled_per_class(ds: ImageDataset, mask: np.ndarray) -> dict[str, int]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from src.features.extraction import FeatureCache, cached_features
 from src.features.runtimes import resolve_runtime
 from src.learning.semi_supervised import UNLABELED, fit_baseline
 from src.learning.validation import cross_val_accuracy
+from src.training.fitting import FEW_PER_CLASS
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,11 @@ def decide(n_images: int, agreement: float | None, val_float32: float | None,
 
 def compare(X32: np.ndarray, X8: np.ndarray, y_partial: np.ndarray, seed: int) -> dict[str, Any]:
     """Agreement of the labeled-only classifier on all rows, and cross-validated accuracy per precision."""
-    fit = lambda X, y: fit_baseline(X, y, seed)  # noqa: E731
+    def fit(X, y):
+        with warnings.catch_warnings():  # 1-2 labels per class: expected, said nowhere else either
+            warnings.filterwarnings("ignore", message=FEW_PER_CLASS)
+            return fit_baseline(X, y, seed)
+
     clf = fit(X32, y_partial)
     agreement = float((clf.predict(X32) == clf.predict(X8)).mean()) if len(X32) else None
     return {"agreement": agreement, "val_accuracy_float32": cross_val_accuracy(fit, X32, y_partial, seed=seed),
