@@ -49,3 +49,43 @@ def test_report_to_an_unwritable_path_is_one_line(tmp_path, capsys):
     assert main(["--out", str(blocker / "report.html"), "--store", str(tmp_path / "store")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: cannot write the report to") and "Traceback" not in err[0]
+
+
+def test_report_on_a_full_disk_is_exit_4_and_keeps_the_previous_page(tmp_path, capsys, monkeypatch):
+    """ENOSPC while writing the page was a ConfigError (exit 2) and had already truncated the old page;
+    a full disk is exit 4 for every command, naming the file, and the previous report stays whole."""
+    import errno
+    import io
+    import os
+
+    out = tmp_path / "site" / "report.html"
+    out.parent.mkdir()
+    out.write_text("the previous report")
+    real_open = io.open
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return FullDisk(f) if "w" in mode and os.fspath(file).startswith(str(out.parent)) else f
+
+    monkeypatch.setattr(io, "open", full_disk_open)
+    monkeypatch.setattr("builtins.open", full_disk_open)
+    assert main(["--out", str(out), "--store", str(tmp_path / "store")]) == 4
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: no space left to write") and str(out) in line and "Traceback" not in line
+    assert out.read_text() == "the previous report" and os.listdir(out.parent) == ["report.html"]

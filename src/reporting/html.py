@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from src.core.cli import WRITE_ERRNOS, write_failure
 from src.core.errors import ConfigError
+from src.core.paths import write_text_atomic
 from src.reporting.markup import CSS, when
 from src.reporting.sections import (
     datasets_section,
@@ -55,10 +57,11 @@ def build_report(out: str | Path = "report.html", store=None) -> Path:
             body = f"<p class=bad>could not read this section: {html.escape(str(e))}</p>"
         parts.append(f"<section id={section_id(title)}><h2>{html.escape(title)}</h2>\n{body}</section>")
     out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("\n".join(parts) + "\n</html>", encoding="utf-8")
+    try:  # beside the page and renamed into place: a failed write leaves the previous page whole
+        write_text_atomic(out, "\n".join(parts) + "\n</html>")
     except OSError as e:
+        if e.errno in WRITE_ERRNOS:  # a full disk, a quota, a read-only file system: exit 4, as everywhere
+            raise write_failure(OSError(e.errno, e.strerror, str(out))) from e
         raise ConfigError(f"cannot write the report to {out}: {e.strerror or e}",
                           hint="pass --out with a writable path") from e
     return out
