@@ -151,3 +151,30 @@ def test_an_unreadable_dataset_folder_is_one_line(ds, capsys, monkeypatch):
     for argv in (["--quality-check", "--data-dir", str(ds)], ["--data-dir", str(ds), "--wandb-mode", D]):
         assert dv.main(argv) == 2
         assert f"cannot read the dataset folder {ds} (unreadable)" in one_error_line(capsys.readouterr().err)
+
+
+def test_an_unreadable_train_folder_is_one_line_in_training(ds, capsys, monkeypatch, tmp_path):
+    """Training lists train/'s class folders before the scan: an unreadable train/ (chmod 000) ended in a
+    PermissionError traceback there, not in the walk's one line naming the folder."""
+    from src.train_with_wandb import main as train
+
+    real_scandir, real_iterdir = os.scandir, Path.iterdir
+
+    def scandir(path="."):
+        if Path(path) == ds / "train":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
+    def iterdir(self):
+        if self == ds / "train":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    assert train(["--data-dir", str(ds), "--fine-tune-epochs", "0", "--wandb-mode", D, "--store",
+                  str(tmp_path / "s"), "--models-dir", str(tmp_path / "m"), "--no-progress"]) == 2
+    assert f"cannot read {ds / 'train'}" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(DataError, match="cannot read"):
+        image_dataset(ds)

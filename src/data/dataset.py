@@ -176,7 +176,16 @@ def image_split(split_dir: str | os.PathLike, classes: list[str], store=None, pr
 
 
 def _class_dirs(split_dir: Path) -> set[str]:
-    """Class folders of a split; a link leading outside the dataset is none (see :mod:`src.data.scan`)."""
+    """Class folders of a split; a link leading outside the dataset is none (see :mod:`src.data.scan`).
+
+    Read with the walk's ``scandir``: a split folder that cannot be read (``chmod 000 train/``) is the
+    walk's one line naming it, not a ``PermissionError`` traceback."""
+    from src.data.walk import is_dir, scandir, walk_problem
+
     real_root = Path(os.path.realpath(split_dir.parent))
-    return {p.name for p in split_dir.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and (not p.is_symlink() or is_inside(real_root, p))}
+    notes: list[str] = []
+    entries = scandir(split_dir, split_dir.parent, notes)
+    if entries is None:
+        raise walk_problem(f"{notes[0].partition(':')[0]}:{split_dir}")  # the whole path: training names it
+    return {e.name for e in entries
+            if is_dir(e) and not e.name.startswith(".") and (not e.is_symlink() or is_inside(real_root, e.path))}

@@ -87,7 +87,7 @@ def walk(top: Path, root: Path, real_root: Path, notes: list[str]) -> list[tuple
             p = Path(entry.path)
             if len(os.fsencode(entry.path)) >= limit:
                 notes.append(f"too_long:{rel(p, root)}")
-            elif _is_dir(entry):
+            elif is_dir(entry):
                 if not entry.is_symlink():
                     subdirs.append(p)
                 elif not is_inside(real_root, p):
@@ -105,7 +105,7 @@ def walk(top: Path, root: Path, real_root: Path, notes: list[str]) -> list[tuple
     return out
 
 
-def _is_dir(entry: os.DirEntry) -> bool:
+def is_dir(entry: os.DirEntry) -> bool:
     """What ``os.walk`` counts as a folder (a link to a folder included)."""
     try:
         return entry.is_dir()
