@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,33 @@ def test_an_unreadable_train_folder_is_one_line_in_training(ds, capsys, monkeypa
     assert not (tmp_path / "m").exists()
     with pytest.raises(DataError, match="cannot read"):
         image_dataset(ds)
+
+
+def test_a_deep_test_dir_is_one_line_in_monitoring(ds, capsys, request, tmp_path):
+    """``inference_monitor.py --test-dir`` walked with ``Path.rglob``, which recurses once per level: a folder
+    1,200 deep raised RecursionError. It now walks as training does and refuses it in the same line."""
+    from src.inference_monitor import main as monitor
+
+    names = ["d"] * 1200
+    nest(ds / "test" / "a", names, ds / "test" / "a" / "a_0.png")
+    request.addfinalizer(lambda: unnest(ds / "test" / "a", names))
+    assert monitor(["--model-path", str(tmp_path / "never-loaded.skops"), "--test-dir", str(ds / "test"),
+                    "--store", str(tmp_path / "s"), "--wandb-mode", D, "--no-progress"]) == 2
+    assert "folders below its class folder" in one_error_line(capsys.readouterr().err)
+
+
+def test_the_monitoring_sample_is_the_walk_of_the_test_dir(ds, tmp_path):
+    """The walk keeps what the sample was: every image, labels from the folder holding it (none at the top),
+    hidden files left out, the same order before the seeded shuffle."""
+    from src.monitoring.batch import sample_images
+
+    (ds / "test" / "a" / "sub").mkdir()
+    (ds / "test" / "a" / "sub" / "x.png").write_bytes((ds / "test" / "a" / "a_0.png").read_bytes())
+    (ds / "test" / "flat.png").write_bytes((ds / "test" / "a" / "a_0.png").read_bytes())
+    (ds / "test" / "a" / ".hidden.png").write_bytes(b"")
+    (ds / "test" / "a" / "notes.txt").write_text("not an image")
+    expected = sorted([(ds / "test" / "a" / "a_0.png", "a"), (ds / "test" / "b" / "b_0.png", "b"),
+                       (ds / "test" / "c" / "c_0.png", "c"), (ds / "test" / "a" / "sub" / "x.png", "sub"),
+                       (ds / "test" / "flat.png", None)], key=lambda item: item[0])
+    random.Random(7).shuffle(expected)  # sorted paths, then the seeded shuffle: the same sample as before
+    assert sample_images(ds / "test", 0, 7) == expected and sample_images(ds / "test", 3, 7) == expected[:3]

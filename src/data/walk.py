@@ -70,11 +70,12 @@ def scandir(folder: Path, root: Path, notes: list[str]) -> list[os.DirEntry] | N
         return None
 
 
-def walk(top: Path, root: Path, real_root: Path, notes: list[str]) -> list[tuple[Path, str]]:
+def walk(top: Path, root: Path, real_root: Path, notes: list[str],
+         max_depth: int = MAX_DEPTH) -> list[tuple[Path, str]]:
     """``[(abs path, path relative to root)]`` of every file below ``top``, in ``os.walk``'s top-down
     order with sorted names, without recursion. Folder links are not descended (as ``os.walk``);
     links leading outside ``real_root``, folders that cannot be read, folders deeper than
-    :data:`MAX_DEPTH` below ``top`` and paths over the system's limit are left out and noted."""
+    ``max_depth`` below ``top`` and paths over the system's limit are left out and noted."""
     from src.core.paths import is_inside
 
     limit = _path_max(top)
@@ -98,7 +99,7 @@ def walk(top: Path, root: Path, real_root: Path, notes: list[str]) -> list[tuple
                     notes.append(f"outside_link:{rel(p, root)}")
                     continue
                 out.append((p, rel(p, root)))
-        if depth == MAX_DEPTH:
+        if depth == max_depth:
             notes += [f"too_deep:{rel(p, root)}" for p in subdirs]
             continue
         stack += [(p, depth + 1) for p in reversed(subdirs)]

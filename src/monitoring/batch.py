@@ -17,13 +17,29 @@ log = logging.getLogger(__name__)
 
 
 def sample_images(test_dir: str | os.PathLike, n: int, seed: int) -> list[tuple[Path, str | None]]:
-    """(path, true label) pairs: an ImageFolder split gives labels, a flat folder gives none."""
+    """(path, true label) pairs: an ImageFolder split gives labels, a flat folder gives none.
+
+    Walked as training walks a split (:func:`src.data.walk.walk`, no recursion: ``rglob`` raised
+    ``RecursionError`` ~1,000 folders deep): a folder nested over 100 levels below its class folder,
+    one that cannot be read or a path over the system's limit is the same one-line refusal (exit 2),
+    naming the path; links leading outside ``test_dir`` are left out."""
     from src.core.images import is_image_name
+    from src.data.walk import MAX_DEPTH, shown, walk, walk_problem
 
     root = Path(test_dir)
     if not root.is_dir():
         raise DataError(f"test folder {root} does not exist", hint="pass --test-dir DIR")
-    items = [(p, p.parent.name if p.parent != root else None) for p in sorted(root.rglob("*"))
+    notes: list[str] = []
+    found = walk(root, root, Path(os.path.realpath(root)), notes, max_depth=MAX_DEPTH + 1)  # +1: class folders
+    for kind, _, where in (n.partition(":") for n in notes):
+        problem = walk_problem(f"{kind}:{root / where}")
+        if problem:
+            raise problem
+    links = [n.partition(":")[2] for n in notes if n.startswith("outside_link:")]
+    if links:
+        log.warning("left out %d link(s) leading outside %s (e.g. %s); they are never read", len(links), root,
+                    shown(links[0]))
+    items = [(p, p.parent.name if p.parent != root else None) for p, _ in sorted(found)
              if p.is_file() and is_image_name(p) and not p.name.startswith(".")]
     if not items:
         raise DataError(f"no images in {root}", hint="pass a folder of images or class folders of images")
