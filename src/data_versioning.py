@@ -70,20 +70,24 @@ def _data_dir(args) -> Path:
 
 
 def _print_diff(d: dict) -> None:
-    print(f"{d['name']}: {d['a']} -> {d['b']}: " + ", ".join(f"{n} {k}" for k, n in d["counts"].items()))
+    """The diff for people: names escaped (a newline in a file name must not split a line; ``--json`` keeps
+    them raw), as the quality report prints them."""
+    from src.core.cli import printable as esc
+
+    print(f"{esc(d['name'])}: {d['a']} -> {d['b']}: " + ", ".join(f"{n} {k}" for k, n in d["counts"].items()))
     for k in ("added", "removed", "modified"):
         for p in d[k]:
-            print(f"  {k:9s} {p}")
+            print(f"  {k:9s} {esc(p)}")
     for kind in ("labeled", "relabeled", "moved"):
         for r in d.get(kind, []):
-            src = f" ({r['source']})" if r.get("source") else ""
-            print(f"  {kind:9s} {r['from']} -> {r['to']}{src}")
+            src = f" ({esc(r['source'])})" if r.get("source") else ""
+            print(f"  {kind:9s} {esc(r['from'])} -> {esc(r['to'])}{src}")
     for c, n in d["class_changes"].items():
-        print(f"  class {c}: {n['a']} -> {n['b']} ({n['delta']:+d})")
+        print(f"  class {esc(c)}: {n['a']} -> {n['b']} ({n['delta']:+d})")
 
 
 def _command(args) -> int:
-    from src.core.cli import print_json, show_progress
+    from src.core.cli import print_json, printable, show_progress
     from src.data.quality import format_report
 
     out = print_json if args.json else None
@@ -92,11 +96,11 @@ def _command(args) -> int:
         vs = list_versions(args.artifact_name, store)
         if out:
             return out(vs) or 0
-        for v in vs:
-            print(f"{v['name']}:{v['version']}  {v['created_at']}  {v['total_samples']} samples  "
+        for v in vs:  # names and descriptions escaped, one line per version (--json keeps them raw)
+            print(f"{printable(v['name'])}:{v['version']}  {v['created_at']}  {v['total_samples']} samples  "
                   f"{v['num_classes']} classes  {v['quality_issues']} issues  {v['digest'][:12]}"
                   f"{'' if v['mirrored'] else '  (W&B mirror pending)'}"
-                  f"{'  ' + v['description'] if v['description'] else ''}")
+                  f"{'  ' + printable(v['description']) if v['description'] else ''}")
         return 0
     if args.show:
         info = load_dataset_artifact(name, args.show, store)

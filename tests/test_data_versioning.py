@@ -405,3 +405,26 @@ def test_default_dataset_name_follows_the_folder(tmp_path):
     root = make_image_folder(tmp_path / "toyset")
     assert dv.main(["--data-dir", str(root), "--wandb-mode", "disabled", "-q"]) == 0
     assert [v["name"] for v in dv.list_versions()] == ["toyset"]  # not grocery-dataset:vN
+
+
+def test_diff_and_list_escape_names_and_json_keeps_them_raw(ds, capsys):
+    """A newline in a file name split a ``--diff`` line (and one in a description a ``--list`` line), and an
+    escape sequence reached the terminal: the human output escapes them as the quality report does."""
+    import json
+
+    create(ds, description="first\nsecond line")
+    smooth_image(600).save(ds / "train" / "apple" / "new\nline\x1b[2J.png")
+    os.rename(ds / "train" / "apple" / "apple_0.png", ds / "train" / "milk" / "was\napple.png")
+    create(ds)
+    assert dv.main(["--artifact-name", "groc", "--diff", "v1", "v2"]) == 0
+    out = capsys.readouterr().out
+    assert "  added     train/apple/new\\nline\\x1b[2J.png\n" in out and "\x1b" not in out
+    assert "  relabeled train/apple/apple_0.png -> train/milk/was\\napple.png\n" in out
+    assert all(line.startswith(("groc:", "  ")) for line in out.splitlines()), out
+    assert dv.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 2 and "first\\nsecond line" in out
+    assert dv.main(["--artifact-name", "groc", "--diff", "v1", "v2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["added"] == ["train/apple/new\nline\x1b[2J.png"]
+    assert dv.main(["--list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["description"] == "first\nsecond line"
