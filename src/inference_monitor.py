@@ -23,7 +23,8 @@ from typing import Sequence
 from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli, show_progress
 from src.features.runtimes import RUNTIMES
 from src.monitoring.batch import BatchOptions, default_model, format_summary, outcome_error, run_batch, sample_images
-from src.monitoring.monitor import DRIFT_EXIT_CODE, DriftDetected, InferenceMonitor, load_predictor
+from src.monitoring.monitor import DRIFT_EXIT_CODE, DriftDetected, InferenceMonitor
+from src.registry.api import load_predictor
 from src.tracking import MODES
 
 log = logging.getLogger(__name__)

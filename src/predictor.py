@@ -1,8 +1,8 @@
 """A ready-to-use predictor for notebooks: ``from src.predictor import Predictor``.
 
-The implementation lives in :mod:`src.serving.predictor`.
+The implementation lives in :mod:`src.inference.predictor`.
 """
 
-from src.serving.predictor import EXTRACTOR_FILENAME, Predictor
+from src.inference.predictor import EXTRACTOR_FILENAME, Predictor
 
 __all__ = ["EXTRACTOR_FILENAME", "Predictor"]

@@ -128,7 +128,7 @@ def test_bad_calibration_makes_the_guard_choose_float32(data, tmp_path, monkeypa
 @pytest.mark.slow
 def test_forced_int8_is_calibrated_on_the_training_images_and_travels_with_the_model(data, tmp_path, monkeypatch):
     from src.learning.bundles import load_model_bundle
-    from src.monitoring.monitor import load_predictor
+    from src.inference_monitor import load_predictor
 
     res = _train(data, tmp_path, runtime="onnx-int8")
     g = res["extractor"]["int8_guard"]

@@ -410,7 +410,7 @@ def fake_predictor(monkeypatch):
             calls.append((Path(model_path), Path(extractor_path), model_digest, extractor_digest))
             return cls()
 
-    monkeypatch.setitem(sys.modules, "src.serving.predictor", types.SimpleNamespace(Predictor=Predictor))
+    monkeypatch.setitem(sys.modules, "src.inference.predictor", types.SimpleNamespace(Predictor=Predictor))
     return calls
 
 

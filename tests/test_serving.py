@@ -75,7 +75,7 @@ def wait_for(cond, timeout=20.0):
 
 
 def test_predict_raw_and_multipart_match_the_predictor(trained, server):
-    from src.serving.predictor import Predictor
+    from src.inference.predictor import Predictor
 
     srv, client = server
     img = trained["images"][0]
@@ -357,7 +357,7 @@ def _post_all(port, bodies, threads):
 
 @pytest.mark.parametrize("workers,max_batch", [(1, 8), (2, 4)])
 def test_concurrent_requests_batched_together_each_get_their_own_answer_recorded_once(trained, workers, max_batch):
-    from src.serving.predictor import Predictor
+    from src.inference.predictor import Predictor
 
     pred = Predictor.load(trained["models"] / "label_spreading_model.skops")
     images = trained["images"]

@@ -32,8 +32,8 @@ CSV_NAME, HTML_NAME = "suggestions.csv", "suggestions.html"
 
 
 def load_trained_model(models_dir: Path, store: Store):
-    """The best algorithm's :class:`~src.serving.predictor.Predictor` from a training run's outputs."""
-    from src.serving.predictor import Predictor
+    """The best algorithm's :class:`~src.inference.predictor.Predictor` from a training run's outputs."""
+    from src.inference.predictor import Predictor
 
     results = models_dir / "training_results.json"
     if not results.is_file():

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from src.core.errors import ConfigError, GroceryError, ModelError
+from src.core.errors import ConfigError, GroceryError
 
 log = logging.getLogger(__name__)
 DRIFT_EXIT_CODE = 6
@@ -25,21 +25,6 @@ DRIFT_EXIT_CODE = 6
 
 class DriftDetected(GroceryError):
     exit_code = DRIFT_EXIT_CODE
-
-
-def load_predictor(model: str | os.PathLike, extractor_path: str | os.PathLike | None = None, store=None,
-                   runtime: str = "auto"):
-    """A model file, or a registry reference ``name:alias`` / ``name:vK``; ``runtime`` ``auto``
-    follows the model's extractor precision (see :meth:`Predictor.load`)."""
-    from src.serving.predictor import Predictor
-
-    text = str(model)
-    if not Path(text).exists() and ":" in text and "/" not in text:
-        from src.registry.api import load_model_from_registry
-
-        name, alias = text.split(":", 1)
-        return load_model_from_registry(name, alias, store=store, runtime=runtime)
-    return Predictor.load(model, extractor_path, store=store, runtime=runtime)
 
 
 def _check_window(window: Any, what: str = "window") -> None:
@@ -85,15 +70,15 @@ class InferenceMonitor:
     def __init__(self, model_path: str | os.PathLike, extractor_path: str | os.PathLike | None = None, *,
                  store=None, wandb_mode: str | None = None, window: int = 200, log_every: int = 50,
                  alpha: float = 0.05, run_name: str | None = None, seed: int = 0, runtime: str = "auto"):
+        from src.inference.predictor import require_reference
         from src.monitoring.records import open_monitor_store, start_session
+        from src.registry.api import load_predictor
         from src.tracking import Tracker
 
         check_settings(window, alpha, log_every)
         self.predictor = load_predictor(model_path, extractor_path, store=store, runtime=runtime)
+        require_reference(self.predictor, model_path)
         self.bundle = self.predictor.bundle
-        if "reference" not in self.bundle:
-            raise ModelError(f"{model_path} has no reference statistics for drift detection",
-                             hint="retrain it with this version of train_with_wandb")
         self.model_ref, self.window, self.log_every, self.alpha, self.seed = str(model_path), window, log_every, alpha, seed
         self.store = open_monitor_store(store)
         self.session = start_session(self.store, self.model_ref, self.bundle["_digest"])
@@ -118,7 +103,7 @@ class InferenceMonitor:
         """``(class name, confidence, probabilities)`` for one image, recorded with its latency.
 
         ``image`` is a file path, a PIL image or a numpy array (HxWx3 uint8 or HxW grayscale), decoded
-        as :meth:`Predictor.predict <src.serving.predictor.Predictor.predict>` does; an in-memory image
+        as :meth:`Predictor.predict <src.inference.predictor.Predictor.predict>` does; an in-memory image
         is recorded by the digest of its RGB pixels. ``true_label`` (a class name, optional) feeds
         ``monitor/accuracy``. Raises :class:`~src.core.errors.DataError` for an unreadable image.
         """

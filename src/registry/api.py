@@ -317,7 +317,26 @@ def load_model_from_registry(name: str, alias: str = "production", *, store: Any
     mv = get_model_version(f"{name}:{alias}", store=store)
     st = open_registry(store)
     model, extractor = verified_blobs(st, mv)
-    from src.serving.predictor import Predictor
+    from src.inference.predictor import Predictor
 
     return Predictor.load(model, extractor, model_digest=mv.digest, extractor_digest=mv.extractor_digest,
                           store=st, runtime=runtime)
+
+
+def is_registry_ref(model: str | os.PathLike) -> bool:
+    """``NAME:ALIAS`` / ``NAME:vK`` rather than a file: no such path, a colon and no slash."""
+    text = str(model)
+    return not Path(text).exists() and ":" in text and "/" not in text
+
+
+def load_predictor(model: str | os.PathLike, extractor_path: str | os.PathLike | None = None, store=None,
+                   runtime: str = "auto"):
+    """A :class:`~src.predictor.Predictor` for a model file or a registry reference ``name:alias`` / ``name:vK``
+    (:func:`is_registry_ref`); ``runtime`` ``auto`` follows the model's extractor precision (see
+    :meth:`Predictor.load <src.inference.predictor.Predictor.load>`)."""
+    if is_registry_ref(model):
+        name, alias = str(model).split(":", 1)
+        return load_model_from_registry(name, alias, store=store, runtime=runtime)
+    from src.inference.predictor import Predictor
+
+    return Predictor.load(model, extractor_path, store=store, runtime=runtime)

@@ -28,19 +28,14 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from src.core.errors import DataError, ModelError
+from src.registry.api import is_registry_ref
 
 log = logging.getLogger(__name__)
-
-
-def is_registry_ref(model: str) -> bool:
-    """``NAME:ALIAS`` / ``NAME:vK`` rather than a file (the rule :func:`load_predictor` uses)."""
-    return not Path(model).exists() and ":" in model and "/" not in model
 
 
 def default_workers() -> int:
@@ -83,20 +78,17 @@ def load_served(ref: str, extractor_path: str | None = None, store=None, threads
     """Load ``ref`` (a file or ``NAME:ALIAS``); a registry alias is pinned to the version it points at now.
 
     ``threads``: intra-op threads of each model call (None: the predictor's own setting)."""
-    from src.monitoring.monitor import load_predictor
+    from src.inference.predictor import require_reference
+    from src.registry.api import get_model_version, load_model_from_registry, load_predictor
 
     if is_registry_ref(ref):
-        from src.registry.api import get_model_version, load_model_from_registry
-
         mv = get_model_version(ref, store=store)
         predictor = load_model_from_registry(mv.name, f"v{mv.version}", store=store)
         served = ServedModel(predictor, mv.name, f"v{mv.version}", mv.digest)
     else:
         predictor = load_predictor(ref, extractor_path, store=store)
         served = ServedModel(predictor, str(ref), predictor.bundle["_digest"][:12], predictor.bundle["_digest"])
-    if "reference" not in predictor.bundle:
-        raise ModelError(f"{ref} has no reference statistics for drift detection",
-                         hint="retrain it with this version of train_with_wandb")
+    require_reference(predictor, ref)
     if threads:
         serving_threads(predictor, threads)
     warm_up(served)

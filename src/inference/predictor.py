@@ -2,7 +2,10 @@
 
 Both files are checked before use: the model's digest (sidecar or registry) and its types before
 it is built (skops, never pickle), and the extractor's file digest against the one recorded in the model,
-so a model is never paired with the wrong extractor.
+so a model is never paired with the wrong extractor. :func:`require_reference` is the one check that a
+model carries the training reference drift detection compares against (monitoring and serving need it).
+
+This package sits below registry, monitoring and serving: it imports none of them.
 """
 
 from __future__ import annotations
@@ -131,6 +134,13 @@ class Predictor:
         items, single = _as_list(images)
         out = self.predict_paths(items, batch_size)
         return out[0] if single else out
+
+
+def require_reference(predictor: Predictor, ref: str | os.PathLike) -> None:
+    """Refuse a model without reference statistics (``ref`` names it): drift detection compares against them."""
+    if "reference" not in predictor.bundle:
+        raise ModelError(f"{ref} has no reference statistics for drift detection",
+                         hint="retrain it with this version of train_with_wandb")
 
 
 def _as_list(images) -> tuple[list, bool]:
