@@ -3,6 +3,8 @@
 - layers run one way: scripts (``src/*.py``) → stage packages (``src/<stage>/``) → ``src/core``;
   no library module imports a script, and core imports nothing above it;
 - no import cycle among ``src`` modules (lazy imports inside functions count too);
+- no loop among packages either (``src/<stage>/`` as one node, each script as its own): if any module
+  of ``serving`` imports ``monitoring``, no module of ``monitoring`` may import ``serving``, even lazily;
 - exactly one file under ``src/`` imports ``wandb``;
 - no file under ``src/`` is over 400 lines;
 - no stage package shadows the standard library or an installed distribution (``python src/x.py``
@@ -90,6 +92,7 @@ def check(root: Path) -> list[str]:
     if wandb_users != [WANDB_MODULE]:
         problems.append(f"wandb must be imported by {WANDB_MODULE} only, found: {', '.join(wandb_users) or 'none'}")
     problems += [f"import cycle: {' -> '.join(c)}" for c in cycles(graph)]
+    problems += package_loops(graph, root)
     for pkg in sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
         if (root / f"{pkg}.py").exists():
             problems.append(f"package src/{pkg}/ shadows the script src/{pkg}.py")
@@ -142,6 +145,52 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def package_of(name: str, root: Path) -> str:
+    """``src.<stage>`` for a module of a stage package; a script (or ``src``) is its own node."""
+    parts = name.split(".")
+    return f"src.{parts[1]}" if len(parts) > 1 and (root / parts[1] / "__init__.py").is_file() else name
+
+
+def package_loops(graph: dict[str, set[str]], root: Path) -> list[str]:
+    """One loop per strongly connected group of packages, each arrow shown with a module import that makes it."""
+    edges: dict[tuple[str, str], tuple[str, str]] = {}
+    for mod, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            arrow = (package_of(mod, root), package_of(target, root))
+            if arrow[0] != arrow[1]:
+                edges.setdefault(arrow, (mod, target))
+    pkgs: dict[str, set[str]] = {}
+    for a, b in edges:
+        pkgs.setdefault(a, set()).add(b)
+    out = []
+    for comp in cycles(pkgs):
+        members = set(comp)
+        path = _loop_through(comp[0], pkgs, members)
+        shown = "; ".join(f"{edges[(a, b)][0]} imports {edges[(a, b)][1]}" for a, b in zip(path, path[1:]))
+        out.append(f"package loop: {' -> '.join(path)} ({shown})")
+    return out
+
+
+def _loop_through(start: str, graph: dict[str, set[str]], members: set[str]) -> list[str]:
+    """A shortest path start -> ... -> start inside one strongly connected group (breadth first)."""
+    prev: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in sorted(graph.get(v, ()) & members):
+                if w == start:
+                    path = [v]
+                    while path[-1] != start:
+                        path.append(prev[path[-1]])
+                    return path[::-1] + [start]
+                if w not in prev:
+                    prev[w] = v
+                    nxt.append(w)
+        frontier = nxt
+    raise AssertionError(f"{start} is in no loop")
+
+
 def test_main_follows_the_rules():
     assert check(SRC) == []
 
@@ -161,6 +210,28 @@ def plant(root: Path, rel: str, code: str) -> None:
 def test_a_planted_cycle_fails(copy_of_src):
     plant(copy_of_src, "core/errors.py", "def _f():\n    from src.core.store import Store\n")
     assert any(p.startswith("import cycle:") and "src.core.errors" in p for p in check(copy_of_src))
+
+
+def test_a_planted_package_loop_fails(copy_of_src):
+    # serving imports monitoring; a lazy import back from monitoring closes a package loop
+    plant(copy_of_src, "monitoring/records.py", "def _f():\n    from src.serving.metrics import ServerMetrics\n")
+    problems = check(copy_of_src)
+    assert any(p.startswith("package loop: src.monitoring -> src.serving -> src.monitoring")
+               and "src.monitoring.records imports src.serving.metrics" in p for p in problems), problems
+
+
+def test_a_package_loop_without_a_module_cycle_is_caught(tmp_path):
+    # a.x -> b.y -> a.z: no module imports itself back, yet the packages a and b depend on each other
+    tree = {"__init__.py": "", "stage_a/__init__.py": "", "stage_b/__init__.py": "", "stage_a/z.py": "",
+            "stage_a/x.py": "def f():\n    from src.stage_b.y import g\n",
+            "stage_b/y.py": "from src.stage_a.z import *\n\ndef g():\n    pass\n"}
+    for rel, text in tree.items():
+        (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / rel).write_text(text)
+    problems = check(tmp_path / "src")
+    assert not any(p.startswith("import cycle") for p in problems)
+    assert ("package loop: src.stage_a -> src.stage_b -> src.stage_a (src.stage_a.x imports src.stage_b.y; "
+            "src.stage_b.y imports src.stage_a.z)") in problems
 
 
 def test_a_planted_library_to_script_import_fails(copy_of_src):
