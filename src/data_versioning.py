@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from src.core.errors import ConfigError
+from src.core.paths import DEFAULT_DATA_DIR as DATA_DIR
 from src.data.scan import dataset_digest
 from src.data.versioning import (DEFAULT_SAMPLES_PER_CLASS, build_metadata, create_dataset_artifact,
                                  find_or_create_version, mirror_pending, quality_check)
@@ -30,17 +31,18 @@ __all__ = ["create_dataset_artifact", "load_dataset_artifact", "find_or_create_v
            "diff_versions", "restore_version", "list_versions", "quality_check", "build_metadata", "mirror_pending",
            "main"]
 
-DEFAULT_DATA_DIR = Path("DS2GROCERIES")  # in the working directory, as training's default
+DEFAULT_DATA_DIR = Path(DATA_DIR)  # in the working directory, as training's default
 
 
 # -- CLI -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from src.core.cli import STORE_HELP, add_common_flags
+    from src.tracking import MODES
 
     p = argparse.ArgumentParser(prog="data_versioning.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help=f"dataset folder (default {DEFAULT_DATA_DIR.name}/)")
-    p.add_argument("--artifact-name", help=f"dataset name (default {DEFAULT_NAME} for DS2GROCERIES, else the "
+    p.add_argument("--artifact-name", help=f"dataset name (default {DEFAULT_NAME} for {DATA_DIR}, else the "
                                            "--data-dir folder's name, as training does; --list: all)")
     p.add_argument("--version", help="explicit version vN for a new version (default: next)")
     p.add_argument("--description", help="free-text description stored with the version")
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="target folder for --restore (new or empty)")
     p.add_argument("--fail-on-issues", action="store_true", help="exit 1 when the quality check finds anything")
     p.add_argument("--store", help=STORE_HELP)
-    p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), help="W&B mode")
+    p.add_argument("--wandb-mode", choices=MODES, help="W&B mode")
     add_common_flags(p)
     return p
 

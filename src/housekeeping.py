@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from src.core.cli import add_common_flags, print_json, run_cli
+from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli
 from src.upkeep.gc import DEFAULT_DAYS, KINDS, gc
 from src.upkeep.usage import disk_usage
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", action="store_true", help="show what would be removed; remove nothing")
     sub.add_parser("du", help="bytes the store takes, per kind")
     for s in (g, sub.choices["du"]):
-        s.add_argument("--store", default=None, help="local store directory (default $MLOPS_STORE or ./.mlops)")
+        s.add_argument("--store", default=None, help=STORE_HELP)
         add_common_flags(s)
     return p
 

@@ -21,15 +21,19 @@ import time
 from typing import Sequence
 
 from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli, show_progress
+from src.core.paths import EXTRACTOR_FILE
 from src.features.runtimes import RUNTIMES
 from src.monitoring.batch import BatchOptions, default_model, format_summary, outcome_error, run_batch, sample_images
 from src.monitoring.monitor import DRIFT_EXIT_CODE, DriftDetected, InferenceMonitor
+from src.monitoring.settings import DEFAULTS, MonitorSettings
 from src.registry.api import load_predictor
 from src.tracking import MODES
 
 log = logging.getLogger(__name__)
+BATCH = BatchOptions(model="")  # the batch flags' defaults are BatchOptions'
 
-__all__ = ["InferenceMonitor", "DriftDetected", "DRIFT_EXIT_CODE", "BatchOptions", "load_predictor", "run_batch",
+__all__ = ["InferenceMonitor", "DriftDetected", "DRIFT_EXIT_CODE", "BatchOptions", "MonitorSettings", "load_predictor",
+           "run_batch",
            "sample_images", "format_summary", "main", "build_serve_parser"]
 
 
@@ -56,9 +60,10 @@ DASHBOARD_HELP = """Building W&B panels for the monitoring keys (project grocery
 
 
 def _add_drift_flags(p: argparse.ArgumentParser) -> None:
-    """How drift is judged: the same flags, defaults and help for batch monitoring and serving."""
-    p.add_argument("--window", type=int, default=200, help="recent predictions used for drift detection")
-    p.add_argument("--alpha", type=float, default=0.05, help="overall false-alarm rate of the drift test")
+    """How drift is judged: the same flags, help and defaults (:class:`MonitorSettings`) for batch monitoring
+    and serving."""
+    p.add_argument("--window", type=int, default=DEFAULTS.window, help="recent predictions used for drift detection")
+    p.add_argument("--alpha", type=float, default=DEFAULTS.alpha, help="overall false-alarm rate of the drift test")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "detection. `inference_monitor.py serve --help`: the prediction endpoint.")
     p.add_argument("--model-path", default=None, help="model file or registry reference NAME:ALIAS "
                                                       "(default: the best model in models/training_results.json)")
-    p.add_argument("--extractor-path", default=None, help="default: feature_extractor.pth next to the model")
-    p.add_argument("--test-dir", default="DS2GROCERIES/test", help="ImageFolder split (labels from folders) or a flat folder")
-    p.add_argument("--n-samples", type=int, default=200, help="images to monitor, sampled with --seed (0 = all)")
+    p.add_argument("--extractor-path", default=None, help=f"default: {EXTRACTOR_FILE} next to the model")
+    p.add_argument("--test-dir", default=BATCH.test_dir,
+                   help="ImageFolder split (labels from folders) or a flat folder")
+    p.add_argument("--n-samples", type=int, default=BATCH.n_samples,
+                   help="images to monitor, sampled with --seed (0 = all)")
     _add_drift_flags(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fail-on-drift", action="store_true", help=f"exit {DRIFT_EXIT_CODE} when drift is detected")
@@ -121,7 +128,7 @@ def build_serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "--model-path", dest="model", default=None,
                    help="NAME:ALIAS (followed when the alias moves) or a model file (default: the best model in "
                         "models/training_results.json)")
-    p.add_argument("--extractor-path", default=None, help="default: feature_extractor.pth next to the model")
+    p.add_argument("--extractor-path", default=None, help=f"default: {EXTRACTOR_FILE} next to the model")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only). "
                    "The server has no authentication: to expose it, keep 127.0.0.1 and put a reverse proxy that "
                    "authenticates in front; any other address logs a warning")
@@ -151,7 +158,7 @@ def build_serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every-s", type=float, default=30.0, help="W&B logging period (never per request)")
     p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
     p.add_argument("--run-name", default=None)
-    p.add_argument("--store", default=None, help="local store directory (default $MLOPS_STORE or ./.mlops)")
+    p.add_argument("--store", default=None, help=STORE_HELP)
     p.add_argument("--wandb-mode", choices=MODES, default=None)
     add_common_flags(p)
     return p

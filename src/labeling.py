@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from src.core.cli import add_common_flags, print_json, run_cli
+from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli
+from src.core.paths import DEFAULT_DATA_DIR
+from src.tracking import MODES
 
 __all__ = ["apply_labels", "find_issues", "suggest", "main"]
 
@@ -34,7 +36,7 @@ def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     add_common_flags(p)
     p.add_argument("--data-dir", "--data_dir", required=True, help="dataset folder with train/ and unlabeled/")
-    p.add_argument("--store", metavar="DIR", help="local store directory (default: $MLOPS_STORE or .mlops)")
+    p.add_argument("--store", metavar="DIR", help=STORE_HELP)
     return p
 
 
@@ -60,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "column, as pseudo_labels.csv does, else human)")
     p.add_argument("--artifact-name", default=None,
                    help="dataset name for the new version (default: as training and data_versioning.py name it, "
-                        "grocery-dataset for DS2GROCERIES, else the data folder's name)")
-    p.add_argument("--wandb-mode", choices=("online", "offline", "disabled"), default=None)
+                        f"grocery-dataset for {DEFAULT_DATA_DIR}, else the data folder's name)")
+    p.add_argument("--wandb-mode", choices=MODES, default=None)
     p = sub.add_parser("issues", parents=[common], help="labeled images whose class folder is probably wrong")
     p.add_argument("--models-dir", "--models_dir", default=None,
                    help="reuse its extractor only when it was not fine-tuned (default: pretrained backbone)")

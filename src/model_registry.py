@@ -25,6 +25,7 @@ from src.registry.api import (EXTRACTOR_FILE, RESULTS_FILE, PromotionRefused, co
                               model_history, model_lineage, model_name_for, normalize_metrics, promote_model,
                               register_all, register_model)
 from src.registry.convert import convert_legacy
+from src.tracking import MODES
 
 __all__ = ["EXTRACTOR_FILE", "RESULTS_FILE", "PromotionRefused", "compare_models", "convert_legacy",
            "get_model_version", "list_models", "load_model_from_registry", "load_registered_bundle", "mirror_pending",
@@ -38,7 +39,7 @@ def _common() -> argparse.ArgumentParser:
     add_common_flags(p)
     g = p.add_argument_group("storage")
     g.add_argument("--store", metavar="DIR", help=STORE_HELP)
-    g.add_argument("--wandb-mode", choices=("online", "offline", "disabled"),
+    g.add_argument("--wandb-mode", choices=MODES,
                    help="W&B mirror mode (default: $WANDB_MODE, online with an API key, else offline)")
     return p
 
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--f1", type=float, help="F1 score in [0, 1] (optional like --accuracy)")
     p.add_argument("--alias", action="append", default=[],
                    help="alias to set (repeatable): staging, production ('latest' moves by itself)")
-    p.add_argument("--extractor", metavar="PATH", help="feature extractor (default: feature_extractor.pth beside PATH)")
+    p.add_argument("--extractor", metavar="PATH", help=f"feature extractor (default: {EXTRACTOR_FILE} beside PATH)")
 
     p = sub.add_parser("register-all", parents=[common], help="register every model in a models folder")
     p.add_argument("--models-dir", default="models", help="folder with training_results.json (default: models)")

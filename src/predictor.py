@@ -3,6 +3,9 @@
 The implementation lives in :mod:`src.inference.predictor`.
 """
 
-from src.inference.predictor import EXTRACTOR_FILENAME, Predictor
+from src.core.paths import EXTRACTOR_FILE
+from src.inference.predictor import Predictor
 
-__all__ = ["EXTRACTOR_FILENAME", "Predictor"]
+EXTRACTOR_FILENAME = EXTRACTOR_FILE  # its earlier name, kept for notebooks that import it
+
+__all__ = ["EXTRACTOR_FILE", "EXTRACTOR_FILENAME", "Predictor"]

@@ -14,13 +14,14 @@ import logging
 from typing import Sequence
 
 from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli, show_progress
+from src.core.paths import DEFAULT_DATA_DIR
 from src.hpo.agent import (AgentOptions, Objective, TrialContext, check_training_parameters, preflight, run_agent,
                            sweep_status, training_objective, training_options)
 from src.hpo.local_checks import check_local_sweep
 from src.hpo.optuna_space import local_notes
 from src.hpo.space import load_sweep_config
 from src.hpo.status import format_status
-from src.hpo.study import (DEFAULT_DATA_DIR, Sweep, create_local_sweep, create_sweep, default_storage_url,
+from src.hpo.study import (Sweep, create_local_sweep, create_sweep, default_storage_url,
                            open_storage, open_sweep, redact, slugify, sweep_dir)
 from src.tracking import MODES
 

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from src.core.cli import add_common_flags, print_json, run_cli, show_progress
 from src.core.errors import ConfigError
+from src.core.paths import DEFAULT_DATA_DIR
 from src.data.synth import CLASSES, STYLES, draw_item, draw_styled, generate_dataset, generate_split
 
 __all__ = ["CLASSES", "STYLES", "draw_item", "draw_styled", "generate_dataset", "generate_split", "main"]
@@ -20,8 +21,8 @@ TRAIN_PER_CLASS, TEST_PER_CLASS, SHIFT_PER_CLASS = 60, 20, 20
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Generate the synthetic grocery dataset.")
-    p.add_argument("--out", default="DS2GROCERIES", metavar="DIR",
-                   help="folder to write (train/, test/ and unlabeled/ inside; default DS2GROCERIES)")
+    p.add_argument("--out", default=DEFAULT_DATA_DIR, metavar="DIR",
+                   help=f"folder to write (train/, test/ and unlabeled/ inside; default {DEFAULT_DATA_DIR})")
     p.add_argument("--classes", type=int, default=20, metavar="N",
                    help=f"number of classes, the first N of the {len(CLASSES)} drawn products (default 20)")
     p.add_argument("--train-per-class", type=int, default=None, help=f"training images per class (default {TRAIN_PER_CLASS})")

@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "used for fitting or selection (synth.py --style alt --shift-only draws one)")
     io.add_argument("--store", default=None, help=STORE_HELP)
     io.add_argument("--dataset-name", "--dataset_name", default=None,
-                    help="name the dataset is versioned under (default: grocery-dataset for DS2GROCERIES, "
+                    help=f"name the dataset is versioned under (default: grocery-dataset for {d.data_dir}, "
                          "else the folder name; the same default as data_versioning.py)")
     io.add_argument("--run-name", "--run_name", default=None)
     io.add_argument("--tags", nargs="+", default=[], metavar="TAG", help="W&B run tags")

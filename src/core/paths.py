@@ -27,6 +27,10 @@ from src.core.errors import DataError
 log = logging.getLogger(__name__)
 LEGACY_TEMP_AGE_S = 24 * 3600  # temp entries without a pid in their name are removed once this old
 STORE_DIRNAME = ".mlops"
+# The dataset folder every command defaults to, in the working directory; training and sweeps generate it
+# from the shipped sample when missing (src.training.pipeline.ensure_dataset).
+DEFAULT_DATA_DIR = "DS2GROCERIES"
+EXTRACTOR_FILE = "feature_extractor.pth"  # the feature extractor, saved beside the models trained with it
 # The folder holding the ``src`` package: a git checkout in development, site-packages when installed.
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from src.core.errors import DataError
+from src.core.paths import EXTRACTOR_FILE
 from src.core.store import Store, sha256_file
 from src.curation.paths import data_root
 
@@ -36,7 +37,7 @@ def _unfinetuned_extractor(models_dir: Path, store: Store):
         fine = json.loads(results.read_text())["extractor"]["fine_tune"]["epochs"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    path = models_dir / "feature_extractor.pth"
+    path = models_dir / EXTRACTOR_FILE
     if fine != 0 or not path.is_file():
         log.info("the extractor in %s was fine-tuned on the labels under test; using the pretrained backbone",
                  models_dir)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from src.core.errors import ConfigError, DataError, StoreError
 from src.core.ownership import BLOB, MENTION, Owner, has_table
+from src.core.paths import DEFAULT_DATA_DIR
 
 DEFAULT_NAME = "grocery-dataset"
-DEFAULT_FOLDER = "DS2GROCERIES"
 
 
 def default_dataset_name(data_dir: str | os.PathLike | None) -> str:
@@ -28,7 +28,7 @@ def default_dataset_name(data_dir: str | os.PathLike | None) -> str:
     if data_dir is None:
         return DEFAULT_NAME
     folder = Path(data_dir).expanduser().resolve().name
-    if folder == DEFAULT_FOLDER:
+    if folder == DEFAULT_DATA_DIR:
         return DEFAULT_NAME
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", folder)
     slug = re.sub(r"\.{2,}", ".", slug).strip("-._")[:128].rstrip("-._")

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from src.core.errors import ModelError
+from src.core.paths import EXTRACTOR_FILE
 
 ARCH = "tf_efficientnet_lite0"
 NUM_FEATURES = 1280
@@ -156,6 +157,6 @@ def load_extractor(path: str | os.PathLike):
         raise
     except Exception as e:
         raise ModelError(f"{path} is not a grocery-mlops feature extractor ({type(e).__name__})",
-                         hint="pass the models/feature_extractor.pth written by training") from e
+                         hint=f"pass the models/{EXTRACTOR_FILE} written by training") from e
     model.eval()
     return model, Preprocessing(**payload["preprocessing"])

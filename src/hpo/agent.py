@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from src.core.errors import ConfigError, GroceryError
+from src.core.paths import DEFAULT_DATA_DIR
 from src.core.store import Store
 from src.hpo.claims import claim_waiting_trial, heartbeat, requeue_failed
 from src.hpo.local_checks import check_training_parameters, check_training_values, training_options  # noqa: F401
 from src.hpo.optuna_space import decode_params, fixed_params, to_optuna_space
-from src.hpo.study import DEFAULT_DATA_DIR, Sweep, open_sweep, sweep_dir
+from src.hpo.study import Sweep, open_sweep, sweep_dir
 
 log = logging.getLogger(__name__)
 

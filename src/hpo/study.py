@@ -50,7 +50,6 @@ CREATE TABLE IF NOT EXISTS sweep_sweeps (
 """
 OWNER = Owner("hpo", tables=("sweep_sweeps",))  # names no digest; the studies themselves are in optuna.db
 MAX_RETRIES = 2  # a failed or abandoned trial runs again at most twice (three attempts in all)
-DEFAULT_DATA_DIR = "DS2GROCERIES"  # generated on first use when missing (see src.training.pipeline.ensure_dataset)
 
 
 # -- storage --------------------------------------------------------------------------------

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Iterable, Union
 import numpy as np
 
 from src.core.errors import DataError, ModelError
+from src.core.paths import EXTRACTOR_FILE
 from src.learning.bundles import load_model_bundle
 from src.core.store import sha256_file
 
 if TYPE_CHECKING:
     from PIL import Image
 
-EXTRACTOR_FILENAME = "feature_extractor.pth"
 log = logging.getLogger(__name__)
 
 # One image: a file path, a PIL image, or a numpy array (HxWx3 uint8 RGB, HxW grayscale, uint16 too).
@@ -68,10 +68,10 @@ class Predictor:
         project's). Raises :class:`~src.core.errors.ModelError` for a missing, tampered or mismatched file.
         """
         bundle = load_model_bundle(model_path, expected_digest=model_digest)
-        extractor_path = Path(extractor_path or Path(model_path).with_name(EXTRACTOR_FILENAME))
+        extractor_path = Path(extractor_path or Path(model_path).with_name(EXTRACTOR_FILE))
         if not extractor_path.is_file():
             raise ModelError(f"feature extractor {extractor_path} does not exist",
-                             hint="pass --extractor-path with the models/feature_extractor.pth trained with this model")
+                             hint=f"pass --extractor-path with the models/{EXTRACTOR_FILE} trained with this model")
         actual = sha256_file(extractor_path)
         if extractor_digest and actual != extractor_digest:
             raise ModelError(f"feature extractor {extractor_path} fails its digest check",
@@ -79,7 +79,7 @@ class Predictor:
         if actual != bundle["extractor_digest"]:
             raise ModelError(f"feature extractor {extractor_path} is not the one {Path(model_path).name} was "
                              f"trained with (digest {actual[:12]}, expected {bundle['extractor_digest'][:12]})",
-                             hint="use the feature_extractor.pth saved with this model")
+                             hint=f"use the {EXTRACTOR_FILE} saved with this model")
         from src.features.runtimes import ENV_VAR, load_runtime, resolve_runtime
         from src.core.store import Store
 

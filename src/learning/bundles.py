@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from src.core.errors import ModelError
+from src.core.paths import EXTRACTOR_FILE
 from src.core.store import sha256_bytes
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ TRUSTED_TYPES = (
     "src.learning.semi_supervised.InductiveGraphClassifier",
 )
 ARTIFACT_MODEL_FILE = f"model{MODEL_SUFFIX}"
-ARTIFACT_EXTRACTOR_FILE = "feature_extractor.pth"
 CONVERT_COMMAND = "python src/model_registry.py convert --i-trust-these-files"
 # Zip limits, checked on the central directory before skops reads a byte of any member.
 MAX_MEMBERS = 10_000              # a bundle has one member per array, about 20
@@ -78,7 +78,7 @@ def artifact_files(model: str | os.PathLike, extractor: str | os.PathLike) -> di
     """The files of a W&B ``model`` artifact, named the same wherever it is logged (the training run,
     the registry's runs): W&B's digest covers names and contents, so the same bytes under the same
     artifact name are one W&B version, not two."""
-    return {ARTIFACT_MODEL_FILE: Path(model), ARTIFACT_EXTRACTOR_FILE: Path(extractor)}
+    return {ARTIFACT_MODEL_FILE: Path(model), EXTRACTOR_FILE: Path(extractor)}
 
 
 def is_pickle(data: bytes) -> bool:

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from src.core.errors import DataError, GroceryError, ModelError
+from src.core.paths import DEFAULT_DATA_DIR
 from src.monitoring.monitor import DriftDetected, InferenceMonitor, check_settings, score_text
+from src.monitoring.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,11 @@ class BatchOptions:
     """One batch monitoring session: which model, which images, how drift is judged."""
 
     model: str
-    test_dir: str = "DS2GROCERIES/test"
+    test_dir: str = f"{DEFAULT_DATA_DIR}/test"
     extractor_path: str | None = None
     n_samples: int = 200
-    window: int = 200
-    alpha: float = 0.05
+    window: int = DEFAULTS.window
+    alpha: float = DEFAULTS.alpha
     seed: int = 0
     run_name: str | None = None
     store: str | None = None

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from src.core.errors import ConfigError
+from src.monitoring.settings import DEFAULTS
 
 MIN_WINDOW = 20
 
@@ -53,7 +54,7 @@ class FeatureDrift:
     A window drifts when its p-value is ``<=`` the threshold.
     """
 
-    def __init__(self, reference: np.ndarray, alpha: float = 0.05, n_components: int = 32,
+    def __init__(self, reference: np.ndarray, alpha: float = DEFAULTS.alpha, n_components: int = 32,
                  n_permutations: int = 200, n_calibration: int = 40, seed: int = 0):
         ref = np.asarray(reference, dtype=np.float64)
         if ref.ndim != 2 or len(ref) < 3 * MIN_WINDOW:
@@ -168,11 +169,11 @@ class DriftSuite:
     features: FeatureDrift | None
     class_distribution: Sequence[float]
     confidences: Sequence[float]
-    alpha: float = 0.05
+    alpha: float = DEFAULTS.alpha
     feature_skipped: str | None = None
 
     @classmethod
-    def from_reference(cls, reference: dict, alpha: float = 0.05, seed: int = 0) -> "DriftSuite":
+    def from_reference(cls, reference: dict, alpha: float = DEFAULTS.alpha, seed: int = 0) -> "DriftSuite":
         """From a model bundle's ``reference`` (saved at training time)."""
         if not 0 < alpha < 1:
             raise ConfigError(f"alpha must be in (0, 1), got {alpha}")

@@ -26,6 +26,7 @@ import numpy as np
 
 from src.core.errors import ConfigError, GroceryError
 from src.core.limits import LIMITS
+from src.monitoring.settings import DEFAULTS
 from src.monitoring.writer import Overloaded, RecordWriter
 
 __all__ = ["LiveMonitor", "Overloaded", "UnknownPrediction", "REQUEST_PREFIX"]
@@ -76,7 +77,8 @@ class _Session:
 class LiveMonitor:
     """Thread-safe monitoring of served predictions; :meth:`close` flushes everything."""
 
-    def __init__(self, store=None, wandb_mode: str | None = None, *, window: int = 200, alpha: float = 0.05,
+    def __init__(self, store=None, wandb_mode: str | None = None, *, window: int = DEFAULTS.window,
+                 alpha: float = DEFAULTS.alpha,
                  flush_every: int = 64, flush_ms: float = 200.0, drift_every: int = 50, drift_min_s: float = 5.0,
                  log_every_s: float = 30.0, run_name: str | None = None, seed: int = 0, config: dict | None = None,
                  max_pending: int = LIMITS.max_pending_records, close_timeout_s: float = LIMITS.shutdown_timeout_s):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from src.core.errors import ConfigError, GroceryError
+from src.monitoring.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
 DRIFT_EXIT_CODE = 6
@@ -68,8 +69,8 @@ class InferenceMonitor:
     """
 
     def __init__(self, model_path: str | os.PathLike, extractor_path: str | os.PathLike | None = None, *,
-                 store=None, wandb_mode: str | None = None, window: int = 200, log_every: int = 50,
-                 alpha: float = 0.05, run_name: str | None = None, seed: int = 0, runtime: str = "auto"):
+                 store=None, wandb_mode: str | None = None, window: int = DEFAULTS.window, log_every: int = 50,
+                 alpha: float = DEFAULTS.alpha, run_name: str | None = None, seed: int = 0, runtime: str = "auto"):
         from src.inference.predictor import require_reference
         from src.monitoring.records import open_monitor_store, start_session
         from src.registry.api import load_predictor

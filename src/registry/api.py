@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from src.core.errors import ConfigError, ModelError, StoreError
+from src.core.paths import EXTRACTOR_FILE
 from src.core.store import sha256_file, validate_name
 from src.learning.bundles import load_model_bundle, model_file_name, model_name_for, resolve_model_path
 from src.registry.mirror import (_mirror, _publish, _verified_blob, artifact_metadata, mirror_pending,  # noqa: F401
@@ -27,7 +28,6 @@ from src.registry.tables import (DEFAULT_TOLERANCE, LATEST, all_versions, get_ve
 
 log = logging.getLogger(__name__)
 
-EXTRACTOR_FILE = "feature_extractor.pth"
 RESULTS_FILE = "training_results.json"
 METRIC_ALIASES = {"accuracy": "test_accuracy", "acc": "test_accuracy", "f1": "f1_score"}
 UNIT_METRICS = ("test_accuracy", "f1_score", "precision", "recall", "unlabeled_accuracy")

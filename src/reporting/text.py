@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from src.core.paths import EXTRACTOR_FILE
+
 
 def _f(v) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
@@ -85,7 +87,7 @@ def format_training_summary(results: dict[str, Any]) -> str:
         *([f"style shift ({results['shift']['samples']} images in {results['shift']['root']}): accuracy "
            f"{results['summary']['best_shift_accuracy']:.4f} ({results['summary']['baseline_shift_accuracy']:.4f} "
            "labeled-only baseline), reported only"] if shift else []),
-        f"models:  {results['models_dir']}/{{algorithm}}_model.skops, feature_extractor.pth, training_results.json",
+        f"models:  {results['models_dir']}/{{algorithm}}_model.skops, {EXTRACTOR_FILE}, training_results.json",
     ]
     pl = results.get("pseudo_labels")
     if pl:

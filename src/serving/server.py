@@ -34,6 +34,7 @@ from fastapi import Request  # module level: FastAPI resolves the endpoints' ann
 from src.core.errors import ConfigError, DataError
 from src.core.limits import LIMITS
 from src.monitoring.live import LiveMonitor, Overloaded, UnknownPrediction
+from src.monitoring.settings import DEFAULTS
 from src.serving.engine import Engine, ServedModel
 from src.serving.http import exposure_warning, http_protocol, listen, timed_protocol, url
 from src.serving.requests import (MAX_FEEDBACK_BYTES, ApiError, BodyBudget, classify, image_bytes, parse_feedback,
@@ -51,8 +52,8 @@ class ServeOptions:
     extractor_path: str | None = None
     store: str | None = None
     wandb_mode: str | None = None
-    window: int = 200
-    alpha: float = 0.05
+    window: int = DEFAULTS.window  # drift: src.monitoring.settings, as batch monitoring
+    alpha: float = DEFAULTS.alpha
     top_k: int = 5
     drift_every: int = 50
     max_batch: int = 4

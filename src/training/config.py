@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from src.core.errors import ConfigError, quote
+from src.core.paths import DEFAULT_DATA_DIR
 from src.core.store import validate_name
 from src.data.scan import check_split_dir
 from src.data.splits import validate_labeled_ratio
@@ -19,7 +20,6 @@ from src.data.versions import default_dataset_name
 from src.features.runtimes import RUNTIMES
 from src.learning.semi_supervised import ALGORITHMS, validate_algorithms
 
-DEFAULT_DATA_DIR = "DS2GROCERIES"
 SHIFT_DIR = "shift dir"  # how errors name TrainConfig.shift_dir (--shift-dir)
 DEFAULT_ALGORITHMS = ("label_propagation", "label_spreading", "self_training")
 ALGORITHM_NAMES = tuple(sorted(ALGORITHMS))

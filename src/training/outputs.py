@@ -44,14 +44,13 @@ from typing import Any, Iterable, Iterator
 
 from src.core.cli import WRITE_ERRNOS, printable, written_path
 from src.core.errors import StoreError
-from src.core.paths import pid_alive, write_text_atomic
+from src.core.paths import EXTRACTOR_FILE, pid_alive, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 MANIFEST = ".grocery-outputs.json"
 JOURNAL = ".publishing.json"
 RESULTS_FILE = "training_results.json"
-EXTRACTOR_FILE = "feature_extractor.pth"
 BEST_MODEL_STEM = "best_model"
 FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 _ACTIVE: set[str] = set()  # staging folders of runs in progress in this process

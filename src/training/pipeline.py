@@ -23,7 +23,7 @@ import numpy as np
 
 from src.core import leases
 from src.core.ownership import HELD_EXTRACTOR
-from src.core.paths import clean_pid_siblings
+from src.core.paths import EXTRACTOR_FILE, clean_pid_siblings
 from src.core.store import Store
 from src.data.dataset import ImageDataset, image_dataset
 from src.data.splits import holdout_split, labeled_split
@@ -113,7 +113,7 @@ def build_extractor(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store:
     labels = ds.train.labels[lab_idx]
     key = finetune_key([ds.train.digests[i] for i in lab_idx], labels.tolist(), spec)
     cache = ExtractorCache(store)
-    out = models_dir / "feature_extractor.pth"
+    out = models_dir / EXTRACTOR_FILE
     tracker.define_metric("finetune/*", step_metric="finetune/epoch")  # epochs get their own x axis
     hit = cache.get(key)
     if hit:
@@ -228,7 +228,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     refinement, baseline_features = pseudo_label_round(cfg, ds, mask, ext_path, ft_key, ft, store, tracker,
                                                            shift)
     extractor, ext_digest = float32_extractor(cfg, ext_path, store)
-    choice = choose_precision(cfg, ds, mask, extractor, out_dir / "feature_extractor.pth", ext_digest, store, tracker)
+    choice = choose_precision(cfg, ds, mask, extractor, out_dir / EXTRACTOR_FILE, ext_digest, store, tracker)
     extractor, precision = choice.extractor, choice.precision
     tracker.update_config({"extractor_precision": precision})
     tracker.log({"timing/fine_tune_seconds": ft.seconds, "training/fine_tune_epochs": cfg.fine_tune_epochs,

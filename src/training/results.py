@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from src.core.paths import EXTRACTOR_FILE
 from src.features.finetune import FineTuneResult
 import numpy as np
 
@@ -122,7 +123,7 @@ def build_results(s: TrainState, per_algo: dict[str, dict], baseline: dict, summ
         "dataset": {"root": str(ds.root), "digest": ds.digest, "version": s.version, "classes": ds.classes,
                     "train_samples": len(ds.train), "test_samples": len(ds.test),
                     "labeled_samples": int(mask.sum()), "unlabeled_samples": int((~mask).sum())},
-        "extractor": {"path": "feature_extractor.pth", "digest": s.ext_digest, "precision": s.precision,
+        "extractor": {"path": EXTRACTOR_FILE, "digest": s.ext_digest, "precision": s.precision,
                       "int8_guard": s.int8_guard,
                       "fine_tune": {"epochs": cfg.fine_tune_epochs, "lr": cfg.fine_tune_lr, "seconds": ft.seconds,
                                     "cached": ft.cached, "history": ft.history,
