@@ -258,6 +258,13 @@ def test_a_long_file_and_a_shadowing_package_fail(copy_of_src):
     assert "package src/json/ shadows the importable module 'json' when src/ is on sys.path" in problems
 
 
+def test_the_sweep_table_is_read_through_hpo_only():
+    # the report lists sweeps with src.hpo.study.list_sweeps, not with its own SQL over hpo's table
+    users = sorted({name for name, (path, tree) in collect(SRC).items() for n in ast.walk(tree)
+                    if isinstance(n, ast.Constant) and isinstance(n.value, str) and "sweep_sweeps" in n.value})
+    assert users and all(u.startswith("src.hpo.") for u in users), users
+
+
 def test_documented_imports_work():
     from src.data_versioning import create_dataset_artifact, load_dataset_artifact  # noqa: F401
     from src.inference_monitor import InferenceMonitor  # noqa: F401

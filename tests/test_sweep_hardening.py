@@ -20,6 +20,7 @@ from src import sweep_runner as sr
 from src.core.errors import MAX_LINE, ConfigError, GroceryError
 from src.core.store import Store
 from src.hpo.space import MAX_GRID_POINTS
+from src.hpo.study import list_sweeps
 from src.sweep_config import load_sweep_config
 from src.training.config import TrainConfig
 
@@ -57,10 +58,7 @@ def stored_sweeps(url: str | None = None) -> tuple[list[str], list[str]]:
     db = store.root / "optuna.db"
     studies = (optuna.get_all_study_names(url) if url else
                optuna.get_all_study_names(sr.default_storage_url(store)) if db.exists() else [])
-    store.ensure_schema("sweep", "CREATE TABLE IF NOT EXISTS sweep_sweeps (id TEXT PRIMARY KEY)")
-    with store.read() as con:
-        records = [r["id"] for r in con.execute("SELECT id FROM sweep_sweeps")]
-    return sorted(studies), records
+    return sorted(studies), list_sweeps(store)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -166,6 +166,15 @@ def _lookup_storage(store: Store, sweep_id: str) -> str:
     return row["storage"]
 
 
+def list_sweeps(store: Store) -> list[str]:
+    """The ids of the sweeps this store records, newest first (none yet: an empty list).
+
+    The public way to enumerate sweeps: ``sweep_sweeps`` is this module's table, read by no one else."""
+    store.ensure_schema("sweep", SCHEMA)
+    with store.read() as con:
+        return [r["id"] for r in con.execute("SELECT id FROM sweep_sweeps ORDER BY created_at DESC, id")]
+
+
 def sweep_dir(store: Store, sweep_id: str) -> Path:
     return store.root / "sweeps" / sweep_id
 

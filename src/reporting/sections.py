@@ -90,12 +90,10 @@ def registry_section(store) -> str:
 
 def sweeps_section(store) -> str:
     from src.hpo.agent import sweep_status
-    from src.hpo.study import SCHEMA, open_sweep, sweep_dir
+    from src.hpo.study import list_sweeps, open_sweep, sweep_dir
     from src.training.runs import is_trial, list_runs
 
-    store.ensure_schema("sweep_sweeps", SCHEMA)
-    with store.read() as con:
-        ids = [r["id"] for r in con.execute("SELECT id FROM sweep_sweeps ORDER BY created_at DESC")]
+    ids = list_sweeps(store)
     if not ids:
         return muted("No local sweeps yet (python src/sweep_runner.py create).")
     trial_runs = [r for r in list_runs(store, limit=10_000) if is_trial(r)]
