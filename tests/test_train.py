@@ -191,7 +191,7 @@ def test_e2e_training_run_logs_its_models_and_only_uses_the_dataset(e2e):
     dataset_runs = [d for d in (e2e["tmp"] / "wandb").glob("offline-run-*") if d != Path(res["run"]["dir"])]
     produced = [read_run(d)["artifact_info"].get("data") for d in dataset_runs]
     [ds] = [a for a in produced if a]
-    assert ds["type"] == "dataset" and ds["aliases"] == ["latest", "local-v1"] and ds["metadata"]["local_version"] == "v1"
+    assert ds["type"] == "dataset" and sorted(ds["aliases"]) == ["latest", "local-v1"] and ds["metadata"]["local_version"] == "v1"
 
 
 def test_e2e_registry_runs_log_the_training_runs_model_versions(e2e, monkeypatch):
