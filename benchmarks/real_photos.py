@@ -8,7 +8,7 @@ fine-tunes cached by one run serve the next. Printed per run and as means per k:
 and its test (``val/``) accuracy, the labeled-only baseline's, the validation estimate with its standard
 error, the pool's pseudo-labels (accuracy and coverage at a few confidences), wall time.
 
-    python benchmarks/real_photos.py [--source ../shared/datasets/grocery-store] [--k 3 10 all] [--draws 3]
+    python benchmarks/real_photos.py [--source ../shared/datasets/grocery-store] [--k 1 3 5 10 all] [--draws 3]
         [--work /tmp/real-photos] [--json out.json]
 
 Skips with one line (exit 0) when the dataset folder is absent. Judged on ``val/``, never chosen on it.
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", type=Path, default=ROOT.parent / "shared/datasets/grocery-store",
                    help="the Grocery Store Dataset folder (train.txt, val.txt, classes.csv)")
-    p.add_argument("--k", nargs="+", default=["3", "10", "all"], help="labels per class: integers and/or 'all'")
+    p.add_argument("--k", nargs="+", default=["1", "3", "5", "10", "all"], help="labels per class: integers and/or 'all'")
     p.add_argument("--draws", type=int, default=3, help="seeded draws per k (default 3)")
     p.add_argument("--work", type=Path, default=Path("/tmp/real-photos"), help="dataset copies, models, store")
     p.add_argument("--runtime", default="auto", help="feature extraction runtime (default auto, as training)")
