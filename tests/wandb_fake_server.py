@@ -39,7 +39,8 @@ class Version:
 class FakeServer:
     """What the server holds, and every mutation it was asked for (``calls``)."""
 
-    def __init__(self):
+    def __init__(self, viewer_entity: str = "team"):
+        self.viewer_entity = viewer_entity  # the API key's default entity, as `GetDefaultEntity` reports it
         self.runs: set[tuple[str, str, str]] = set()
         self.versions: list[Version] = []
         self.registry: dict[tuple[str, str], dict[str, set[str]]] = {}  # (entity, name) -> version id -> aliases
@@ -77,6 +78,9 @@ class FakeServer:
         if handler is None:
             raise AssertionError(f"the fake W&B server does not answer {name or query[:80]!r}")
         return parse(json.dumps(handler(variables)))
+
+    def _op_GetDefaultEntity(self, v):
+        return {"viewer": {"id": _gid("User", 1), "entity": self.viewer_entity}}
 
     def _op_Run(self, v):
         key = (v["entity"], v["project"], v["name"])
