@@ -100,7 +100,7 @@ def test_round_is_dropped_when_the_classifiers_do_worse_on_its_features(tmp_path
                             seed=5, progress=False)  # 12 judges: enough to tell a broken round from chance
     r = _train(tmp_path, data)
     rec = r["extractor"]["pseudo_label_round"]
-    assert rec["ran"] and not rec["kept"] and "first round kept" in rec["reason"]
+    assert rec["ran"] and not rec["kept"] and "the first extractor is used" in rec["reason"]
     assert rec["heldout_accuracy_after"] < rec["heldout_accuracy_before"] and rec["heldout_p_worse"] < 0.05
     payload = torch.load(tmp_path / "models" / "feature_extractor.pth", weights_only=True)
     assert "pseudo_finetune_epochs" not in payload["meta"]

@@ -29,7 +29,7 @@ def _round_line(r: dict[str, Any] | None) -> list[str]:
             + f", held-out accuracy {_f(r['heldout_accuracy_before'])} → {_f(r['heldout_accuracy_after'])}"
             + (f", log-loss {_f(r.get('heldout_log_loss_before'))} → {_f(r.get('heldout_log_loss_after'))}"
                if r.get("heldout_log_loss_after") is not None else "") + ": "
-            + ("new extractor kept" if r["kept"] else "first round kept")
+            + ("kept: the new extractor is used" if r["kept"] else "dropped: the first extractor is used")
             + (" (cached)" if r.get("cached") else f" ({r['seconds']:.1f} s)")]
 
 

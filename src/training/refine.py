@@ -233,7 +233,8 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Pa
         second.replace(path)
     else:
         r.reason = (f"not better on the held-out images (accuracy {r.heldout_accuracy_before:.3f} → "
-                    f"{r.heldout_accuracy_after:.3f}, p = {r.heldout_p_worse:.3f} that it is worse): first round kept")
+                    f"{r.heldout_accuracy_after:.3f}, log-loss {r.heldout_log_loss_before:.3f} → "
+                    f"{r.heldout_log_loss_after:.3f}): the first extractor is used")
         second.unlink(missing_ok=True)
     log.info("pseudo-label fine-tuning: %d pseudo-labels, held-out %.3f → %.3f (log-loss %.3f → %.3f), %s",
              len(rows), r.heldout_accuracy_before, r.heldout_accuracy_after, r.heldout_log_loss_before,
