@@ -43,8 +43,9 @@ DASHBOARD_HELP = """Building W&B panels for the monitoring keys (project grocery
 2. Open the project, Workspace -> filter runs by Job Type = "monitor".
 3. Add panel -> Line plot, y = monitor/accuracy, x = Step; add monitor/avg_confidence to the same
    panel (both are fractions). Set y range 0..1.
-4. Add panel -> Line plot, y = monitor/avg_inference_time_ms (latency) and a second line plot
-   with y = monitor/throughput_samples_per_sec.
+4. Add panel -> Line plot, y = monitor/avg_inference_time_ms (the whole prediction) with
+   monitor/avg_model_time_ms (the model call inside it), and a second line plot with
+   y = monitor/throughput_samples_per_sec.
 5. Add panel -> Line plot, y = monitor/drift_score; add a horizontal reference line at 1.0
    (drift_score is the *feature* signal only: MMD² over its permutation null's quantile, about 1
    where an uncalibrated feature test would alarm. The verdict is the drift report's is_drift,

@@ -116,7 +116,7 @@ def test_offline_run_logs_documented_keys(trained, tmp_path, capsys):
     assert code == 0
     logged = read_run(json.loads(out.out)["wandb_run"])
     for key in ("monitor/accuracy", "monitor/avg_confidence", "monitor/avg_inference_time_ms",
-                "monitor/throughput_samples_per_sec", "monitor/drift_score"):
+                "monitor/avg_model_time_ms", "monitor/throughput_samples_per_sec", "monitor/drift_score"):
         assert key in logged["history_keys"], key
     assert any(k.startswith("prediction_distribution") for k in logged["history_keys"] | set(logged["config"]))
     assert any(k.startswith("confidence_histogram") for k in logged["history_keys"])

@@ -289,7 +289,9 @@ def test_wandb_gets_periodic_figures_never_one_log_per_request(trained, monkeypa
         client.close()
         srv.stop()
     assert len(calls) == 1 and calls[0]["monitor/samples"] == 10  # the final flush
-    assert {"monitor/avg_confidence", "monitor/avg_inference_time_ms"} <= set(calls[0])
+    assert {"monitor/avg_confidence", "monitor/avg_inference_time_ms", "monitor/avg_model_time_ms"} <= set(calls[0])
+    # one meaning per key, as in batch monitoring: the whole prediction, and the model call inside it
+    assert 0 < calls[0]["monitor/avg_model_time_ms"] <= calls[0]["monitor/avg_inference_time_ms"]
     assert list(run_dir.glob("run-*.wandb"))  # a real offline run, ready for `wandb sync`
 
 

@@ -157,8 +157,8 @@ class InferenceMonitor:
     def metrics(self, with_drift: bool = False) -> dict[str, float]:
         """The documented ``monitor/*`` figures over everything predicted so far.
 
-        ``monitor/samples``, ``avg_confidence``, ``avg_inference_time_ms``,
-        ``throughput_samples_per_sec``; ``monitor/accuracy`` once a prediction had a true label;
+        ``monitor/samples``, ``avg_confidence``, ``avg_inference_time_ms`` (the whole prediction, decode
+        included), ``avg_model_time_ms`` (the model call alone), ``throughput_samples_per_sec``; ``monitor/accuracy`` once a prediction had a true label;
         ``monitor/drift_score`` with ``with_drift`` (needs 20 predictions).
         """
         n = len(self.records)
@@ -167,6 +167,7 @@ class InferenceMonitor:
         out = {"monitor/samples": n,
                "monitor/avg_confidence": float(np.mean([r["confidence"] for r in self.records])) if n else 0.0,
                "monitor/avg_inference_time_ms": float(lat.mean()),
+               "monitor/avg_model_time_ms": float(np.mean([r["inference_ms"] for r in self.records])) if n else 0.0,
                "monitor/throughput_samples_per_sec": self.throughput()}
         if labeled:
             out["monitor/accuracy"] = float(np.mean([r["prediction"] == r["true_label"] for r in labeled]))
