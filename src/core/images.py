@@ -229,20 +229,3 @@ def load_image(source, draft_size: int | None = None) -> Image.Image:
         return from_array(source, describe_source(source))
     raise DataError(f"cannot read an image from a {type(source).__name__}",
                     hint="pass a file path, a PIL image or a numpy array (HxWx3 uint8 or HxW grayscale)")
-
-
-def probe_image(path: str | os.PathLike) -> dict:
-    """Width, height, mode and format of a readable image, after a full decode."""
-    path = Path(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path, formats=LIMITS.formats) as img:
-                info = {"width": img.size[0], "height": img.size[1], "mode": img.mode, "format": img.format}
-        except UnidentifiedImageError as e:
-            raise ImageRefused(f"{path}: not an image in an accepted format ({_format_names()})", "format",
-                               hint="remove it") from e
-        except OSError as e:
-            raise DataError(f"{path}: unreadable ({e})", hint="remove it") from e
-    open_image(path)  # full decode: catches truncation and bombs
-    return info
