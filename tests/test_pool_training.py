@@ -144,3 +144,14 @@ def test_one_label_per_class_trains_quietly_and_copies_in_test_are_said(tmp_path
     assert sorted(res["dataset"]["leaked_test_images"]) == sorted(
         f"test/{c}/copy-{sorted((data / 'train' / c).iterdir())[0].name}" for c in ("a", "b", "c"))
     assert "3 test image(s) are byte-identical to training or pool images" in err
+
+
+def test_training_says_what_the_store_takes(tmp_path, capsys):
+    from src.reporting.text import format_training_summary
+
+    data = make_image_folder(tmp_path / "d", per_split={"train": 2, "test": 1})
+    res, _ = train(capsys, tmp_path, data)
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "s").rglob("*") if p.is_file() and not p.is_symlink())
+    assert res["store"]["root"] == str((tmp_path / "s").resolve()) and 0 < res["store"]["bytes"] <= on_disk
+    line = format_training_summary(res).splitlines()[-1]
+    assert line.startswith(f"store:   {res['store']['root']}, ") and "housekeeping.py du" in line

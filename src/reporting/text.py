@@ -96,4 +96,7 @@ def format_training_summary(results: dict[str, Any]) -> str:
                    f"{q.get('p50', 0):.3f}) in {results['models_dir']}/{pl['file']}")
     if results["run"].get("dir"):
         out.append(f"W&B run ({results['run']['mode']}): {results['run']['dir']}")
+    if results.get("store"):
+        out.append(f"store:   {results['store']['root']}, {results['store']['bytes'] / 1e6:,.0f} MB (cached features, "
+                   "extractors, versions; `python src/housekeeping.py du` shows what, `gc --dry-run` what can go)")
     return "\n".join(out)

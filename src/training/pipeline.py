@@ -197,6 +197,7 @@ def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) 
         tracker.finish()
         results["run"]["local_id"] = record_run(store, results, name=cfg.run_name or cfg.group,
                                                 group=cfg.group, tags=cfg.tags, files_dir=out)
+        results["store"] = {"root": str(store.root), "bytes": store.size_bytes()}  # it grows with every run
         (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=float))
         publish(out, cfg.models_dir)
     return results
