@@ -1,0 +1,113 @@
+"""Where a default training's time goes, against this machine's training limit (issue 29: measure first).
+
+1. **Training limit**: forward + backward + AdamW step of the fine-tuned backbone (EfficientNet-Lite0 with
+   a head, train mode with batch-norm frozen, channels-last, as fine-tuning runs) on random 224-px tensors
+   at the fine-tuning batch size, nothing else: the images/s no
+   fine-tuning recipe can beat here. Forward alone (eval, no grad) is printed beside it.
+2. **A default training** (`make run`'s: the shipped real-photo sample, every default, round on) in a
+   temporary folder with a fresh store, W&B disabled: wall time and the stages the results record
+   (fine-tune, the pseudo-label round, the int8 guard, the fits), and fine-tuning throughput as a share of
+   the limit (images trained per second, the per-epoch held-out pass and decoding included).
+
+    .venv/bin/python benchmarks/training_profile.py [--iters 20] [--batch 16] [--json]
+
+Run it on a quiet machine; compare the ratio, not absolute figures, across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def training_limit(batch: int, iters: int, n_classes: int = 12) -> dict[str, float]:
+    import torch
+
+    from src.features.finetune import _freeze_bn, _start_model
+
+    model = _start_model(n_classes, None).train()
+    _freeze_bn(model)  # as fine-tuning trains: batch-norm statistics frozen, channels-last inputs
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, n_classes, (batch,))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    for _ in range(2):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    train_ips = batch * iters / (time.perf_counter() - t0)
+    model.eval()
+    with torch.no_grad():
+        model(x)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            model(x)
+        fwd_ips = batch * iters / (time.perf_counter() - t0)
+    return {"train_images_per_s": train_ips, "forward_images_per_s": fwd_ips, "batch": batch,
+            "threads": torch.get_num_threads()}
+
+
+def default_training() -> dict:
+    from src.train_with_wandb import train_with_wandb
+    from src.training.pipeline import SAMPLE_DIR
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        shutil.copytree(SAMPLE_DIR, data)
+        t0 = time.perf_counter()
+        r = train_with_wandb(data_dir=data, models_dir=Path(tmp) / "models", store=Path(tmp) / "store",
+                             wandb_mode="disabled", progress=False)
+        wall = time.perf_counter() - t0
+    ft, rnd, guard = r["extractor"]["fine_tune"], r["extractor"]["pseudo_label_round"], r["extractor"]["int8_guard"]
+    n_fit = r["dataset"]["labeled_samples"] - r["summary"]["val_images"]
+    fits = sum(m["fit_seconds"] for m in r["algorithms"].values()) + r["baseline"]["fit_seconds"]
+    stages = {"fine_tune": ft["seconds"], "pseudo_label_round": rnd.get("seconds") or 0.0,
+              "int8_guard": guard.get("seconds") or 0.0, "fits": fits}
+    stages["rest (decode, extraction, versioning, outputs)"] = wall - sum(stages.values())
+    return {"wall_s": wall, "stages_s": stages, "fine_tune_images": n_fit * ft["epochs"],
+            "fine_tune_images_per_s": n_fit * ft["epochs"] / ft["seconds"],
+            "round_pseudo_labels": rnd.get("pseudo_labels"), "round_kept": rnd.get("kept"),
+            "precision": r["extractor"]["precision"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--iters", type=int, default=20, help="timed steps of the limit (default 20)")
+    p.add_argument("--batch", type=int, default=16, help="batch size of the limit (fine-tuning's: 16)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    a = p.parse_args()
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    out = {"load": os.getloadavg()[0], "limit": training_limit(a.batch, a.iters), "training": default_training()}
+    out["fine_tune_share_of_limit"] = (out["training"]["fine_tune_images_per_s"]
+                                       / out["limit"]["train_images_per_s"])
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return
+    lim, tr = out["limit"], out["training"]
+    print(f"training limit (batch {lim['batch']}, {lim['threads']} threads): {lim['train_images_per_s']:.1f} img/s "
+          f"forward+backward+step; forward alone {lim['forward_images_per_s']:.1f} img/s")
+    print(f"default training on the shipped sample: {tr['wall_s']:.1f} s ({tr['precision']})")
+    for k, v in tr["stages_s"].items():
+        print(f"  {k:<48} {v:6.1f} s  {v / tr['wall_s']:5.1%}")
+    print(f"fine-tuning: {tr['fine_tune_images']} images in {tr['stages_s']['fine_tune']:.1f} s = "
+          f"{tr['fine_tune_images_per_s']:.1f} img/s, {out['fine_tune_share_of_limit']:.0%} of the limit; "
+          f"round: {tr['round_pseudo_labels']} pseudo-labels, kept {tr['round_kept']}; load {out['load']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
