@@ -30,7 +30,7 @@ from src.monitoring.settings import DEFAULTS
 from src.monitoring.writer import Overloaded, RecordWriter
 
 __all__ = ["LiveMonitor", "Overloaded", "UnknownPrediction", "REQUEST_PREFIX"]
-from src.monitoring.monitor import check_settings, score_text
+from src.monitoring.monitor import check_settings, drift_alert
 
 log = logging.getLogger(__name__)
 REQUEST_PREFIX = "request:"  # the ``image`` column of a served prediction: request:<prediction_id>
@@ -283,17 +283,8 @@ class LiveMonitor:
         return report
 
     def _alert(self, s: _Session, report: dict[str, Any]) -> None:
-        from src.monitoring.records import add_alert
-
-        text = (f"{s.model}: drift in {', '.join(report['drifted'])} over the last {report['n']} "
-                f"predictions (drift score {score_text(report['drift_score'])}, p={report['p_val']:.4f})")
         self.alerts += 1
-        try:
-            add_alert(self.store, s.id, "WARN", "Data drift detected", text, report)
-        except GroceryError as e:  # the alert still goes to the log and W&B
-            log.error("could not store the drift alert: %s", e)
-        self.tracker.alert("Data drift detected", text, level="WARN")
-        log.warning(text)
+        drift_alert(self.store, s.id, self.tracker, s.model, report)
 
     def close(self) -> dict[str, Any] | None:
         """Stop the threads after storing every queued record; close the session and the W&B run."""

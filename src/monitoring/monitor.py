@@ -41,6 +41,21 @@ def score_text(score: float | None) -> str:
     return "n/a" if score is None else f"{score:.2f}"
 
 
+def drift_alert(store, session: int | None, tracker, model_ref: str, report: dict[str, Any]) -> None:
+    """The one drift alert of batch monitoring and the server: stored in the alert log (a store error is
+    logged, the alert still goes on), sent to W&B (``wandb.alert`` online) and logged as a warning."""
+    from src.monitoring.records import add_alert
+
+    text = (f"{model_ref}: drift in {', '.join(report['drifted'])} over the last {report['n']} "
+            f"predictions (drift score {score_text(report['drift_score'])}, p={report['p_val']:.4f})")
+    try:
+        add_alert(store, session, "WARN", "Data drift detected", text, report)
+    except GroceryError as e:
+        log.error("could not store the drift alert: %s", e)
+    tracker.alert("Data drift detected", text, level="WARN")
+    log.warning(text)
+
+
 def check_settings(window: Any, alpha: Any, log_every: Any) -> None:
     """Refuse unusable settings before anything is loaded or predicted."""
     _check_window(window, "--window")
@@ -221,13 +236,7 @@ class InferenceMonitor:
         return report
 
     def _alert(self, report: dict[str, Any]) -> None:
-        from src.monitoring.records import add_alert
-
-        text = (f"{self.model_ref}: drift in {', '.join(report['drifted'])} over the last {report['n']} "
-                f"predictions (drift score {score_text(report['drift_score'])}, p={report['p_val']:.4f})")
-        add_alert(self.store, self.session, "WARN", "Data drift detected", text, report)
-        self.tracker.alert("Data drift detected", text, level="WARN")
-        log.warning(text)
+        drift_alert(self.store, self.session, self.tracker, self.model_ref, report)
 
     # -- end -----------------------------------------------------------------------------
     def _base_summary(self) -> dict[str, Any]:
