@@ -209,3 +209,15 @@ def test_the_monitoring_sample_is_the_walk_of_the_test_dir(ds, tmp_path):
                        (ds / "test" / "flat.png", None)], key=lambda item: item[0])
     random.Random(7).shuffle(expected)  # sorted paths, then the seeded shuffle: the same sample as before
     assert sample_images(ds / "test", 0, 7) == expected and sample_images(ds / "test", 3, 7) == expected[:3]
+
+
+def test_the_quality_check_lists_images_every_command_would_refuse(tmp_path):
+    """An EPS named .jpg (Pillow's EPS plugin hands files to Ghostscript) and a 2000 x 10 strip: training,
+    monitoring and the server refuse both, so the quality check lists them before any of those runs."""
+    from PIL import Image
+
+    ds = make_image_folder(tmp_path / "d", per_split={"train": 2, "test": 1})
+    (ds / "train" / "a" / "eps.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n")
+    Image.new("RGB", (2000, 10), (200, 30, 30)).save(ds / "train" / "a" / "strip.png")
+    found = {f["kind"]: f["paths"] for f in dv.quality_check(ds)["findings"]}
+    assert "train/a/eps.jpg" in found["non_image"] and found["bad_aspect_ratio"] == ["train/a/strip.png"]

@@ -31,6 +31,7 @@ FILE_ERRORS = {
     "zero_byte": ("error", "zero-byte file"),
     "non_image": ("error", "not an image"),
     "too_large": ("error", "image over the pixel limit (possible decompression bomb)"),
+    "bad_aspect_ratio": ("error", "image over the 20:1 aspect-ratio limit (every command refuses it)"),
 }
 MAX_LISTED = 200  # findings of one kind beyond this are counted, not listed
 

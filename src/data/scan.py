@@ -85,6 +85,7 @@ def probe_bytes(data: bytes, name: str) -> dict[str, Any]:
     from PIL import Image, UnidentifiedImageError
 
     from src.core.images import MAX_PIXELS, is_image_name
+    from src.core.limits import LIMITS
 
     out: dict[str, Any] = dict.fromkeys(PROBE_KEYS)
     if not data:
@@ -96,16 +97,20 @@ def probe_bytes(data: bytes, name: str) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=LIMITS.formats) as img:  # the formats every command decodes
                 w, h = img.size
                 out.update(width=w, height=h, mode=img.mode, format=img.format)
                 if w * h > MAX_PIXELS:
                     out.update(error="too_large", error_detail=f"{w}x{h} pixels, possible decompression bomb")
                     return out
+                problem = LIMITS.size_problem(w, h)
+                if problem:  # training, monitoring and the server refuse it: listed here first
+                    out.update(error="bad_aspect_ratio", error_detail=f"image {problem}")
+                    return out
                 img.load()
                 out["dhash"] = dhash(img)
     except UnidentifiedImageError:
-        out.update(error="non_image", error_detail="not an image PIL can read")
+        out.update(error="non_image", error_detail=f"not an image in an accepted format ({', '.join(LIMITS.formats)})")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         out.update(error="too_large", error_detail=str(e))
     except (OSError, SyntaxError, ValueError, EOFError) as e:
