@@ -13,6 +13,7 @@ the leftovers of a killed process (removed) from those of a live one (kept).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -108,6 +109,24 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, fsync: bool = False
 
 
 # -- temporary files of killed runs --------------------------------------------------------
+def tree_bytes(path: str | os.PathLike) -> int:
+    """Bytes of a file, or of every file under a folder (links not followed, entries that vanish meanwhile
+    skipped); 0 when nothing is there."""
+    with contextlib.suppress(OSError):
+        if os.path.isfile(path):
+            return os.stat(path).st_size
+    total, todo = 0, [os.fspath(path)]
+    while todo:
+        with contextlib.suppress(OSError), os.scandir(todo.pop()) as entries:
+            for e in entries:
+                with contextlib.suppress(OSError):
+                    if e.is_dir(follow_symlinks=False):
+                        todo.append(e.path)
+                    elif e.is_file(follow_symlinks=False):
+                        total += e.stat(follow_symlinks=False).st_size
+    return total
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists on this machine (a process we may not signal counts as alive)."""
     if pid <= 0:

@@ -262,19 +262,6 @@ class Store:
         return Path(name)
 
     # -- blobs --------------------------------------------------------------------------
-    def size_bytes(self) -> int:
-        """Bytes the store's files take (links not followed; files that vanish meanwhile skipped)."""
-        total, todo = 0, [str(self.root)]
-        while todo:
-            with contextlib.suppress(OSError), os.scandir(todo.pop()) as entries:
-                for e in entries:
-                    with contextlib.suppress(OSError):
-                        if e.is_dir(follow_symlinks=False):
-                            todo.append(e.path)
-                        elif e.is_file(follow_symlinks=False):
-                            total += e.stat(follow_symlinks=False).st_size
-        return total
-
     def blob_path(self, digest: str) -> Path:
         return self.blob_root / digest[:2] / digest
 

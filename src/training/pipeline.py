@@ -23,7 +23,7 @@ import numpy as np
 
 from src.core import leases
 from src.core.ownership import HELD_EXTRACTOR
-from src.core.paths import EXTRACTOR_FILE, clean_pid_siblings
+from src.core.paths import EXTRACTOR_FILE, clean_pid_siblings, tree_bytes
 from src.core.store import Store
 from src.data.dataset import ImageDataset, image_dataset
 from src.data.splits import holdout_split, labeled_split
@@ -197,7 +197,7 @@ def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) 
         tracker.finish()
         results["run"]["local_id"] = record_run(store, results, name=cfg.run_name or cfg.group,
                                                 group=cfg.group, tags=cfg.tags, files_dir=out)
-        results["store"] = {"root": str(store.root), "bytes": store.size_bytes()}  # it grows with every run
+        results["store"] = {"root": str(store.root), "bytes": tree_bytes(store.root)}  # it grows with every run
         (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=float))
         publish(out, cfg.models_dir)
     return results

@@ -7,20 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from src.core.errors import StoreError
+from src.core.paths import tree_bytes
 from src.core.store import Store
 from src.upkeep.references import blob_kinds, existing_store, referenced_blobs, stored_blobs
 
 
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    if not path.is_dir():
-        return 0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
-
-
 def _db(path: Path) -> int:
-    return sum(_size(Path(f"{path}{suffix}")) for suffix in ("", "-wal", "-shm", "-journal"))
+    return sum(tree_bytes(Path(f"{path}{suffix}")) for suffix in ("", "-wal", "-shm", "-journal"))
 
 
 def disk_usage(store: Store | str | os.PathLike | None = None) -> dict[str, Any]:
@@ -35,7 +28,7 @@ def disk_usage(store: Store | str | os.PathLike | None = None) -> dict[str, Any]
         refs = referenced_blobs(con)
         monitoring = stored_bytes(con)
     kinds = {"database": _db(st.db_path), "feature cache": _db(st.root / "features.db"),
-             "sweeps": _db(st.root / "optuna.db") + _size(st.root / "sweeps"), "onnx exports": _size(st.root / "onnx")}
+             "sweeps": _db(st.root / "optuna.db") + tree_bytes(st.root / "sweeps"), "onnx exports": tree_bytes(st.root / "onnx")}
     blobs = {k: 0 for k in (*blob_kinds(), "unreferenced")}
     counted = 0
     for p in stored_blobs(st.blob_root):
@@ -43,7 +36,7 @@ def disk_usage(store: Store | str | os.PathLike | None = None) -> dict[str, Any]
         blobs[refs.get(p.name, "unreferenced")] += size
         counted += size
     kinds |= {f"blobs: {k}": v for k, v in blobs.items()}
-    kinds["scratch (tmp)"] = _size(st.root / "tmp")
-    total = _size(st.root)
+    kinds["scratch (tmp)"] = tree_bytes(st.root / "tmp")
+    total = tree_bytes(st.root)
     kinds["other"] = max(total - sum(kinds.values()), 0)
     return {"store": str(st.root), "kinds": kinds, "total": total, "monitoring_rows_bytes": monitoring}
