@@ -21,6 +21,7 @@ spreadsheet, and a caption in reports, so it must be all three safely:
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 MAX_BYTES = 100
@@ -64,3 +65,10 @@ def class_name_problem(name: str) -> str | None:
     if name[0] in FORMULA_LEAD:
         return f"invalid class name {shown}: it starts with {name[0]!r}, which a spreadsheet runs as a formula"
     return None
+
+
+def slug(text: str, limit: int, fallback: str) -> str:
+    """``text`` as a store- and W&B-safe name: runs of other characters become ``-``, dot runs one dot,
+    at most ``limit`` characters, no leading or trailing ``-._``; ``fallback`` when nothing is left."""
+    out = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", text)).strip("-._")[:limit].rstrip("-._")
+    return out or fallback

@@ -23,16 +23,14 @@ def default_dataset_name(data_dir: str | os.PathLike | None) -> str:
     """The name a dataset is versioned under when none is given: ``grocery-dataset`` for the
     default DS2GROCERIES folder (or no folder), else the folder's own name made store-safe, so a
     5-class toy set does not become a version of the project's dataset."""
-    import re
+    from src.core.names import slug
 
     if data_dir is None:
         return DEFAULT_NAME
     folder = Path(data_dir).expanduser().resolve().name
     if folder == DEFAULT_DATA_DIR:
         return DEFAULT_NAME
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", folder)
-    slug = re.sub(r"\.{2,}", ".", slug).strip("-._")[:128].rstrip("-._")
-    return slug or DEFAULT_NAME
+    return slug(folder, 128, DEFAULT_NAME)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS dataset_versions (

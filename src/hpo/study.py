@@ -21,7 +21,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import secrets
 import string
 import sys
@@ -262,9 +261,9 @@ def queue_grid(study, cfg: Mapping[str, Any], progress: bool = True) -> int:
 
 def slugify(name: str) -> str:
     """A sweep name W&B accepts ("My HB sweep (v2)") as a store-safe name ("My-HB-sweep-v2")."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name)
-    slug = re.sub(r"\.{2,}", ".", slug).strip("-._")[:100].rstrip("-._")
-    return slug or "sweep"
+    from src.core.names import slug
+
+    return slug(name, 100, "sweep")
 
 
 @dataclasses.dataclass

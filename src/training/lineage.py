@@ -55,9 +55,9 @@ def use_dataset(data_dir: str, dataset_name: str, store: Store, tracker: Tracker
 def trained_model_name(algorithm: str, dataset: str, group: str | None = None) -> str:
     """The W&B collection of a training run's model: ``label-spreading-classifier-grocery-dataset`` (a sweep's
     trials add their group or sweep id), never a registered name, so training moves no registered ``latest``."""
-    import re
+    from src.core.names import slug
 
-    tail = f"-{re.sub(r'[^A-Za-z0-9_.-]+', '-', group).strip('-')}" if group else ""
+    tail = f"-{slug(group, 100, 'group')}" if group else ""
     return f"{model_name_for(algorithm)}-{dataset}{tail}"
 
 
