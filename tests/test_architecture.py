@@ -5,6 +5,8 @@
 - no import cycle among ``src`` modules (lazy imports inside functions count too);
 - no loop among packages either (``src/<stage>/`` as one node, each script as its own): if any module
   of ``serving`` imports ``monitoring``, no module of ``monitoring`` may import ``serving``, even lazily;
+- no module imports another module's private name (``from src.x.y import _z``), whether across packages or
+  inside one: what a module shares gets a public name;
 - exactly one file under ``src/`` imports ``wandb``;
 - no file under ``src/`` is over 400 lines;
 - no stage package shadows the standard library or an installed distribution (``python src/x.py``
@@ -66,6 +68,24 @@ def imports_of(name: str, tree: ast.Module, known: set[str]) -> tuple[set[str], 
     return own, external
 
 
+def private_imports(name: str, path: Path, tree: ast.Module) -> list[str]:
+    """``from src.x.y import _z`` (lazy ones included) in one module: each a private name of another module."""
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            parts = name.split(".")
+            pkg = parts[: len(parts) - node.level + (1 if path.name == "__init__.py" else 0)]
+            base = ".".join(pkg + ([base] if base else []))
+        if base != "src" and not base.startswith("src."):
+            continue
+        out += [f"{name} imports the private name {a.name} from {base}" for a in node.names
+                if a.name.startswith("_") and not (a.name.startswith("__") and a.name.endswith("__"))]
+    return out
+
+
 def _is_pkg(name: str, known: set[str]) -> bool:
     return any(k.startswith(name + ".") for k in known)
 
@@ -80,6 +100,7 @@ def check(root: Path) -> list[str]:
         graph[name] = own
         if "wandb" in external:
             wandb_users.append(name)
+        problems += private_imports(name, path, tree)
         lines = len(path.read_text().splitlines())
         if lines > MAX_LINES:
             problems.append(f"{name}: {lines} lines (max {MAX_LINES})")
@@ -237,6 +258,15 @@ def test_a_package_loop_without_a_module_cycle_is_caught(tmp_path):
 def test_a_planted_library_to_script_import_fails(copy_of_src):
     plant(copy_of_src, "training/pipeline.py", "from src.model_registry import register_model")
     assert "library module src.training.pipeline imports the script src.model_registry" in check(copy_of_src)
+
+
+def test_importing_a_private_name_fails(copy_of_src):
+    # across packages, lazily, and inside one package (relative import too)
+    plant(copy_of_src, "serving/http.py", "def _f():\n    from src.monitoring.settings import _hidden\n")
+    plant(copy_of_src, "registry/api.py", "from .mirror import _tracker")
+    problems = check(copy_of_src)
+    assert "src.serving.http imports the private name _hidden from src.monitoring.settings" in problems
+    assert "src.registry.api imports the private name _tracker from src.registry.mirror" in problems
 
 
 def test_a_second_wandb_importer_fails(copy_of_src):

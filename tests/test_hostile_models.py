@@ -327,7 +327,7 @@ def test_tampered_blob_is_never_promoted_or_mirrored(tmp_path, folder, capsys):
     assert model_registry.model_history(NAME) == before
     assert not list((tmp_path / "wandb_root").rglob("offline-run-*"))
     # the mirror itself checks too (a blob tampered with after the move, before the upload)
-    from src.registry.api import _publish
+    from src.registry.mirror import publish
     from src.tracking import Tracker
 
     t = Tracker("model-registry", {}, mode="offline")
@@ -335,7 +335,7 @@ def test_tampered_blob_is_never_promoted_or_mirrored(tmp_path, folder, capsys):
     t.log_artifact = lambda *a, **k: logged.append(a)
     try:
         with pytest.raises(ModelError, match="digest check"):
-            _publish(t, model_registry.get_model_version(f"{NAME}:v1"), Store())
+            publish(t, model_registry.get_model_version(f"{NAME}:v1"), Store())
     finally:
         t.finish()
     assert logged == []

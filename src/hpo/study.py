@@ -298,9 +298,19 @@ def open_sweep(sweep_id: str, storage: str | None = None, store: str | os.PathLi
     if not cfg:
         raise StoreError(f"study {quote(sweep_id)} in {redact(url)} was not created by the sweep runner")
     study = optuna.load_study(study_name=sweep_id, storage=rdb, sampler=make_sampler(cfg), pruner=make_pruner(cfg))
-    # the study wraps `rdb` in a cache that must see every trial its agent touches, so claims go through it
     return Sweep(sweep_id, attrs.get("sweep_name", sweep_id), cfg, study, st, url, attrs.get("display_name"),
-                 study._storage)
+                 study_storage(study))
+
+
+def study_storage(study: Any) -> Any:
+    """The storage ``study`` itself reads and writes through: claims and heartbeats must use it.
+
+    ``optuna.load_study`` wraps an ``RDBStorage`` in a cache of the trials this process touches; a trial
+    claimed or changed behind the cache's back (straight on the ``RDBStorage``) leaves the study reading
+    stale state. Optuna has no public accessor for that cache, so this is the one place that reads
+    ``Study._storage`` (tests/test_optuna_storage.py fails if an Optuna upgrade moves it).
+    """
+    return study._storage
 
 
 

@@ -21,8 +21,8 @@ from src.core.errors import ConfigError, ModelError, StoreError
 from src.core.paths import EXTRACTOR_FILE
 from src.core.store import sha256_file, validate_name
 from src.learning.bundles import load_model_bundle, model_file_name, model_name_for, resolve_model_path
-from src.registry.mirror import (_mirror, _publish, _verified_blob, artifact_metadata, mirror_pending,  # noqa: F401
-                                 publish_recorded, verified_blobs)
+from src.registry.mirror import (artifact_metadata, mirror_pending, mirror_run, publish_recorded,  # noqa: F401
+                                 verified_blob, verified_blobs)
 from src.registry.tables import (DEFAULT_TOLERANCE, LATEST, all_versions, get_version, history, insert_version,
                                  is_mirrored, move_alias, open_registry, parse_ref, resolve, validate_alias)
 
@@ -123,11 +123,11 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
         raise ModelError(f"extractor {ext} (sha256 {ext_digest[:12]}) is not the one model {path} was trained "
                          f"with ({str(bundle['extractor_digest'])[:12]})", hint="pass the matching --extractor")
     st = open_registry(store)
-    with _mirror(tracker, wandb_mode, "register") as t:
+    with mirror_run(tracker, wandb_mode, "register") as t:
         st.put_file(path, bundle["_digest"], link=False, verify_existing=True)
         st.put_file(ext, ext_digest, link=False, verify_existing=True)
-        _verified_blob(st, bundle["_digest"], "model")  # what the aliases below will point at
-        _verified_blob(st, ext_digest, "extractor")
+        verified_blob(st, bundle["_digest"], "model")  # what the aliases below will point at
+        verified_blob(st, ext_digest, "extractor")
         with st.read() as con:  # a version registered again: its metadata stays, so no run is opened for it
             known = con.execute("SELECT 1 FROM registry_versions WHERE name = ? AND digest = ?",
                                 (model_name, bundle["_digest"])).fetchone() is not None
@@ -181,7 +181,7 @@ def register_all(models_dir: str | os.PathLike = "models", aliases: Iterable[str
                "code_version": results.get("code_version")}
     ext = d / ((results.get("extractor") or {}).get("path") or EXTRACTOR_FILE)
     out = []
-    with _mirror(None, wandb_mode, "register-all") as t:
+    with mirror_run(None, wandb_mode, "register-all") as t:
         for algo, info in algorithms.items():
             model_path = d / (info.get("model_path") or model_file_name(algo))
             if info.get("model_digest"):
@@ -274,7 +274,7 @@ def promote_model(name: str, to_alias: str, version: str | int | None = None, *,
                                hint="pass --force --reason '...' to override; the audit log keeps it")
     if event["action"] in ("moved", "forced"):
         target.aliases = sorted(set(target.aliases) | {to_alias})
-        with _mirror(None, wandb_mode, "promote") as t:
+        with mirror_run(None, wandb_mode, "promote") as t:
             publish_recorded(t, target, st)
     return event
 

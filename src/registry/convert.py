@@ -143,7 +143,7 @@ def convert_legacy(models_dir: str | os.PathLike = "models", *, consent: bool = 
 
 
 def _convert_versions(st, versions: list, new_blobs: dict[str, bytes], wandb_mode: str | None) -> list[dict]:
-    from src.registry.mirror import _mirror, publish_recorded
+    from src.registry.mirror import mirror_run, publish_recorded
 
     out, updated = [], []
     digests = {mv.ref: st.put_bytes(new_blobs[mv.ref]) for mv in versions}
@@ -164,7 +164,7 @@ def _convert_versions(st, versions: list, new_blobs: dict[str, bytes], wandb_mod
                          json.dumps({"from_digest": mv.digest, "to_digest": new}), time.time()))
             updated.append(get_version(con, mv.name, mv.version))
             out.append({"ref": mv.ref, "from_digest": mv.digest, "to_digest": new})
-    with _mirror(None, wandb_mode, "convert") as t:
+    with mirror_run(None, wandb_mode, "convert") as t:
         for mv in updated:
             publish_recorded(t, mv, st)
     for o in out:

@@ -30,8 +30,9 @@ def _tracker(mode: str | None, command: str, config: Mapping[str, Any] | None = 
 
 
 @contextlib.contextmanager
-def _mirror(tracker, mode: str | None, command: str) -> Iterator[Any]:
-    """Use the caller's tracker, or open (and finish) one for this call."""
+def mirror_run(tracker, mode: str | None, command: str) -> Iterator[Any]:
+    """The W&B run a registry ``command`` mirrors through: the caller's ``tracker``, or one opened on first
+    use (and finished, with the command's exit code) for this call."""
     if tracker is not None:
         yield tracker
         return
@@ -69,7 +70,7 @@ class _LazyTracker:
 
 
 
-def _publish(tracker, mv, store) -> None:
+def publish(tracker, mv, store) -> None:
     """Mirror ``mv`` to W&B, after its stored bytes pass their digest checks (never a tampered blob).
 
     The artifact is named after the registered model and holds the same files under the same names as
@@ -123,7 +124,7 @@ def artifact_metadata(mv) -> dict[str, Any]:
 
 
 
-def _verified_blob(st, digest: str, what: str) -> Path:
+def verified_blob(st, digest: str, what: str) -> Path:
     """The blob of ``digest`` after its bytes were hashed; a model blob must also be a skops file of trusted types."""
     p = st.blob_path(digest)
     if not p.is_file():
@@ -141,13 +142,13 @@ def _verified_blob(st, digest: str, what: str) -> Path:
 
 def verified_blobs(st, mv) -> tuple[Path, Path]:
     """Model and extractor blobs of ``mv``, both checked against their recorded digests."""
-    return _verified_blob(st, mv.digest, "model"), _verified_blob(st, mv.extractor_digest, "extractor")
+    return verified_blob(st, mv.digest, "model"), verified_blob(st, mv.extractor_digest, "extractor")
 
 
 
 
 def publish_recorded(tracker, mv, store) -> bool:
-    """:func:`_publish` ``mv`` and record the outcome in its ``mirrored`` state; True when it was mirrored.
+    """:func:`publish` ``mv`` and record the outcome in its ``mirrored`` state; True when it was mirrored.
 
     W&B disabled sends nothing, so the version is left (or becomes) pending; a failed mirror leaves it
     pending and is one line (a digest failure stays the ModelError it is).
@@ -156,7 +157,7 @@ def publish_recorded(tracker, mv, store) -> bool:
         _record(store, mv, False)
         return False
     try:
-        _publish(tracker, mv, store)
+        publish(tracker, mv, store)
     except BaseException as e:
         _record(store, mv, False)
         if isinstance(e, (TrackingError, OSError)):
@@ -197,7 +198,7 @@ def mirror_pending(name: str | None = None, *, store: Any = None, wandb_mode: st
     done: list[str] = []
     if not todo:
         return done
-    with _mirror(None, mode, "mirror-pending") as t:
+    with mirror_run(None, mode, "mirror-pending") as t:
         for mv in todo:
             publish_recorded(t, mv, st)
             done.append(mv.ref)
