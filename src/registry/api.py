@@ -23,7 +23,8 @@ from src.core.store import sha256_file, validate_name
 from src.learning.bundles import load_model_bundle, model_file_name, model_name_for, resolve_model_path
 from src.registry.mirror import (artifact_metadata, mirror_pending, mirror_run, publish_recorded,  # noqa: F401
                                  verified_blob, verified_blobs)
-from src.registry.tables import (DEFAULT_TOLERANCE, LATEST, all_versions, get_version, history, insert_version,
+from src.registry.policy import DEFAULT_TOLERANCE
+from src.registry.tables import (LATEST, all_versions, get_version, history, insert_version,
                                  is_mirrored, move_alias, open_registry, parse_ref, resolve, validate_alias)
 
 log = logging.getLogger(__name__)

@@ -9,16 +9,16 @@ promotions — is one row in ``registry_events``; that table is the audit log.
 from __future__ import annotations
 
 import json
-import math
 import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from src.core.errors import ConfigError, StoreError
+from src.core.errors import StoreError
 from src.core.ownership import BLOB, EXTRACTOR, MENTION, Owner, has_table
 from src.core.store import Store, validate_name
+from src.registry.policy import DEFAULT_TOLERANCE, check_request, decide
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS registry_versions (
@@ -63,10 +63,6 @@ ADDED_COLUMNS = {"registry_versions": {"mirrored": "INTEGER"}}
 VERSION_COLS = ("name", "version", "digest", "extractor_digest", "metrics", "metadata", "created_at", "mirrored")
 
 LATEST = "latest"
-PROTECTED_ALIASES = frozenset({"production"})
-GATE_METRIC = "test_accuracy"
-DEFAULT_TOLERANCE = 0.01
-MAX_TOLERANCE = 0.05  # a bigger accepted drop is an override: --force with a reason
 _VERSION_RE = re.compile(r"^v(\d+)$")
 
 
@@ -236,31 +232,14 @@ def set_mirrored(con: sqlite3.Connection, name: str, version: int, mirrored: boo
                 (int(mirrored), name, version))
 
 
-def gate_refusal(current: ModelVersion, candidate: ModelVersion, tolerance: float) -> str | None:
-    """Why moving a protected alias from ``current`` to ``candidate`` is refused, or None."""
-    cur, new = current.metrics.get(GATE_METRIC), candidate.metrics.get(GATE_METRIC)
-    if cur is None:
-        return None
-    if new is None:
-        return (f"v{candidate.version} has no {GATE_METRIC} to compare with "
-                f"v{current.version}'s {cur:.4f}")
-    if cur - new > tolerance + 1e-12:
-        return (f"v{candidate.version} has {GATE_METRIC} {new:.4f}, below v{current.version}'s "
-                f"{cur:.4f} by {cur - new:.4f} (tolerance {tolerance:.4f})")
-    return None
-
-
 def move_alias(con: sqlite3.Connection, name: str, alias: str, version: int, *, reason: str | None = None,
                force: bool = False, tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
     """Point ``name:alias`` at ``version`` and log it; a refused gated move is logged, not applied.
 
-    Returns the event (``action``: moved, forced, refused or unchanged).
+    Returns the event (``action``: moved, forced, refused or unchanged); the gate and the force rules are
+    :mod:`src.registry.policy`'s.
     """
-    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and 0 <= tolerance <= MAX_TOLERANCE):
-        raise ConfigError(f"tolerance must be a number in [0, {MAX_TOLERANCE}], got {tolerance!r}",
-                          hint="to accept a bigger drop, use --force with a --reason (the audit log keeps it)")
-    if force and not (reason and reason.strip()):
-        raise ConfigError("--force needs a --reason", hint="say why the gate is overridden; the audit log keeps it")
+    check_request(force=force, reason=reason, tolerance=tolerance)
     candidate = get_version(con, name, version)
     if candidate is None:
         raise StoreError(f"model {name!r} has no version v{version}", hint="see `list` for its versions")
@@ -270,16 +249,8 @@ def move_alias(con: sqlite3.Connection, name: str, alias: str, version: int, *, 
     event = {"name": name, "alias": alias, "from": vname(previous), "to": vname(version), "reason": reason}
     if previous == version:
         return {**event, "action": "unchanged"}
-    details: dict[str, Any] = {}
-    action = "moved"
-    if alias in PROTECTED_ALIASES and previous is not None:
-        current = get_version(con, name, previous)
-        refusal = gate_refusal(current, candidate, tolerance)
-        details = {"metric": GATE_METRIC, "tolerance": tolerance, "from_value": current.metrics.get(GATE_METRIC),
-                   "to_value": candidate.metrics.get(GATE_METRIC)}
-        if refusal:
-            details["refusal"] = refusal
-            action = "forced" if force else "refused"
+    current = get_version(con, name, previous) if previous is not None else None
+    action, details = decide(alias, current, candidate, force=force, tolerance=tolerance)
     con.execute("INSERT INTO registry_events (name, alias, from_version, to_version, action, reason, details, at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, alias, previous, version, action, reason, json.dumps(details) if details else None,
