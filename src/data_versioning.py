@@ -154,7 +154,7 @@ def _command(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     from src.core.cli import run_cli
 
-    return run_cli(build_parser(), argv, _command)
+    return run_cli(build_parser(), argv, _command, flags={"to_dir": "--to", "list_versions": "--list"})
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  (monitoring rows take about {human(r['monitoring_rows_bytes'])} of the database)")
         return 0
 
-    return run_cli(build_parser(), argv, run)
+    return run_cli(build_parser(), argv, run, flags={"days": "--older-than"})
 
 
 if __name__ == "__main__":

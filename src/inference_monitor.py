@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
         return run_cli(build_serve_parser(), argv[1:], _serve)
-    return run_cli(build_parser(), argv, _command)
+    return run_cli(build_parser(), argv, _command, flags={"model": "--model-path"})
 
 
 if __name__ == "__main__":

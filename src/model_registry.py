@@ -234,7 +234,7 @@ def command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(build_parser(), argv, command)
+    return run_cli(build_parser(), argv, command, flags={"extractor_path": "--extractor"})
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_json({"out": str(out)}) if a.json else print(out)
         return 0
 
-    return run_cli(p, argv, run)
+    return run_cli(p, argv, run, flags={"out_dir": "--out"})
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def test_missing_metrics():
 
 @pytest.mark.parametrize("tolerance", [-0.01, MAX_TOLERANCE + 0.01, float("nan"), "0.01"])
 def test_a_tolerance_outside_the_cap_is_refused(tolerance):
-    with pytest.raises(ConfigError, match="tolerance must be a number in"):
+    with pytest.raises(ConfigError, match="`tolerance` must be a number in"):
         check_request(force=False, reason=None, tolerance=tolerance)
 
 

@@ -299,7 +299,7 @@ def test_killed_agent_is_requeued_and_the_sweep_resumes(tmp_path):
 
 def test_count_is_required_for_open_ended_sweeps():
     sweep_id = sr.create_local_sweep(sc.validate_sweep_config(with_()))
-    with pytest.raises(ConfigError, match="--count is required"):
+    with pytest.raises(ConfigError, match="`count` is required"):
         sr.run_agent(sweep_id, None, objective=fake_objective, options=sr.AgentOptions(summary=False))
 
 

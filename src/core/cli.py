@@ -11,8 +11,9 @@ import errno
 import json
 import logging
 import os
+import re
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from src.core.errors import GroceryError, StoreError, bounded
 
@@ -131,10 +132,48 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> None:
                 _one_line_errors(sub)
 
 
+def _actions(parser: argparse.ArgumentParser) -> Iterator[argparse.Action]:
+    """Every action of ``parser`` and of its subcommands' parsers (argparse lists them nowhere public)."""
+    for action in parser._actions:
+        yield action
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _actions(sub)
+
+
+def flag_of(parser: argparse.ArgumentParser, param: str) -> str | None:
+    """The flag (its long spelling) of the option whose ``dest`` is ``param``; None if the parser has none."""
+    for action in _actions(parser):
+        if action.dest == param and action.option_strings:
+            return next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
+    return None
+
+
+def speak_flags(text: str, params: Iterable[str], parser: argparse.ArgumentParser,
+                flags: Mapping[str, str] | None = None) -> str:
+    """``text`` (a library error's line) with each of its ``params`` written as the flag the user typed.
+
+    A library message marks a parameter with backquotes: `` `window` `` becomes ``--window``,
+    `` `window=300` `` ``--window 300`` and `` `force=True` `` the bare ``--force``. ``flags`` maps a
+    parameter to its flag where no option's ``dest`` is that parameter (``extractor_path`` →
+    ``--extractor``); a parameter this command has no flag for keeps its backquotes.
+    """
+    for param in params:
+        flag = (flags or {}).get(param) or flag_of(parser, param)
+        if flag:
+            text = re.sub(rf"`{re.escape(param)}(?:=([^`]*))?`",
+                          lambda m: flag if m.group(1) in (None, "True") else f"{flag} {m.group(1)}", text)
+    return text
+
+
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
             command: Callable[[argparse.Namespace], int | None],
-            normalize: Callable[[list[str]], list[str]] | None = None) -> int:
-    """Parse ``argv``, run ``command(args)``, and turn project errors into exit codes."""
+            normalize: Callable[[list[str]], list[str]] | None = None,
+            flags: Mapping[str, str] | None = None) -> int:
+    """Parse ``argv``, run ``command(args)``, and turn project errors into exit codes.
+
+    An error's ``params`` are printed as this parser's flags (:func:`speak_flags`; ``flags`` for the
+    parameters whose flag has another name)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if normalize:
         argv = normalize(argv)
@@ -147,7 +186,7 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     try:
         return int(command(args) or 0)
     except GroceryError as e:
-        return _report(e, args)
+        return _report(e, args, text=speak_flags(str(e), e.params, parser, flags))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -161,8 +200,9 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         return _report(write_failure(e), args, cause=e)
 
 
-def _report(e: GroceryError, args: argparse.Namespace, cause: BaseException | None = None) -> int:
+def _report(e: GroceryError, args: argparse.Namespace, cause: BaseException | None = None,
+            text: str | None = None) -> int:
     if getattr(args, "verbose", False):
         log.error("failed", exc_info=cause or e)
-    print(f"error: {printable(str(e))}", file=sys.stderr)
+    print(f"error: {printable(str(e) if text is None else text)}", file=sys.stderr)
     return e.exit_code

@@ -3,12 +3,17 @@
 Library code raises these; each CLI's ``main`` maps them to one line on stderr and a
 non-zero exit code (see :mod:`src.core.cli`). Anything else is a bug and gets a traceback.
 
+A library error speaks the caller's language: it names Python parameters in backquotes
+(```window` must be >= 1``, ``pass `window=200```), never a command-line flag a notebook user never
+typed, and lists them in ``params``; a script prints the same error with each one written as its flag
+(``--window must be >= 1``, ``pass --window 200``; see :func:`src.core.cli.speak_flags`).
+
 A message that quotes what the user gave shows it through :func:`quote` (at most ``MAX_QUOTED``
 characters, then an ellipsis), and every error line is cut to ``MAX_LINE`` characters: a 1 MB value
 in a config file makes a short line, not a 2 MB one.
 """
 
-from typing import Any
+from typing import Any, Iterable
 
 MAX_QUOTED = 80  # characters of a user's value shown in a message
 MAX_LINE = 1000  # characters of an error line in all (message and hint)
@@ -33,13 +38,16 @@ def bounded(text: str, limit: int = MAX_LINE) -> str:
 
 
 class GroceryError(Exception):
-    """Base class: an error the user can act on. ``hint`` says what to do."""
+    """Base class: an error the user can act on. ``hint`` says what to do; ``params`` names the parameters
+    (the Python names, in backquotes in the text) the message and hint speak of, for a script to show as
+    its flags."""
 
     exit_code = 1
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, *, params: Iterable[str] = ()):
         super().__init__(message)
         self.hint = hint
+        self.params = tuple(params)
 
     def __str__(self) -> str:
         msg = super().__str__()

@@ -120,7 +120,7 @@ class Store:
             (self.root / "tmp").mkdir(exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create store at {self.root}: {e.strerror}",
-                             hint="pass --store DIR or set MLOPS_STORE to a writable folder") from e
+                             hint="pass `store=DIR` or set MLOPS_STORE to a writable folder", params=("store",)) from e
 
     @property
     def writable(self) -> bool:
@@ -130,7 +130,8 @@ class Store:
     def require_writable(self) -> None:
         if not self.writable:
             raise StoreError(f"the store at {self.root} is read-only",
-                             hint="read commands work; to write, pass --store (or MLOPS_STORE) with a writable folder")
+                             hint="read commands work; to write, pass `store` (or MLOPS_STORE) with a writable folder",
+                             params=("store",))
 
     # -- database -----------------------------------------------------------------------
     def connect(self, readonly: bool | None = None) -> sqlite3.Connection:
@@ -150,13 +151,15 @@ class Store:
             if "locked" in str(e):
                 raise
             raise StoreError(f"{self.db_path} is not a usable store database ({e})",
-                             hint="pass --store (or MLOPS_STORE) pointing at a grocery-mlops store folder") from e
+                             hint="pass `store` (or MLOPS_STORE) pointing at a grocery-mlops store folder",
+                             params=("store",)) from e
         return con
 
     def _connect_ro(self) -> sqlite3.Connection:
         if not self.db_path.is_file():
             raise StoreError(f"the read-only store at {self.root} has no database",
-                             hint="pass --store (or MLOPS_STORE) pointing at a grocery-mlops store folder")
+                             hint="pass `store` (or MLOPS_STORE) pointing at a grocery-mlops store folder",
+                             params=("store",))
         uri = self.db_path.resolve().as_uri()
         err: Exception | None = None
         # mode=ro reads a WAL database only where SQLite can open its shared index; in a
@@ -173,7 +176,8 @@ class Store:
             except sqlite3.DatabaseError as e:
                 err = e
         raise StoreError(f"{self.db_path} is not a usable store database ({err})",
-                         hint="pass --store (or MLOPS_STORE) pointing at a grocery-mlops store folder") from err
+                         hint="pass `store` (or MLOPS_STORE) pointing at a grocery-mlops store folder",
+                         params=("store",)) from err
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -72,7 +72,7 @@ class ImageDataset:
 def _check_layout(root: Path) -> list[str]:
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist",
-                        hint="pass --data-dir pointing at DIR/{train,test}/{class}/*.jpg")
+                        hint="pass `data_dir` pointing at DIR/{train,test}/{class}/*.jpg", params=("data_dir",))
     for split in REQUIRED_SPLITS:
         if not (root / split).is_dir():
             raise DataError(f"{root} has no '{split}' folder", hint=f"expected {root}/{split}/<class_name>/<images>")

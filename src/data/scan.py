@@ -138,7 +138,8 @@ def list_files(data_dir: str | os.PathLike) -> tuple[Path, list[tuple[Path, str,
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist",
-                        hint="pass --data-dir pointing at a folder with train/ and test/ sub-folders")
+                        hint="pass `data_dir` pointing at a folder with train/ and test/ sub-folders",
+                        params=("data_dir",))
     real_root = Path(os.path.realpath(root))
     outside = [s for s in SPLITS if (root / s).is_symlink() and not is_inside(real_root, root / s)]
     splits = [s for s in SPLITS if (root / s).is_dir() and s not in outside]

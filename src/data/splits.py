@@ -9,7 +9,8 @@ from src.core.errors import ConfigError
 
 def validate_labeled_ratio(ratio: float) -> float:
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0 < float(ratio) <= 1):
-        raise ConfigError(f"labeled_ratio must be in (0, 1], got {ratio!r}", hint="for example --labeled-ratio 0.1")
+        raise ConfigError(f"labeled_ratio must be in (0, 1], got {ratio!r}", hint="for example `labeled_ratio=0.1`",
+                          params=("labeled_ratio",))
     return float(ratio)
 
 

@@ -72,5 +72,5 @@ def write_error(e: OSError, out: Path) -> StoreError:
     where = printable(os.path.abspath(written_path(e) or out))
     full = e.errno in FULL
     return StoreError(f"cannot write the dataset at {where} ({e.strerror or e}); nothing of this run was kept",
-                      hint="free some space, or pass --out on another disk" if full
-                      else "pass --out a folder you can write to, or run from one")
+                      hint="free some space, or pass `out_dir` on another disk" if full
+                      else "pass `out_dir` a folder you can write to, or run from one", params=("out_dir",))

@@ -195,8 +195,8 @@ def _mirror_or_explain(tracker, v: _Committed, wandb_mode: str | None, result: d
     except (TrackingError, OSError) as e:
         why = e.args[0] if isinstance(e, TrackingError) else f"{e.strerror or e}"
         raise TrackingError(f"{v.name}:v{v.version} is stored locally, but mirroring it to W&B failed: {why}",
-                            hint="it is mirrored again on the next run, or with --mirror-pending; or run with "
-                                 "--wandb-mode offline and `wandb sync` later") from e
+                            hint="it is mirrored again on the next run, or with `mirror_pending`; or run with "
+                                 "`wandb_mode=offline` and `wandb sync` later", params=("mirror_pending", "wandb_mode")) from e
     if enabled:
         set_mirrored(v.store, v.name, v.version, True)
     result["mirrored"] = enabled
@@ -215,8 +215,9 @@ def mirror_pending(artifact_name: str | None = None, store=None, wandb_mode: str
 
     mode = resolve_mode(wandb_mode)
     if mode == "disabled":
-        raise ConfigError("--mirror-pending needs W&B: the mode is 'disabled'",
-                          hint="pass --wandb-mode offline (then `wandb sync`) or online")
+        raise ConfigError("`mirror_pending` needs W&B: the mode is 'disabled'",
+                          hint="pass `wandb_mode=offline` (then `wandb sync`) or online",
+                          params=("mirror_pending", "wandb_mode"))
     st = open_store(store)
     done = []
     for name, version in pending_mirrors(st, artifact_name):
@@ -305,7 +306,7 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
     validate_name(name, "artifact name")
     want = parse_version(version) if version not in (None, "") else None
     if samples_per_class < 0:
-        raise ConfigError(f"--samples-per-class must be >= 0, got {samples_per_class}")
+        raise ConfigError(f"`samples_per_class` must be >= 0, got {samples_per_class}", params=("samples_per_class",))
     if tracker is None:
         from src.tracking import resolve_mode
 
@@ -322,7 +323,7 @@ def _create(data_dir, name: str, version, description, samples_per_class: int, s
         meta = build_metadata(manifest) | {"digest": digest, "data_dir": str(root)}
         if not meta["total_samples"]:
             raise DataError(f"{root} has no usable images ({len(manifest)} unreadable or non-image files)",
-                            hint="run --quality-check to see what is wrong with them")
+                            hint="run `quality_check` to see what is wrong with them", params=("quality_check",))
         quality = analyze(manifest, scan["notes"])
         assign_sources(st, name, manifest, sources)
         meta["label_sources"] = dict(Counter(e["source"] for e in manifest if e["source"]))

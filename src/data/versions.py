@@ -82,11 +82,13 @@ def _resolve(con, name: str, version: str | int) -> int:
         row = con.execute("SELECT MAX(version) FROM dataset_versions WHERE name=?", (name,)).fetchone()
         if row[0] is None:
             raise StoreError(f"no versions of dataset {name!r} in the store",
-                             hint="create one with --data-dir DIR --artifact-name NAME")
+                             hint="create one with `data_dir=DIR` and `artifact_name=NAME`",
+                             params=("data_dir", "artifact_name"))
         return row[0]
     v = parse_version(version)
     if not con.execute("SELECT 1 FROM dataset_versions WHERE name=? AND version=?", (name, v)).fetchone():
-        raise StoreError(f"dataset {name}:v{v} does not exist", hint="see the versions with --list")
+        raise StoreError(f"dataset {name}:v{v} does not exist", hint="see the versions with `list_versions`",
+                         params=("list_versions",))
     return v
 
 
@@ -117,7 +119,8 @@ def insert_version(st, name: str, want: int | None, digest: str, manifest: list[
                               (name, want)).fetchone()
             if row:
                 raise StoreError(f"dataset {name}:v{want} already exists with other content",
-                                 hint="versions are immutable; omit --version to create the next one")
+                                 hint="versions are immutable; omit `version` to create the next one",
+                                 params=("version",))
             v = want
         else:
             v = (con.execute("SELECT MAX(version) FROM dataset_versions WHERE name=?", (name,)).fetchone()[0] or 0) + 1
@@ -256,7 +259,7 @@ def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=No
         contained_path(dest, e["path"], what=f"stored path of {name}:{info['version']}")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DataError(f"restore target {dest} exists and is not an empty folder",
-                        hint="pass --to a new or empty folder; nothing is overwritten")
+                        hint="pass `to_dir=DIR`, a new or empty folder; nothing is overwritten", params=("to_dir",))
     # Everything goes into a hidden sibling first and is moved into place at the end, so a
     # failed or interrupted restore never leaves a tree that looks complete.
     try:
@@ -267,7 +270,7 @@ def restore_version(name: str, version: str, to_dir: str | os.PathLike, store=No
         partial.mkdir()
     except OSError as e:
         raise DataError(f"cannot write restore target {dest}: {e.strerror}",
-                        hint="pass --to a new folder in a writable location") from e
+                        hint="pass `to_dir=DIR`, a new folder in a writable location", params=("to_dir",)) from e
     total = 0
     try:
         for e in info["manifest"]:

@@ -205,7 +205,7 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
 
     opts = options or AgentOptions()
     if count is not None and count < 1:
-        raise ConfigError(f"--count must be at least 1, got {count}")
+        raise ConfigError(f"`count` must be at least 1, got {count}", params=("count",))
     sweep = open_sweep(sweep_id, storage, store, opts.heartbeat_interval, opts.grace_period)
     grid = sweep.config["method"] == "grid"
     if grid and "grid_points" not in sweep.study.user_attrs:  # see src.hpo.status.grid_incomplete
@@ -225,7 +225,7 @@ def run_agent(sweep_id: str, count: int | None = None, objective: Objective | No
             log.warning("sweep %s already reached run_cap=%d", sweep.id, run_cap)
             return {**sweep_status(sweep), "agent_trials": []}
     if count is None and not grid and not run_cap:
-        raise ConfigError("--count is required for bayes and random sweeps without run_cap")
+        raise ConfigError("`count` is required for bayes and random sweeps without run_cap", params=("count",))
     optuna_log, quiet = logging.getLogger("optuna.study._optimize"), _NoFailedTrialLogs()
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         optuna_log.addFilter(quiet)

@@ -106,10 +106,10 @@ def _refuse_in_memory(url: str) -> None:
         return
     db = u.database or ""
     if db in ("", ":memory:") or db.startswith("file::memory:") or "mode=memory" in db or u.query.get("mode") == "memory":
-        raise ConfigError(f"sweep storage {quote(url)} is an in-memory database: it exists only inside one "
+        raise ConfigError(f"the sweep database {quote(url)} is an in-memory database: it exists only inside one "
                           "process, so agents cannot share the sweep and it is gone when the command exits",
                           hint="pass a file URL such as sqlite:////abs/path/optuna.db or a postgresql+psycopg:// URL, "
-                               "or leave --storage out to use the store's optuna.db")
+                               "or leave `storage` out to use the store's optuna.db", params=("storage",))
 
 
 def _driver_hint(url: str) -> str:
@@ -161,7 +161,8 @@ def _lookup_storage(store: Store, sweep_id: str) -> str:
     if row is None:
         return default_storage_url(store)
     if "***" in row["storage"]:
-        raise ConfigError(f"sweep {sweep_id} lives in {row['storage']}", hint="pass --storage with the full URL")
+        raise ConfigError(f"sweep {sweep_id} lives in {row['storage']}", hint="pass `storage=URL`, the full URL",
+                          params=("storage",))
     return row["storage"]
 
 

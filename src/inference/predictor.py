@@ -71,7 +71,8 @@ class Predictor:
         extractor_path = Path(extractor_path or Path(model_path).with_name(EXTRACTOR_FILE))
         if not extractor_path.is_file():
             raise ModelError(f"feature extractor {extractor_path} does not exist",
-                             hint=f"pass --extractor-path with the models/{EXTRACTOR_FILE} trained with this model")
+                             hint=f"pass `extractor_path` with the models/{EXTRACTOR_FILE} trained with this model",
+                             params=("extractor_path",))
         actual = sha256_file(extractor_path)
         if extractor_digest and actual != extractor_digest:
             raise ModelError(f"feature extractor {extractor_path} fails its digest check",

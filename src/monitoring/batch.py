@@ -30,7 +30,7 @@ def sample_images(test_dir: str | os.PathLike, n: int, seed: int) -> list[tuple[
 
     root = Path(test_dir)
     if not root.is_dir():
-        raise DataError(f"test folder {root} does not exist", hint="pass --test-dir DIR")
+        raise DataError(f"test folder {root} does not exist", hint="pass `test_dir=DIR`", params=("test_dir",))
     notes: list[str] = []
     found = walk(root, root, Path(os.path.realpath(root)), notes, max_depth=MAX_DEPTH + 1)  # +1: class folders
     for kind, _, where in (n.partition(":") for n in notes):
@@ -73,7 +73,7 @@ def run_batch(o: BatchOptions) -> dict[str, Any]:
 
     check_settings(o.window, o.alpha, 1)
     if o.n_samples < 0:
-        raise DataError(f"--n-samples must be >= 0, got {o.n_samples}")
+        raise DataError(f"`n_samples` must be >= 0, got {o.n_samples}", params=("n_samples",))
     items = sample_images(o.test_dir, o.n_samples, o.seed)
     mon = InferenceMonitor(o.model, o.extractor_path, store=o.store, wandb_mode=o.wandb_mode,
                            window=o.window, alpha=o.alpha, run_name=o.run_name, seed=o.seed, runtime=o.runtime)
@@ -123,8 +123,8 @@ def default_model() -> str:
     """The best model of the last training run in ``models/``."""
     results = Path("models/training_results.json")
     if not results.is_file():
-        raise ModelError("no --model-path given and models/training_results.json does not exist",
-                         hint="train first (python src/train_with_wandb.py) or pass --model-path")
+        raise ModelError("no `model` given and models/training_results.json does not exist",
+                         hint="train first (python src/train_with_wandb.py) or pass `model=PATH`", params=("model",))
     from src.learning.bundles import model_file_name
 
     record = json.loads(results.read_text())
@@ -146,5 +146,5 @@ def outcome_error(summary: dict[str, Any], fail_on_drift: bool) -> GroceryError 
     if drift:
         return DriftDetected(f"drift detected in {', '.join(summary['drift']['drifted'])} "
                              f"(score {score_text(summary['drift']['drift_score'])}, "
-                             f"p={summary['drift']['p_val']:.4f})", hint="see --alerts")
+                             f"p={summary['drift']['p_val']:.4f})", hint="see `alerts`", params=("alerts",))
     return None

@@ -28,12 +28,12 @@ class DriftDetected(GroceryError):
     exit_code = DRIFT_EXIT_CODE
 
 
-def _check_window(window: Any, what: str = "window") -> None:
+def _check_window(window: Any) -> None:
     from src.monitoring.drift import MIN_WINDOW
 
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < MIN_WINDOW:
-        raise ConfigError(f"{what} must be an integer >= {MIN_WINDOW} (drift detection needs at least "
-                          f"{MIN_WINDOW} predictions), got {window!r}")
+        raise ConfigError(f"`window` must be an integer >= {MIN_WINDOW} (drift detection needs at least "
+                          f"{MIN_WINDOW} predictions), got {window!r}", params=("window",))
 
 
 def score_text(score: float | None) -> str:
@@ -58,9 +58,9 @@ def drift_alert(store, session: int | None, tracker, model_ref: str, report: dic
 
 def check_settings(window: Any, alpha: Any, log_every: Any) -> None:
     """Refuse unusable settings before anything is loaded or predicted."""
-    _check_window(window, "--window")
+    _check_window(window)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0 < alpha < 1:
-        raise ConfigError(f"--alpha must be a false-alarm rate in (0, 1), got {alpha!r}")
+        raise ConfigError(f"`alpha` must be a false-alarm rate in (0, 1), got {alpha!r}", params=("alpha",))
     if isinstance(log_every, bool) or not isinstance(log_every, (int, np.integer)) or log_every < 1:
         raise ConfigError(f"log_every must be an integer >= 1, got {log_every!r}")
 

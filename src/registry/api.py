@@ -112,17 +112,19 @@ def register_model(model_path: str | os.PathLike, model_name: str, metrics: Mapp
     metrics = {**metrics, **recorded}
     missing = [k for k in required_metrics if k not in metrics]
     if missing:
-        flags = {"test_accuracy": "--accuracy", "f1_score": "--f1"}
+        short = [{v: k for k, v in METRIC_ALIASES.items() if k != "acc"}.get(k, k) for k in missing]  # f1, accuracy
         raise ConfigError(f"{path.name} records no {' or '.join(missing)} from training",
-                          hint="pass " + " and ".join(flags.get(k, k) for k in missing))
+                          hint="pass " + " and ".join(f"`{k}`" for k in short), params=short)
     ext = Path(extractor_path) if extractor_path else path.parent / EXTRACTOR_FILE
     if not ext.is_file():
-        raise ModelError(f"feature extractor {ext} not found", hint="pass --extractor PATH to the extractor "
-                                                                    "the model was trained with")
+        raise ModelError(f"feature extractor {ext} not found", hint="pass `extractor_path=PATH`, the extractor "
+                                                                    "the model was trained with",
+                         params=("extractor_path",))
     ext_digest = sha256_file(ext)
     if bundle.get("extractor_digest") and bundle["extractor_digest"] != ext_digest:
         raise ModelError(f"extractor {ext} (sha256 {ext_digest[:12]}) is not the one model {path} was trained "
-                         f"with ({str(bundle['extractor_digest'])[:12]})", hint="pass the matching --extractor")
+                         f"with ({str(bundle['extractor_digest'])[:12]})", hint="pass the matching `extractor_path`",
+                         params=("extractor_path",))
     st = open_registry(store)
     with mirror_run(tracker, wandb_mode, "register") as t:
         st.put_file(path, bundle["_digest"], link=False, verify_existing=True)
@@ -262,7 +264,8 @@ def promote_model(name: str, to_alias: str, version: str | int | None = None, *,
 
     validate_alias(to_alias)
     if isinstance(version, str) and not version.strip():
-        raise ConfigError("--version is empty", hint="pass a version such as v3, an alias, or leave it out for latest")
+        raise ConfigError("`version` is empty", hint="pass v3 or an alias, or leave `version` out for latest",
+                          params=("version",))
     st = open_registry(store)
     tag = f"v{version}" if isinstance(version, int) else version
     with st.transaction() as con:
@@ -272,7 +275,8 @@ def promote_model(name: str, to_alias: str, version: str | int | None = None, *,
                            tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance)
     if event["action"] == "refused":
         raise PromotionRefused(f"refused to move {name}:{to_alias} to {event['to']}: {event['details']['refusal']}",
-                               hint="pass --force --reason '...' to override; the audit log keeps it")
+                               hint="pass `force=True` with `reason='...'` to override; the audit log keeps it",
+                               params=("force", "reason"))
     if event["action"] in ("moved", "forced"):
         target.aliases = sorted(set(target.aliases) | {to_alias})
         with mirror_run(None, wandb_mode, "promote") as t:

@@ -187,7 +187,7 @@ def mirror_pending(name: str | None = None, *, store: Any = None, wandb_mode: st
     mode = resolve_mode(wandb_mode)
     if mode == "disabled":
         raise ConfigError("mirror-pending needs W&B: the mode is 'disabled'",
-                          hint="pass --wandb-mode offline (then `wandb sync`) or online")
+                          hint="pass `wandb_mode=offline` (then `wandb sync`) or online", params=("wandb_mode",))
     st = open_registry(store)
     st.require_writable()
     with st.read() as con:

@@ -34,10 +34,12 @@ class Versioned(Protocol):
 def check_request(*, force: bool, reason: str | None, tolerance: float) -> None:
     """Refuse a promotion request that no alias state could make valid (ConfigError)."""
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and 0 <= tolerance <= MAX_TOLERANCE):
-        raise ConfigError(f"tolerance must be a number in [0, {MAX_TOLERANCE}], got {tolerance!r}",
-                          hint="to accept a bigger drop, use --force with a --reason (the audit log keeps it)")
+        raise ConfigError(f"`tolerance` must be a number in [0, {MAX_TOLERANCE}], got {tolerance!r}",
+                          hint="to accept a bigger drop, pass `force=True` with a `reason` (the audit log keeps it)",
+                          params=("tolerance", "force", "reason"))
     if force and not (reason and reason.strip()):
-        raise ConfigError("--force needs a --reason", hint="say why the gate is overridden; the audit log keeps it")
+        raise ConfigError("`force` needs a `reason`", hint="say why the gate is overridden; the audit log keeps it",
+                          params=("force", "reason"))
 
 
 def gate_refusal(current: Versioned, candidate: Versioned, tolerance: float) -> str | None:

@@ -63,5 +63,5 @@ def build_report(out: str | Path = "report.html", store=None) -> Path:
         if e.errno in WRITE_ERRNOS:  # a full disk, a quota, a read-only file system: exit 4, as everywhere
             raise write_failure(OSError(e.errno, e.strerror, str(out))) from e
         raise ConfigError(f"cannot write the report to {out}: {e.strerror or e}",
-                          hint="pass --out with a writable path") from e
+                          hint="`out` must be a writable path", params=("out",)) from e
     return out

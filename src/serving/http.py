@@ -105,10 +105,11 @@ def resolve(host: str, port: int) -> list[tuple]:
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP,
                                   flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as e:
-        raise ConfigError(f"cannot listen on {hostport(host, port)}: the host name does not resolve "
+        raise ConfigError(f"cannot listen on {hostport(host, port)}: the name does not resolve "
                           f"({getattr(e, 'strerror', None) or e})",
-                          hint="pass --host with an address of this machine: 127.0.0.1 (this machine only), "
-                               "0.0.0.0 or :: (every interface), or a name that resolves to one") from e
+                          hint="pass `host=ADDRESS`, an address of this machine: 127.0.0.1 (this machine only), "
+                               "0.0.0.0 or :: (every interface), or a name that resolves to one",
+                          params=("host",)) from e
 
 
 def is_loopback(host: str) -> bool:
@@ -142,11 +143,12 @@ def listen(host: str, port: int):
         sock.bind(address)
     except OSError as e:
         sock.close()
-        hint = {errno.EADDRINUSE: "pick another --port or stop what is using it",
-                errno.EACCES: "ports below 1024 need privileges: pick --port 1024 or above",
-                errno.EADDRNOTAVAIL: "--host must be an address of this machine (127.0.0.1, 0.0.0.0, :: or an "
-                                     "interface's address)"}.get(e.errno, "check --host and --port")
-        raise ConfigError(f"cannot listen on {hostport(host, port)}: {e.strerror or e}", hint=hint) from e
+        hint = {errno.EADDRINUSE: "pick another `port` or stop what is using it",
+                errno.EACCES: "ports below 1024 need privileges: pick `port=1024` or above",
+                errno.EADDRNOTAVAIL: "`host` must be an address of this machine (127.0.0.1, 0.0.0.0, :: or an "
+                                     "interface's address)"}.get(e.errno, "check `host` and `port`")
+        raise ConfigError(f"cannot listen on {hostport(host, port)}: {e.strerror or e}", hint=hint,
+                          params=("host", "port")) from e
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

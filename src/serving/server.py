@@ -71,20 +71,22 @@ class ServeOptions:
 
     def check(self) -> None:
         if not 0 < self.port < 65536 and self.port != 0:
-            raise ConfigError(f"--port must be in 1..65535 (0 = any free port), got {self.port}")
+            raise ConfigError(f"`port` must be in 1..65535 (0 = any free port), got {self.port}", params=("port",))
         if not self.max_upload_mb > 0:
-            raise ConfigError(f"--max-upload-mb must be > 0, got {self.max_upload_mb}")
+            raise ConfigError(f"`max_upload_mb` must be > 0, got {self.max_upload_mb}", params=("max_upload_mb",))
         if self.top_k < 1 or self.max_batch < 1 or self.drift_every < 1 or self.poll_s <= 0 or self.log_every_s <= 0:
-            raise ConfigError("--top-k, --max-batch and --drift-every must be >= 1; --poll-s and --log-every-s > 0")
+            raise ConfigError("`top_k`, `max_batch` and `drift_every` must be >= 1; `poll_s` and `log_every_s` > 0",
+                              params=("top_k", "max_batch", "drift_every", "poll_s", "log_every_s"))
         if (self.workers is not None and self.workers < 1) or (self.threads is not None and self.threads < 1):
-            raise ConfigError("--workers and --threads must be >= 1")
+            raise ConfigError("`workers` and `threads` must be >= 1", params=("workers", "threads"))
         if not (self.read_timeout_s > 0 and self.shutdown_timeout_s > 0):
-            raise ConfigError("--read-timeout-s and --shutdown-timeout-s must be > 0")
+            raise ConfigError("`read_timeout_s` and `shutdown_timeout_s` must be > 0",
+                              params=("read_timeout_s", "shutdown_timeout_s"))
         if self.max_connections < 1 or self.max_pending < 1:
-            raise ConfigError("--max-connections and --max-pending must be >= 1")
+            raise ConfigError("`max_connections` and `max_pending` must be >= 1", params=("max_connections", "max_pending"))
         if not self.max_buffered_mb >= self.max_upload_mb:
-            raise ConfigError(f"--max-buffered-mb must be at least --max-upload-mb ({self.max_upload_mb:g}), "
-                              f"got {self.max_buffered_mb}")
+            raise ConfigError(f"`max_buffered_mb` must be at least `max_upload_mb` ({self.max_upload_mb:g}), "
+                              f"got {self.max_buffered_mb}", params=("max_buffered_mb", "max_upload_mb"))
 
 
 ENDPOINTS = frozenset({"/predict", "/feedback", "/health", "/metrics"})

@@ -132,7 +132,7 @@ class Tracker:
         except Exception as e:  # wandb raises many types (CommError, UsageError, timeouts)
             raise TrackingError(
                 f"W&B init failed in {self.mode} mode at {base_url()}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                hint="check the server and key, or run with --wandb-mode offline",
+                hint="check the server and key, or run with `wandb_mode=offline`", params=("wandb_mode",),
             ) from e
 
     # -- identity ------------------------------------------------------------------------

@@ -65,8 +65,9 @@ class Plan:
 
 def validate_days(days: Any) -> float:
     if isinstance(days, bool) or not isinstance(days, (int, float)) or not math.isfinite(days) or days < 0:
-        raise ConfigError(f"--older-than must be a number of days >= 0, got {days!r}",
-                          hint=f"for example --older-than {DEFAULT_DAYS:g}")
+        raise ConfigError(f"`days` must be a number of days >= 0, got {days!r}",
+                          hint=f"for example `days={DEFAULT_DAYS:g}`",
+                          params=("days",))
     return float(days)
 
 
@@ -161,7 +162,8 @@ def gc(store: Store | str | os.PathLike | None = None, days: float = DEFAULT_DAY
     st = existing_store(store)
     if not st.db_path.is_file():
         raise StoreError(f"no store database at {st.db_path}",
-                         hint="pass --store (or MLOPS_STORE) pointing at a grocery-mlops store folder")
+                         hint="pass `store` (or MLOPS_STORE) pointing at a grocery-mlops store folder",
+                         params=("store",))
     now = time.time()
     if dry_run:
         with st.read() as con:

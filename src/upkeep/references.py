@@ -41,7 +41,8 @@ def existing_store(store):
 
     if not isinstance(store, Store) and not (store_dir(store) / "mlops.db").is_file():
         raise StoreError(f"no store database at {store_dir(store) / 'mlops.db'}",
-                         hint="pass --store (or MLOPS_STORE) pointing at a grocery-mlops store folder")
+                         hint="pass `store` (or MLOPS_STORE) pointing at a grocery-mlops store folder",
+                         params=("store",))
     return Store.of(store)
 
 

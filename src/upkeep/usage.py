@@ -23,7 +23,8 @@ def disk_usage(store: Store | str | os.PathLike | None = None) -> dict[str, Any]
     st = existing_store(store)
     if not st.db_path.is_file():
         raise StoreError(f"no store database at {st.db_path}",
-                         hint="pass --store (or MLOPS_STORE) pointing at a grocery-mlops store folder")
+                         hint="pass `store` (or MLOPS_STORE) pointing at a grocery-mlops store folder",
+                         params=("store",))
     with st.read() as con:
         refs = referenced_blobs(con)
         monitoring = stored_bytes(con)
