@@ -15,9 +15,11 @@ endpoint of :mod:`src.serving.server` instead.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import time
+import typing
 from typing import Sequence
 
 from src.core.cli import STORE_HELP, add_common_flags, print_json, run_cli, show_progress
@@ -26,6 +28,8 @@ from src.features.runtimes import RUNTIMES
 from src.monitoring.batch import BatchOptions, default_model, format_summary, outcome_error, run_batch, sample_images
 from src.monitoring.monitor import DRIFT_EXIT_CODE, DriftDetected, InferenceMonitor
 from src.monitoring.settings import DEFAULTS, MonitorSettings
+from src.monitoring.settings import HELP as DRIFT_HELP
+from src.serving.options import ServeOptions
 from src.registry.api import load_predictor
 from src.tracking import MODES
 
@@ -61,10 +65,10 @@ DASHBOARD_HELP = """Building W&B panels for the monitoring keys (project grocery
 
 
 def _add_drift_flags(p: argparse.ArgumentParser) -> None:
-    """How drift is judged: the same flags, help and defaults (:class:`MonitorSettings`) for batch monitoring
-    and serving."""
-    p.add_argument("--window", type=int, default=DEFAULTS.window, help="recent predictions used for drift detection")
-    p.add_argument("--alpha", type=float, default=DEFAULTS.alpha, help="overall false-alarm rate of the drift test")
+    """How drift is judged: the flags, help and defaults of :class:`MonitorSettings` (serving's are the same,
+    through :class:`~src.serving.options.ServeOptions`)."""
+    for f in dataclasses.fields(MonitorSettings):
+        p.add_argument(f"--{f.name}", type=type(f.default), default=getattr(DEFAULTS, f.name), help=DRIFT_HELP[f.name])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,11 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-samples", type=int, default=BATCH.n_samples,
                    help="images to monitor, sampled with --seed (0 = all)")
     _add_drift_flags(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=BATCH.seed)
     p.add_argument("--fail-on-drift", action="store_true", help=f"exit {DRIFT_EXIT_CODE} when drift is detected")
     p.add_argument("--alerts", action="store_true", help="print the local alert log and exit")
     p.add_argument("--dashboard-help", action="store_true", help="how to build W&B panels for the monitoring keys")
-    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+    p.add_argument("--runtime", choices=RUNTIMES, default=BATCH.runtime,
                    help="feature extraction: auto = the precision the model was trained with (int8 or float32; "
                         "$MLOPS_RUNTIME overrides), onnx = float32, onnx-int8, torch")
     p.add_argument("--run-name", default=None)
@@ -120,62 +124,38 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def build_serve_parser() -> argparse.ArgumentParser:
-    from src.core.limits import LIMITS
-
+    """``serve``'s flags, one per :class:`~src.serving.options.ServeOptions` field, with its default and help."""
     p = argparse.ArgumentParser(prog="inference_monitor.py serve",
                                 description="Monitored prediction endpoint: POST /predict, POST /feedback, "
                                             "GET /health, GET /metrics. Ctrl-C or SIGTERM stops it after storing "
                                             "every record.")
-    p.add_argument("--model", "--model-path", dest="model", default=None,
-                   help="NAME:ALIAS (followed when the alias moves) or a model file (default: the best model in "
-                        "models/training_results.json)")
-    p.add_argument("--extractor-path", default=None, help=f"default: {EXTRACTOR_FILE} next to the model")
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only). "
-                   "The server has no authentication: to expose it, keep 127.0.0.1 and put a reverse proxy that "
-                   "authenticates in front; any other address logs a warning")
-    p.add_argument("--port", type=int, default=8000, help="0 = any free port")
-    p.add_argument("--max-upload-mb", type=float, default=LIMITS.max_upload_bytes / 2**20,
-                   help="larger uploads get 413")
-    p.add_argument("--max-buffered-mb", type=float, default=LIMITS.max_buffered_bytes / 2**20,
-                   help="uploads held at once, all clients together; past it requests get 503")
-    p.add_argument("--read-timeout-s", type=float, default=LIMITS.read_timeout_s,
-                   help="a request (headers and body) must arrive within this many seconds, else 408")
-    p.add_argument("--max-connections", type=int, default=LIMITS.max_connections,
-                   help="open connections before new requests get 503")
-    p.add_argument("--max-pending", type=int, default=LIMITS.max_pending_records,
-                   help="monitoring records waiting for the store before predictions get 503")
-    p.add_argument("--shutdown-timeout-s", type=float, default=LIMITS.shutdown_timeout_s,
-                   help="on SIGTERM: how long requests in flight may finish, then how long storing the queued "
-                        "records may take")
-    _add_drift_flags(p)
-    p.add_argument("--drift-every", type=int, default=50, help="predictions between drift tests (in the background, "
-                                                              "at most one every 5 s)")
-    p.add_argument("--top-k", type=int, default=5, help="probabilities returned per prediction (?top=N overrides)")
-    p.add_argument("--max-batch", type=int, default=4, help="most queued requests one worker runs in one model call")
-    p.add_argument("--workers", type=int, default=None, help="inference workers, each decoding and running its "
-                                                             "requests (default: one per core)")
-    p.add_argument("--threads", type=int, default=None, help="threads per model call (default: cores / workers)")
-    p.add_argument("--poll-s", type=float, default=2.0, help="how often a NAME:ALIAS is checked for a promotion")
-    p.add_argument("--log-every-s", type=float, default=30.0, help="W&B logging period (never per request)")
-    p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
-    p.add_argument("--run-name", default=None)
-    p.add_argument("--store", default=None, help=STORE_HELP)
-    p.add_argument("--wandb-mode", choices=MODES, default=None)
+    hints = typing.get_type_hints(ServeOptions)
+    for f in dataclasses.fields(ServeOptions):
+        flag, kind = "--" + f.name.replace("_", "-"), _flag_type(hints[f.name])
+        kw: dict = {"help": f.metadata.get("help")}
+        if f.name == "model":  # required in Python; on the command line it defaults to the last training's best
+            p.add_argument("--model", "--model-path", dest="model", default=None, **kw)
+        elif kind is bool:
+            p.add_argument(flag, action="store_true", **kw)
+        elif f.name == "wandb_mode":
+            p.add_argument(flag, choices=MODES, default=f.default, **kw)
+        else:
+            p.add_argument(flag, type=kind, default=f.default, **kw)
     add_common_flags(p)
     return p
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from src.serving.server import ServeOptions, serve
+def _flag_type(hint) -> type:
+    """``int`` for ``int`` and ``int | None``: what argparse converts a flag's text with."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
 
-    summary = serve(ServeOptions(
-        model=args.model or default_model(), host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-        extractor_path=args.extractor_path, store=args.store, wandb_mode=args.wandb_mode, window=args.window,
-        alpha=args.alpha, drift_every=args.drift_every, top_k=args.top_k, max_batch=args.max_batch,
-        workers=args.workers, threads=args.threads, poll_s=args.poll_s, log_every_s=args.log_every_s,
-        run_name=args.run_name, access_log=args.access_log, read_timeout_s=args.read_timeout_s,
-        max_connections=args.max_connections, max_pending=args.max_pending, max_buffered_mb=args.max_buffered_mb,
-        shutdown_timeout_s=args.shutdown_timeout_s))
+
+def _serve(args: argparse.Namespace) -> int:
+    from src.serving.server import serve
+
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeOptions)}
+    summary = serve(ServeOptions(**{**options, "model": args.model or default_model()}))
     if summary is not None:
         if args.json:
             print_json(summary)

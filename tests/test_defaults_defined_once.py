@@ -103,3 +103,40 @@ def test_the_parsers_and_options_take_the_settings():
     assert (batch.window, batch.alpha) == (serve.window, serve.alpha) == (o.window, o.alpha) \
         == (DEFAULTS.window, DEFAULTS.alpha)
     assert (batch.test_dir, batch.n_samples) == (o.test_dir, o.n_samples)
+
+
+def test_the_serve_flags_are_the_serve_options():
+    import dataclasses
+
+    from src.inference_monitor import build_serve_parser
+    from src.serving.options import ServeOptions
+
+    parser = build_serve_parser()
+    parsed = vars(parser.parse_args([]))
+    helps = {a.dest: a.help for a in parser._actions}
+    for f in dataclasses.fields(ServeOptions):
+        if f.name != "model":  # required in Python; the flag falls back to the last training's best model
+            assert parsed[f.name] == f.default, f.name
+        assert helps[f.name] == f.metadata["help"], f.name
+    # and a run with every flag given builds the options it names
+    o = ServeOptions(model="m", port=0, window=300, workers=2, access_log=True)
+    args = ["--model", "m", "--port", "0", "--window", "300", "--workers", "2", "--access-log"]
+    assert vars(parser.parse_args(args)) == {**parsed, **{k: getattr(o, k) for k in ("model", "port", "window",
+                                                                                        "workers", "access_log")}}
+
+
+def test_the_serve_parser_loads_no_web_framework():
+    import subprocess
+    import sys
+
+    code = ("import sys; from src.inference_monitor import build_serve_parser; build_serve_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette', 'uvicorn')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=SRC.parent, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_serve_options_keep_their_old_import_path():
+    from src.serving.options import ServeOptions
+    from src.serving.server import ServeOptions as old
+
+    assert old is ServeOptions

@@ -2,9 +2,9 @@
 
 Batch monitoring (:class:`~src.monitoring.batch.BatchOptions` and
 :class:`~src.monitoring.monitor.InferenceMonitor`), the live monitor
-(:class:`~src.monitoring.live.LiveMonitor`), the server (``ServeOptions``) and the drift test
+(:class:`~src.monitoring.live.LiveMonitor`), the server (:class:`~src.serving.options.ServeOptions`) and the drift test
 (:mod:`src.monitoring.drift`) take their defaults from :data:`DEFAULTS`; the batch and serve
-parsers of ``inference_monitor.py`` derive ``--window`` / ``--alpha`` from it, as
+parsers of ``inference_monitor.py`` derive ``--window`` / ``--alpha`` (default and :data:`HELP`) from it, as
 ``train_with_wandb``'s flags derive from ``TrainConfig``. Imports nothing from the project.
 """
 
@@ -23,3 +23,5 @@ class MonitorSettings:
 
 
 DEFAULTS = MonitorSettings()
+HELP = {"window": "recent predictions used for drift detection",  # each field's help, for the parsers
+        "alpha": "overall false-alarm rate of the drift test"}

@@ -26,7 +26,6 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request  # module level: FastAPI resolves the endpoints' annotations here
@@ -34,59 +33,13 @@ from fastapi import Request  # module level: FastAPI resolves the endpoints' ann
 from src.core.errors import ConfigError, DataError
 from src.core.limits import LIMITS
 from src.monitoring.live import LiveMonitor, Overloaded, UnknownPrediction
-from src.monitoring.settings import DEFAULTS
 from src.serving.engine import Engine, ServedModel
 from src.serving.http import exposure_warning, http_protocol, listen, timed_protocol, url
+from src.serving.options import ServeOptions  # defined there (no FastAPI); imported from here too
 from src.serving.requests import (MAX_FEEDBACK_BYTES, ApiError, BodyBudget, classify, image_bytes, parse_feedback,
                                   read_body)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    model: str
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_upload_mb: float = LIMITS.max_upload_bytes / 2**20
-    extractor_path: str | None = None
-    store: str | None = None
-    wandb_mode: str | None = None
-    window: int = DEFAULTS.window  # drift: src.monitoring.settings, as batch monitoring
-    alpha: float = DEFAULTS.alpha
-    top_k: int = 5
-    drift_every: int = 50
-    max_batch: int = 4
-    workers: int | None = None  # inference workers (None: one per core)
-    threads: int | None = None  # intra-op threads per model call (None: cores / workers)
-    poll_s: float = 2.0
-    log_every_s: float = 30.0
-    run_name: str | None = None
-    access_log: bool = False
-    read_timeout_s: float = LIMITS.read_timeout_s
-    max_connections: int = LIMITS.max_connections
-    max_pending: int = LIMITS.max_pending_records
-    max_buffered_mb: float = LIMITS.max_buffered_bytes / 2**20
-    shutdown_timeout_s: float = LIMITS.shutdown_timeout_s
-
-    def check(self) -> None:
-        if not 0 < self.port < 65536 and self.port != 0:
-            raise ConfigError(f"`port` must be in 1..65535 (0 = any free port), got {self.port}", params=("port",))
-        if not self.max_upload_mb > 0:
-            raise ConfigError(f"`max_upload_mb` must be > 0, got {self.max_upload_mb}", params=("max_upload_mb",))
-        if self.top_k < 1 or self.max_batch < 1 or self.drift_every < 1 or self.poll_s <= 0 or self.log_every_s <= 0:
-            raise ConfigError("`top_k`, `max_batch` and `drift_every` must be >= 1; `poll_s` and `log_every_s` > 0",
-                              params=("top_k", "max_batch", "drift_every", "poll_s", "log_every_s"))
-        if (self.workers is not None and self.workers < 1) or (self.threads is not None and self.threads < 1):
-            raise ConfigError("`workers` and `threads` must be >= 1", params=("workers", "threads"))
-        if not (self.read_timeout_s > 0 and self.shutdown_timeout_s > 0):
-            raise ConfigError("`read_timeout_s` and `shutdown_timeout_s` must be > 0",
-                              params=("read_timeout_s", "shutdown_timeout_s"))
-        if self.max_connections < 1 or self.max_pending < 1:
-            raise ConfigError("`max_connections` and `max_pending` must be >= 1", params=("max_connections", "max_pending"))
-        if not self.max_buffered_mb >= self.max_upload_mb:
-            raise ConfigError(f"`max_buffered_mb` must be at least `max_upload_mb` ({self.max_upload_mb:g}), "
-                              f"got {self.max_buffered_mb}", params=("max_buffered_mb", "max_upload_mb"))
 
 
 ENDPOINTS = frozenset({"/predict", "/feedback", "/health", "/metrics"})
