@@ -186,9 +186,119 @@ def test_a_fine_tuned_backbone_is_validated_on_the_images_it_did_not_train_on():
     mask = np.ones(40, dtype=bool)
     mask[::5] = False  # hidden labels never validate
     lab = np.flatnonzero(mask)
-    folds = validation_folds(TrainConfig(fine_tune_epochs=2, val_fraction=0.25), ds, mask, 45)
-    _, val_pos = holdout_split(labels[lab], 0.25, 42)
-    assert set(np.flatnonzero(folds >= 0)) == set(lab[val_pos]) and len(val_pos) > 0  # one split, the fine-tune's
-    frozen = validation_folds(TrainConfig(fine_tune_epochs=0), ds, mask, 45)
+    X = np.random.default_rng(0).normal(size=(45, 16))  # no two alike: no near-duplicates
+    holdout = holdout_split(labels[lab], 0.25, 42)
+    folds = validation_folds(TrainConfig(fine_tune_epochs=2, val_fraction=0.25), ds, mask, X, holdout)
+    assert set(np.flatnonzero(folds >= 0)) == set(lab[holdout[1]]) and len(holdout[1]) > 0  # the fine-tune's split
+    frozen = validation_folds(TrainConfig(fine_tune_epochs=0), ds, mask, X, holdout)
     assert set(np.flatnonzero(frozen >= 0)) == set(lab) and frozen.max() == 2  # 3-fold over every labeled image
     assert (frozen[40:] == -1).all()  # the pool is never validated on
+
+
+def _bursts(n_classes=3, shots=4, bursts=3, dim=32, seed=0):
+    """Features of ``bursts`` bursts of ``shots`` near-identical photos per class (cosine > 0.99 within a
+    burst, about 0 between bursts): labels and burst ids."""
+    rng = np.random.default_rng(seed)
+    X, y, g = [], [], []
+    for c in range(n_classes):
+        for b in range(bursts):
+            centre = rng.normal(size=dim)
+            for _ in range(shots):
+                X.append(centre + 0.05 * rng.normal(size=dim))
+                y.append(c)
+                g.append(c * bursts + b)
+    return np.array(X), np.array(y), np.array(g)
+
+
+def test_near_identical_photos_are_grouped_and_distinct_ones_are_not():
+    from src.learning.groups import near_duplicate_groups
+
+    X, _, burst = _bursts()
+    groups = near_duplicate_groups(X)
+    assert len(np.unique(groups)) == len(np.unique(burst))
+    for b in np.unique(burst):  # one group per burst, exactly
+        assert len(np.unique(groups[burst == b])) == 1 and (burst[groups == groups[burst == b][0]] == b).all()
+    assert list(near_duplicate_groups(np.eye(5))) == [0, 1, 2, 3, 4]  # orthogonal: each alone, ids by first row
+    chain = np.array([[1.0, 0.0], [0.97, 0.243], [0.88, 0.475]])  # 1~2 and 2~3 above 0.92, 1~3 below
+    assert len(set(near_duplicate_groups(chain))) == 1  # joined through the middle one
+
+
+def test_the_near_duplicate_check_compares_in_blocks(monkeypatch):
+    from src.learning import groups as g
+
+    X, _, burst = _bursts(n_classes=4)
+    whole = g.near_duplicate_groups(X)
+    monkeypatch.setattr(g, "_BLOCK", 5)  # block rows cut through bursts
+    assert (g.near_duplicate_groups(X) == whole).all()
+
+
+def test_no_burst_sits_on_both_sides_of_the_holdout_or_the_folds():
+    from src.data.splits import holdout_split
+
+    X, y, burst = _bursts(n_classes=4, shots=3, bursts=4)
+    random_fit, random_val = holdout_split(y, 0.25, 0)
+    split_bursts = set(burst[random_fit]) & set(burst[random_val])
+    assert split_bursts  # without groups, bursts straddle the split (what made validation optimistic)
+    for seed in range(5):
+        fit, val = holdout_split(y, 0.25, seed, groups=burst)
+        assert not set(burst[fit]) & set(burst[val]) and len(val) == 12  # 3 of 12 per class, whole bursts
+        assert sorted(np.concatenate([fit, val])) == list(range(len(y)))
+        folds = labeled_folds(y, 3, seed, groups=burst)
+        for b in np.unique(burst):
+            assert len(set(folds[burst == b])) == 1
+        assert (folds >= 0).all() and set(folds) == {0, 1, 2}
+
+
+def test_a_class_that_is_one_burst_is_never_held_out():
+    from src.data.splits import holdout_split
+
+    y = np.array([0] * 4 + [1] * 4)
+    burst = np.array([0] * 4 + [1, 2, 3, 4])  # class 0: four shots of one burst
+    fit, val = holdout_split(y, 0.5, 0, groups=burst)
+    assert set(val) <= {4, 5, 6, 7} and set(range(4)) <= set(fit)  # class 0 never empties its fit part
+    folds = labeled_folds(y, 3, 0, groups=burst)
+    assert (folds[:4] == -1).all() and (folds[4:] >= 0).all()
+
+
+def test_training_keeps_each_burst_of_real_photos_on_one_side_of_its_holdout(tmp_path):
+    """The training's split (pipeline.labeled_holdout) on real photos: three shots of one shelf a step apart
+    (cropped and brightened a little) are found by the pretrained features and never straddle the split."""
+    from types import SimpleNamespace
+
+    from PIL import Image, ImageEnhance
+
+    from src.core.store import Store
+    from src.data.dataset import image_dataset
+    from src.training.config import TrainConfig
+    from src.training.pipeline import SAMPLE_DIR, labeled_holdout
+
+    burst_of: dict[str, int] = {}
+    for c in ("Banana", "Arla-Standard-Milk"):
+        photos = sorted((SAMPLE_DIR / "train" / c).iterdir())[:6]
+        for i, src in enumerate(photos):
+            base = Image.open(src).convert("RGB")
+            shots = [base] if i >= 3 else [  # photos 0-2: a burst of three shots each
+                base, base.crop((4, 4, base.width, base.height)),
+                ImageEnhance.Brightness(base.crop((0, 0, base.width - 6, base.height - 6))).enhance(1.04)]
+            for j, shot in enumerate(shots):
+                out = tmp_path / "data" / "train" / c / f"{c}-{i}-{j}.jpg"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shot.save(out, quality=90)
+                burst_of[out.name] = len(set(burst_of.values())) if j == 0 else burst_of[f"{c}-{i}-0.jpg"]
+        (tmp_path / "data" / "test" / c).mkdir(parents=True)
+        Image.open(photos[0]).save(tmp_path / "data" / "test" / c / "t.jpg")
+    store = Store(tmp_path / "store")
+    ds = image_dataset(tmp_path / "data", store=store, progress=False)
+    burst = np.array([burst_of[p.name] for p in ds.train.paths])
+    mask = np.ones(len(burst), dtype=bool)
+    logged: dict = {}
+    tracker = SimpleNamespace(log=logged.update)
+    for seed in range(4):
+        cfg = TrainConfig(data_dir=str(tmp_path / "data"), fine_tune_epochs=1, val_fraction=0.4, seed=seed,
+                          image_size=128, progress=False)
+        fit, val = labeled_holdout(cfg, ds, mask, store, tracker)
+        assert len(val) and not set(burst[fit]) & set(burst[val]), seed
+    assert logged["data/labeled_near_duplicates"] == 18  # 2 classes x 3 bursts x 3 shots, the singles alone
+    from src.data.splits import holdout_split
+
+    assert any(set(burst[f]) & set(burst[v]) for f, v in (holdout_split(ds.train.labels, 0.4, s) for s in range(4)))

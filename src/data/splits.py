@@ -37,14 +37,30 @@ def labeled_split(labels: np.ndarray, ratio: float, n_classes: int, seed: int) -
     return mask
 
 
-def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split labeled indices into (fit, validation) for fine-tuning; classes with one
-    labeled image stay in the fit part, the others give about ``fraction`` to validation."""
+def holdout_split(labels: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Split labeled indices into (fit, validation) for fine-tuning; classes with one or two
+    labeled images stay in the fit part, the others give about ``fraction`` to validation.
+
+    ``groups`` (one id per index, e.g. :func:`~src.learning.groups.near_duplicate_groups`) keeps
+    near-identical photos on one side: a group goes to validation whole or not at all, and never
+    empties its class's fit part. Without groups every image is its own group (the same split)."""
     rng = np.random.default_rng(seed + 1)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
     fit, val = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         k = int(round(fraction * len(idx))) if len(idx) >= 3 else 0
-        val += idx[:k].tolist()
-        fit += idx[k:].tolist()
+        held: list[int] = []
+        decided: set = set()
+        for i in idx:
+            g = groups[i]
+            if g in decided:
+                continue
+            decided.add(g)
+            members = idx[groups[idx] == g]
+            if len(held) + len(members) <= k:
+                held += members.tolist()
+        val += held
+        fit += sorted(set(idx.tolist()) - set(held))
     return np.asarray(sorted(fit), dtype=np.int64), np.asarray(sorted(val), dtype=np.int64)

@@ -139,10 +139,15 @@ class FineTuneSpec:
     batch_size: int = 16
 
 
-def finetune_key(paths_digests: Sequence[str], labels: Sequence[int], spec: FineTuneSpec) -> str:
+def finetune_key(paths_digests: Sequence[str], labels: Sequence[int], spec: FineTuneSpec,
+                 held_out: Sequence[str] = ()) -> str:
+    """The cache key of a fine-tune: its images with their labels, the ``held_out`` ones (the digests of the
+    images that choose the best epoch: a different split is a different extractor) and ``spec``."""
     h = hashlib.sha256()
     for d, y in sorted(zip(paths_digests, labels)):
         h.update(f"{d}:{y}\n".encode())
+    for d in sorted(held_out):
+        h.update(f"held:{d}\n".encode())
     h.update(json.dumps({"epochs": spec.epochs, "lr": spec.lr, "seed": spec.seed, "pre": spec.pre.key(),
                          "bs": spec.batch_size, "recipe": 1}).encode())
     return h.hexdigest()

@@ -44,6 +44,18 @@ def load_torch_runtime(path: str | os.PathLike, digest: str):
     return TorchExtractor(model, pre, key=f"{digest}:{pre.key()}")
 
 
+def pretrained_extractor(preprocessing):
+    """The ImageNet-pretrained backbone (no fine-tuning) as a torch extractor; its cache key names the weights
+    file's digest, so its features are cached like any extractor's."""
+    from src.core.store import sha256_file
+    from src.features.backbone import create_model, pretrained_weights_path
+    from src.features.extraction import TorchExtractor
+
+    digest = sha256_file(pretrained_weights_path())
+    return TorchExtractor(create_model(num_classes=0, pretrained=True), preprocessing,
+                          key=f"{digest}:{preprocessing.key()}")
+
+
 def load_runtime(path: str | os.PathLike, digest: str, runtime: str = "auto", store: Store | None = None):
     """An extractor callable on NHWC float batches with ``.preprocessing`` and ``.key``."""
     runtime = resolve_runtime(runtime)

@@ -158,3 +158,31 @@ def fit_baseline(X: np.ndarray, y_partial: np.ndarray, seed: int):
 def transduced_labels(model) -> np.ndarray | None:
     """The labels a fitted pipeline assigned to its training rows (None for the baseline)."""
     return getattr(model[-1], "transduction_", None)
+
+
+def assigned_labels(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(label, confidence) a fitted model gives each of its training rows ``X``.
+
+    Graph methods give their transduction (and its confidence) where they kept it — it agreed
+    with the labeled-only view, so their final classifier was trained on it — and their final
+    classifier's prediction elsewhere: the transduction they distrusted is their weakest label
+    (6 labels per class + a 2,000-image pool, label propagation: transduction 94.5 % right,
+    this 96.5 %). Self-training gives its transduced label where it assigned one, else its
+    prediction. Confidence: the graph's where its label is used, else the classifier's
+    probability of the label.
+    """
+    proba = model.predict_proba(X)
+    labels = model.classes_[proba.argmax(1)]
+    col = np.searchsorted(model.classes_, labels)
+    conf = proba[np.arange(len(labels)), col]
+    trans = transduced_labels(model)
+    if trans is None:
+        return labels, conf
+    graph = model[-1]
+    kept = getattr(graph, "pseudo_mask_", None)
+    if kept is None:  # self-training: every label it assigned
+        return np.where(trans != UNLABELED, trans, labels), conf
+    use = np.asarray(kept) | (np.asarray(graph.label_confidence_) >= 1.0)  # kept, or labeled (confidence 1)
+    labels = np.where(use, trans, labels)
+    conf = np.where(use, np.asarray(graph.label_confidence_, dtype=np.float64), conf)
+    return labels, conf

@@ -21,19 +21,30 @@ from typing import Callable
 
 import numpy as np
 
-from src.learning.semi_supervised import UNLABELED
+from src.learning.semi_supervised import UNLABELED, assigned_labels
 
 DEFAULT_FOLDS = 3
 
 
-def labeled_folds(y_partial: np.ndarray, k: int = DEFAULT_FOLDS, seed: int = 0) -> np.ndarray:
-    """Fold number per row (``-1``: never held out: unlabeled rows, and classes with one label)."""
+def labeled_folds(y_partial: np.ndarray, k: int = DEFAULT_FOLDS, seed: int = 0,
+                  groups: np.ndarray | None = None) -> np.ndarray:
+    """Fold number per row (``-1``: never held out: unlabeled rows, and classes with one label).
+
+    ``groups`` (one id per row, :func:`~src.learning.groups.near_duplicate_groups`) keeps
+    near-identical photos in one fold; a class that is a single group is never held out. Without
+    groups every row is its own group (the same folds)."""
     folds = np.full(len(y_partial), -1, dtype=np.int64)
+    groups = np.arange(len(y_partial)) if groups is None else np.asarray(groups)
     rng = np.random.default_rng(seed + 2)
     for c in np.unique(y_partial[y_partial != UNLABELED]):
         idx = rng.permutation(np.flatnonzero(y_partial == c))
-        if len(idx) >= 2:
-            folds[idx] = np.arange(len(idx)) % k
+        if len(idx) < 2:
+            continue
+        ids = list(dict.fromkeys(groups[idx].tolist()))  # this class's groups, in drawn order
+        if len(ids) < 2:
+            continue
+        fold_of = {g: n % k for n, g in enumerate(ids)}
+        folds[idx] = [fold_of[g] for g in groups[idx].tolist()]
     return folds
 
 
@@ -53,11 +64,16 @@ def standard_error(accuracy: float, n: int) -> float:
 
 @dataclass(frozen=True)
 class Validation:
-    """What :func:`validate` measured: ``right`` and ``p_true`` per scored row (``rows``, ascending)."""
+    """What :func:`validate` measured per scored row (``rows``, ascending): ``right`` and ``p_true`` of the
+    prediction; ``assigned_confidence``/``assigned_right``: the label the fit gave the row as one of its
+    unlabeled rows (:func:`~src.learning.semi_supervised.assigned_labels`, what a pool image gets in
+    ``pseudo_labels.csv``), its confidence and whether it was right: what calibrates pseudo-labels."""
 
     rows: np.ndarray
     right: np.ndarray
     p_true: np.ndarray
+    assigned_confidence: np.ndarray | None = None
+    assigned_right: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -80,7 +96,7 @@ def validate(fit: Callable[[np.ndarray, np.ndarray], object], X: np.ndarray, y_p
     unlabeled rows ``-1``. ``p_true`` is the probability the model gave the true label (0 for a class
     it never saw), from which the log-loss separates algorithms whose accuracy ties.
     """
-    rows_all, right_all, p_all = [], [], []
+    rows_all, right_all, p_all, conf_all, aright_all = [], [], [], [], []
     for f in np.unique(folds[folds >= 0]):
         held = folds == f
         model = fit(X, np.where(held, UNLABELED, y_partial))
@@ -89,14 +105,19 @@ def validate(fit: Callable[[np.ndarray, np.ndarray], object], X: np.ndarray, y_p
         pred = model.classes_[proba.argmax(1)]
         col = np.minimum(np.searchsorted(model.classes_, truth), len(model.classes_) - 1)
         p_true = np.where(np.isin(truth, model.classes_), proba[np.arange(len(truth)), col], 0.0)
+        assigned, conf = assigned_labels(model, X)
         rows_all.append(np.flatnonzero(held))
         right_all.append(pred == truth)
         p_all.append(p_true)
+        conf_all.append(np.asarray(conf, dtype=np.float64)[held])
+        aright_all.append(assigned[held] == truth)
     if not rows_all:
-        return Validation(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0))
-    rows, right, p = np.concatenate(rows_all), np.concatenate(right_all), np.concatenate(p_all)
+        return Validation(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0), np.zeros(0),
+                          np.zeros(0, dtype=bool))
+    rows = np.concatenate(rows_all)
     order = np.argsort(rows, kind="stable")
-    return Validation(rows[order], right[order], p[order])
+    return Validation(rows[order], np.concatenate(right_all)[order], np.concatenate(p_all)[order],
+                      np.concatenate(conf_all)[order], np.concatenate(aright_all)[order])
 
 
 def held_out_count(y_partial: np.ndarray, k: int = DEFAULT_FOLDS) -> int:

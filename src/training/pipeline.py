@@ -37,6 +37,7 @@ from src.features.finetune import (
     weights_digest,
 )
 from src.features.runtimes import load_runtime
+from src.learning.groups import near_duplicate_groups
 from src.learning.semi_supervised import UNLABELED, validate_n_neighbors
 from src.learning.validation import holdout_folds, labeled_folds
 from src.tracking import Tracker, in_sweep
@@ -104,14 +105,44 @@ def finetune_spec(cfg: TrainConfig) -> FineTuneSpec:
                         cfg.finetune_batch_size)
 
 
-def build_extractor(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store: Store, tracker: Tracker,
-                    epoch_callback: EpochCallback | None, models_dir: Path):
+def labeled_holdout(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store: Store, tracker: Tracker
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held-out) positions among the labeled images: the fine-tune's split, which also judges the
+    pseudo-label round and validates every algorithm. Near-identical labeled photos (learning/groups.py, on
+    the pretrained backbone's features, cached) stay on one side of it."""
+    lab_idx = np.flatnonzero(mask)
+    labels = ds.train.labels[lab_idx]
+    groups = None
+    if cfg.fine_tune_epochs > 0 and (np.bincount(labels) >= 3).any():  # below 3 labels nothing is held out
+        from src.features.runtimes import pretrained_extractor
+
+        X, _ = cached_features(pretrained_extractor(Preprocessing.for_size(cfg.image_size)),
+                               [ds.train.paths[i] for i in lab_idx], [ds.train.digests[i] for i in lab_idx],
+                               FeatureCache(store), cfg.batch_size, cfg.progress, "near-duplicate check")
+        groups = near_duplicate_groups(X)
+        _log_near_duplicates(groups, tracker)
+    return holdout_split(labels, cfg.val_fraction, cfg.seed, groups)
+
+
+def _log_near_duplicates(groups: np.ndarray, tracker: Tracker) -> None:
+    sizes = np.bincount(groups)
+    grouped = int(sizes[sizes > 1].sum())
+    tracker.log({"data/labeled_near_duplicates": grouped})
+    if grouped:
+        log.info("%d labeled images are near-identical to another (%d groups): each group stays on one side "
+                 "of the validation split", grouped, int((sizes > 1).sum()))
+
+
+def build_extractor(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, holdout: tuple[np.ndarray, np.ndarray],
+                    store: Store, tracker: Tracker, epoch_callback: EpochCallback | None, models_dir: Path):
     """Fine-tune (or fetch from cache), save ``feature_extractor.pth``; returns (path, result, cache key)."""
     spec = finetune_spec(cfg)
     lab_idx = np.flatnonzero(mask)
     paths = [ds.train.paths[i] for i in lab_idx]
     labels = ds.train.labels[lab_idx]
-    key = finetune_key([ds.train.digests[i] for i in lab_idx], labels.tolist(), spec)
+    digests = [ds.train.digests[i] for i in lab_idx]
+    fit_idx, val_idx = holdout
+    key = finetune_key(digests, labels.tolist(), spec, held_out=[digests[i] for i in val_idx])
     cache = ExtractorCache(store)
     out = models_dir / EXTRACTOR_FILE
     tracker.define_metric("finetune/*", step_metric="finetune/epoch")  # epochs get their own x axis
@@ -123,7 +154,6 @@ def build_extractor(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store:
             _report_epoch(tracker, entry, epoch_callback)
         log.info("fine-tuned extractor taken from the cache (%s)", key[:12])
     else:
-        fit_idx, val_idx = holdout_split(labels, cfg.val_fraction, cfg.seed)
         model, result = fine_tune(paths, labels, fit_idx, val_idx, len(ds.classes), spec, progress=cfg.progress,
                                   epoch_callback=lambda entry: _report_epoch(tracker, entry, epoch_callback))
         save_extractor(model, out, spec.pre, meta={"fine_tune_epochs": cfg.fine_tune_epochs,
@@ -140,8 +170,8 @@ def float32_extractor(cfg: TrainConfig, path: Path, store: Store):
     return load_runtime(path, digest, runtime=float32_runtime(cfg.runtime), store=store), digest
 
 
-def pseudo_label_round(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, path: Path, key: str, ft,
-                       store: Store, tracker: Tracker, shift: ShiftSet | None) -> tuple[Refinement, tuple | None]:
+def pseudo_label_round(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, holdout: tuple[np.ndarray, np.ndarray],
+                       path: Path, key: str, ft, store: Store, tracker: Tracker, shift: ShiftSet | None) -> tuple[Refinement, tuple | None]:
     """The pseudo-label fine-tuning round (training/refine.py) where there are unlabeled rows; returns its
     record and, when it replaced the extractor at ``path``, the first round's features for the baseline."""
     n_unlabeled = int((~mask).sum()) + (len(ds.pool) if ds.has_pool else 0)
@@ -155,7 +185,7 @@ def pseudo_label_round(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, pat
         return _train_features(cfg, ds, float32_extractor(cfg, candidate, store)[0], FeatureCache(store))[0]
 
     r = refine_extractor(ds, mask, X1, path, key, ft, finetune_spec(cfg), cfg.pseudo_finetune_epochs,
-                         cfg.n_neighbors, cfg.val_fraction, store, featurize, progress=cfg.progress)
+                         cfg.n_neighbors, holdout, store, featurize, progress=cfg.progress)
     tracker.log({f"refine/{k}": (int(v) if isinstance(v, bool) else v) for k, v in r.record().items()
                  if k not in ("reason", "history")})
     return r, ((X1, Xt1, Xs1) if r.kept else None)
@@ -225,9 +255,10 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
                  "data/leaked_test_images": len(leaked),
                  **{f"data/labeled_per_class/{c}": n for c, n in per_class.items()}})
 
-    ext_path, ft, ft_key = build_extractor(cfg, ds, mask, store, tracker, epoch_callback, out_dir)
-    refinement, baseline_features = pseudo_label_round(cfg, ds, mask, ext_path, ft_key, ft, store, tracker,
-                                                           shift)
+    holdout = labeled_holdout(cfg, ds, mask, store, tracker)
+    ext_path, ft, ft_key = build_extractor(cfg, ds, mask, holdout, store, tracker, epoch_callback, out_dir)
+    refinement, baseline_features = pseudo_label_round(cfg, ds, mask, holdout, ext_path, ft_key, ft, store, tracker,
+                                                       shift)
     extractor, ext_digest = float32_extractor(cfg, ext_path, store)
     choice = choose_precision(cfg, ds, mask, extractor, out_dir / EXTRACTOR_FILE, ext_digest, store, tracker)
     extractor, precision = choice.extractor, choice.precision
@@ -240,7 +271,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
                        pre=extractor.preprocessing, precision=precision, int8_guard=choice.guard,
                        int8_calibration=choice.calibration, baseline_features=baseline_features,
                        shift=shift_features(cfg, shift, extractor, store, tracker), code_version=code_version(),
-                       val_folds=validation_folds(cfg, ds, mask, len(X)))
+                       val_folds=validation_folds(cfg, ds, mask, X, holdout))
     per_algo = {name: run_algorithm(name, state) for name in cfg.algorithms}
     baseline = run_algorithm(BASELINE, state)
     summary = run_summary(state, per_algo, baseline)
@@ -263,17 +294,20 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     return results
 
 
-def validation_folds(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, n_rows: int) -> np.ndarray:
-    """The labeled rows validation scores (learning/validation.py): the fine-tune's held-out images when the
-    backbone trained on the labeled ones (the same seeded split; none with 1-2 labels per class), else 3-fold
-    cross-validation over every labeled image."""
+def validation_folds(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, X: np.ndarray,
+                     holdout: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The labeled rows validation scores (learning/validation.py): the fine-tune's held-out images
+    (``holdout``, from :func:`labeled_holdout`; none with 1-2 labels per class) when the backbone trained on
+    the labeled ones, else 3-fold cross-validation over every labeled image, near-identical photos (on the
+    features ``X``) in one fold."""
     lab_idx = np.flatnonzero(mask)
     if cfg.fine_tune_epochs > 0:
-        _, val_pos = holdout_split(ds.train.labels[lab_idx], cfg.val_fraction, cfg.seed)
-        return holdout_folds(n_rows, lab_idx[val_pos])
-    y = np.full(n_rows, UNLABELED, dtype=np.int64)
+        return holdout_folds(len(X), lab_idx[holdout[1]])
+    y = np.full(len(X), UNLABELED, dtype=np.int64)
     y[lab_idx] = ds.train.labels[lab_idx]
-    return labeled_folds(y, seed=cfg.seed)
+    groups = np.arange(len(X))
+    groups[lab_idx] = len(X) + near_duplicate_groups(X[lab_idx])
+    return labeled_folds(y, seed=cfg.seed, groups=groups)
 
 
 def leaked_test_images(ds: ImageDataset) -> list[str]:

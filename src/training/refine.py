@@ -44,7 +44,6 @@ import numpy as np
 
 from src.core.store import Store
 from src.data.dataset import ImageDataset
-from src.data.splits import holdout_split
 from src.features.finetune import (
     ExtractorCache,
     FineTuneResult,
@@ -162,13 +161,14 @@ def refine_key(first_key: str, digests: list[str], labels: list[int], spec: Fine
 
 def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Path, first_key: str,
                      first: FineTuneResult, spec: FineTuneSpec, epochs: int, n_neighbors: int,
-                     val_fraction: float, store: Store, featurize: Callable[[Path], np.ndarray],
+                     holdout: tuple[np.ndarray, np.ndarray], store: Store, featurize: Callable[[Path], np.ndarray],
                      progress: bool = True) -> Refinement:
     """Run the stage on the first round's extractor saved at ``path``, which the refined one
     replaces when it is kept (``Refinement.kept``).
 
     ``X`` holds the first round's features of the training rows then the pool's; ``mask`` marks
     the training labels in use; ``first_key``/``first`` are the first round's cache key and result;
+    ``holdout`` its (fit, held-out) positions among the labeled images;
     ``featurize(path)`` returns the same rows' features under the extractor saved at ``path``.
     """
     r = Refinement()
@@ -176,7 +176,7 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Pa
     lab_idx = np.flatnonzero(mask)
     y_partial = np.full(len(X), UNLABELED, dtype=np.int64)
     y_partial[lab_idx] = ds.train.labels[lab_idx]
-    fit_pos, val_pos = holdout_split(ds.train.labels[lab_idx], val_fraction, spec.seed)  # as the first round
+    fit_pos, val_pos = holdout  # the first round's split
     if epochs <= 0:
         r.reason = "pseudo_finetune_epochs is 0"
         return r
