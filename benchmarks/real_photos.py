@@ -85,12 +85,18 @@ def pool_report(models: Path, truth: dict[str, str]) -> dict[str, float]:
     f = models / "pseudo_labels.csv"
     if not truth or not f.is_file():
         return {}
+    from src.learning.calibration import reliability
+
     rows = list(csv.DictReader(open(f, newline="")))
     conf = np.array([float(r["confidence"]) for r in rows])
+    raw = np.array([float(r["raw_confidence"]) for r in rows])
     right = np.array([truth[r["path"]] == r["label"] for r in rows])
-    out = {"pool_accuracy": float(right.mean())}
-    for c in CONFIDENCES:
-        sel = conf >= c
+    accept = np.array([r["accept"] == "1" for r in rows])
+    out = {"pool_accuracy": float(right.mean()), "accepted": int(accept.sum()),
+           "acc@accept": float(right[accept].mean()) if accept.any() else None, "cov@accept": float(accept.mean()),
+           "ece_raw": reliability(raw, right)["ece"], "ece_calibrated": reliability(conf, right)["ece"]}
+    for c in CONFIDENCES:  # on the raw confidences, as the model gives them
+        sel = raw >= c
         out[f"acc@{c}"] = float(right[sel].mean()) if sel.any() else None
         out[f"cov@{c}"] = float(sel.mean())
     return out
@@ -112,7 +118,9 @@ def one_run(source: Path, work: Path, k: int | None, draw: int, store: Path, run
             "picked_test": s["best_test_accuracy"], "baseline_test": s["baseline_test_accuracy"],
             "val_estimate": s["best_val_accuracy"], "val_images": s.get("val_images"),
             "round_kept": r.get("kept"), "round_pseudo_label_accuracy": r.get("pseudo_label_accuracy"),
-            "precision": res["extractor"]["precision"], **pool_report(models, truth)}
+            "precision": res["extractor"]["precision"],
+            "recommended": (res.get("pseudo_labels") or {}).get("recommended_min_confidence"),
+            **pool_report(models, truth)}
 
 
 def _fmt(v) -> str:
@@ -136,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     runs = []
     cols = ["k", "draw", "picked", "picked_test", "baseline_test", "val_estimate", "val_images", "round_kept",
-            "pool_accuracy", "acc@0.9", "cov@0.9", "acc@0.99", "cov@0.99", "seconds"]
+            "pool_accuracy", "acc@0.99", "cov@0.99", "recommended", "acc@accept", "cov@accept", "ece_raw",
+            "ece_calibrated", "seconds"]
     print("  ".join(cols), flush=True)
     for k in a.k:
         kk = None if k == "all" else int(k)
@@ -154,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"k={k}: picked {m['picked_test']:.3f}, baseline {m['baseline_test']:.3f} "
               f"(gain {m['picked_test'] - m['baseline_test']:+.3f}, below the baseline on {below} of {len(rs)}), "
               f"validation said {m['val_estimate']:.3f}, {m['seconds']:.0f} s per run")
+        pool = [r for r in rs if r.get("cov@accept") is not None]
+        if pool:
+            n_acc = sum(r["accepted"] for r in pool)
+            right = sum(r["accepted"] * (r["acc@accept"] or 0) for r in pool)
+            print(f"      pseudo-labels recommended: {n_acc} in {len(pool)} runs "
+                  f"(coverage {np.mean([r['cov@accept'] for r in pool]):.1%}), "
+                  f"{right / n_acc if n_acc else float('nan'):.1%} right; recommended minimum per run "
+                  f"{[r.get('recommended') for r in pool]}")
     return 0
 
 

@@ -3,7 +3,7 @@ and find labeled images whose class folder is probably wrong.
 
     python src/labeling.py suggest --data-dir D --models-dir models --budget 40 [--strategy diverse]
     python src/labeling.py apply --data-dir D --labels labeled.csv [--dry-run] [--new-classes]
-    python src/labeling.py apply --data-dir D --labels models/pseudo_labels.csv --min-confidence 0.99
+    python src/labeling.py apply --data-dir D --labels models/pseudo_labels.csv   # the rows training recommends
     python src/labeling.py issues --data-dir D [--models-dir models]
 
 Exit codes: 0 done, 2 bad input or data (nothing moved), 3 model problem, 4 store, 5 W&B.
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="check and report, move nothing")
     p.add_argument("--new-classes", action="store_true", help="create train/<label>/ for classes not seen yet")
     p.add_argument("--min-confidence", type=float, default=None,
-                   help="only rows with confidence >= this, in [0, 1] (pseudo-labels); others stay in the pool")
+                   help="only rows with confidence >= this, in [0, 1]; others stay in the pool (default: the rows "
+                        "training recommends, accept 1 in pseudo_labels.csv)")
     p.add_argument("--source", choices=("human", "pseudo"), default=None,
                    help="label source recorded in the version (default: pseudo when the CSV has an algorithm "
                         "column, as pseudo_labels.csv does, else human)")
@@ -92,6 +93,9 @@ def _print_apply(r: dict) -> None:
     if r["skipped_blank"] or r["skipped_low_confidence"]:
         print(f"  left in the pool: {r['skipped_blank']} without a label, "
               f"{r['skipped_low_confidence']} below --min-confidence")
+    if r.get("skipped_not_accepted"):
+        print(f"  left in the pool: {r['skipped_not_accepted']} not recommended by training (accept 0: below the "
+              "confidence validation shows 95 % right); label them by hand, or pass --min-confidence to override")
     if r.get("interrupted_apply_pending"):
         print("  an interrupted apply is pending: the next apply (not --dry-run) completes it first")
     if r.get("version"):

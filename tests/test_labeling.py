@@ -192,6 +192,40 @@ def test_pseudo_labels_with_min_confidence_are_recorded_as_pseudo_and_carried_fo
     assert src["train/a/a_0.png"] == "human"
 
 
+def test_without_a_minimum_only_the_rows_training_recommends_are_applied(ws, capsys):
+    rows = list(csv.DictReader(open(ws / "m" / "pseudo_labels.csv")))
+    assert "accept" in rows[0] and "raw_confidence" in rows[0]
+    chosen = [r["path"] for r in rows[:2]]
+    header = list(rows[0])
+    write_csv(ws / "l.csv", [[r[c] if c != "accept" else int(r["path"] in chosen) for c in header] for r in rows],
+              header=header)
+    before = pool_files(ws / "d")
+    code, out, err = apply(capsys, ws, ws / "l.csv")
+    assert code == 0, err
+    assert "labeled 2 image(s)" in out and f"{len(rows) - 2} not recommended by training" in out
+    assert sorted(set(before) - set(pool_files(ws / "d"))) == sorted(chosen)
+    code, out, err = apply(capsys, ws, ws / "l.csv", "--min-confidence", "0", "--json")  # a minimum replaces it
+    assert code == 0, err and json.loads(out)["labeled"] == len(rows) - 2
+
+
+def test_nothing_recommended_moves_nothing_and_says_why(ws, capsys):
+    rows = list(csv.DictReader(open(ws / "m" / "pseudo_labels.csv")))
+    header = list(rows[0])
+    write_csv(ws / "l.csv", [[r[c] if c != "accept" else 0 for c in header] for r in rows], header=header)
+    before = all_bytes(ws / "d")
+    code, out, err = apply(capsys, ws, ws / "l.csv")
+    assert code == 0 and "labeled 0 image(s)" in out and f"{len(rows)} not recommended" in out
+    assert all_bytes(ws / "d") == before
+
+
+def test_an_accept_cell_that_is_not_0_or_1_refuses_the_file(ws, capsys):
+    write_csv(ws / "l.csv", [["unlabeled/p0.png", "a", "yes"]], header=("path", "label", "accept"))
+    before = all_bytes(ws / "d")
+    code, _, err = apply(capsys, ws, ws / "l.csv")
+    assert code == 2 and "line 2" in one_line(err) and "accept 'yes' is not 0 or 1" in err
+    assert all_bytes(ws / "d") == before
+
+
 def test_new_classes_need_the_flag(ws, capsys):
     write_csv(ws / "l.csv", [["unlabeled/p0.png", "kiwi"]])
     code, _, err = apply(capsys, ws, ws / "l.csv")
@@ -467,8 +501,8 @@ def test_formula_cells_in_pseudo_labels_csv_are_escaped_and_read_back(tmp_path):
     from src.curation.labels_csv import read_labels
     from src.training.pseudo_labels import write_csv as write_pseudo
 
-    write_pseudo(tmp_path / "p.csv", [["unlabeled/x.png", "=1+1", 0.5, "label_spreading"],
-                                      ["unlabeled/y.png", "@SUM(A1)", 0.9, "label_spreading"]])
+    write_pseudo(tmp_path / "p.csv", [["unlabeled/x.png", "=1+1", 0.5, "label_spreading", 0.9, 1],
+                                      ["unlabeled/y.png", "@SUM(A1)", 0.9, "label_spreading", 0.99, 1]])
     text = (tmp_path / "p.csv").read_text()
     assert "'=1+1" in text and "'@SUM(A1)" in text and "\n=" not in text and ",=" not in text and ",@" not in text
     assert [(r.path, r.label) for r in read_labels(tmp_path / "p.csv").rows] == [

@@ -48,12 +48,16 @@ def test_pool_is_unlabeled_rows_and_pseudo_labels_come_out(pooled, capsys, tmp_p
     for m in res["algorithms"].values():
         assert m["unlabeled_accuracy"] is None  # no hidden labels, and the pool has no truth
     rows = list(csv.DictReader(open(tmp / "m" / "pseudo_labels.csv")))
-    assert [list(r) for r in rows[:1]] == [["path", "label", "confidence", "algorithm"]]
+    assert [list(r) for r in rows[:1]] == [["path", "label", "confidence", "algorithm", "raw_confidence", "accept"]]
     assert sorted(r["path"] for r in rows) == sorted(p.relative_to(data).as_posix()
                                                       for p in (data / "unlabeled").rglob("*.png"))
     assert {r["algorithm"] for r in rows} == {res["summary"]["best_algorithm"]}
     assert all(r["label"] in ("a", "b", "c") and 0 <= float(r["confidence"]) <= 1 for r in rows)
     pl = res["pseudo_labels"]
+    # 4 labels per class hold out one each: 3 images cannot show any confidence 95 % right, so none is
+    # recommended and every row says accept 0
+    assert pl["calibration"]["held_out_images"] < 10 and pl["recommended_min_confidence"] is None
+    assert pl["accepted"] == 0 and {r["accept"] for r in rows} == {"0"}
     assert pl["count"] == 6 and sum(pl["per_class"].values()) == 6
     q = pl["confidence_quantiles"]
     assert q["p0"] <= q["p50"] <= q["p100"]

@@ -135,7 +135,7 @@ def plan_moves(root: Path, labels_csv: str | os.PathLike, new_classes: bool = Fa
         moves.append({"path": rel, "to": dst, "label": label, "sha256": sha, "line": r.line})
     return {"source": source, "moves": moves, "renamed": renamed, "new_classes": sorted(new),
             "already_applied": already, "skipped_blank": lf.skipped_blank,
-            "skipped_low_confidence": lf.skipped_confidence}
+            "skipped_low_confidence": lf.skipped_confidence, "skipped_not_accepted": lf.skipped_not_accepted}
 
 
 def _move(root: Path, m: dict) -> str | None:

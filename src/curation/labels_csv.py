@@ -4,6 +4,10 @@ problem with one line that names the file and line.
 Cells escaped against spreadsheet formulas (``'=...``, see :mod:`src.core.csv_cells`) read back
 as written. A ``confidence`` must be a finite number in [0, 1]; an error names the physical line
 of the file it was found on, a record spanning several lines included.
+
+An ``accept`` column (``pseudo_labels.csv`` has one: 1 where training's validation shows the row's
+confidence ≥ 95 % right, learning/calibration.py) is the default selection: without a minimum
+confidence, only rows with ``accept`` 1 are read; a minimum confidence given replaces it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class LabelsFile:
     columns: list[str]
     skipped_blank: int        # rows with an empty label: not labeled yet
     skipped_confidence: int   # rows below --min-confidence
+    skipped_not_accepted: int = 0  # rows with accept 0 (no minimum confidence given)
 
 
 def _bad(path: Path, line: int, what: str) -> DataError:
@@ -76,7 +81,7 @@ def read_labels(path: str | os.PathLike, min_confidence: float | None = None) ->
         raise ConfigError(f"labels file {path} does not exist", hint=hint)
     check_min_confidence(min_confidence)
     rows: list[LabelRow] = []
-    blank = low = 0
+    blank = low = refused = 0
     lines = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -90,6 +95,7 @@ def read_labels(path: str | os.PathLike, min_confidence: float | None = None) ->
             if min_confidence is not None and "confidence" not in columns:
                 raise _bad(path, 1, "--min-confidence needs a confidence column")
             reader.fieldnames = columns
+            use_accept = min_confidence is None and "accept" in columns
             for rec in reader:
                 line = reader.line_num
                 if None in rec or any(v is None for v in rec.values()):
@@ -105,9 +111,15 @@ def read_labels(path: str | os.PathLike, min_confidence: float | None = None) ->
                 if min_confidence is not None and (conf is None or conf < min_confidence):
                     low += 1
                     continue
+                if use_accept:
+                    if rec["accept"] not in ("0", "1"):
+                        raise _bad(path, line, f"accept {rec['accept']!r} is not 0 or 1")
+                    if rec["accept"] != "1":
+                        refused += 1
+                        continue
                 rows.append(LabelRow(line, p, label, conf))
     except csv.Error as e:
         raise _bad(path, max(lines.n, 1) if lines else 1, f"malformed CSV ({e})") from e
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason})", hint="save the CSV as UTF-8") from e
-    return LabelsFile(rows, columns, blank, low)
+    return LabelsFile(rows, columns, blank, low, refused)

@@ -1,14 +1,17 @@
 """Pseudo-labels out: the best algorithm's label for every image of the unlabeled pool.
 
 ``models/pseudo_labels.csv`` has one row per pool image — ``path`` (relative to the data
-dir, as ``labeling.py apply`` reads it), ``label``, ``confidence``, ``algorithm`` — so the
-confident ones can be accepted (``labeling.py apply --labels models/pseudo_labels.csv
---min-confidence 0.98``) and the doubtful ones labeled by a person. The run logs a table
-of thumbnails for a sample and the confidence histogram; the results get a summary.
+dir, as ``labeling.py apply`` reads it), ``label``, ``confidence`` (calibrated: the estimated
+probability that the label is right, learning/calibration.py), ``algorithm``, ``raw_confidence``
+(the model's own), ``accept`` (1 where the confidence reaches the minimum that validation shows
+≥ 95 % right; 0 everywhere where no minimum can be shown) — so ``labeling.py apply --labels
+models/pseudo_labels.csv`` accepts the recommended ones and a person labels the rest. The run
+logs a table of thumbnails for a sample and the confidence histogram; the results get a summary.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +19,33 @@ import numpy as np
 
 from src.core.csv_cells import csv_text
 from src.core.paths import write_text_atomic
+from src.learning.calibration import Calibration, PseudoLabelCalibration, calibrate_pseudo_labels
 from src.training.state import TrainState
 
+log = logging.getLogger(__name__)
+
 FILENAME = "pseudo_labels.csv"
-COLUMNS = ["path", "label", "confidence", "algorithm"]
+COLUMNS = ["path", "label", "confidence", "algorithm", "raw_confidence", "accept"]
 SAMPLE = 48  # thumbnails in the W&B table
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
 
-def pool_rows(s: TrainState, algorithm: str) -> list[list[Any]]:
-    labels, conf = s.pool_predictions[algorithm]
+def calibration_of(s: TrainState, algorithm: str) -> tuple[Calibration, PseudoLabelCalibration]:
+    """Calibrate on the shipped model's validation: the held-out labeled images, each labeled by the fit
+    that did not see its label as a pool image is (learning/validation.py)."""
+    v = s.validations.get(algorithm)
+    if v is None or v.assigned_confidence is None:
+        return Calibration(), PseudoLabelCalibration()
+    return calibrate_pseudo_labels(v.assigned_confidence, v.assigned_right)
+
+
+def pool_rows(s: TrainState, algorithm: str, cal: Calibration, minimum: float | None) -> list[list[Any]]:
+    labels, raw = s.pool_predictions[algorithm]
+    conf = cal(raw)
     root = s.ds.root
-    return [[Path(p).relative_to(root).as_posix(), s.ds.classes[int(c)], round(float(f), 6), algorithm]
-            for p, c, f in zip(s.ds.pool.paths, labels, conf)]
+    return [[Path(p).relative_to(root).as_posix(), s.ds.classes[int(c)], round(float(f), 6), algorithm,
+             round(float(r), 6), int(minimum is not None and round(float(f), 6) >= minimum)]
+            for p, c, f, r in zip(s.ds.pool.paths, labels, conf, raw)]
 
 
 def write_csv(path: Path, rows: list[list[Any]]) -> None:
@@ -37,12 +54,16 @@ def write_csv(path: Path, rows: list[list[Any]]) -> None:
     write_text_atomic(path, csv_text(COLUMNS, rows))
 
 
-def summarize(rows: list[list[Any]], classes: list[str], algorithm: str) -> dict[str, Any]:
+def summarize(rows: list[list[Any]], classes: list[str], algorithm: str,
+              calibration: PseudoLabelCalibration | None = None) -> dict[str, Any]:
     conf = np.asarray([r[2] for r in rows], dtype=np.float64)
     per_class = {c: 0 for c in classes}
     for r in rows:
         per_class[r[1]] += 1
+    cal = calibration or PseudoLabelCalibration()
     return {"file": FILENAME, "algorithm": algorithm, "count": len(rows), "per_class": per_class,
+            "recommended_min_confidence": cal.recommended_min_confidence,
+            "accepted": sum(r[5] for r in rows), "calibration": cal.record(),
             "confidence_quantiles": {f"p{round(q * 100)}": float(np.quantile(conf, q)) for q in QUANTILES}
             if len(conf) else {}}
 
@@ -53,9 +74,11 @@ def export_pseudo_labels(s: TrainState, algorithm: str) -> dict[str, Any] | None
     if algorithm not in s.pool_predictions:
         out.unlink(missing_ok=True)  # a stale file from a run with a pool would mislead
         return None
-    rows = pool_rows(s, algorithm)
+    cal, record = calibration_of(s, algorithm)
+    rows = pool_rows(s, algorithm, cal, record.recommended_min_confidence)
     write_csv(out, rows)
-    summary = summarize(rows, s.ds.classes, algorithm)
+    summary = summarize(rows, s.ds.classes, algorithm, record)
+    _say(summary, out)
     tr = s.tracker
     tr.histogram("pseudo_labels/confidence", [r[2] for r in rows])
     rng = np.random.default_rng(s.cfg.seed)
@@ -63,5 +86,21 @@ def export_pseudo_labels(s: TrainState, algorithm: str) -> dict[str, Any] | None
     tr.image_table("pseudo_labels/sample", ["path", "label", "confidence", "image"],
                    [[rows[i][0], rows[i][1], rows[i][2], str(s.ds.pool.paths[i])] for i in pick], image_col=3)
     tr.log({"pseudo_labels/count": len(rows),
-            "pseudo_labels/median_confidence": summary["confidence_quantiles"].get("p50")})
+            "pseudo_labels/median_confidence": summary["confidence_quantiles"].get("p50"),
+            "pseudo_labels/accepted": summary["accepted"],
+            "pseudo_labels/recommended_min_confidence": record.recommended_min_confidence,
+            "pseudo_labels/ece_raw": record.ece_raw, "pseudo_labels/calibration_images": record.held_out_images})
     return summary
+
+
+def _say(summary: dict[str, Any], out: Path) -> None:
+    cal = summary["calibration"]
+    if summary["recommended_min_confidence"] is None:
+        log.info("pseudo-labels: %d in %s; validation (%d held-out images) cannot show any confidence at which "
+                 "they are %d %% right: none is recommended for bulk acceptance; label the pool with "
+                 "labeling.py suggest", summary["count"], out.name, cal["held_out_images"], round(100 * cal["target"]))
+    else:
+        log.info("pseudo-labels: %d in %s, %d recommended (confidence >= %s, >= %d %% right on %d held-out "
+                 "images); labeling.py apply --labels %s accepts those", summary["count"], out.name,
+                 summary["accepted"], summary["recommended_min_confidence"], round(100 * cal["target"]),
+                 cal["held_out_images"], out)

@@ -1,0 +1,71 @@
+"""Pseudo-label calibration (learning/calibration.py): the map, the reliability, the recommended minimum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from src.learning.calibration import (
+    MIN_ROWS,
+    Calibration,
+    acceptance_threshold,
+    calibrate_pseudo_labels,
+    fit_calibration,
+    reliability,
+    wilson_lower,
+)
+
+
+def test_wilson_lower_bound():
+    assert wilson_lower(20, 20) == pytest.approx(20 / 21)  # z = 1: n / (n + 1) for a perfect score
+    assert wilson_lower(0, 0) == 0.0
+    assert wilson_lower(19, 20) < 0.95 < wilson_lower(20, 20)  # one miss in 20 cannot show 95 %
+
+
+def test_overconfident_labels_are_brought_down_and_not_recommended():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.97, 1.0, 200)  # ~0.99 confident, 55 % right: what real photos did at 3 labels
+    right = rng.random(200) < 0.55
+    cal, rec = calibrate_pseudo_labels(conf, right)
+    assert abs(float(cal(conf).mean()) - 0.55) < 0.05
+    assert rec.ece_raw > 0.4 and rec.ece_calibrated < 0.05
+    assert rec.recommended_min_confidence is None  # nothing can be shown 95 % right
+
+
+def test_a_confidence_that_ranks_well_gets_a_minimum_whose_rows_are_95_percent_right():
+    rng = np.random.default_rng(1)
+
+    def draw(n):  # 70 % easy images (confident, 99 % right), 30 % hard ones (unsure, 40 % right)
+        easy = rng.random(n) < 0.7
+        conf = np.where(easy, rng.uniform(0.97, 1.0, n), rng.uniform(0.3, 0.9, n))
+        return conf, rng.random(n) < np.where(easy, 0.99, 0.4)
+
+    conf, right = draw(120)
+    cal, rec = calibrate_pseudo_labels(conf, right)
+    t = rec.recommended_min_confidence
+    assert t is not None
+    sel = cal(conf) >= t
+    assert sel.sum() >= MIN_ROWS and right[sel].mean() >= 0.95
+    fresh_conf, fresh_right = draw(20000)  # new images of the same kind: the rows accepted stay >= 95 % right
+    accepted = cal(fresh_conf) >= t
+    assert fresh_right[accepted].mean() >= 0.95 and accepted.mean() > 0.6  # and most easy ones are accepted
+    assert (np.diff(cal(np.sort(conf))) >= 0).all()  # monotone: the order of the raw confidences is kept
+
+
+def test_too_few_or_uniform_rows_leave_the_confidence_as_it_is():
+    conf = np.array([0.9, 0.8, 0.95])
+    assert fit_calibration(conf, np.array([True, False, True])) == Calibration(rows=3)
+    assert fit_calibration(np.full(50, 0.9), np.ones(50, dtype=bool)) == Calibration(rows=50)
+    assert np.allclose(Calibration()(conf), conf)
+    assert acceptance_threshold(np.full(MIN_ROWS - 1, 0.99), np.ones(MIN_ROWS - 1, dtype=bool)) is None
+    assert acceptance_threshold(np.full(30, 0.99), np.ones(30, dtype=bool)) == 0.5  # 30 of 30 at every threshold
+
+
+def test_reliability_table_and_ece():
+    conf = np.array([0.15, 0.15, 0.95, 0.95, 0.95, 0.95])
+    right = np.array([False, False, True, True, True, False])
+    r = reliability(conf, right)
+    assert [b["images"] for b in r["bins"]] == [2, 4]
+    assert r["bins"][1]["accuracy"] == 0.75
+    assert r["ece"] == pytest.approx((2 * 0.15 + 4 * 0.2) / 6)
+    assert reliability(np.zeros(0), np.zeros(0, dtype=bool)) == {"ece": None, "bins": []}
