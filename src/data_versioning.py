@@ -20,9 +20,9 @@ from pathlib import Path
 from src.core.errors import ConfigError
 from src.core.paths import DEFAULT_DATA_DIR as DATA_DIR
 from src.data.scan import dataset_digest
-from src.data.versioning import (DEFAULT_SAMPLES_PER_CLASS, build_metadata, create_dataset_artifact,
+from src.data.version_builder import (DEFAULT_SAMPLES_PER_CLASS, build_metadata, create_dataset_artifact,
                                  find_or_create_version, mirror_pending, quality_check)
-from src.data.versions import (DEFAULT_NAME, default_dataset_name, diff_versions, list_versions,
+from src.data.version_store import (DEFAULT_NAME, default_dataset_name, diff_versions, list_versions,
                                load_dataset_artifact, restore_version)
 
 log = logging.getLogger(__name__)

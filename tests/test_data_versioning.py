@@ -397,7 +397,7 @@ def test_unreadable_file_is_a_clean_error(ds, capsys):
 
 
 def test_default_dataset_name_follows_the_folder(tmp_path):
-    from src.data.versions import default_dataset_name
+    from src.data.version_store import default_dataset_name
 
     assert default_dataset_name(None) == "grocery-dataset"
     assert default_dataset_name(tmp_path / "DS2GROCERIES") == "grocery-dataset"

@@ -119,7 +119,7 @@ def world(tmp_path):
 
 
 def everything_needed_is_intact(store: Store, tmp_path: Path) -> None:
-    from src.data.versions import list_versions, load_dataset_artifact, restore_version
+    from src.data.version_store import list_versions, load_dataset_artifact, restore_version
     from src.registry.api import (
         get_model_version,
         list_models,

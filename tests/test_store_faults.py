@@ -80,14 +80,14 @@ def test_full_disk_during_versioning_leaves_no_orphan_and_a_usable_store(ds, sto
 
 
 def test_full_disk_when_the_version_row_is_written_removes_the_new_blobs(ds, store, monkeypatch, capsys):
-    from src.data import versioning
+    from src.data import version_builder
 
     def full(st, *a, **k):
         with st.transaction() as con:
             con.execute("SELECT 1")
             raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(versioning, "insert_version", full)
+    monkeypatch.setattr(version_builder, "insert_version", full)
     assert dv.main(["--data-dir", str(ds), "--artifact-name", "groc", "--wandb-mode", D]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no space left" in err[0], err

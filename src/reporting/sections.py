@@ -58,7 +58,7 @@ def latest_run(store, run: dict[str, Any]) -> str:
 
 
 def datasets_section(store) -> str:
-    from src.data.versions import list_versions
+    from src.data.version_store import list_versions
 
     versions = list_versions(None, store)
     if not versions:

@@ -22,7 +22,7 @@ DIGEST = re.compile(r"[0-9a-f]{64}")
 def owners() -> tuple[Owner, ...]:
     """Every owner of store tables and files, in the order a blob's first reason is taken (du shows each
     blob under one kind). Imported here, not at the top: ``housekeeping.py --help`` stays instant."""
-    from src.data import scan, versions
+    from src.data import scan, version_store
     from src.features import exports, extraction, finetune
     from src.hpo import study
     from src.monitoring import records
@@ -30,7 +30,7 @@ def owners() -> tuple[Owner, ...]:
     from src.tracking import journal
     from src.training import runs
 
-    return (tables.OWNER, finetune.OWNER, versions.OWNER, runs.OWNER, PINS, extraction.OWNER, exports.OWNER,
+    return (tables.OWNER, finetune.OWNER, version_store.OWNER, runs.OWNER, PINS, extraction.OWNER, exports.OWNER,
             records.OWNER, scan.OWNER, study.OWNER, journal.OWNER)
 
 
