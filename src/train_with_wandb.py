@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of a second fine-tuning round on labeled + confident pseudo-labeled images, kept "
                         "only where the classifiers do better on held-out labeled images; 0 = off "
                         f"(default {d.pseudo_finetune_epochs})")
+    g.add_argument("--pseudo-labels-per-class", "--pseudo_labels_per_class", type=int,
+                   default=d.pseudo_labels_per_class,
+                   help="the round's most confident agreeing pseudo-labels kept per class "
+                        f"(default {d.pseudo_labels_per_class})")
+    g.add_argument("--pseudo-labels-per-epoch", "--pseudo_labels_per_epoch", type=int,
+                   default=d.pseudo_labels_per_epoch,
+                   help=f"pseudo-labeled images one round epoch draws (default {d.pseudo_labels_per_epoch})")
     g.add_argument("--fine-tune-lr", "--fine_tune_lr", type=float, default=d.fine_tune_lr,
                    help=f"learning rate of the fine-tunes (AdamW) (default {d.fine_tune_lr:g})")
     g.add_argument("--n-neighbors", "--n_neighbors", type=int, default=d.n_neighbors,
@@ -160,7 +167,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         store=args.store, group=args.group, tags=args.tags, dataset_name=args.dataset_name,
         batch_size=args.batch_size, image_size=args.image_size,
         progress=show_progress(args), runtime=args.runtime, shift_dir=args.shift_dir,
-        pseudo_finetune_epochs=args.pseudo_finetune_epochs,
+        pseudo_finetune_epochs=args.pseudo_finetune_epochs, pseudo_labels_per_class=args.pseudo_labels_per_class,
+        pseudo_labels_per_epoch=args.pseudo_labels_per_epoch,
     )
 
 

@@ -205,7 +205,8 @@ def test_without_a_minimum_only_the_rows_training_recommends_are_applied(ws, cap
     assert "labeled 2 image(s)" in out and f"{len(rows) - 2} not recommended by training" in out
     assert sorted(set(before) - set(pool_files(ws / "d"))) == sorted(chosen)
     code, out, err = apply(capsys, ws, ws / "l.csv", "--min-confidence", "0", "--json")  # a minimum replaces it
-    assert code == 0, err and json.loads(out)["labeled"] == len(rows) - 2
+    assert code == 0, err
+    assert json.loads(out)["labeled"] == len(rows) - 2
 
 
 def test_nothing_recommended_moves_nothing_and_says_why(ws, capsys):

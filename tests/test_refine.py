@@ -23,7 +23,7 @@ def test_selection_is_unlabeled_agreeing_capped_and_right_on_easy_data():
     X, y = _blobs()
     y_partial = np.full(len(y), UNLABELED)
     y_partial[::15] = y[::15]  # 4 labels per class
-    rows, labels = refine.select_pseudo_labels(X, y_partial, n_neighbors=5, seed=0, per_class=25)
+    rows, labels = refine.select_pseudo_labels(refine.fit_views(X, y_partial, 5, 0), X, y_partial, per_class=25)
     assert len(rows) and (y_partial[rows] == UNLABELED).all()
     assert np.bincount(labels, minlength=4).max() <= 25
     assert (labels == y[rows]).mean() >= 0.95
@@ -323,3 +323,34 @@ def test_only_pseudo_labeled_images_get_strong_augmentation(tmp_path, strong, mo
         images.batch([0, 1] + drawn, rng)
     assert seen == ["light", "light"] + ["strong" if strong else "light"] * 2
 
+
+
+def test_the_rounds_pseudo_label_knobs_come_from_the_config(tmp_path, tiny, monkeypatch, capsys):
+    """pseudo_labels_per_class caps what select_pseudo_labels keeps and pseudo_labels_per_epoch what an epoch
+    draws, in production, from TrainConfig (flags and sweeps set them there); below 1 is one line, exit 2."""
+    from src.train_with_wandb import build_parser, config_from_args, main
+
+    picked, drawn = [], []
+    real_select, real_tune = refine.select_pseudo_labels, refine.fine_tune
+
+    def select(views, X, y, per_class):
+        picked.append(per_class)
+        return real_select(views, X, y, per_class)
+
+    def tune(*a, extra=None, **k):
+        drawn.append(extra.per_epoch)
+        return real_tune(*a, extra=extra, **k)
+
+    monkeypatch.setattr(refine, "select_pseudo_labels", select)
+    monkeypatch.setattr(refine, "fine_tune", tune)
+    r = _train(tmp_path, tiny, pseudo_labels_per_class=2, pseudo_labels_per_epoch=3)
+    assert picked == [2] and drawn == [3]
+    assert 0 < r["extractor"]["pseudo_label_round"]["pseudo_labels"] <= 2 * 3  # 3 classes, 2 each at most
+    assert r["config"]["pseudo_labels_per_class"] == 2
+    cfg = config_from_args(build_parser().parse_args(["--pseudo-labels-per-class", "7"]))
+    assert cfg.pseudo_labels_per_class == 7 and cfg.pseudo_labels_per_epoch == 1200
+    capsys.readouterr()  # what the training above logged
+    rc = main(["--data-dir", str(tiny), "--pseudo-labels-per-epoch", "0", "--store", str(tmp_path / "s"),
+               "--wandb-mode", "disabled", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "pseudo_labels_per_epoch must be >= 1" in err[0]

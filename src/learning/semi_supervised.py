@@ -83,6 +83,10 @@ class InductiveGraphClassifier(ClassifierMixin, BaseEstimator):
         return self.final_.predict(X)
 
 
+# Self-training adds a row to its labeled set where its classifier's probability reaches this (the table above).
+SELF_TRAINING_THRESHOLD = 0.7
+
+
 def _logreg(seed: int) -> LogisticRegression:
     return LogisticRegression(C=100.0, max_iter=3000, random_state=seed)
 
@@ -103,7 +107,7 @@ def make_label_spreading(n_neighbors: int, seed: int, shape: tuple[int, int]):
 
 
 def make_self_training(n_neighbors: int, seed: int, shape: tuple[int, int]):
-    clf = SelfTrainingClassifier(_logreg(seed), threshold=0.7, max_iter=10)
+    clf = SelfTrainingClassifier(_logreg(seed), threshold=SELF_TRAINING_THRESHOLD, max_iter=10)
     return Pipeline(_features(shape, seed) + [("clf", clf)])
 
 

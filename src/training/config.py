@@ -25,8 +25,9 @@ DEFAULT_ALGORITHMS = ("label_propagation", "label_spreading", "self_training")
 ALGORITHM_NAMES = tuple(sorted(ALGORITHMS))
 # Parameters a W&B sweep may set through ``wandb.config`` (``algorithm`` is the sweep's singular spelling).
 SWEEP_KEYS = ("labeled_ratio", "algorithm", "algorithms", "n_neighbors", "fine_tune_epochs", "fine_tune_lr", "seed",
-              "pseudo_finetune_epochs")
-INT_FIELDS = ("fine_tune_epochs", "n_neighbors", "batch_size", "image_size", "seed", "pseudo_finetune_epochs")
+              "pseudo_finetune_epochs", "pseudo_labels_per_class")
+INT_FIELDS = ("fine_tune_epochs", "n_neighbors", "batch_size", "image_size", "seed", "pseudo_finetune_epochs",
+              "pseudo_labels_per_class", "pseudo_labels_per_epoch")
 MAX_IMAGE_SIZE = 1024
 # Every label a user gives is used: hiding some (``labeled_ratio`` < 1) simulates scarce labels on a fully
 # labeled folder, and only when asked for; the unlabeled/ pool is what makes training semi-supervised.
@@ -58,6 +59,10 @@ class TrainConfig:
     shift_dir: str | None = None  # an ImageFolder split in another style, same classes: shift_accuracy, report only
     # A second fine-tuning round on labeled + confident pseudo-labeled images (training/refine.py); 0 = off.
     pseudo_finetune_epochs: int = 2
+    # The round's pseudo-labels (training/refine.py select_pseudo_labels): the most confident agreeing ones per
+    # class, and how many of them one epoch draws (all of them at these defaults up to 20 classes).
+    pseudo_labels_per_class: int = 60
+    pseudo_labels_per_epoch: int = 1200
 
     @classmethod
     def from_options(cls, **options: Any) -> "TrainConfig":
@@ -104,6 +109,10 @@ class TrainConfig:
         if self.pseudo_finetune_epochs < 0:
             raise ConfigError(f"pseudo_finetune_epochs must be >= 0, got {self.pseudo_finetune_epochs}",
                               hint="0 turns the pseudo-label fine-tuning round off")
+        for key in ("pseudo_labels_per_class", "pseudo_labels_per_epoch"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}",
+                                  hint="pseudo_finetune_epochs 0 turns the round off")
         if not isinstance(self.fine_tune_lr, numbers.Real) or not (0 <= float(self.fine_tune_lr) < float("inf")):
             raise ConfigError(f"fine_tune_lr must be a finite number >= 0, got {quote(self.fine_tune_lr)}",
                               hint="for example --fine-tune-lr 1e-4")

@@ -185,7 +185,8 @@ def pseudo_label_round(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, hol
         return _train_features(cfg, ds, float32_extractor(cfg, candidate, store)[0], FeatureCache(store))[0]
 
     r = refine_extractor(ds, mask, X1, path, key, ft, finetune_spec(cfg), cfg.pseudo_finetune_epochs,
-                         cfg.n_neighbors, holdout, store, featurize, progress=cfg.progress)
+                         cfg.n_neighbors, holdout, store, featurize, cfg.pseudo_labels_per_class,
+                         cfg.pseudo_labels_per_epoch, progress=cfg.progress)
     tracker.log({f"refine/{k}": (int(v) if isinstance(v, bool) else v) for k, v in r.record().items()
                  if k not in ("reason", "history")})
     return r, ((X1, Xt1, Xs1) if r.kept else None)

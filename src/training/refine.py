@@ -8,11 +8,11 @@ see the other 95 %. This stage, run when there are unlabeled rows (hidden labels
    training and pool image, with the fine-tune's held-out labeled images hidden (they judge
    the result);
 2. an unlabeled image gets a pseudo-label where both views agree (they make different
-   mistakes); per class the :data:`PER_CLASS` most confident ones (label spreading's
-   confidence) are kept, so a frequent class cannot swamp the rest;
+   mistakes); per class the ``pseudo_labels_per_class`` most confident ones (label spreading's
+   confidence; :func:`select_pseudo_labels`) are kept, so a frequent class cannot swamp the rest;
 3. the extractor is fine-tuned again *from the first round's weights* for
    ``pseudo_finetune_epochs`` epochs on the labeled fit images plus the pseudo-labeled images,
-   at most :data:`PER_EPOCH` per epoch (every one of them up to 20 classes, a fresh seeded sample
+   at most ``pseudo_labels_per_epoch`` per epoch (all of them at the defaults up to 20 classes, a fresh seeded sample
    beyond: the cost stays bounded however large the pool is); the pseudo-labeled images are seen
    under strong augmentation (RandAugment-style operations and a cut-out, as in Noisy Student and
    FixMatch), the labeled ones under the light one;
@@ -57,9 +57,6 @@ from src.learning.semi_supervised import UNLABELED, fit_semi_supervised
 
 log = logging.getLogger(__name__)
 
-PER_CLASS = 60     # pseudo-labeled images kept per class (the most confident agreeing ones)
-PER_EPOCH = 1200   # pseudo-labeled images drawn per epoch: all of them up to 20 classes (300 until 2026-12-02;
-                   # 1,200 raised the hidden-label accuracy of 14 of 15 algorithm-draws at 5 %, MLOPS.md)
 MIN_UNLABELED = 20  # fewer unlabeled rows than this: nothing to learn from, the stage is skipped
 RECIPE = 2  # 2: pseudo-labeled images under strong augmentation (1: the light one)
 JUDGES = ("label_spreading", "self_training")
@@ -90,14 +87,18 @@ class Refinement:
         return asdict(self)
 
 
-def _views(X: np.ndarray, y_partial: np.ndarray, n_neighbors: int, seed: int) -> tuple:
+def fit_views(X: np.ndarray, y_partial: np.ndarray, n_neighbors: int, seed: int) -> tuple:
     """Label spreading and self-training fitted on ``X``: the two views that pick pseudo-labels and judge."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter; the fits themselves are checked by their use
         return tuple(fit_semi_supervised(name, X, y_partial, n_neighbors, seed) for name in JUDGES)
 
 
-def _pick(views: tuple, X: np.ndarray, y_partial: np.ndarray, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+def select_pseudo_labels(views: tuple, X: np.ndarray, y_partial: np.ndarray, per_class: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, labels): the pseudo-labels the round trains on. Unlabeled rows (``-1`` in ``y_partial``) where
+    the two :func:`fit_views` (label spreading, self-training) agree; per class the ``per_class`` most
+    confident by label spreading's confidence; in row order."""
     ls, st = views
     graph = ls[-1]
     trans, conf = graph.transduction_, graph.label_confidence_
@@ -108,13 +109,6 @@ def _pick(views: tuple, X: np.ndarray, y_partial: np.ndarray, per_class: int) ->
         rows += idx[np.argsort(-conf[idx], kind="stable")][:per_class].tolist()
     rows_arr = np.asarray(sorted(rows), dtype=np.int64)
     return rows_arr, trans[rows_arr].astype(np.int64)
-
-
-def select_pseudo_labels(X: np.ndarray, y_partial: np.ndarray, n_neighbors: int, seed: int,
-                         per_class: int = PER_CLASS) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, labels): unlabeled rows where label spreading and self-training agree, the
-    ``per_class`` most confident per class (label spreading's confidence), in row order."""
-    return _pick(_views(X, y_partial, n_neighbors, seed), X, y_partial, per_class)
 
 
 def heldout_scores(views: tuple, X: np.ndarray, rows: np.ndarray, truth: np.ndarray
@@ -151,18 +145,19 @@ def keep_round(before: np.ndarray, after: np.ndarray, loss_before: float | None 
     return won > lost or (won == lost and lower_loss), p
 
 
-def refine_key(first_key: str, digests: list[str], labels: list[int], spec: FineTuneSpec) -> str:
+def refine_key(first_key: str, digests: list[str], labels: list[int], spec: FineTuneSpec, per_class: int,
+               per_epoch: int) -> str:
     """The first round's key, the pseudo-labeled images with their labels (the first round's
     :func:`finetune_key`, over this round's spec) and this stage's own settings."""
     pseudo = finetune_key(digests, labels, spec)
-    own = json.dumps({"per_class": PER_CLASS, "per_epoch": PER_EPOCH, "recipe": RECIPE})
+    own = json.dumps({"per_class": per_class, "per_epoch": per_epoch, "recipe": RECIPE})
     return hashlib.sha256(f"{first_key}\n{pseudo}\n{own}".encode()).hexdigest()
 
 
 def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Path, first_key: str,
                      first: FineTuneResult, spec: FineTuneSpec, epochs: int, n_neighbors: int,
                      holdout: tuple[np.ndarray, np.ndarray], store: Store, featurize: Callable[[Path], np.ndarray],
-                     progress: bool = True) -> Refinement:
+                     per_class: int, per_epoch: int, progress: bool = True) -> Refinement:
     """Run the stage on the first round's extractor saved at ``path``, which the refined one
     replaces when it is kept (``Refinement.kept``).
 
@@ -190,8 +185,8 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Pa
     y_sel[lab_idx[val_pos]] = UNLABELED  # the judges stay unseen
     t0 = time.perf_counter()
     judges, truth = lab_idx[val_pos], ds.train.labels[lab_idx[val_pos]]
-    views = _views(X, y_sel, n_neighbors, spec.seed)
-    rows, labels = _pick(views, X, y_sel, PER_CLASS)
+    views = fit_views(X, y_sel, n_neighbors, spec.seed)
+    rows, labels = select_pseudo_labels(views, X, y_sel, per_class)
     keep = ~np.isin(rows, lab_idx[val_pos])  # never train on a judge, even under its pseudo-label
     rows, labels = rows[keep], labels[keep]
     r.ran, r.pseudo_labels = True, int(len(rows))
@@ -202,7 +197,7 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Pa
     all_paths = list(ds.train.paths) + (list(ds.pool.paths) if ds.has_pool else [])
     all_digests = list(ds.train.digests) + (list(ds.pool.digests) if ds.has_pool else [])
     round_spec = replace(spec, epochs=epochs)
-    key = refine_key(first_key, [all_digests[i] for i in rows], labels.tolist(), round_spec)
+    key = refine_key(first_key, [all_digests[i] for i in rows], labels.tolist(), round_spec, per_class, per_epoch)
     cache = ExtractorCache(store)
     hit = cache.get(key)
     second = path.with_name(f".refined-{path.name}")
@@ -214,7 +209,7 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Pa
         from src.features.backbone import save_extractor
 
         paths = [ds.train.paths[i] for i in lab_idx]
-        extra = PseudoLabeled([all_paths[i] for i in rows], labels, PER_EPOCH, strong=True)
+        extra = PseudoLabeled([all_paths[i] for i in rows], labels, per_epoch, strong=True)
         model, result = fine_tune(paths, ds.train.labels[lab_idx], fit_pos, val_pos, len(ds.classes), round_spec,
                                   progress=progress, start=path, extra=extra)
         save_extractor(model, second, spec.pre, meta={"pseudo_finetune_epochs": epochs, "pseudo_labels": len(rows)})
@@ -222,7 +217,7 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Pa
     r.history, r.finetune_heldout_accuracy = result.history, result.best_val_accuracy
     X2 = featurize(second)
     r.heldout_accuracy_after, r.heldout_log_loss_after, right_after = heldout_scores(
-        _views(X2, y_sel, n_neighbors, spec.seed), X2, judges, truth)
+        fit_views(X2, y_sel, n_neighbors, spec.seed), X2, judges, truth)
     r.seconds = time.perf_counter() - t0
     r.kept, r.heldout_p_worse = keep_round(right_before, right_after, r.heldout_log_loss_before,
                                            r.heldout_log_loss_after)
