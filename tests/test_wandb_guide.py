@@ -168,7 +168,7 @@ def _synth_parser() -> argparse.ArgumentParser:
 
     seen = {}
 
-    def capture(parser, argv, command, normalize=None):
+    def capture(parser, argv, command, normalize=None, **_):
         seen["parser"] = parser
         return 0
 
