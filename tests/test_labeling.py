@@ -380,7 +380,7 @@ def test_concurrent_applies_take_turns_and_the_history_matches_the_disk(ws, caps
     import threading
     import time
 
-    import src.data.versioning as versioning
+    import src.data.version_builder as versioning
     from src.curation import apply_labels
     from src.data.scan import scan_dataset
     from src.data_versioning import load_dataset_artifact

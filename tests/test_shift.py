@@ -50,7 +50,10 @@ def test_shift_accuracy_per_algorithm_and_baseline_in_results_and_wandb(data, ca
         assert 0.0 <= m["shift_accuracy"] <= 1.0
     assert set(res["algorithms"]) == set(ALGOS)
     s = res["summary"]
-    assert s["best_shift_accuracy"] == res["algorithms"][s["best_algorithm"]]["shift_accuracy"]
+    # these solid-colour images of a class are near-identical, so no class can be held out and the baseline may
+    # ship (learning/groups.py): the summary's figure is the picked row's either way
+    picked = res["baseline"] if s["best_algorithm"] == "baseline" else res["algorithms"][s["best_algorithm"]]
+    assert s["best_shift_accuracy"] == picked["shift_accuracy"]
     assert s["baseline_shift_accuracy"] == res["baseline"]["shift_accuracy"]
     logged = read_run(res["run"]["dir"])
     for name in (*ALGOS, "baseline"):

@@ -35,7 +35,7 @@ from src.curation.journal import (LOCK_TIMEOUT, applied_moves, apply_lock, journ
 from src.curation.labels_csv import check_min_confidence, read_labels
 from src.curation.paths import class_dir_problem, data_root, pool_path_problem
 from src.data.scan import probe_bytes, scan_dataset
-from src.data.versions import SOURCES, default_dataset_name
+from src.data.version_store import SOURCES, default_dataset_name
 
 log = logging.getLogger(__name__)
 NAME_MAX = 255  # bytes in one file name on the file systems we run on
@@ -158,7 +158,7 @@ def _move(root: Path, m: dict) -> str | None:
 
 
 def _run_journal(root: Path, store: Store, journal: Path, payload: dict, wandb_mode: str | None) -> dict:
-    from src.data.versioning import create_dataset_artifact
+    from src.data.version_builder import create_dataset_artifact
 
     done, left = [], []
     for m in payload["moves"]:

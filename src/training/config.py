@@ -16,7 +16,7 @@ from src.core.paths import DEFAULT_DATA_DIR
 from src.core.store import validate_name
 from src.data.scan import check_split_dir
 from src.data.splits import validate_labeled_ratio
-from src.data.versions import default_dataset_name
+from src.data.version_store import default_dataset_name
 from src.features.runtimes import RUNTIMES
 from src.learning.semi_supervised import ALGORITHMS, validate_algorithms
 

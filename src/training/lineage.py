@@ -29,7 +29,7 @@ from typing import Any
 
 from src.core.paths import EXTRACTOR_FILE
 from src.core.store import Store
-from src.data.versioning import dataset_artifact, find_or_create_version
+from src.data.version_builder import dataset_artifact, find_or_create_version
 from src.learning.bundles import artifact_files, model_name_for
 from src.tracking import Tracker, in_sweep
 from src.tracking.journal import content_alias, extractor_artifact_name, local_alias, record_use
