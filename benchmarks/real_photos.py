@@ -9,7 +9,7 @@ and its test (``val/``) accuracy, the labeled-only baseline's, the validation es
 error, the pool's pseudo-labels (accuracy and coverage at a few confidences), wall time.
 
     python benchmarks/real_photos.py [--source ../shared/datasets/grocery-store] [--k 1 3 5 10 all] [--draws 3]
-        [--work /tmp/real-photos] [--json out.json]
+        [--work /tmp/real-photos] [--json out.json] [--iconic]
 
 Skips with one line (exit 0) when the dataset folder is absent. Judged on ``val/``, never chosen on it.
 """
@@ -54,10 +54,21 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def build(source: Path, out: Path, k: int | None, seed: int) -> dict[str, str]:
-    """The dataset folder for one draw; returns the pool's truth (path relative to ``out`` → class)."""
+def iconic_images(source: Path) -> dict[str, Path]:
+    """Each class's catalogue photo (``classes.csv``'s iconic image path)."""
+    with open(source / "classes.csv", newline="") as f:
+        return {r[0]: source / r[4].lstrip("/") for r in list(csv.reader(f))[1:]}
+
+
+def build(source: Path, out: Path, k: int | None, seed: int, iconic: bool = False) -> dict[str, str]:
+    """The dataset folder for one draw (with ``iconic``: each class's catalogue photo in ``iconic/<class>/``);
+    returns the pool's truth (path relative to ``out`` → class)."""
     train, val = listing(source, "train"), listing(source, "val")
     shutil.rmtree(out, ignore_errors=True)
+    if iconic:
+        for c, f in iconic_images(source).items():
+            if c in train:
+                _link(f, out / "iconic" / c / f.name)
     rng = np.random.default_rng(seed)
     pool: list[tuple[str, str]] = []
     for c, photos in train.items():
@@ -102,13 +113,15 @@ def pool_report(models: Path, truth: dict[str, str]) -> dict[str, float]:
     return out
 
 
-def one_run(source: Path, work: Path, k: int | None, draw: int, store: Path, runtime: str) -> dict:
+def one_run(source: Path, work: Path, k: int | None, draw: int, store: Path, runtime: str,
+            iconic: bool = False) -> dict:
     from src.training.config import TrainConfig
     from src.training.pipeline import run_training
 
-    data = work / f"k{k or 'all'}-d{draw}"
-    truth = build(source, data, k, seed=draw)
-    models = work / f"models-k{k or 'all'}-d{draw}"
+    tag = f"k{k or 'all'}-d{draw}{'-iconic' if iconic else ''}"
+    data = work / tag
+    truth = build(source, data, k, seed=draw, iconic=iconic)
+    models = work / f"models-{tag}"
     t0 = time.perf_counter()
     res = run_training(TrainConfig(data_dir=str(data), models_dir=str(models), store=str(store), seed=draw,
                                    wandb_mode="disabled", progress=False, runtime=runtime))
@@ -136,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/real-photos"), help="dataset copies, models, store")
     p.add_argument("--runtime", default="auto", help="feature extraction runtime (default auto, as training)")
     p.add_argument("--json", type=Path, help="also write every run's figures here")
+    p.add_argument("--iconic", action="store_true",
+                   help="also give training each class's catalogue photo in iconic/<class>/ (as a retailer's product shots)")
     a = p.parse_args(argv)
     if not (a.source / "train.txt").is_file():
         print(f"real_photos: skipped: no Grocery Store Dataset at {a.source}", file=sys.stderr)
@@ -150,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in a.k:
         kk = None if k == "all" else int(k)
         for d in range(1 if kk is None else a.draws):
-            r = one_run(a.source, a.work, kk, d, a.work / "store", a.runtime)
+            r = one_run(a.source, a.work, kk, d, a.work / "store", a.runtime, a.iconic)
             runs.append(r)
             print("  ".join(_fmt(r.get(c)) for c in cols), flush=True)
             if a.json:

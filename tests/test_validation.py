@@ -182,7 +182,7 @@ def test_a_fine_tuned_backbone_is_validated_on_the_images_it_did_not_train_on():
     from src.training.pipeline import validation_folds
 
     labels = np.repeat(np.arange(4), 10)
-    ds = SimpleNamespace(train=SimpleNamespace(labels=labels))
+    ds = SimpleNamespace(train=SimpleNamespace(labels=labels), catalogue=np.zeros(40, dtype=bool))
     mask = np.ones(40, dtype=bool)
     mask[::5] = False  # hidden labels never validate
     lab = np.flatnonzero(mask)

@@ -2,7 +2,9 @@
 
 Layout: ``DATA_DIR/{train,test[,val]}/{class_name}/{image files}``, plus an optional pool
 ``DATA_DIR/unlabeled/**`` of images without labels (:attr:`ImageDataset.pool`: paths and
-digests; its labels are all ``-1``). Class names come from the train split's folder names. There is one scanner: training takes paths, classes and
+digests; its labels are all ``-1``), and optional catalogue shots ``DATA_DIR/iconic/{class_name}/*``
+(a retailer's product photos): they join ``train`` as labeled images, marked in
+:attr:`ImageDataset.catalogue`, and never validate or test. Class names come from the train split's folder names. There is one scanner: training takes paths, classes and
 sha256 digests from the same manifest dataset versions store (stat-cached in the local
 store, so an unchanged image is never hashed twice), and the dataset digest is the
 manifest's. Problems a user can fix (missing folders, a split or class with no images,
@@ -23,7 +25,7 @@ import numpy as np
 
 from src.core.errors import DataError
 from src.core.paths import is_inside
-from src.data.scan import POOL, REQUIRED_SPLITS, SHIFT, SPLITS, dataset_digest, scan_dataset, scan_split
+from src.data.scan import ICONIC, POOL, REQUIRED_SPLITS, SHIFT, SPLITS, dataset_digest, scan_dataset, scan_split
 
 log = logging.getLogger(__name__)
 SKIPPED_ERRORS = ("non_image",)  # by extension or content: skipped with a warning, never trained on
@@ -47,6 +49,7 @@ class ImageDataset:
     digest: str = ""  # the manifest digest, the same one dataset versions record
     scan: dict = field(default_factory=dict, repr=False)  # the manifest scan, handed on to dataset versioning
     pool: Split | None = None  # the unlabeled pool (labels all -1), None without an unlabeled/ folder
+    n_catalogue: int = 0  # the last train rows came from iconic/<class>/ (catalogue shots)
 
     @property
     def train(self) -> Split:
@@ -55,6 +58,14 @@ class ImageDataset:
     @property
     def test(self) -> Split:
         return self.splits["test"]
+
+    @property
+    def catalogue(self) -> np.ndarray:
+        """True for the train rows that came from ``iconic/<class>/`` (appended after the ``train/`` photos)."""
+        mask = np.zeros(len(self.train), dtype=bool)
+        if self.n_catalogue:
+            mask[-self.n_catalogue:] = True
+        return mask
 
     @property
     def has_pool(self) -> bool:
@@ -147,6 +158,11 @@ def image_dataset(data_dir: str | os.PathLike, store=None, progress: bool = True
         ds.splits[split] = Split([root / e["path"] for e in entries],
                                  np.asarray([index[e["class"]] for e in entries], dtype=np.int64),
                                  [e["sha256"] for e in entries])
+    train, iconic = ds.splits["train"], ds.splits.pop(ICONIC, None)
+    if iconic is not None:  # catalogue shots train as labeled images, after the photos
+        ds.splits["train"] = Split(train.paths + iconic.paths, np.concatenate([train.labels, iconic.labels]),
+                                   train.digests + iconic.digests)
+        ds.n_catalogue = len(iconic)
     return ds
 
 

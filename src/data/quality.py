@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from src.core.cli import printable
-from src.data.scan import POOL
+from src.data.scan import ICONIC, POOL
 from src.data.walk import MAX_DEPTH, WALK_PROBLEMS, shown
 
 FILE_ERRORS = {
@@ -112,17 +112,18 @@ def _duplicate_findings(manifest: list[dict]) -> list[dict]:
             if len(paths) > 1:
                 found.append(_finding("duplicate", "warning", paths,
                                       f"{len(paths)} identical files in {split}: {', '.join(paths)}"))
-        fit = [s for s in ("train", POOL) if s in per_split]  # what training sees, labeled or not
-        evals = [s for s in sorted(per_split) if s not in ("train", POOL)]
+        fit = [s for s in ("train", ICONIC, POOL) if s in per_split]  # what training sees, labeled or not
+        evals = [s for s in sorted(per_split) if s not in ("train", ICONIC, POOL)]
         if fit and evals:
             seen = [p for s in fit for p in per_split[s]]
             others = [p for s in evals for p in per_split[s]]
             found.append(_finding("leakage", "error", seen + others,
                                   f"same bytes in {' and '.join(fit)} and an evaluation split: "
                                   f"{seen[0]} == {', '.join(others)}"))
-        elif len(fit) == 2:
-            found.append(_finding("duplicate", "warning", per_split["train"] + per_split[POOL],
-                                  f"a pool image is already labeled: {per_split[POOL][0]} == {per_split['train'][0]}"))
+        elif POOL in per_split and len(fit) >= 2:
+            labeled = [p for s in fit if s != POOL for p in per_split[s]]
+            found.append(_finding("duplicate", "warning", labeled + per_split[POOL],
+                                  f"a pool image is already labeled: {per_split[POOL][0]} == {labeled[0]}"))
     return found
 
 
@@ -166,7 +167,7 @@ def analyze(manifest: list[dict], notes: list[str] = (), config: QualityConfig |
         if split_counts.get(split, 0) == 0:
             findings.append(_finding("missing_split", "warning", [split],
                                      f"no usable images in the {split} split"))
-    per_class = Counter(e["class"] for e in valid if e["split"] != POOL)
+    per_class = Counter(e["class"] for e in valid if e["split"] not in (POOL, ICONIC))
     ratio = imbalance_ratio(per_class)
     if ratio > cfg.max_imbalance:
         lo, hi = min(per_class, key=per_class.get), max(per_class, key=per_class.get)

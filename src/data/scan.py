@@ -44,7 +44,8 @@ from src.data.walk import WALK_PROBLEMS, problem_kind, scandir, shown, walk, wal
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "test", "val")
+ICONIC = "iconic"  # optional catalogue shots per class (iconic/<class>/): labeled examples, never held out or tested
+SPLITS = ("train", "test", "val", ICONIC)
 POOL = "unlabeled"  # the folder (and manifest split) of images without a label
 SHIFT = "shift"  # the manifest split of a lone ImageFolder split (list_split), e.g. training's --shift-dir
 REQUIRED_SPLITS = ("train", "test")

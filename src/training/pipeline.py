@@ -111,17 +111,21 @@ def labeled_holdout(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store:
     pseudo-label round and validates every algorithm. Near-identical labeled photos (learning/groups.py, on
     the pretrained backbone's features, cached) stay on one side of it."""
     lab_idx = np.flatnonzero(mask)
-    labels = ds.train.labels[lab_idx]
+    photos = np.flatnonzero(~ds.catalogue[lab_idx])  # catalogue shots (iconic/) always train, never judge
+    lab_photos = lab_idx[photos]
+    labels = ds.train.labels[lab_photos]
     groups = None
     if cfg.fine_tune_epochs > 0 and (np.bincount(labels) >= 3).any():  # below 3 labels nothing is held out
         from src.features.runtimes import pretrained_extractor
 
         X, _ = cached_features(pretrained_extractor(Preprocessing.for_size(cfg.image_size)),
-                               [ds.train.paths[i] for i in lab_idx], [ds.train.digests[i] for i in lab_idx],
+                               [ds.train.paths[i] for i in lab_photos], [ds.train.digests[i] for i in lab_photos],
                                FeatureCache(store), cfg.batch_size, cfg.progress, "near-duplicate check")
         groups = near_duplicate_groups(X)
         _log_near_duplicates(groups, tracker)
-    return holdout_split(labels, cfg.val_fraction, cfg.seed, groups)
+    fit, val = holdout_split(labels, cfg.val_fraction, cfg.seed, groups)
+    fit = np.union1d(photos[fit], np.flatnonzero(ds.catalogue[lab_idx]))
+    return fit.astype(np.int64), photos[val]
 
 
 def _log_near_duplicates(groups: np.ndarray, tracker: Tracker) -> None:
@@ -241,7 +245,8 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     cfg = cfg.resolved(ds.has_pool)
     n_classes, n_pool = len(ds.classes), len(ds.pool) if ds.has_pool else 0
     validate_n_neighbors(cfg.n_neighbors, len(ds.train) + n_pool)
-    mask = labeled_split(ds.train.labels, cfg.labeled_ratio, n_classes, cfg.seed)
+    mask = ds.catalogue.copy()  # catalogue shots (iconic/) are always labeled; the ratio draws among the photos
+    mask[~ds.catalogue] = labeled_split(ds.train.labels[~ds.catalogue], cfg.labeled_ratio, n_classes, cfg.seed)
     version = use_dataset(cfg.data_dir, cfg.dataset_name, store, tracker, ds.scan)  # config offline, use online
     per_class = _labeled_per_class(ds, mask)
     leaked = leaked_test_images(ds)
@@ -253,7 +258,7 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     tracker.log({"dataset/train_samples": len(ds.train), "dataset/test_samples": len(ds.test),
                  "dataset/num_classes": n_classes, "data/labeled_samples": int(mask.sum()),
                  "data/unlabeled_samples": int((~mask).sum()) + n_pool, "data/pool_samples": n_pool,
-                 "data/leaked_test_images": len(leaked),
+                 "data/leaked_test_images": len(leaked), "data/catalogue_samples": int(ds.catalogue.sum()),
                  **{f"data/labeled_per_class/{c}": n for c, n in per_class.items()}})
 
     holdout = labeled_holdout(cfg, ds, mask, store, tracker)
@@ -288,7 +293,8 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
                              "digest": shipped["model_digest"]}
     if best == BASELINE:
         results["shipped_baseline"] = shipped
-    results["dataset"].update(pool_samples=n_pool, labeled_per_class=per_class, leaked_test_images=leaked)
+    results["dataset"].update(pool_samples=n_pool, labeled_per_class=per_class, leaked_test_images=leaked,
+                              catalogue_samples=int(ds.catalogue.sum()))
     results["extractor"]["pseudo_label_round"] = refinement.record()
     results["pseudo_labels"] = export_pseudo_labels(state, best)
     log_models(state, per_algo, best, store)  # one W&B `model` artifact per algorithm, last: the run succeeded
@@ -308,7 +314,9 @@ def validation_folds(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, X: np
     y[lab_idx] = ds.train.labels[lab_idx]
     groups = np.arange(len(X))
     groups[lab_idx] = len(X) + near_duplicate_groups(X[lab_idx])
-    return labeled_folds(y, seed=cfg.seed, groups=groups)
+    folds = labeled_folds(y, seed=cfg.seed, groups=groups)
+    folds[np.flatnonzero(ds.catalogue)] = -1  # catalogue shots (iconic/) train in every fold, never judge
+    return folds
 
 
 def leaked_test_images(ds: ImageDataset) -> list[str]:
