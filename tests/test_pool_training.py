@@ -58,6 +58,10 @@ def test_pool_is_unlabeled_rows_and_pseudo_labels_come_out(pooled, capsys, tmp_p
     # recommended and every row says accept 0
     assert pl["calibration"]["held_out_images"] < 10 and pl["recommended_min_confidence"] is None
     assert pl["accepted"] == 0 and {r["accept"] for r in rows} == {"0"}
+    from src.reporting.text import format_training_summary
+
+    res["pseudo_labels"].update(recommended_min_confidence=0.95, accepted=4)  # as a run that can recommend says it
+    assert "recommended: 4 with confidence >= 0.95 (>= 95 % right on" in format_training_summary(res)
     assert pl["count"] == 6 and sum(pl["per_class"].values()) == 6
     q = pl["confidence_quantiles"]
     assert q["p0"] <= q["p50"] <= q["p100"]
@@ -104,6 +108,7 @@ def test_text_summary_names_the_pool_and_pseudo_labels(pooled, capsys):
                  "--wandb-mode", "disabled", *[f for f in FAST if f != "--json"]])
     out = capsys.readouterr().out
     assert code == 0 and "6 unlabeled in the pool" in out and "pseudo-labels: 6 pool images" in out
+    assert "none recommended for bulk acceptance (" in out
 
 
 def test_graph_labels_are_the_transduction_where_kept_and_the_final_classifier_elsewhere():

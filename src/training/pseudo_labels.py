@@ -11,7 +11,6 @@ logs a table of thumbnails for a sample and the confidence histogram; the result
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from src.core.paths import write_text_atomic
 from src.learning.calibration import Calibration, PseudoLabelCalibration, calibrate_pseudo_labels
 from src.training.state import TrainState
 
-log = logging.getLogger(__name__)
 
 FILENAME = "pseudo_labels.csv"
 COLUMNS = ["path", "label", "confidence", "algorithm", "raw_confidence", "accept"]
@@ -78,7 +76,6 @@ def export_pseudo_labels(s: TrainState, algorithm: str) -> dict[str, Any] | None
     rows = pool_rows(s, algorithm, cal, record.recommended_min_confidence)
     write_csv(out, rows)
     summary = summarize(rows, s.ds.classes, algorithm, record)
-    _say(summary, out)
     tr = s.tracker
     tr.histogram("pseudo_labels/confidence", [r[2] for r in rows])
     rng = np.random.default_rng(s.cfg.seed)
@@ -91,16 +88,3 @@ def export_pseudo_labels(s: TrainState, algorithm: str) -> dict[str, Any] | None
             "pseudo_labels/recommended_min_confidence": record.recommended_min_confidence,
             "pseudo_labels/ece_raw": record.ece_raw, "pseudo_labels/calibration_images": record.held_out_images})
     return summary
-
-
-def _say(summary: dict[str, Any], out: Path) -> None:
-    cal = summary["calibration"]
-    if summary["recommended_min_confidence"] is None:
-        log.info("pseudo-labels: %d in %s; validation (%d held-out images) cannot show any confidence at which "
-                 "they are %d %% right: none is recommended for bulk acceptance; label the pool with "
-                 "labeling.py suggest", summary["count"], out.name, cal["held_out_images"], round(100 * cal["target"]))
-    else:
-        log.info("pseudo-labels: %d in %s, %d recommended (confidence >= %s, >= %d %% right on %d held-out "
-                 "images); labeling.py apply --labels %s accepts those", summary["count"], out.name,
-                 summary["accepted"], summary["recommended_min_confidence"], round(100 * cal["target"]),
-                 cal["held_out_images"], out)
