@@ -162,3 +162,22 @@ def test_monitor_cli_has_a_runtime_flag():
 def test_store_paths_name_both_digests(tmp_path):
     q, r = int8_calibration.calibrated_paths(Store(tmp_path), "e" * 64, 224, "c" * 64)
     assert q.name == f"{'e' * 64}-224-int8-{'c' * 16}.onnx" and r.name.endswith(".ranges.json")
+
+
+def test_the_guard_validates_with_near_identical_rows_together_and_catalogue_rows_never_held(monkeypatch):
+    from src.learning import validation
+    from src.training import precision
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 3
+    X = np.concatenate([np.repeat(centres[c:c + 1], 4, 0) + rng.normal(0, 1e-3, (4, 16)) for c in range(3)]
+                       + [centres + rng.normal(0, 3.0, (3, 16)) for _ in range(4)]).astype(np.float32)
+    y = np.concatenate([np.repeat(np.arange(3), 4), np.tile(np.arange(3), 4)])  # a 4-shot burst per class first
+    seen = []
+    real = validation.validate
+    monkeypatch.setattr(precision, "validate", lambda fit, X_, y_, folds: seen.append(folds.copy()) or real(fit, X_, y_, folds))
+    precision.compare(X, X.copy(), y, seed=0, never_held=[12, 13])
+    folds = seen[0]
+    for c in range(3):
+        assert len(set(folds[c * 4:(c + 1) * 4])) == 1  # each burst in one fold
+    assert (folds[[12, 13]] == -1).all() and (folds[14:] >= 0).all()

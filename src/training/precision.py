@@ -8,8 +8,9 @@ compared through the labeled-only classifier (logistic regression on the labeled
 - agreement: the classifier fitted on float32 features predicts every training (and pool)
   image from its float32 and from its int8 features; the share of equal predictions (no labels
   needed);
-- validation: :func:`~src.learning.validation.cross_val_accuracy` of the same fitter on float32
-  vs int8 features (the project's one validation scheme).
+- validation: 3-fold cross-validated accuracy (:func:`~src.learning.validation.validate`) of the same
+  fitter on float32 vs int8 features, near-identical photos in one fold and catalogue shots never held
+  out, as everywhere validation decides.
 
 int8 is used when at least :data:`MIN_IMAGES` images were compared, agreement ≥ 99 % and the
 validation accuracy drops by at most 0.5 points; otherwise float32, with a one-line reason.
@@ -35,7 +36,8 @@ from src.core.store import Store
 from src.features.extraction import FeatureCache, cached_features
 from src.features.runtimes import resolve_runtime
 from src.learning.semi_supervised import UNLABELED, fit_baseline
-from src.learning.validation import cross_val_accuracy
+from src.learning.groups import near_duplicate_groups
+from src.learning.validation import labeled_folds, validate
 from src.training.fitting import FEW_PER_CLASS
 
 log = logging.getLogger(__name__)
@@ -78,8 +80,10 @@ def decide(n_images: int, agreement: float | None, val_float32: float | None,
                     f"{val_float32:.4f} float32 / {val_int8:.4f} int8")
 
 
-def compare(X32: np.ndarray, X8: np.ndarray, y_partial: np.ndarray, seed: int) -> dict[str, Any]:
-    """Agreement of the labeled-only classifier on all rows, and cross-validated accuracy per precision."""
+def compare(X32: np.ndarray, X8: np.ndarray, y_partial: np.ndarray, seed: int,
+            never_held: np.ndarray | None = None) -> dict[str, Any]:
+    """Agreement of the labeled-only classifier on all rows, and cross-validated accuracy per precision (folds
+    keep near-identical labeled rows together, on the float32 features; the rows ``never_held`` lists only train)."""
     def fit(X, y):
         with warnings.catch_warnings():  # 1-2 labels per class: expected, said nowhere else either
             warnings.filterwarnings("ignore", message=FEW_PER_CLASS)
@@ -87,8 +91,14 @@ def compare(X32: np.ndarray, X8: np.ndarray, y_partial: np.ndarray, seed: int) -
 
     clf = fit(X32, y_partial)
     agreement = float((clf.predict(X32) == clf.predict(X8)).mean()) if len(X32) else None
-    return {"agreement": agreement, "val_accuracy_float32": cross_val_accuracy(fit, X32, y_partial, seed=seed),
-            "val_accuracy_int8": cross_val_accuracy(fit, X8, y_partial, seed=seed)}
+    lab = np.flatnonzero(y_partial != UNLABELED)
+    groups = np.arange(len(X32))
+    groups[lab] = len(X32) + near_duplicate_groups(X32[lab])
+    folds = labeled_folds(y_partial, seed=seed, groups=groups)
+    if never_held is not None:
+        folds[np.asarray(never_held, dtype=np.int64)] = -1
+    return {"agreement": agreement, "val_accuracy_float32": validate(fit, X32, y_partial, folds).accuracy,
+            "val_accuracy_int8": validate(fit, X8, y_partial, folds).accuracy}
 
 
 def _guard_images(ds, mask: np.ndarray) -> tuple[list[Path], list[str], np.ndarray]:
@@ -141,7 +151,7 @@ def choose_precision(cfg, ds, mask: np.ndarray, extractor, ext_path: Path, ext_d
             t2 = time.perf_counter()
             X8, _ = cached_features(int8, paths, digests, cache, cfg.batch_size, cfg.progress, "guard int8")
             guard["int8_extract_seconds"] = time.perf_counter() - t2
-            guard.update(compare(X32, X8, y, cfg.seed))
+            guard.update(compare(X32, X8, y, cfg.seed, np.flatnonzero(ds.catalogue)))
             precision, reason = decide(len(paths), guard["agreement"], guard["val_accuracy_float32"],
                                        guard["val_accuracy_int8"])
             if precision == "int8":
