@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nmeans per k (val/ accuracy):")
     for k in dict.fromkeys(r["k"] for r in runs):
         rs = [r for r in runs if r["k"] == k]
-        m = {c: np.mean([r[c] for r in rs]) for c in ("picked_test", "baseline_test", "val_estimate", "seconds")}
+        m = {c: float(np.mean([np.nan if r[c] is None else r[c] for r in rs]))  # no estimate below 3 labels
+             for c in ("picked_test", "baseline_test", "val_estimate", "seconds")}
         below = sum(r["picked_test"] < r["baseline_test"] for r in rs)
         print(f"k={k}: picked {m['picked_test']:.3f}, baseline {m['baseline_test']:.3f} "
               f"(gain {m['picked_test'] - m['baseline_test']:+.3f}, below the baseline on {below} of {len(rs)}), "
