@@ -32,14 +32,14 @@ def near_duplicate_groups(X: np.ndarray, threshold: float = NEAR_DUPLICATE_COSIN
         return np.zeros(0, dtype=np.int64)
     Xn = np.asarray(X, dtype=np.float32)
     Xn = Xn / np.maximum(np.linalg.norm(Xn, axis=1, keepdims=True), 1e-12)
-    rows, cols = [], []
+    comp = np.arange(n)  # component per row, merged block by block: a block's pairs are never all held at once
     for s in range(0, n, _BLOCK):
         i, j = np.nonzero(Xn[s:s + _BLOCK] @ Xn[s:].T >= threshold)
         keep = j > i  # the upper triangle of this block row (j counts from s)
-        rows.append(i[keep] + s)
-        cols.append(j[keep] + s)
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    _, comp = connected_components(coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n)), directed=False)
+        a, b = comp[i[keep] + s], comp[j[keep] + s]
+        if len(a):
+            _, merged = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
+            comp = merged[comp]
     _, first = np.unique(comp, return_index=True)
     order = np.empty(len(first), dtype=np.int64)
     order[np.argsort(first)] = np.arange(len(first))  # renumber by first row: stable ids
