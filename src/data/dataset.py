@@ -1,17 +1,17 @@
 """The labeled images training uses, read from the dataset manifest (:mod:`src.data.scan`).
 
 Layout: ``DATA_DIR/{train,test[,val]}/{class_name}/{image files}``, plus an optional pool
-``DATA_DIR/unlabeled/**`` of images without labels (:attr:`ImageDataset.pool`: paths and
-digests; its labels are all ``-1``), and optional catalogue shots ``DATA_DIR/iconic/{class_name}/*``
-(a retailer's product photos): they join ``train`` as labeled images, marked in
-:attr:`ImageDataset.catalogue`, and never validate or test. Class names come from the train split's folder names. There is one scanner: training takes paths, classes and
-sha256 digests from the same manifest dataset versions store (stat-cached in the local
-store, so an unchanged image is never hashed twice), and the dataset digest is the
-manifest's. Problems a user can fix (missing folders, a split or class with no images,
-zero-byte, corrupt or oversized images, test classes unknown to train, a single class) raise
-:class:`DataError` with one actionable line before any expensive work; files that are not
-images by extension, and hidden files, are skipped with a warning; links leading outside
-the dataset folder are never read (they are not in the manifest).
+``DATA_DIR/unlabeled/**`` of images without labels (:attr:`ImageDataset.pool`: paths and digests;
+its labels are all ``-1``), and optional catalogue shots ``DATA_DIR/iconic/{class_name}/*`` (a
+retailer's product photos): they join ``train`` as labeled images, marked in
+:attr:`ImageDataset.catalogue`, and never validate or test. Class names come from the train split's
+folder names. There is one scanner: training takes paths, classes and sha256 digests from the same
+manifest dataset versions store (stat-cached in the local store, so an unchanged image is never
+hashed twice), and the dataset digest is the manifest's. Problems a user can fix (missing folders, a
+split or class with no images, zero-byte, corrupt or oversized images, test classes unknown to
+train, a single class) raise :class:`DataError` with one actionable line before any expensive work;
+files that are not images by extension, and hidden files, are skipped with a warning; links leading
+outside the dataset folder are never read (they are not in the manifest).
 """
 
 from __future__ import annotations
