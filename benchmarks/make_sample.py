@@ -3,7 +3,8 @@
 From the Grocery Store Dataset (Klasson et al., WACV 2019, MIT; ``../shared/datasets/grocery-store``):
 12 fine-grained classes taken by a fixed rule (every 5th of the classes that ``val/`` has, in class-id
 order), per class the first 5 training photos by file name as ``train/`` (labeled), the next 20 as the
-``unlabeled/`` pool, and every ``val/`` photo as ``test/`` (other store visits). Photos are re-encoded with
+``unlabeled/`` pool, every ``val/`` photo as ``test/`` (other store visits), and the class's catalogue photo
+from ``iconic-images-and-descriptions/`` as ``iconic/<class>/`` (a retailer's product shot). Photos are re-encoded with
 their shorter side at 256 px (what the 224-px network reads) as JPEG quality 85, so the sample stays
 under 10 MB. The dataset's MIT licence travels with it.
 
@@ -31,6 +32,13 @@ def _names(source: Path) -> dict[int, str]:
     return {int(r[1]): r[0] for r in rows}
 
 
+def _iconic(source: Path) -> dict[int, str]:
+    """Each class's catalogue photo, relative to ``source`` (``classes.csv``'s iconic image path)."""
+    with open(source / "classes.csv", newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    return {int(r[1]): r[4].lstrip("/") for r in rows}
+
+
 def _listing(source: Path, split: str) -> dict[int, list[str]]:
     out: dict[int, list[str]] = defaultdict(list)
     for line in (source / f"{split}.txt").read_text().splitlines():
@@ -55,7 +63,8 @@ def build(source: Path, out: Path) -> dict[str, int]:
     chosen = sorted(val)[::EVERY][:CLASSES]
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    counts = {"train": 0, "unlabeled": 0, "test": 0}
+    counts = {"train": 0, "unlabeled": 0, "test": 0, "iconic": 0}
+    iconic = _iconic(source)
     pool: list[Path] = []
     for cid in chosen:
         name = names[cid]
@@ -65,6 +74,8 @@ def build(source: Path, out: Path) -> dict[str, int]:
         pool += [source / p for p in photos[LABELED:LABELED + POOL]]
         for p in val[cid]:
             _save(source / p, tmp / "test" / name / Path(p).name)
+        _save(source / iconic[cid], tmp / "iconic" / name / Path(iconic[cid]).name)
+        counts["iconic"] += 1
         counts["train"] += len(photos[:LABELED])
         counts["test"] += len(val[cid])
     # The pool's file names say nothing of their class (the dataset's do): a fixed shuffle, numbered names.
@@ -79,7 +90,8 @@ def build(source: Path, out: Path) -> dict[str, int]:
         "are reported.\n\n"
         f"- `train/<class>/`: {LABELED} labeled photos per class (the first by file name in the dataset's `train/`)\n"
         f"- `unlabeled/`: up to the next {POOL} photos of each class, shuffled and renamed: the pool, without labels\n"
-        "- `test/<class>/`: the dataset's `val/` photos of those classes (other store visits)\n\n"
+        "- `test/<class>/`: the dataset's `val/` photos of those classes (other store visits)\n"
+        "- `iconic/<class>/`: the class's catalogue photo from the dataset's `iconic-images-and-descriptions/`\n\n"
         f"Photos re-encoded with their shorter side at {SIDE} px. Rebuilt by `python benchmarks/make_sample.py`.\n")
     counts["unlabeled"] = len(pool)
     shutil.rmtree(out, ignore_errors=True)
@@ -100,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = build(a.source, a.out)
     size = sum(f.stat().st_size for f in a.out.rglob("*") if f.is_file())
     print(f"{a.out}: {counts['train']} labeled, {counts['unlabeled']} pool, {counts['test']} test photos, "
-          f"{size / 1e6:.1f} MB")
+          f"{counts['iconic']} catalogue shots, {size / 1e6:.1f} MB")
     return 0
 
 

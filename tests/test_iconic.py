@@ -94,3 +94,13 @@ def test_the_quality_check_treats_the_catalogue_as_training_data(tmp_path):
     shutil.copyfile(data / "test" / "b" / "b_0.png", data / "iconic" / "b" / "copy_of_test.png")
     leaks = [f for f in quality_check(data, progress=False)["findings"] if f["kind"] == "leakage"]
     assert len(leaks) == 1 and "iconic/b/copy_of_test.png" in leaks[0]["paths"]
+
+
+def test_the_summary_names_the_catalogue_shots(tmp_path):
+    from src.reporting.text import format_training_summary
+    from src.train_with_wandb import train_with_wandb
+
+    data = _catalogue(make_image_folder(tmp_path / "d", per_split={"train": 4, "test": 1}))
+    r = train_with_wandb(data_dir=data, fine_tune_epochs=0, pseudo_finetune_epochs=0, n_neighbors=3, image_size=32,
+                         models_dir=tmp_path / "m", store=tmp_path / "s", wandb_mode="disabled", progress=False)
+    assert "15 train (15 labeled, 3 of them catalogue shots)" in format_training_summary(r)

@@ -73,7 +73,8 @@ def format_training_summary(results: dict[str, Any]) -> str:
                  *(results["baseline"].get(c) for c in cols)])
     d, ft = results["dataset"], results["extractor"]["fine_tune"]
     out = [
-        f"dataset {d['root']}: {d['train_samples']} train ({d['labeled_samples']} labeled), "
+        f"dataset {d['root']}: {d['train_samples']} train ({d['labeled_samples']} labeled"
+        + (f", {d['catalogue_samples']} of them catalogue shots" if d.get("catalogue_samples") else "") + "), "
         + (f"{d['pool_samples']} unlabeled in the pool, " if d.get("pool_samples") else "")
         + f"{d['test_samples']} test, {len(d['classes'])} classes" + (f", version {d['version']}" if d["version"] else ""),
         f"fine-tuning: {ft['epochs']} epochs, " + (f"taken from the cache (first run took {ft['seconds']:.1f} s)"
