@@ -114,8 +114,7 @@ def test_text_summary_names_the_pool_and_pseudo_labels(pooled, capsys):
 def test_graph_labels_are_the_transduction_where_kept_and_the_final_classifier_elsewhere():
     import numpy as np
 
-    from src.learning.semi_supervised import fit_semi_supervised
-    from src.training.fitting import assigned_labels
+    from src.learning.semi_supervised import assigned_labels, fit_baseline, fit_semi_supervised
 
     rng = np.random.default_rng(2)
     centers = rng.normal(size=(3, 16)) * 2.0
@@ -133,6 +132,14 @@ def test_graph_labels_are_the_transduction_where_kept_and_the_final_classifier_e
     assert (graph.transduction_[other] != final[other]).any()  # the rows where the choice matters exist
     assert (labels[other] == final[other]).all()
     assert (labels[y != -1] == y[y != -1]).all()
+    for name in ("label_propagation", "self_training", "baseline"):  # some rows only: the same as all, indexed
+        m = model if name == "label_propagation" else (fit_baseline(X, y, 0) if name == "baseline"
+                                                       else fit_semi_supervised(name, X, y, 5, 0))
+        every, rows = assigned_labels(m, X), np.array([3, 50, 0, 119])
+        some = assigned_labels(m, X, rows)
+        assert (some[0] == every[0][rows]).all() and np.allclose(some[1], every[1][rows])
+        given = assigned_labels(m, X, rows, m.predict_proba(X[rows]))
+        assert (given[0] == some[0]).all() and np.allclose(given[1], some[1])
 
 
 def test_one_label_per_class_trains_quietly_and_copies_in_test_are_said(tmp_path, capsys):

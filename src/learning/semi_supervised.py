@@ -164,8 +164,10 @@ def transduced_labels(model) -> np.ndarray | None:
     return getattr(model[-1], "transduction_", None)
 
 
-def assigned_labels(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(label, confidence) a fitted model gives each of its training rows ``X``.
+def assigned_labels(model, X: np.ndarray, rows: np.ndarray | None = None,
+                    proba: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(label, confidence) a fitted model gives each of its training rows ``X`` (only ``rows`` when given;
+    ``proba``: the model's ``predict_proba`` of those rows, when the caller has it already).
 
     Graph methods give their transduction (and its confidence) where they kept it — it agreed
     with the labeled-only view, so their final classifier was trained on it — and their final
@@ -175,18 +177,20 @@ def assigned_labels(model, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     prediction. Confidence: the graph's where its label is used, else the classifier's
     probability of the label.
     """
-    proba = model.predict_proba(X)
+    sel = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+    if proba is None:
+        proba = model.predict_proba(X[sel])
     labels = model.classes_[proba.argmax(1)]
     col = np.searchsorted(model.classes_, labels)
     conf = proba[np.arange(len(labels)), col]
     trans = transduced_labels(model)
     if trans is None:
         return labels, conf
+    trans = np.asarray(trans)[sel]
     graph = model[-1]
     kept = getattr(graph, "pseudo_mask_", None)
     if kept is None:  # self-training: every label it assigned
         return np.where(trans != UNLABELED, trans, labels), conf
-    use = np.asarray(kept) | (np.asarray(graph.label_confidence_) >= 1.0)  # kept, or labeled (confidence 1)
-    labels = np.where(use, trans, labels)
-    conf = np.where(use, np.asarray(graph.label_confidence_, dtype=np.float64), conf)
-    return labels, conf
+    graph_conf = np.asarray(graph.label_confidence_, dtype=np.float64)[sel]
+    use = np.asarray(kept)[sel] | (graph_conf >= 1.0)  # kept, or labeled (confidence 1)
+    return np.where(use, trans, labels), np.where(use, graph_conf, conf)

@@ -105,12 +105,13 @@ def validate(fit: Callable[[np.ndarray, np.ndarray], object], X: np.ndarray, y_p
         pred = model.classes_[proba.argmax(1)]
         col = np.minimum(np.searchsorted(model.classes_, truth), len(model.classes_) - 1)
         p_true = np.where(np.isin(truth, model.classes_), proba[np.arange(len(truth)), col], 0.0)
-        assigned, conf = assigned_labels(model, X)
-        rows_all.append(np.flatnonzero(held))
+        rows = np.flatnonzero(held)
+        assigned, conf = assigned_labels(model, X, rows, proba)  # the held-out rows, labeled as pool rows are
+        rows_all.append(rows)
         right_all.append(pred == truth)
         p_all.append(p_true)
-        conf_all.append(np.asarray(conf, dtype=np.float64)[held])
-        aright_all.append(assigned[held] == truth)
+        conf_all.append(np.asarray(conf, dtype=np.float64))
+        aright_all.append(assigned == truth)
     if not rows_all:
         return Validation(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0), np.zeros(0),
                           np.zeros(0, dtype=bool))
