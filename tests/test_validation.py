@@ -302,3 +302,12 @@ def test_training_keeps_each_burst_of_real_photos_on_one_side_of_its_holdout(tmp
     from src.data.splits import holdout_split
 
     assert any(set(burst[f]) & set(burst[v]) for f, v in (holdout_split(ds.train.labels, 0.4, s) for s in range(4)))
+
+
+def test_labeled_groups_group_only_the_labeled_rows():
+    from src.learning.groups import labeled_groups
+
+    X, _, burst = _bursts(n_classes=2, shots=3, bursts=2)  # 12 rows: bursts 0-3 of 3 shots
+    groups = labeled_groups(X, np.arange(6))  # the first two bursts are labeled, the rest is not
+    assert groups[0] == groups[1] == groups[2] != groups[3] == groups[4] == groups[5]
+    assert len(set(groups[6:])) == 6 and not set(groups[6:]) & set(groups[:6])  # unlabeled rows stay alone

@@ -44,3 +44,12 @@ def near_duplicate_groups(X: np.ndarray, threshold: float = NEAR_DUPLICATE_COSIN
     order = np.empty(len(first), dtype=np.int64)
     order[np.argsort(first)] = np.arange(len(first))  # renumber by first row: stable ids
     return order[comp]
+
+
+def labeled_groups(X: np.ndarray, labeled: np.ndarray) -> np.ndarray:
+    """Group id per row of ``X`` for folds over the ``labeled`` rows (indices): those grouped by
+    :func:`near_duplicate_groups` on their features, every other row alone (it is never held out)."""
+    labeled = np.asarray(labeled, dtype=np.int64)
+    groups = np.arange(len(X))
+    groups[labeled] = len(X) + near_duplicate_groups(X[labeled])
+    return groups

@@ -37,7 +37,7 @@ from src.features.finetune import (
     weights_digest,
 )
 from src.features.runtimes import load_runtime
-from src.learning.groups import near_duplicate_groups
+from src.learning.groups import labeled_groups, near_duplicate_groups
 from src.learning.semi_supervised import UNLABELED, validate_n_neighbors
 from src.learning.validation import holdout_folds, labeled_folds
 from src.tracking import Tracker, in_sweep
@@ -175,7 +175,8 @@ def float32_extractor(cfg: TrainConfig, path: Path, store: Store):
 
 
 def pseudo_label_round(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, holdout: tuple[np.ndarray, np.ndarray],
-                       path: Path, key: str, ft, store: Store, tracker: Tracker, shift: ShiftSet | None) -> tuple[Refinement, tuple | None]:
+                       path: Path, key: str, ft, store: Store, tracker: Tracker,
+                       shift: ShiftSet | None) -> tuple[Refinement, tuple | None]:
     """The pseudo-label fine-tuning round (training/refine.py) where there are unlabeled rows; returns its
     record and, when it replaced the extractor at ``path``, the first round's features for the baseline."""
     n_unlabeled = int((~mask).sum()) + (len(ds.pool) if ds.has_pool else 0)
@@ -312,9 +313,7 @@ def validation_folds(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, X: np
         return holdout_folds(len(X), lab_idx[holdout[1]])
     y = np.full(len(X), UNLABELED, dtype=np.int64)
     y[lab_idx] = ds.train.labels[lab_idx]
-    groups = np.arange(len(X))
-    groups[lab_idx] = len(X) + near_duplicate_groups(X[lab_idx])
-    folds = labeled_folds(y, seed=cfg.seed, groups=groups)
+    folds = labeled_folds(y, seed=cfg.seed, groups=labeled_groups(X, lab_idx))
     folds[np.flatnonzero(ds.catalogue)] = -1  # catalogue shots (iconic/) train in every fold, never judge
     return folds
 

@@ -36,7 +36,7 @@ from src.core.store import Store
 from src.features.extraction import FeatureCache, cached_features
 from src.features.runtimes import resolve_runtime
 from src.learning.semi_supervised import UNLABELED, fit_baseline
-from src.learning.groups import near_duplicate_groups
+from src.learning.groups import labeled_groups
 from src.learning.validation import labeled_folds, validate
 from src.training.fitting import FEW_PER_CLASS
 
@@ -92,9 +92,7 @@ def compare(X32: np.ndarray, X8: np.ndarray, y_partial: np.ndarray, seed: int,
     clf = fit(X32, y_partial)
     agreement = float((clf.predict(X32) == clf.predict(X8)).mean()) if len(X32) else None
     lab = np.flatnonzero(y_partial != UNLABELED)
-    groups = np.arange(len(X32))
-    groups[lab] = len(X32) + near_duplicate_groups(X32[lab])
-    folds = labeled_folds(y_partial, seed=seed, groups=groups)
+    folds = labeled_folds(y_partial, seed=seed, groups=labeled_groups(X32, lab))
     if never_held is not None:
         folds[np.asarray(never_held, dtype=np.int64)] = -1
     return {"agreement": agreement, "val_accuracy_float32": validate(fit, X32, y_partial, folds).accuracy,

@@ -21,7 +21,6 @@ from src.core.paths import write_text_atomic
 from src.learning.calibration import Calibration, PseudoLabelCalibration, calibrate_pseudo_labels
 from src.training.state import TrainState
 
-
 FILENAME = "pseudo_labels.csv"
 COLUMNS = ["path", "label", "confidence", "algorithm", "raw_confidence", "accept"]
 SAMPLE = 48  # thumbnails in the W&B table
