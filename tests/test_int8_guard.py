@@ -53,16 +53,16 @@ def test_compare_tells_faithful_features_from_noisy_ones():
 def test_calibration_sample_is_fixed_seeded_and_spans_the_classes():
     labels = np.repeat(np.arange(20), 60)
     labeled = np.zeros(len(labels), dtype=bool)
-    labeled[::10] = True  # 6 labeled per class
+    labeled[::5] = True  # 12 labeled per class
     a = calibration_sample(labels, labeled, seed=42)
-    assert len(a) == int8_calibration.CALIBRATION_IMAGES == 64 and len(set(a.tolist())) == 64
+    assert len(a) == int8_calibration.CALIBRATION_IMAGES == 128 and len(set(a.tolist())) == 128
     assert (a == calibration_sample(labels, labeled, seed=42)).all()
     assert not (a == calibration_sample(labels, labeled, seed=43)).all()
-    assert labeled[a].all() and set(np.bincount(labels[a], minlength=20)) <= {3, 4}  # round-robin
+    assert labeled[a].all() and set(np.bincount(labels[a], minlength=20)) <= {6, 7}  # round-robin
     few = np.zeros(len(labels), dtype=bool)
     few[:20:5] = True  # 4 labeled images: topped up with unlabeled ones
     b = calibration_sample(labels, few, seed=0)
-    assert len(b) == 64 and few[b[:4]].all() and not few[b[4:]].any()
+    assert len(b) == 128 and few[b[:4]].all() and not few[b[4:]].any()
     assert calibration_digest(["a", "b"], "k") != calibration_digest(["b", "a"], "k") != calibration_digest(["a", "b"], "j")
 
 
@@ -139,7 +139,9 @@ def test_forced_int8_is_calibrated_on_the_training_images_and_travels_with_the_m
     assert bundle["extractor_precision"] == "int8" and cal["digest"] == g["calibration_digest"] and cal["images"] == 48
     files = sorted(p.name for p in (tmp_path / "store" / "onnx").glob("*-int8-*"))
     ext = bundle["extractor_digest"]
-    assert files == [f"{ext}-64-int8-{cal['digest'][:16]}.onnx", f"{ext}-64-int8-{cal['digest'][:16]}.ranges.json"]
+    stem = f"{ext}-64-int8-{cal['digest'][:16]}"
+    assert files == [f"{stem}.onnx", f"{stem}.ranges.json", f"{stem}.rounding.json"]
+    assert cal["rounding"] == (tmp_path / "store" / "onnx" / f"{stem}.rounding.json").read_text()
 
     img = sorted((data / "test" / "milk").glob("*.jpg"))[0]
     trained = load_predictor(model, store=str(tmp_path / "store"))  # auto follows the model: its own int8
@@ -160,8 +162,9 @@ def test_monitor_cli_has_a_runtime_flag():
 
 
 def test_store_paths_name_both_digests(tmp_path):
-    q, r = int8_calibration.calibrated_paths(Store(tmp_path), "e" * 64, 224, "c" * 64)
+    q, r, w = int8_calibration.calibrated_paths(Store(tmp_path), "e" * 64, 224, "c" * 64)
     assert q.name == f"{'e' * 64}-224-int8-{'c' * 16}.onnx" and r.name.endswith(".ranges.json")
+    assert w.name == f"{'e' * 64}-224-int8-{'c' * 16}.rounding.json"
 
 
 def test_the_guard_validates_with_near_identical_rows_together_and_catalogue_rows_never_held(monkeypatch):

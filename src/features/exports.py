@@ -2,7 +2,7 @@
 
 Every file there is named by its extractor's sha256: ``<digest>-<size>.onnx`` (float32,
 :func:`~src.features.onnx_runtime.onnx_cache_path`), ``<digest>-<size>-int8-<recipe>.onnx`` (the generic
-int8 variant) and ``<digest>-<size>-int8-<calibration>.onnx`` with its ``.ranges.json``
+int8 variant) and ``<digest>-<size>-int8-<calibration>.onnx`` with its ``.ranges.json`` and ``.rounding.json``
 (:mod:`src.features.int8_calibration`). An export may go when its extractor is kept by nothing and
 the file is older than the cutoff (a fresh one may serve a running job); other files stay.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from src.core.ownership import Keep, Owner, Pruning
 from src.core.store import Store
 
-EXPORT_NAME = re.compile(r"([0-9a-f]{64})-\d+(?:-int8(?:-[0-9a-z]+)?)?(?:\.onnx|\.ranges\.json)")
+EXPORT_NAME = re.compile(r"([0-9a-f]{64})-\d+(?:-int8(?:-[0-9a-z]+)?)?(?:\.onnx|\.ranges\.json|\.rounding\.json)")
 
 
 def export_digest(name: str) -> str | None:
