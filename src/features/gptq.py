@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -179,6 +181,28 @@ def round_model(model, batch: np.ndarray, input_name: str, skip: set[str] | froz
         rows = w.reshape(w.shape[0], -1)
         out[node.input[1]] = round_rows(rows, moments[node.name]).reshape(w.shape)
     return out
+
+
+def round_file(path: str | os.PathLike, batch: np.ndarray | None, input_name: str, skip: set[str],
+               record_path: str | os.PathLike | None = None) -> None:
+    """Round the weights of the ONNX file at ``path`` in place: GPTQ on ``batch`` (recorded at ``record_path``
+    when given), or, without a batch, as the record at ``record_path`` says (nearest rounding without one)."""
+    import onnx
+
+    from src.core.paths import write_text_atomic
+
+    model = onnx.load(str(path))
+    record = Path(record_path) if record_path is not None else None
+    if batch is not None:
+        ints = round_model(model, batch, input_name, skip=skip)
+        if record is not None:
+            write_text_atomic(record, encode(model, ints))
+    elif record is not None and record.is_file():
+        ints = decode(model, record.read_text())
+    else:
+        return
+    apply(model, ints)
+    onnx.save(model, str(path))
 
 
 def apply(model, ints: dict[str, np.ndarray]) -> None:

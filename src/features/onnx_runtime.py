@@ -1,21 +1,18 @@
 """Fast CPU feature extraction: the extractor exported to ONNX and run with ONNX Runtime.
 
-timm's ``tf_`` models pad "same" dynamically (``Conv2dSame``/``pad_same``), which exports
-as a tangle of shape arithmetic. For a fixed input size the pads are constants, so
-:func:`static_padding` swaps every such layer for ``ZeroPad2d`` + a plain layer with the
-pads computed for that size; outputs are unchanged. The exported graph takes NHWC float
-batches (the layout :func:`src.features.extraction.load_batch` produces) with a dynamic batch axis and
-carries the preprocessing in its metadata, so a cached export loads without torch.
-Exports are cached in ``<store>/onnx/<extractor digest>-<size>.onnx`` and written once.
+timm's ``tf_`` models pad "same" dynamically (``Conv2dSame``/``pad_same``), which exports as a tangle of
+shape arithmetic; for a fixed input size the pads are constants, so :func:`static_padding` swaps every such
+layer for ``ZeroPad2d`` + a plain layer (outputs unchanged). The graph takes NHWC float batches (as
+:func:`src.features.extraction.load_batch` makes them) with a dynamic batch axis and carries the
+preprocessing in its metadata, so a cached export (``<store>/onnx/<extractor digest>-<size>.onnx``,
+written once) loads without torch.
 
-``int8=True`` gives a quantised variant of the same export (static, per-channel QDQ, weights rounded
-by GPTQ (:mod:`src.features.gptq`), the first :data:`FLOAT_CONVS` convolutions left in float32, min-max
-calibration averaged over batches, all on a fixed set of synthetic grocery drawings and crops of
-scikit-learn's sample photos, so the result depends only on the extractor): about twice as fast on CPUs
-with int8 dot products, with features that differ slightly from float32, so it carries its own cache key
-and ``<digest>-<size>-int8-v3.onnx`` file (the recipe's version in the name).
-Training calibrates on the user's own images instead (:mod:`src.features.int8_calibration`);
-this generic variant serves ``--runtime onnx-int8`` for models without a calibration of their own.
+``int8=True`` gives a quantised variant (static per-channel QDQ, weights rounded by GPTQ
+(:mod:`src.features.gptq`), the first :data:`FLOAT_CONVS` convolutions float32, min-max ranges averaged
+over batches of a fixed synthetic set, so it depends only on the extractor): about twice as fast on CPUs
+with int8 dot products, its own cache key and ``<digest>-<size>-int8-v3.onnx`` file (the recipe's version).
+It serves ``--runtime onnx-int8`` for models without a calibration of their own; training calibrates on
+the user's images (:mod:`src.features.int8_calibration`).
 """
 
 from __future__ import annotations
@@ -32,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from src.features import gptq
 from src.features.backbone import NUM_FEATURES, Preprocessing
-from src.core.paths import write_text_atomic
 from src.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -43,15 +40,12 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "features"
 _META_KEY = "grocery_mlops.preprocessing"
 INT8_RECIPE = "int8-qdq-minmax-gptq-v3"  # part of the int8 feature key: change it when the recipe changes
-# The stem convolution and the first depthwise one (both at 112 px) stay float32: quantising them costs the
-# most fidelity. On make run's data (fine-tuned extractor, 1,200 training images) all-int8 gave feature
-# cosine 0.989 mean / 0.952 min to float32 and 98.9 % prediction agreement; these two in float32: 0.998 /
-# 0.984 and 99.4 %, for 8–14 % of int8 speed (still 1.7–1.9× float32 end to end; benchmarks/README.md).
+# The stem and the first depthwise convolution (112 px) stay float32: quantising them cost the most fidelity
+# (all-int8: 98.9 % agreement on 1,200 generated images, these two float32: 99.4 %) for 8–14 % of int8 speed.
 FLOAT_CONVS = 2
-# Pixel batches run through ORT this many images at a time: the stem's float32 output is 1.6 MB per image at
-# 224 px, so 8 images stay near the caches where 32 spill to memory (benchmarks/README.md: measured faster).
+# Pixel batches per ORT call: the stem's output is 1.6 MB per 224-px image; 8 stay near the caches (measured).
 PIXEL_CHUNK = 8
-CALIBRATION_IMAGES = 64  # min-max over 64 images: ~3 s, ~1.9 GB peak (percentile over 128: 33 s, 8 GB)
+CALIBRATION_IMAGES = 64  # the generic variant's synthetic set (training calibrates on its own images)
 
 
 def _suffix(int8: bool) -> str:
@@ -243,18 +237,14 @@ def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | 
                   rounding_path: str | os.PathLike | None = None) -> Path:
     """Static per-channel QDQ quantisation of a float32 export (written atomically, metadata kept).
 
-    Calibrated on ``batch`` (NHWC, default :func:`calibration_batch`): the weights are rounded by GPTQ
-    on it (:mod:`src.features.gptq`), then the activation ranges are measured. With ``ranges_path``
-    (and ``rounding_path``) the ranges (and the rounding) are written there, or, when the ranges file
-    exists and no batch is given, read from them instead of calibrating: the same record gives the
-    same int8 model. A ranges file without a rounding file is the recipe before GPTQ (nearest rounding).
+    Calibrated on ``batch`` (NHWC, default :func:`calibration_batch`): weights rounded by GPTQ on it
+    (:mod:`src.features.gptq`), then activation ranges averaged over its batches. ``ranges_path`` and
+    ``rounding_path`` receive the record, or, when the ranges exist and no batch is given, are read
+    instead of calibrating (the same record, the same model; no rounding file: nearest rounding).
     """
-    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from src.features import gptq
 
     path = Path(path)
     reuse = batch is None and ranges_path is not None and Path(ranges_path).is_file()
@@ -278,18 +268,7 @@ def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | 
             warnings.simplefilter("ignore")
             quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
             exclude = _first_convs(prepped, FLOAT_CONVS)
-            model = onnx.load(str(prepped))
-            if not reuse:
-                ints = gptq.round_model(model, batch, INPUT_NAME, skip=set(exclude))
-                if rounding_path is not None:
-                    write_text_atomic(Path(rounding_path), gptq.encode(model, ints))
-            elif rounding_path is not None and Path(rounding_path).is_file():
-                ints = gptq.decode(model, Path(rounding_path).read_text())
-            else:
-                ints = {}
-            if ints:
-                gptq.apply(model, ints)
-                onnx.save(model, str(prepped))
+            gptq.round_file(prepped, None if reuse else batch, INPUT_NAME, set(exclude), rounding_path)
             quantize_static(str(prepped), str(tmp), None if reuse else Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude or None,
