@@ -8,8 +8,18 @@ fine-tunes cached by one run serve the next. Printed per run and as means per k:
 and its test (``val/``) accuracy, the labeled-only baseline's, the validation estimate with its standard
 error, the pool's pseudo-labels (accuracy and coverage at a few confidences), wall time.
 
+``--suggest BUDGET`` measures the labeling loop's ``suggest`` against random picks of the same budget: after
+each draw's run (not ``all``, which has no pool), BUDGET x classes pool images chosen by ``suggest`` (the
+first run's model, the defaults of ``labeling.py suggest``) move into ``train/<true class>/`` of a copy of
+the draw's folder (``<tag>-suggest``) and training runs again (same defaults, seed and store); so does a
+second copy (``<tag>-random``) with as many pool images picked at random (seeded by the draw). Printed per
+draw and per k: the ``val/`` accuracy of the first run, of each retraining, and suggest's gain over random
+in points (mean, min, and on how many draws suggest won).
+
     python benchmarks/real_photos.py [--source ../shared/datasets/grocery-store] [--k 1 3 5 10 all] [--draws 3]
-        [--work /tmp/real-photos] [--json out.json] [--iconic]
+        [--work /tmp/real-photos] [--json out.json] [--iconic] [--suggest BUDGET]
+
+    python benchmarks/real_photos.py --k 2 --draws 3 --suggest 2   # issue #28: suggest vs random at 2 per class
 
 Skips with one line (exit 0) when the dataset folder is absent. Judged on ``val/``, never chosen on it.
 """
@@ -113,27 +123,94 @@ def pool_report(models: Path, truth: dict[str, str]) -> dict[str, float]:
     return out
 
 
-def one_run(source: Path, work: Path, k: int | None, draw: int, store: Path, runtime: str,
-            iconic: bool = False) -> dict:
+def _train(data: Path, models: Path, store: Path, seed: int, runtime: str) -> tuple[dict, float]:
+    """``run_training`` with the defaults on ``data``; the results and the wall time."""
     from src.training.config import TrainConfig
     from src.training.pipeline import run_training
 
-    tag = f"k{k or 'all'}-d{draw}{'-iconic' if iconic else ''}"
+    t0 = time.perf_counter()
+    res = run_training(TrainConfig(data_dir=str(data), models_dir=str(models), store=str(store), seed=seed,
+                                   wandb_mode="disabled", progress=False, runtime=runtime))
+    return res, time.perf_counter() - t0
+
+
+def _tag(k: int | None, draw: int, iconic: bool) -> str:
+    return f"k{k or 'all'}-d{draw}{'-iconic' if iconic else ''}"
+
+
+def one_run(source: Path, work: Path, k: int | None, draw: int, store: Path, runtime: str,
+            iconic: bool = False) -> tuple[dict, dict[str, str]]:
+    """One draw's run: its figures and the pool's truth."""
+    tag = _tag(k, draw, iconic)
     data = work / tag
     truth = build(source, data, k, seed=draw, iconic=iconic)
     models = work / f"models-{tag}"
-    t0 = time.perf_counter()
-    res = run_training(TrainConfig(data_dir=str(data), models_dir=str(models), store=str(store), seed=draw,
-                                   wandb_mode="disabled", progress=False, runtime=runtime))
+    res, seconds = _train(data, models, store, draw, runtime)
     s = res["summary"]
     r = res["extractor"].get("pseudo_label_round") or {}
-    return {"k": k or "all", "draw": draw, "seconds": time.perf_counter() - t0, "picked": s["best_algorithm"],
+    return {"k": k or "all", "draw": draw, "seconds": seconds, "picked": s["best_algorithm"],
             "picked_test": s["best_test_accuracy"], "baseline_test": s["baseline_test_accuracy"],
             "val_estimate": s["best_val_accuracy"], "val_images": s.get("val_images"),
             "round_kept": r.get("kept"), "round_pseudo_label_accuracy": r.get("pseudo_label_accuracy"),
             "precision": res["extractor"]["precision"],
             "recommended": (res.get("pseudo_labels") or {}).get("recommended_min_confidence"),
-            **pool_report(models, truth)}
+            **pool_report(models, truth)}, truth
+
+
+def copy_draw(data: Path, out: Path) -> None:
+    """``out``: a copy of the draw's folder (files linked, so moves in it leave ``data`` as it is)."""
+    shutil.rmtree(out, ignore_errors=True)
+    for f in sorted(data.rglob("*")):
+        if f.is_file():
+            _link(f, out / f.relative_to(data))
+
+
+def label_pool(data: Path, picks: list[str], truth: dict[str, str]) -> None:
+    """Move each picked pool image (path relative to ``data``) into ``train/<its true class>/``."""
+    for rel in picks:
+        dst = data / "train" / truth[rel] / Path(rel).name
+        if dst.exists():
+            raise FileExistsError(dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(data / rel, dst)
+
+
+def suggested(data: Path, models: Path, store: Path, n: int) -> list[str]:
+    """The ``n`` pool images ``labeling.py suggest`` names for the run in ``models`` (its defaults)."""
+    from src.curation import suggest
+
+    return [r["path"] for r in suggest(data, models, n, store=store)["suggestions"]]
+
+
+def random_picks(truth: dict[str, str], n: int, seed: int) -> list[str]:
+    """``n`` pool images drawn uniformly at random (seeded)."""
+    pool = sorted(truth)
+    return [pool[i] for i in np.random.default_rng(seed).choice(len(pool), size=min(n, len(pool)), replace=False)]
+
+
+def relabeled_run(work: Path, tag: str, how: str, picks: list[str], truth: dict[str, str], store: Path,
+                  seed: int, runtime: str) -> dict:
+    """Train on a copy of the draw's folder (``<tag>-<how>``) with ``picks`` labeled by their truth."""
+    data = work / f"{tag}-{how}"
+    copy_draw(work / tag, data)
+    label_pool(data, picks, truth)
+    res, seconds = _train(data, work / f"models-{tag}-{how}", store, seed, runtime)
+    return {f"{how}_test": res["summary"]["best_test_accuracy"], f"{how}_picked": res["summary"]["best_algorithm"],
+            f"{how}_seconds": seconds}
+
+
+def suggest_vs_random(work: Path, tag: str, draw: int, truth: dict[str, str], budget: int, store: Path,
+                      runtime: str) -> dict:
+    """Suggest's picks and random picks, ``budget`` per class, each labeled and trained on: their figures."""
+    n = budget * sum(1 for c in (work / tag / "train").iterdir() if c.is_dir())
+    picks = {"suggest": suggested(work / tag, work / f"models-{tag}", store, n),
+             "random": random_picks(truth, n, seed=draw)}
+    out = {"suggest_budget": budget, "suggest_images": len(picks["suggest"]), "random_images": len(picks["random"]),
+           "suggest_random_overlap": len(set(picks["suggest"]) & set(picks["random"]))}
+    for how, chosen in picks.items():
+        out.update(relabeled_run(work, tag, how, chosen, truth, store, draw, runtime))
+    out["suggest_gain"] = 100 * (out["suggest_test"] - out["random_test"])  # points
+    return out
 
 
 def _fmt(v) -> str:
@@ -151,7 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write every run's figures here")
     p.add_argument("--iconic", action="store_true",
                    help="also give training each class's catalogue photo in iconic/<class>/ (as a retailer's product shots)")
+    p.add_argument("--suggest", type=int, metavar="BUDGET",
+                   help="also label BUDGET pool images per class chosen by suggest, and as many random ones, and "
+                        "retrain on each (suggest vs random on val/)")
     a = p.parse_args(argv)
+    if a.suggest is not None and a.suggest < 1:
+        p.error("--suggest BUDGET must be a positive number of labels per class")
     if not (a.source / "train.txt").is_file():
         print(f"real_photos: skipped: no Grocery Store Dataset at {a.source}", file=sys.stderr)
         return 0
@@ -165,9 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     for k in a.k:
         kk = None if k == "all" else int(k)
         for d in range(1 if kk is None else a.draws):
-            r = one_run(a.source, a.work, kk, d, a.work / "store", a.runtime, a.iconic)
+            r, truth = one_run(a.source, a.work, kk, d, a.work / "store", a.runtime, a.iconic)
             runs.append(r)
             print("  ".join(_fmt(r.get(c)) for c in cols), flush=True)
+            if a.suggest and truth:
+                r.update(suggest_vs_random(a.work, _tag(kk, d, a.iconic), d, truth, a.suggest, a.work / "store",
+                                           a.runtime))
+                print(f"  suggest {a.suggest} per class ({r['suggest_images']} images): first run "
+                      f"{r['picked_test']:.3f}, suggest {r['suggest_test']:.3f}, random {r['random_test']:.3f} "
+                      f"(gain {r['suggest_gain']:+.1f} points; {r['suggest_random_overlap']} images in both)",
+                      flush=True)
             if a.json:
                 a.json.write_text(json.dumps(runs, indent=1))
     print("\nmeans per k (val/ accuracy):")
@@ -179,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"k={k}: picked {m['picked_test']:.3f}, baseline {m['baseline_test']:.3f} "
               f"(gain {m['picked_test'] - m['baseline_test']:+.3f}, below the baseline on {below} of {len(rs)}), "
               f"validation said {m['val_estimate']:.3f}, {m['seconds']:.0f} s per run")
+        gains = [r["suggest_gain"] for r in rs if "suggest_gain" in r]
+        if gains:
+            print(f"      suggest vs random ({rs[0]['suggest_budget']} per class): mean gain {np.mean(gains):+.1f} "
+                  f"points, min {min(gains):+.1f}, suggest won on {sum(g > 0 for g in gains)} of {len(gains)}")
         pool = [r for r in rs if r.get("cov@accept") is not None]
         if pool:
             n_acc = sum(r["accepted"] for r in pool)

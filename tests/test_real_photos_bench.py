@@ -1,0 +1,56 @@
+"""benchmarks/real_photos.py's --suggest: picked pool images are labeled with their true class, on a copy."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_photos.py"
+TRUTH = {f"unlabeled/photo_{i:05d}.jpg": c for i, c in enumerate(["apple", "milk", "apple", "pear", "milk"])}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("real_photos", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def draw(tmp_path) -> Path:
+    """A draw's folder: one labeled photo per class and a pool of five, each photo a distinct colour."""
+    data = tmp_path / "k1-d0"
+    files = {f"train/{c}/{c}_001.jpg": c for c in ("apple", "milk", "pear")} | TRUTH
+    for i, rel in enumerate(files):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (40 * i, 255 - 40 * i, 7 * i)).save(data / rel)
+    return data
+
+
+def test_label_pool_moves_each_pick_into_its_true_class(bench, draw):
+    picks = ["unlabeled/photo_00001.jpg", "unlabeled/photo_00003.jpg"]
+    before = {p: (draw / p).read_bytes() for p in picks}
+    bench.label_pool(draw, picks, TRUTH)
+    for p in picks:
+        moved = draw / "train" / TRUTH[p] / Path(p).name
+        assert moved.read_bytes() == before[p] and not (draw / p).exists()
+    assert sorted(p.name for p in (draw / "unlabeled").iterdir()) == ["photo_00000.jpg", "photo_00002.jpg",
+                                                                     "photo_00004.jpg"]
+    assert {c.name: len(list(c.iterdir())) for c in (draw / "train").iterdir()} == {"apple": 1, "milk": 2, "pear": 2}
+
+
+def test_labeling_a_copy_leaves_the_draw_as_it_was(bench, draw):
+    copy = draw.with_name("k1-d0-suggest")
+    bench.copy_draw(draw, copy)
+    bench.label_pool(copy, ["unlabeled/photo_00000.jpg"], TRUTH)
+    assert (draw / "unlabeled/photo_00000.jpg").is_file() and not (draw / "train/apple/photo_00000.jpg").exists()
+    assert (copy / "train/apple/photo_00000.jpg").read_bytes() == (draw / "unlabeled/photo_00000.jpg").read_bytes()
+
+
+def test_random_picks_are_seeded_distinct_pool_images(bench):
+    picks = bench.random_picks(TRUTH, 3, seed=1)
+    assert picks == bench.random_picks(TRUTH, 3, seed=1) and len(set(picks)) == 3 and set(picks) <= set(TRUTH)
