@@ -1,15 +1,16 @@
 """Where a default training's time goes, against this machine's training limit (issue 29: measure first).
 
 1. **Training limit**: forward + backward + AdamW step of the fine-tuned backbone (EfficientNet-Lite0 with
-   a head, train mode with batch-norm frozen, channels-last, as fine-tuning runs) on random 224-px tensors
-   at the fine-tuning batch size, nothing else: the images/s no
-   fine-tuning recipe can beat here. Forward alone (eval, no grad) is printed beside it.
+   a head, train mode with batch-norm frozen, channels-last, the stem and the first ``--frozen-blocks``
+   blocks frozen, as fine-tuning runs) on random 224-px tensors at the fine-tuning batch size, nothing
+   else: the images/s no fine-tuning recipe can beat here. Beside it: the same with every layer trained,
+   and forward alone (eval, no grad).
 2. **A default training** (`make run`'s: the shipped real-photo sample, every default, round on) in a
    temporary folder with a fresh store, W&B disabled: wall time and the stages the results record
    (fine-tune, the pseudo-label round, the int8 guard, the fits), and fine-tuning throughput as a share of
    the limit (images trained per second, the per-epoch held-out pass and decoding included).
 
-    .venv/bin/python benchmarks/training_profile.py [--iters 20] [--batch 16] [--json]
+    .venv/bin/python benchmarks/training_profile.py [--iters 20] [--batch 16] [--frozen-blocks 3] [--json]
 
 Run it on a quiet machine; compare the ratio, not absolute figures, across machines.
 """
@@ -29,14 +30,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def training_limit(batch: int, iters: int, n_classes: int = 12) -> dict[str, float]:
+def training_limit(batch: int, iters: int, frozen_blocks: int, n_classes: int = 12) -> dict[str, float]:
     import torch
 
-    from src.features.finetune import _freeze_bn, _start_model
+    from src.features.finetune import _freeze_bn, _start_model, frozen_prefixes
 
     model = _start_model(n_classes, None).train()
     _freeze_bn(model)  # as fine-tuning trains: batch-norm statistics frozen, channels-last inputs
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for name, param in model.named_parameters():
+        param.requires_grad_(not name.startswith(frozen_prefixes(frozen_blocks)))
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, n_classes, (batch,))
 
@@ -59,10 +62,10 @@ def training_limit(batch: int, iters: int, n_classes: int = 12) -> dict[str, flo
             model(x)
         fwd_ips = batch * iters / (time.perf_counter() - t0)
     return {"train_images_per_s": train_ips, "forward_images_per_s": fwd_ips, "batch": batch,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "frozen_blocks": frozen_blocks}
 
 
-def default_training() -> dict:
+def default_training(frozen_blocks: int) -> dict:
     from src.train_with_wandb import train_with_wandb
     from src.training.pipeline import SAMPLE_DIR
 
@@ -71,7 +74,7 @@ def default_training() -> dict:
         shutil.copytree(SAMPLE_DIR, data)
         t0 = time.perf_counter()
         r = train_with_wandb(data_dir=data, models_dir=Path(tmp) / "models", store=Path(tmp) / "store",
-                             wandb_mode="disabled", progress=False)
+                             wandb_mode="disabled", progress=False, fine_tune_frozen_blocks=frozen_blocks)
         wall = time.perf_counter() - t0
     ft, rnd, guard = r["extractor"]["fine_tune"], r["extractor"]["pseudo_label_round"], r["extractor"]["int8_guard"]
     n_fit = r["dataset"]["labeled_samples"] - r["summary"]["val_images"]
@@ -89,18 +92,25 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iters", type=int, default=20, help="timed steps of the limit (default 20)")
     p.add_argument("--batch", type=int, default=16, help="batch size of the limit (fine-tuning's: 16)")
+    p.add_argument("--frozen-blocks", type=int, default=None,
+                   help="blocks fine-tuning leaves frozen, in the limit and the training (default: training's)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     a = p.parse_args()
+    from src.features.finetune import FROZEN_BLOCKS
+
+    frozen = FROZEN_BLOCKS if a.frozen_blocks is None else a.frozen_blocks
     os.environ.setdefault("WANDB_MODE", "disabled")
-    out = {"load": os.getloadavg()[0], "limit": training_limit(a.batch, a.iters), "training": default_training()}
+    out = {"load": os.getloadavg()[0], "limit": training_limit(a.batch, a.iters, frozen),
+           "limit_every_layer": training_limit(a.batch, a.iters, 0), "training": default_training(frozen)}
     out["fine_tune_share_of_limit"] = (out["training"]["fine_tune_images_per_s"]
                                        / out["limit"]["train_images_per_s"])
     if a.json:
         print(json.dumps(out, indent=2))
         return
     lim, tr = out["limit"], out["training"]
-    print(f"training limit (batch {lim['batch']}, {lim['threads']} threads): {lim['train_images_per_s']:.1f} img/s "
-          f"forward+backward+step; forward alone {lim['forward_images_per_s']:.1f} img/s")
+    print(f"training limit (batch {lim['batch']}, {lim['threads']} threads, {frozen} blocks frozen): "
+          f"{lim['train_images_per_s']:.1f} img/s forward+backward+step (every layer trained: "
+          f"{out['limit_every_layer']['train_images_per_s']:.1f}); forward alone {lim['forward_images_per_s']:.1f} img/s")
     print(f"default training on the shipped sample: {tr['wall_s']:.1f} s ({tr['precision']})")
     for k, v in tr["stages_s"].items():
         print(f"  {k:<48} {v:6.1f} s  {v / tr['wall_s']:5.1%}")

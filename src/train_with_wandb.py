@@ -41,7 +41,7 @@ def train_with_wandb(*, epoch_callback=None, **options: Any) -> dict[str, Any]:
 
     Keyword options are :class:`~src.training.config.TrainConfig`'s fields, with the same
     defaults (the signature ``help()`` shows): ``labeled_ratio``, ``algorithms`` (a name or a list),
-    ``fine_tune_epochs``, ``fine_tune_lr``, ``n_neighbors``, ``run_name``, ``data_dir``, ``models_dir``,
+    ``fine_tune_epochs``, ``fine_tune_lr``, ``fine_tune_frozen_blocks``, ``n_neighbors``, ``run_name``, ``data_dir``, ``models_dir``,
     ``seed``, ``wandb_mode``, ``store``, ``group``, ``tags``, ``batch_size``, ``image_size``, ``progress``,
     ``runtime``, ``dataset_name``, ``shift_dir``. ``epoch_callback(epoch, val_accuracy)`` follows fine-tuning.
     """
@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"pseudo-labeled images one round epoch draws (default {d.pseudo_labels_per_epoch})")
     g.add_argument("--fine-tune-lr", "--fine_tune_lr", type=float, default=d.fine_tune_lr,
                    help=f"learning rate of the fine-tunes (AdamW) (default {d.fine_tune_lr:g})")
+    g.add_argument("--fine-tune-frozen-blocks", "--fine_tune_frozen_blocks", type=int,
+                   default=d.fine_tune_frozen_blocks,
+                   help="the stem and this many first blocks keep their weights in both fine-tunes; 0 trains "
+                        f"every layer (default {d.fine_tune_frozen_blocks})")
     g.add_argument("--n-neighbors", "--n_neighbors", type=int, default=d.n_neighbors,
                    help=f"k of the kNN graph (default {d.n_neighbors})")
     g.add_argument("--seed", type=int, default=d.seed,
@@ -162,7 +166,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` the parsed command line asks for (not yet validated)."""
     return TrainConfig.from_options(
         labeled_ratio=args.labeled_ratio, algorithms=args.algorithms, fine_tune_epochs=args.fine_tune_epochs,
-        fine_tune_lr=args.fine_tune_lr, n_neighbors=args.n_neighbors, run_name=args.run_name,
+        fine_tune_lr=args.fine_tune_lr, fine_tune_frozen_blocks=args.fine_tune_frozen_blocks,
+        n_neighbors=args.n_neighbors, run_name=args.run_name,
         data_dir=args.data_dir, models_dir=args.models_dir, seed=args.seed, wandb_mode=args.wandb_mode,
         store=args.store, group=args.group, tags=args.tags, dataset_name=args.dataset_name,
         batch_size=args.batch_size, image_size=args.image_size,

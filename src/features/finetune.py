@@ -128,6 +128,10 @@ def _freeze_bn(model) -> None:
             m.eval()
 
 
+FROZEN_BLOCKS = 3  # the stem and blocks 0–2 (112, 56, 28 px) keep their weights: see frozen_prefixes
+BLOCKS = 7         # EfficientNet-Lite0's blocks
+
+
 @dataclass(frozen=True)
 class FineTuneSpec:
     """Everything that decides the fine-tuned weights besides the images and labels (the cache key)."""
@@ -137,6 +141,17 @@ class FineTuneSpec:
     seed: int
     pre: Preprocessing
     batch_size: int = 16
+    frozen_blocks: int = FROZEN_BLOCKS
+
+
+def frozen_prefixes(frozen_blocks: int) -> tuple[str, ...]:
+    """Parameter-name prefixes that fine-tuning leaves as they are: the stem and the first ``frozen_blocks``
+    blocks. Nothing before them trains, so backpropagation stops at the first block that does: on real photos
+    at 3 labels per class, freezing the stem and blocks 0–2 kept `val/` accuracy (benchmarks/README.md, T7)
+    and cut the fine-tuning passes' cost by a quarter."""
+    if frozen_blocks <= 0:
+        return ()
+    return ("conv_stem.", "bn1.") + tuple(f"blocks.{b}." for b in range(frozen_blocks))
 
 
 def finetune_key(paths_digests: Sequence[str], labels: Sequence[int], spec: FineTuneSpec,
@@ -149,7 +164,7 @@ def finetune_key(paths_digests: Sequence[str], labels: Sequence[int], spec: Fine
     for d in sorted(held_out):
         h.update(f"held:{d}\n".encode())
     h.update(json.dumps({"epochs": spec.epochs, "lr": spec.lr, "seed": spec.seed, "pre": spec.pre.key(),
-                         "bs": spec.batch_size, "recipe": 1}).encode())
+                         "bs": spec.batch_size, "recipe": 1, "frozen_blocks": spec.frozen_blocks}).encode())
     return h.hexdigest()
 
 
@@ -195,8 +210,11 @@ def fine_tune(paths: Sequence[Path], labels: np.ndarray, fit_idx: np.ndarray, va
     if epochs <= 0 or lr <= 0:
         model.reset_classifier(0)
         return model.eval(), result
+    frozen = frozen_prefixes(spec.frozen_blocks)
+    for n, p in model.named_parameters():
+        p.requires_grad_(not n.startswith(frozen))
     head = [p for n, p in model.named_parameters() if n.startswith("classifier.")]
-    body = [p for n, p in model.named_parameters() if not n.startswith("classifier.")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier.") and p.requires_grad]
     opt = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": lr * 10}], weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     images = _Images(list(paths), np.asarray(labels), spec.pre, extra)

@@ -17,6 +17,7 @@ from src.core.store import validate_name
 from src.data.scan import check_split_dir
 from src.data.splits import validate_labeled_ratio
 from src.data.version_store import default_dataset_name
+from src.features.finetune import BLOCKS, FROZEN_BLOCKS
 from src.features.runtimes import RUNTIMES
 from src.learning.semi_supervised import ALGORITHMS, validate_algorithms
 
@@ -25,9 +26,9 @@ DEFAULT_ALGORITHMS = ("label_propagation", "label_spreading", "self_training")
 ALGORITHM_NAMES = tuple(sorted(ALGORITHMS))
 # Parameters a W&B sweep may set through ``wandb.config`` (``algorithm`` is the sweep's singular spelling).
 SWEEP_KEYS = ("labeled_ratio", "algorithm", "algorithms", "n_neighbors", "fine_tune_epochs", "fine_tune_lr", "seed",
-              "pseudo_finetune_epochs", "pseudo_labels_per_class")
+              "pseudo_finetune_epochs", "pseudo_labels_per_class", "fine_tune_frozen_blocks")
 INT_FIELDS = ("fine_tune_epochs", "n_neighbors", "batch_size", "image_size", "seed", "pseudo_finetune_epochs",
-              "pseudo_labels_per_class", "pseudo_labels_per_epoch")
+              "pseudo_labels_per_class", "pseudo_labels_per_epoch", "fine_tune_frozen_blocks")
 MAX_IMAGE_SIZE = 1024
 # Every label a user gives is used: hiding some (``labeled_ratio`` < 1) simulates scarce labels on a fully
 # labeled folder, and only when asked for; the unlabeled/ pool is what makes training semi-supervised.
@@ -40,6 +41,7 @@ class TrainConfig:
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     fine_tune_epochs: int = 5
     fine_tune_lr: float = 1e-4
+    fine_tune_frozen_blocks: int = FROZEN_BLOCKS  # the stem and this many first blocks are not fine-tuned
     n_neighbors: int = 10
     run_name: str | None = None
     data_dir: str = DEFAULT_DATA_DIR
@@ -106,6 +108,10 @@ class TrainConfig:
                               hint="for example --n-neighbors 10")
         if self.fine_tune_epochs < 0:
             raise ConfigError(f"fine_tune_epochs must be >= 0, got {self.fine_tune_epochs}")
+        if not 0 <= self.fine_tune_frozen_blocks <= BLOCKS:
+            raise ConfigError(f"fine_tune_frozen_blocks must be in [0, {BLOCKS}], got {self.fine_tune_frozen_blocks}",
+                              hint=f"0 fine-tunes every layer; the default {FROZEN_BLOCKS} keeps the stem and "
+                                   f"blocks 0-{FROZEN_BLOCKS - 1}")
         if self.pseudo_finetune_epochs < 0:
             raise ConfigError(f"pseudo_finetune_epochs must be >= 0, got {self.pseudo_finetune_epochs}",
                               hint="0 turns the pseudo-label fine-tuning round off")

@@ -102,7 +102,7 @@ def _report_epoch(tracker: Tracker, entry: dict, epoch_callback: EpochCallback |
 
 def finetune_spec(cfg: TrainConfig) -> FineTuneSpec:
     return FineTuneSpec(cfg.fine_tune_epochs, cfg.fine_tune_lr, cfg.seed, Preprocessing.for_size(cfg.image_size),
-                        cfg.finetune_batch_size)
+                        cfg.finetune_batch_size, cfg.fine_tune_frozen_blocks)
 
 
 def labeled_holdout(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store: Store, tracker: Tracker
