@@ -184,3 +184,27 @@ def test_the_guard_validates_with_near_identical_rows_together_and_catalogue_row
     for c in range(3):
         assert len(set(folds[c * 4:(c + 1) * 4])) == 1  # each burst in one fold
     assert (folds[[12, 13]] == -1).all() and (folds[14:] >= 0).all()
+
+
+def test_calibration_draws_on_the_pool_too(monkeypatch):
+    """Labeled images round-robin first, then unlabeled ones: the pool's photos are among them (issue 29)."""
+    from types import SimpleNamespace
+
+    from src.features import int8_calibration as ic
+
+    train = SimpleNamespace(paths=[f"train/{i}.jpg" for i in range(20)], digests=[f"t{i}" for i in range(20)],
+                            labels=np.repeat(np.arange(4), 5))
+    class Split(SimpleNamespace):
+        def __len__(self):
+            return len(self.paths)
+
+    pool = Split(paths=[f"unlabeled/{i}.jpg" for i in range(300)], digests=[f"p{i}" for i in range(300)])
+    seen = {}
+    monkeypatch.setattr(ic, "calibrate_int8", lambda ext, dig, paths, digests, store: seen.update(paths=paths))
+    mask = np.zeros(20, dtype=bool)
+    mask[::5] = True  # one labeled image per class; the other training images' labels are hidden
+    precision._calibrated(SimpleNamespace(seed=0), SimpleNamespace(train=train, pool=pool), mask, None, "d", None)
+    paths = seen["paths"]
+    assert len(paths) == ic.CALIBRATION_IMAGES and len(set(paths)) == len(paths)
+    assert sorted(paths[:4]) == ["train/0.jpg", "train/10.jpg", "train/15.jpg", "train/5.jpg"]
+    assert sum(p.startswith("unlabeled/") for p in paths) > 64

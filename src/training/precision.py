@@ -1,7 +1,7 @@
 """Which extractor precision training uses: int8 where it is proven harmless on this dataset.
 
 With ``--runtime auto`` (and no ``$MLOPS_RUNTIME``) the float32 ONNX extractor is built first;
-then int8 is calibrated on a fixed sample of the training images and both precisions are
+then int8 is calibrated on a fixed sample of the training and pool images and both precisions are
 compared through the labeled-only classifier (logistic regression on the labeled rows, as
 :func:`~src.learning.semi_supervised.fit_baseline`):
 
@@ -114,9 +114,9 @@ def _guard_images(ds, mask: np.ndarray) -> tuple[list[Path], list[str], np.ndarr
 def _calibrated(cfg, ds, mask, ext_path: Path, ext_digest: str, store: Store):
     from src.features.int8_calibration import calibrate_int8, calibration_sample
 
-    idx = calibration_sample(ds.train.labels, mask, seed=cfg.seed)
-    return calibrate_int8(ext_path, ext_digest, [ds.train.paths[i] for i in idx],
-                          [ds.train.digests[i] for i in idx], store)
+    paths, digests, y = _guard_images(ds, mask)  # the pool too: more, and more varied, images (issue 29)
+    idx = calibration_sample(y, y != UNLABELED, seed=cfg.seed)
+    return calibrate_int8(ext_path, ext_digest, [paths[i] for i in idx], [digests[i] for i in idx], store)
 
 
 def choose_precision(cfg, ds, mask: np.ndarray, extractor, ext_path: Path, ext_digest: str, store: Store,
