@@ -108,7 +108,7 @@ def calibrate_int8(extractor_path: str | os.PathLike, extractor_digest: str, pat
     if not qpath.is_file() or not rounding.is_file():
         from concurrent.futures import ThreadPoolExecutor
 
-        log.info("calibrating int8 on %d training images (%s)", len(paths), qpath.name)
+        log.info("calibrating int8 on %d of the user's images (%s)", len(paths), qpath.name)
         with ThreadPoolExecutor(decode_workers()) as pool:
             batch = load_batch([Path(p) for p in paths], pre, pool)
         quantize_int8(fp32, pre, qpath, batch=batch, ranges_path=ranges, rounding_path=rounding)
