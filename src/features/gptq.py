@@ -36,7 +36,6 @@ IMAGES = 64        # of the calibration batch, the first this many measure the l
 MAX_SIDE = 14      # positions per image and layer: at most a 14 × 14 grid (neighbours say little more)
 CHUNK = 8          # images per pass when measuring the layers' inputs (the 112-px ones are 38 MB per 8)
 RECORD_VERSION = 1
-ACT_ORDER = True
 
 
 def _attrs(node) -> dict[str, Any]:
@@ -142,11 +141,10 @@ def round_rows(rows: np.ndarray, moments: np.ndarray, damp: float = DAMP) -> np.
     shared = H.ndim == 2
     H = H[None] if shared else H.copy()
     diag = np.arange(cols)
-    order = None
-    if ACT_ORDER and shared:  # inputs with the most energy first (for depthwise rows of 9 or 25 it did not pay)
-        order = np.argsort(-H[:, diag, diag], axis=1, kind="stable")
-        H = np.take_along_axis(np.take_along_axis(H, order[:, :, None], 1), order[:, None, :], 2)
-        W = np.take_along_axis(W, np.broadcast_to(order, W.shape) if shared else order, 1)
+    perm = None
+    if shared:  # pointwise: the inputs with the most energy first (for depthwise rows of 9 or 25 it did not pay)
+        perm = np.argsort(-H[0, diag, diag], kind="stable")
+        H, W = H[:, perm][:, :, perm], W[:, perm]
     dead = H[:, diag, diag] <= 0                  # inputs that were always zero: nothing to compensate with
     H[:, diag, diag] = np.where(dead, 1.0, H[:, diag, diag])
     H[:, diag, diag] += damp * H[:, diag, diag].mean(1, keepdims=True)
@@ -162,11 +160,7 @@ def round_rows(rows: np.ndarray, moments: np.ndarray, damp: float = DAMP) -> np.
             err = (W[:, i] - q * s) / d
             W[:, i + 1:] -= err[:, None] * U[:, i, i + 1:] if not shared else np.outer(err, U[0, i, i + 1:])
             W[np.arange(out), keep_col] = keep_val   # the grid's anchor never moves
-    if order is not None:
-        back = np.empty_like(Q)
-        np.put_along_axis(back, np.broadcast_to(order, Q.shape) if shared else order, Q, 1)
-        Q = back
-    return Q
+    return Q if perm is None else Q[:, np.argsort(perm)]
 
 
 def round_model(model, batch: np.ndarray, input_name: str, skip: set[str] | frozenset[str] = frozenset()
