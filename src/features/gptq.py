@@ -60,14 +60,12 @@ def _kind(node, weight_shape: tuple[int, ...]) -> str | None:
 
 def rounded_convs(model, skip: set[str] | frozenset[str] = frozenset()) -> list[tuple[Any, str]]:
     """(Conv node, kind) for every convolution whose weights GPTQ rounds, in graph order."""
-    from onnx import numpy_helper
-
     weights = {i.name: i for i in model.graph.initializer}
     out = []
     for node in model.graph.node:
         if node.op_type != "Conv" or node.name in skip or node.input[1] not in weights:
             continue
-        kind = _kind(node, tuple(numpy_helper.to_array(weights[node.input[1]]).shape))
+        kind = _kind(node, tuple(weights[node.input[1]].dims))
         if kind:
             out.append((node, kind))
     return out
@@ -77,7 +75,6 @@ def input_moments(model, batch: np.ndarray, convs: list[tuple[Any, str]], input_
     """``E[x xᵀ]`` of each convolution's input on ``batch``: (in, in) for pointwise, (C, k², k²) for depthwise."""
     import onnx
     import onnxruntime as ort
-    from onnx import numpy_helper
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -104,7 +101,7 @@ def input_moments(model, batch: np.ndarray, convs: list[tuple[Any, str]], input_
                 cols = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(x.shape[1], -1)
                 moment, n = (cols @ cols.T).astype(np.float64), cols.shape[1]
             else:
-                k = tuple(numpy_helper.to_array(weights[node.input[1]]).shape[2:])
+                k = tuple(weights[node.input[1]].dims[2:])
                 top, left, bottom, right = a.get("pads", [0, 0, 0, 0])
                 x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
                 patches = np.lib.stride_tricks.sliding_window_view(x, k, axis=(2, 3))[:, :, ::sh, ::sw]
