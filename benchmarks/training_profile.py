@@ -33,13 +33,11 @@ sys.path.insert(0, str(ROOT))
 def training_limit(batch: int, iters: int, frozen_blocks: int, n_classes: int = 12) -> dict[str, float]:
     import torch
 
-    from src.features.finetune import _freeze_bn, _start_model, frozen_prefixes
+    from src.features.finetune import _freeze_bn, _start_model, freeze_early
 
     model = _start_model(n_classes, None).train()
     _freeze_bn(model)  # as fine-tuning trains: batch-norm statistics frozen, channels-last inputs
-    for name, param in model.named_parameters():
-        param.requires_grad_(not name.startswith(frozen_prefixes(frozen_blocks)))
-    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
+    opt = torch.optim.AdamW(freeze_early(model, frozen_blocks), lr=1e-4)
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, n_classes, (batch,))
 

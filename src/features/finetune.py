@@ -154,6 +154,14 @@ def frozen_prefixes(frozen_blocks: int) -> tuple[str, ...]:
     return ("conv_stem.", "bn1.") + tuple(f"blocks.{b}." for b in range(frozen_blocks))
 
 
+def freeze_early(model, frozen_blocks: int) -> list:
+    """Leave the parameters :func:`frozen_prefixes` names out of training; returns the ones that train."""
+    frozen = frozen_prefixes(frozen_blocks)
+    for name, param in model.named_parameters():
+        param.requires_grad_(not name.startswith(frozen))
+    return [param for param in model.parameters() if param.requires_grad]
+
+
 def finetune_key(paths_digests: Sequence[str], labels: Sequence[int], spec: FineTuneSpec,
                  held_out: Sequence[str] = ()) -> str:
     """The cache key of a fine-tune: its images with their labels, the ``held_out`` ones (the digests of the
@@ -210,9 +218,7 @@ def fine_tune(paths: Sequence[Path], labels: np.ndarray, fit_idx: np.ndarray, va
     if epochs <= 0 or lr <= 0:
         model.reset_classifier(0)
         return model.eval(), result
-    frozen = frozen_prefixes(spec.frozen_blocks)
-    for n, p in model.named_parameters():
-        p.requires_grad_(not n.startswith(frozen))
+    freeze_early(model, spec.frozen_blocks)
     head = [p for n, p in model.named_parameters() if n.startswith("classifier.")]
     body = [p for n, p in model.named_parameters() if not n.startswith("classifier.") and p.requires_grad]
     opt = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": lr * 10}], weight_decay=1e-4)
