@@ -32,12 +32,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.real_photos import add_draw_arguments, read_draw  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, required=True, help="a real_photos.py draw: train/<class>/, unlabeled/")
-    p.add_argument("--extractor", type=Path, required=True, help="the feature_extractor.pth trained on it")
-    p.add_argument("--store", type=Path, default=None, help="store holding (or receiving) its float32 export")
+    add_draw_arguments(p)
     p.add_argument("--skip-16bit", action="store_true", help="leave out the slow 16-bit-weights variant")
     a = p.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -56,10 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     fp32 = orx.ensure_onnx(a.extractor, sha256_file(a.extractor), Store(a.store) if a.store else None)
     ex32 = orx.OrtExtractor(fp32, "float32")
     pre = ex32.preprocessing
-    classes = sorted(d.name for d in (a.data / "train").iterdir())
-    lab = [(f, i) for i, c in enumerate(classes) for f in sorted((a.data / "train" / c).iterdir())]
-    pool = sorted((a.data / "unlabeled").iterdir())
-    paths, y = [f for f, _ in lab] + pool, np.array([c for _, c in lab])
+    classes, labeled, y, pool = read_draw(a.data)
+    paths = labeled + pool
     marks = np.concatenate([y, np.full(len(pool), -1)])
     F32 = extract(ex32, paths, progress=False)
     clf = fit_baseline(F32[:len(y)], y, 0)

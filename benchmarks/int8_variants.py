@@ -24,12 +24,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.real_photos import add_draw_arguments, read_draw  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, required=True, help="a real_photos.py draw: train/<class>/, unlabeled/")
-    p.add_argument("--extractor", type=Path, required=True, help="the feature_extractor.pth trained on it")
-    p.add_argument("--store", type=Path, default=None, help="store holding (or receiving) its float32 export")
+    add_draw_arguments(p)
     p.add_argument("--pool", type=int, default=557, help="pool images compared besides the labeled ones")
     a = p.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -42,16 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     from src.learning.semi_supervised import fit_baseline
 
     fp32 = orx.ensure_onnx(a.extractor, sha256_file(a.extractor), Store(a.store) if a.store else None)
-    classes = sorted(d.name for d in (a.data / "train").iterdir())
-    lab = [(f, i) for i, c in enumerate(classes) for f in sorted((a.data / "train" / c).iterdir())]
-    pool = sorted((a.data / "unlabeled").iterdir())
+    classes, labeled, y, pool = read_draw(a.data)
     sample = [pool[i] for i in np.random.default_rng(0).choice(len(pool), min(a.pool, len(pool)), replace=False)]
-    paths, y = [f for f, _ in lab] + sample, np.array([c for _, c in lab])
+    paths = labeled + sample
     ex32 = orx.OrtExtractor(fp32, "float32")
     F32 = extract(ex32, paths, progress=False)
     clf = fit_baseline(F32[:len(y)], y, 0)
     p32 = clf.predict(F32)
-    every = [f for f, _ in lab] + pool
+    every = labeled + pool
     marks = np.concatenate([y, np.full(len(pool), -1)])
     convs = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]
     first = orx._first_convs

@@ -101,6 +101,20 @@ def build(source: Path, out: Path, k: int | None, seed: int, iconic: bool = Fals
     return truth
 
 
+def add_draw_arguments(p: argparse.ArgumentParser) -> None:
+    """``--data``, ``--extractor``, ``--store``: one draw of this benchmark, for the scripts that study it."""
+    p.add_argument("--data", type=Path, required=True, help="a real_photos.py draw: train/<class>/, unlabeled/")
+    p.add_argument("--extractor", type=Path, required=True, help="the feature_extractor.pth trained on it")
+    p.add_argument("--store", type=Path, default=None, help="store holding (or receiving) its float32 export")
+
+
+def read_draw(data: Path) -> tuple[list[str], list[Path], np.ndarray, list[Path]]:
+    """(classes, labeled photos, their class indices, pool photos) of one draw's folder, in a fixed order."""
+    classes = sorted(d.name for d in (data / "train").iterdir())
+    lab = [(f, i) for i, c in enumerate(classes) for f in sorted((data / "train" / c).iterdir())]
+    return classes, [f for f, _ in lab], np.array([c for _, c in lab]), sorted((data / "unlabeled").iterdir())
+
+
 def pool_report(models: Path, truth: dict[str, str]) -> dict[str, float]:
     """Accuracy and coverage of ``pseudo_labels.csv`` at each of :data:`CONFIDENCES`."""
     f = models / "pseudo_labels.csv"
