@@ -81,6 +81,60 @@ def test_layer_error_is_smaller_than_nearest_rounding_on_the_calibration_images(
         assert np.abs(q.astype(int) - gptq.nearest(W).reshape(q.shape)).max() <= 8  # small moves, not new weights
 
 
+def _explicit_moments(model, batch, convs):
+    """E[x xᵀ] from the layers' activations in numpy: patches at the grid the probe uses."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    names = [node.input[0] for node, _ in convs]
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    acts = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(names, {"x": batch})
+    out = {}
+    for (node, kind), x in zip(convs, acts):
+        (kh, kw), (sh, sw), n = gptq._grid(node, x.shape[2:], gptq._kernels(model, convs)[node.name])
+        top, left, bottom, right = gptq._attrs(node).get("pads", [0, 0, 0, 0])
+        x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
+        rows = range(0, x.shape[2] - kh + 1, sh)
+        cols = range(0, x.shape[3] - kw + 1, sw)
+        assert len(rows) * len(cols) == n
+        patches = np.stack([x[:, :, r:r + kh, c:c + kw].reshape(len(x), x.shape[1], -1) for r in rows for c in cols], 1)
+        if kind == "pointwise":  # (images, positions, C, 1)
+            v = patches[..., 0].reshape(-1, x.shape[1])
+            out[node.name] = v.T @ v / len(v)
+        else:
+            v = patches.transpose(2, 0, 1, 3).reshape(x.shape[1], -1, kh * kw)
+            out[node.name] = np.einsum("cni,cnj->cij", v, v) / v.shape[1]
+    return out
+
+
+@pytest.mark.parametrize("max_side", [3, 14])
+def test_moments_measured_inside_the_network_equal_the_activations_own(tiny, monkeypatch, max_side):
+    model, batch = tiny
+    monkeypatch.setattr(gptq, "MAX_SIDE", max_side)  # 3: a strided grid of positions (16-px layers), 14: all
+    monkeypatch.setattr(gptq, "CHUNK", 6)             # chunks of unequal size are summed and averaged right
+    convs = gptq.rounded_convs(model)
+    got, want = gptq.input_moments(model, batch, convs, "x"), _explicit_moments(model, batch, convs)
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5 * np.abs(want[name]).max())
+
+
+def test_the_lazy_block_update_gives_the_column_by_column_integers(tiny, monkeypatch):
+    model, batch = tiny
+    convs = gptq.rounded_convs(model)
+    moments = gptq.input_moments(model, batch, convs, "x")
+    w = _weights(model)
+    for node, _ in convs:
+        rows = w[node.input[1]].reshape(w[node.input[1]].shape[0], -1)
+        monkeypatch.setattr(gptq, "BLOCK", 1)      # every error moves the later columns at once
+        one = gptq.round_rows(rows, moments[node.name])
+        monkeypatch.setattr(gptq, "BLOCK", 5)      # blocks that split the 8 and 24 input channels unevenly
+        five = gptq.round_rows(rows, moments[node.name])
+        monkeypatch.setattr(gptq, "BLOCK", 128)
+        assert (one == five).all() and (five == gptq.round_rows(rows, moments[node.name])).all(), node.name
+
+
 def test_the_record_gives_back_the_same_integers_and_refuses_another_model(tiny):
     model, batch = tiny
     ints = gptq.round_model(model, batch, "x")
