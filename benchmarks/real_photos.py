@@ -137,14 +137,16 @@ def pool_report(models: Path, truth: dict[str, str]) -> dict[str, float]:
     return out
 
 
-def _train(data: Path, models: Path, store: Path, seed: int, runtime: str) -> tuple[dict, float]:
-    """``run_training`` with the defaults on ``data``; the results and the wall time."""
+def _train(data: Path, models: Path, store: Path, seed: int, runtime: str, options: dict | None = None
+           ) -> tuple[dict, float]:
+    """``run_training`` with the defaults (but ``options``) on ``data``; the results and the wall time."""
     from src.training.config import TrainConfig
     from src.training.pipeline import run_training
 
     t0 = time.perf_counter()
-    res = run_training(TrainConfig(data_dir=str(data), models_dir=str(models), store=str(store), seed=seed,
-                                   wandb_mode="disabled", progress=False, runtime=runtime))
+    res = run_training(TrainConfig.from_options(data_dir=str(data), models_dir=str(models), store=str(store),
+                                                seed=seed, wandb_mode="disabled", progress=False, runtime=runtime,
+                                                **(options or {})))
     return res, time.perf_counter() - t0
 
 
@@ -153,13 +155,13 @@ def _tag(k: int | None, draw: int, iconic: bool) -> str:
 
 
 def one_run(source: Path, work: Path, k: int | None, draw: int, store: Path, runtime: str,
-            iconic: bool = False) -> tuple[dict, dict[str, str]]:
+            iconic: bool = False, options: dict | None = None) -> tuple[dict, dict[str, str]]:
     """One draw's run: its figures and the pool's truth."""
     tag = _tag(k, draw, iconic)
     data = work / tag
     truth = build(source, data, k, seed=draw, iconic=iconic)
     models = work / f"models-{tag}"
-    res, seconds = _train(data, models, store, draw, runtime)
+    res, seconds = _train(data, models, store, draw, runtime, options)
     s = res["summary"]
     r = res["extractor"].get("pseudo_label_round") or {}
     return {"k": k or "all", "draw": draw, "seconds": seconds, "picked": s["best_algorithm"],
@@ -203,18 +205,18 @@ def random_picks(truth: dict[str, str], n: int, seed: int) -> list[str]:
 
 
 def relabeled_run(work: Path, tag: str, how: str, picks: list[str], truth: dict[str, str], store: Path,
-                  seed: int, runtime: str) -> dict:
+                  seed: int, runtime: str, options: dict | None = None) -> dict:
     """Train on a copy of the draw's folder (``<tag>-<how>``) with ``picks`` labeled by their truth."""
     data = work / f"{tag}-{how}"
     copy_draw(work / tag, data)
     label_pool(data, picks, truth)
-    res, seconds = _train(data, work / f"models-{tag}-{how}", store, seed, runtime)
+    res, seconds = _train(data, work / f"models-{tag}-{how}", store, seed, runtime, options)
     return {f"{how}_test": res["summary"]["best_test_accuracy"], f"{how}_picked": res["summary"]["best_algorithm"],
             f"{how}_seconds": seconds}
 
 
 def suggest_vs_random(work: Path, tag: str, draw: int, truth: dict[str, str], budget: int, store: Path,
-                      runtime: str) -> dict:
+                      runtime: str, options: dict | None = None) -> dict:
     """Suggest's picks and random picks, ``budget`` per class, each labeled and trained on: their figures."""
     n = budget * sum(1 for c in (work / tag / "train").iterdir() if c.is_dir())
     picks = {"suggest": suggested(work / tag, work / f"models-{tag}", store, n),
@@ -222,9 +224,20 @@ def suggest_vs_random(work: Path, tag: str, draw: int, truth: dict[str, str], bu
     out = {"suggest_budget": budget, "suggest_images": len(picks["suggest"]), "random_images": len(picks["random"]),
            "suggest_random_overlap": len(set(picks["suggest"]) & set(picks["random"]))}
     for how, chosen in picks.items():
-        out.update(relabeled_run(work, tag, how, chosen, truth, store, draw, runtime))
+        out.update(relabeled_run(work, tag, how, chosen, truth, store, draw, runtime, options))
     out["suggest_gain"] = 100 * (out["suggest_test"] - out["random_test"])  # points
     return out
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` → (key, value): JSON where it parses (numbers, true/false), else the string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _fmt(v) -> str:
@@ -245,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suggest", type=int, metavar="BUDGET",
                    help="also label BUDGET pool images per class chosen by suggest, and as many random ones, and "
                         "retrain on each (suggest vs random on val/)")
+    p.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="a training option other than its default, e.g. pseudo_finetune_epochs=1 (repeatable)")
     a = p.parse_args(argv)
+    a.set = dict(a.set)
     if a.suggest is not None and a.suggest < 1:
         p.error("--suggest BUDGET must be a positive number of labels per class")
     if not (a.source / "train.txt").is_file():
@@ -261,12 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     for k in a.k:
         kk = None if k == "all" else int(k)
         for d in range(1 if kk is None else a.draws):
-            r, truth = one_run(a.source, a.work, kk, d, a.work / "store", a.runtime, a.iconic)
+            r, truth = one_run(a.source, a.work, kk, d, a.work / "store", a.runtime, a.iconic, a.set)
             runs.append(r)
             print("  ".join(_fmt(r.get(c)) for c in cols), flush=True)
             if a.suggest and truth:
                 r.update(suggest_vs_random(a.work, _tag(kk, d, a.iconic), d, truth, a.suggest, a.work / "store",
-                                           a.runtime))
+                                           a.runtime, a.set))
                 print(f"  suggest {a.suggest} per class ({r['suggest_images']} images): first run "
                       f"{r['picked_test']:.3f}, suggest {r['suggest_test']:.3f}, random {r['random_test']:.3f} "
                       f"(gain {r['suggest_gain']:+.1f} points; {r['suggest_random_overlap']} images in both)",
