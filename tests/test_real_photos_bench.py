@@ -1,4 +1,4 @@
-"""benchmarks/real_photos.py's --suggest: picked pool images are labeled with their true class, on a copy."""
+"""benchmarks/real_photos.py: --suggest labels picked pool images with their true class, on a copy; --set reaches training."""
 
 from __future__ import annotations
 
@@ -54,3 +54,18 @@ def test_labeling_a_copy_leaves_the_draw_as_it_was(bench, draw):
 def test_random_picks_are_seeded_distinct_pool_images(bench):
     picks = bench.random_picks(TRUTH, 3, seed=1)
     assert picks == bench.random_picks(TRUTH, 3, seed=1) and len(set(picks)) == 3 and set(picks) <= set(TRUTH)
+
+
+def test_set_options_reach_the_training_config(bench, monkeypatch, tmp_path):
+    assert bench._option("pseudo_finetune_epochs=1") == ("pseudo_finetune_epochs", 1)
+    assert bench._option("runtime=onnx") == ("runtime", "onnx")  # not JSON: the string
+    with pytest.raises(Exception, match="KEY=VALUE"):
+        bench._option("pseudo_finetune_epochs")
+    seen = {}
+    import src.training.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "run_training", lambda cfg: seen.setdefault("cfg", cfg))
+    bench._train(tmp_path, tmp_path / "m", tmp_path / "s", 2, "auto", {"pseudo_finetune_epochs": 1})
+    assert seen["cfg"].pseudo_finetune_epochs == 1 and seen["cfg"].seed == 2
+    with pytest.raises(TypeError, match="unknown training option"):
+        bench._train(tmp_path, tmp_path / "m", tmp_path / "s", 2, "auto", {"pseudo_finetune_epoch": 1})
