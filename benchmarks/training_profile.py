@@ -2,9 +2,9 @@
 
 1. **Training limit**: forward + backward + AdamW step of the fine-tuned backbone (EfficientNet-Lite0 with
    a head, train mode with batch-norm frozen, channels-last, the stem and the first ``--frozen-blocks``
-   blocks frozen, as fine-tuning runs) on random 224-px tensors at the fine-tuning batch size, nothing
-   else: the images/s no fine-tuning recipe can beat here. Beside it: the same with every layer trained,
-   and forward alone (eval, no grad).
+   blocks frozen and computed by ONNX Runtime, as fine-tuning runs) on random 224-px tensors at the
+   fine-tuning batch size, nothing else: the images/s no fine-tuning recipe can beat here. Beside it: the
+   same with the frozen blocks in torch, with every layer trained, and forward alone (eval, no grad).
 2. **A default training** (`make run`'s: the shipped real-photo sample, every default, round on) in a
    temporary folder with a fresh store, W&B disabled: wall time and the stages the results record
    (fine-tune, the pseudo-label round, the int8 guard, the fits), and fine-tuning throughput as a share of
@@ -30,20 +30,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def training_limit(batch: int, iters: int, frozen_blocks: int, n_classes: int = 12) -> dict[str, float]:
+def training_limit(batch: int, iters: int, frozen_blocks: int, n_classes: int = 12, ort_prefix: bool = True
+                   ) -> dict[str, float]:
+    import numpy as np
     import torch
 
-    from src.features.finetune import _freeze_bn, _start_model, freeze_early
+    from src.features.finetune import _freeze_bn, _start_model, _to_tensor, freeze_early
+    from src.features.frozen_prefix import split_forward
 
     model = _start_model(n_classes, None).train()
     _freeze_bn(model)  # as fine-tuning trains: batch-norm statistics frozen, channels-last inputs
     opt = torch.optim.AdamW(freeze_early(model, frozen_blocks), lr=1e-4)
-    x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    batch_nhwc = np.random.default_rng(0).normal(size=(batch, 224, 224, 3)).astype(np.float32)
+    x = _to_tensor(batch_nhwc)
+    forward = split_forward(model, frozen_blocks, 224) if ort_prefix else (lambda _: model(x))
     y = torch.randint(0, n_classes, (batch,))
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        torch.nn.functional.cross_entropy(forward(batch_nhwc), y).backward()
         opt.step()
 
     for _ in range(2):
@@ -99,6 +104,7 @@ def main() -> None:
     frozen = FROZEN_BLOCKS if a.frozen_blocks is None else a.frozen_blocks
     os.environ.setdefault("WANDB_MODE", "disabled")
     out = {"load": os.getloadavg()[0], "limit": training_limit(a.batch, a.iters, frozen),
+           "limit_torch_prefix": training_limit(a.batch, a.iters, frozen, ort_prefix=False),
            "limit_every_layer": training_limit(a.batch, a.iters, 0), "training": default_training(frozen)}
     out["fine_tune_share_of_limit"] = (out["training"]["fine_tune_images_per_s"]
                                        / out["limit"]["train_images_per_s"])
@@ -107,7 +113,8 @@ def main() -> None:
         return
     lim, tr = out["limit"], out["training"]
     print(f"training limit (batch {lim['batch']}, {lim['threads']} threads, {frozen} blocks frozen): "
-          f"{lim['train_images_per_s']:.1f} img/s forward+backward+step (every layer trained: "
+          f"{lim['train_images_per_s']:.1f} img/s forward+backward+step (frozen blocks in torch: "
+          f"{out['limit_torch_prefix']['train_images_per_s']:.1f}; every layer trained: "
           f"{out['limit_every_layer']['train_images_per_s']:.1f}); forward alone {lim['forward_images_per_s']:.1f} img/s")
     print(f"default training on the shipped sample: {tr['wall_s']:.1f} s ({tr['precision']})")
     for k, v in tr["stages_s"].items():

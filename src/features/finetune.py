@@ -109,14 +109,15 @@ def _to_tensor(batch: np.ndarray):
     return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
-def _predict(model, pixels: np.ndarray, pre: Preprocessing, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """Class predictions of an eval-mode ``model`` for uint8 HWC ``pixels``, ``batch_size`` images per pass."""
+def _predict(forward, pixels: np.ndarray, pre: Preprocessing, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Class predictions of an eval-mode model's ``forward`` (NHWC float batches, :func:`split_forward`) for
+    uint8 HWC ``pixels``, ``batch_size`` images per pass."""
     import torch
 
     out = []
     with torch.inference_mode():
         for s in range(0, len(pixels), batch_size):
-            out.append(model(_to_tensor(pre.normalise(pixels[s:s + batch_size]))).argmax(1).numpy())
+            out.append(forward(pre.normalise(pixels[s:s + batch_size])).argmax(1).numpy())
     return np.concatenate(out)
 
 
@@ -271,7 +272,10 @@ def _train(model, opt, sched, images: _Images, fit_idx, val_idx, spec: FineTuneS
     import torch
     from src.core.progress import progress_bar
 
+    from src.features.frozen_prefix import split_forward
+
     epochs, pre, batch_size, labels = spec.epochs, spec.pre, spec.batch_size, images.labels
+    forward = split_forward(model, spec.frozen_blocks, pre.image_size)  # the frozen blocks in ONNX Runtime
     # held-out inputs kept as uint8 pixels (a quarter of float32) and scored in batches: one forward pass
     # over every held-out image at once held activations of gigabytes at a few hundred images
     val_px = np.stack([pre.pixels(images.decoded[i]) for i in val_idx]) if len(val_idx) else None
@@ -286,9 +290,8 @@ def _train(model, opt, sched, images: _Images, fit_idx, val_idx, spec: FineTuneS
         for s in progress_bar(range(0, len(order), batch_size), progress=progress,
                               desc=f"fine-tune epoch {epoch}/{epochs}", leave=False):
             idx = order[s:s + batch_size]
-            x = _to_tensor(images.batch(idx, rng))
             y = torch.as_tensor(labels[idx])
-            loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=0.1)
+            loss = torch.nn.functional.cross_entropy(forward(images.batch(idx, rng)), y, label_smoothing=0.1)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -297,7 +300,7 @@ def _train(model, opt, sched, images: _Images, fit_idx, val_idx, spec: FineTuneS
         entry = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0}
         if val_px is not None:
             model.eval()
-            pred = _predict(model, val_px, pre)
+            pred = _predict(forward, val_px, pre)
             entry["val_accuracy"] = float((pred == labels[val_idx]).mean())
             if entry["val_accuracy"] > best_acc:
                 best_acc = entry["val_accuracy"]
