@@ -35,14 +35,14 @@ def training_limit(batch: int, iters: int, frozen_blocks: int, n_classes: int = 
     import numpy as np
     import torch
 
-    from src.features.finetune import _freeze_bn, _start_model, _to_tensor, freeze_early
-    from src.features.frozen_prefix import split_forward
+    from src.features.finetune import _freeze_bn, _start_model, freeze_early
+    from src.features.frozen_prefix import split_forward, to_tensor
 
     model = _start_model(n_classes, None).train()
     _freeze_bn(model)  # as fine-tuning trains: batch-norm statistics frozen, channels-last inputs
     opt = torch.optim.AdamW(freeze_early(model, frozen_blocks), lr=1e-4)
     batch_nhwc = np.random.default_rng(0).normal(size=(batch, 224, 224, 3)).astype(np.float32)
-    x = _to_tensor(batch_nhwc)
+    x = to_tensor(batch_nhwc)
     forward = split_forward(model, frozen_blocks, 224) if ort_prefix else (lambda _: model(x))
     y = torch.randint(0, n_classes, (batch,))
 

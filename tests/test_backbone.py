@@ -71,12 +71,13 @@ def test_held_out_images_are_scored_in_batches_with_the_same_predictions():
     import torch
 
     from src.features import finetune
+    from src.features.frozen_prefix import to_tensor
 
     model = create_model(num_classes=5).eval()
     pre = Preprocessing.for_size(64)
     px = np.random.default_rng(0).integers(0, 256, size=(7, 64, 64, 3), dtype=np.uint8)
     with torch.inference_mode():
-        whole = model(finetune._to_tensor(np.stack([pre.normalise(p) for p in px]))).argmax(1).numpy()
-    forward = lambda batch: model(finetune._to_tensor(batch))  # noqa: E731
+        whole = model(to_tensor(np.stack([pre.normalise(p) for p in px]))).argmax(1).numpy()
+    forward = lambda batch: model(to_tensor(batch))  # noqa: E731
     assert np.array_equal(finetune._predict(forward, px, pre, batch_size=3), whole)
     assert len(finetune._predict(forward, px[:1], pre)) == 1

@@ -9,7 +9,8 @@ import torch
 
 from src.features import frozen_prefix
 from src.features.backbone import create_model
-from src.features.finetune import _freeze_bn, _to_tensor, freeze_early
+from src.features.finetune import _freeze_bn, freeze_early
+from src.features.frozen_prefix import to_tensor
 
 pytest.importorskip("onnxruntime")
 
@@ -32,7 +33,7 @@ def test_logits_and_gradients_equal_the_torch_forward(frozen_blocks):
     ours.square().sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
-    theirs = model(_to_tensor(batch))
+    theirs = model(to_tensor(batch))
     theirs.square().sum().backward()
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
     for name, p in model.named_parameters():
@@ -44,7 +45,7 @@ def test_logits_and_gradients_equal_the_torch_forward(frozen_blocks):
 def test_nothing_frozen_is_the_plain_forward():
     batch = np.zeros((1, 32, 32, 3), np.float32)
     model = _model(0)
-    torch.testing.assert_close(frozen_prefix.split_forward(model, 0, 32)(batch), model(_to_tensor(batch)))
+    torch.testing.assert_close(frozen_prefix.split_forward(model, 0, 32)(batch), model(to_tensor(batch)))
 
 
 def test_one_session_per_weights_and_size_and_other_sizes_refused(monkeypatch):

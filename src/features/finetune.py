@@ -25,6 +25,7 @@ import numpy as np
 
 from src.features.backbone import Preprocessing, create_model, state_digest
 from src.features.extraction import decode_workers
+from src.features.frozen_prefix import frozen_prefixes, split_forward
 from src.core.images import open_image
 from src.core import leases
 from src.core.ownership import BLOB, EXTRACTOR, MENTION, HELD_EXTRACTOR, Keep, Owner, Pruning, has_table
@@ -103,12 +104,6 @@ def _strong_augment(img, pre: Preprocessing, rng: random.Random) -> np.ndarray:
     return pre(img)
 
 
-def _to_tensor(batch: np.ndarray):
-    import torch
-
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-
-
 def _predict(forward, pixels: np.ndarray, pre: Preprocessing, batch_size: int = EVAL_BATCH) -> np.ndarray:
     """Class predictions of an eval-mode model's ``forward`` (NHWC float batches, :func:`split_forward`) for
     uint8 HWC ``pixels``, ``batch_size`` images per pass."""
@@ -143,16 +138,6 @@ class FineTuneSpec:
     pre: Preprocessing
     batch_size: int = 16
     frozen_blocks: int = FROZEN_BLOCKS
-
-
-def frozen_prefixes(frozen_blocks: int) -> tuple[str, ...]:
-    """Parameter-name prefixes that fine-tuning leaves as they are: the stem and the first ``frozen_blocks``
-    blocks. Nothing before them trains, so backpropagation stops at the first block that does: on real photos
-    at 3 labels per class, freezing the stem and blocks 0–2 kept `val/` accuracy (benchmarks/README.md, T7)
-    and cut the fine-tuning passes' cost by a quarter."""
-    if frozen_blocks <= 0:
-        return ()
-    return ("conv_stem.", "bn1.") + tuple(f"blocks.{b}." for b in range(frozen_blocks))
 
 
 def freeze_early(model, frozen_blocks: int) -> list:
@@ -271,8 +256,6 @@ def _train(model, opt, sched, images: _Images, fit_idx, val_idx, spec: FineTuneS
            epoch_callback: EpochCallback | None, progress: bool, rng: random.Random):
     import torch
     from src.core.progress import progress_bar
-
-    from src.features.frozen_prefix import split_forward
 
     epochs, pre, batch_size, labels = spec.epochs, spec.pre, spec.batch_size, images.labels
     forward = split_forward(model, spec.frozen_blocks, pre.image_size)  # the frozen blocks in ONNX Runtime

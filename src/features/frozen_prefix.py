@@ -1,7 +1,7 @@
 """The blocks fine-tuning leaves frozen, run forward by ONNX Runtime instead of torch.
 
 Fine-tuning keeps the stem and the first ``frozen_blocks`` blocks as ImageNet made them
-(:func:`src.features.finetune.frozen_prefixes`, D31): nothing there trains, so no gradient passes through
+(:func:`frozen_prefixes`, D31): nothing there trains, so no gradient passes through
 them and their BatchNorm runs on its stored statistics. They are the layers with the largest activations
 (112 to 28 px): in torch their forward pass was 110 of the 283 ms a training step over 16 images of
 224 px took on 2 cores; ONNX Runtime computes the same activations in 51 ms (benchmarks/README.md, T9).
@@ -21,20 +21,36 @@ _SESSIONS: dict[tuple[str, int, int], object] = {}  # (prefix weights digest, bl
 _LOCK = threading.Lock()
 
 
+def frozen_prefixes(frozen_blocks: int) -> tuple[str, ...]:
+    """Parameter-name prefixes that fine-tuning leaves as they are: the stem and the first ``frozen_blocks``
+    blocks. Nothing before them trains, so backpropagation stops at the first block that does: on real photos
+    at 3 labels per class, freezing the stem and blocks 0–2 kept `val/` accuracy (benchmarks/README.md, T7)
+    and cut the fine-tuning passes' cost by a quarter."""
+    if frozen_blocks <= 0:
+        return ()
+    return ("conv_stem.", "bn1.") + tuple(f"blocks.{b}." for b in range(frozen_blocks))
+
+
+def to_tensor(batch: np.ndarray):
+    """An NHWC float numpy batch as the channels-last NCHW tensor the backbone takes."""
+    import torch
+
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
 def prefix_module(model, frozen_blocks: int, image_size: int):
     """The stem and the first ``frozen_blocks`` blocks of ``model`` (a copy, eval, constant pads for
     ``image_size``), taking NHWC float batches."""
     from torch import nn
 
-    from src.features.onnx_runtime import _nhwc_input, static_padding
+    from src.features.onnx_runtime import nhwc_input, static_padding
 
     m = static_padding(model, image_size)
-    return _nhwc_input(nn.Sequential(m.conv_stem, m.bn1, *m.blocks[:frozen_blocks]))
+    return nhwc_input(nn.Sequential(m.conv_stem, m.bn1, *m.blocks[:frozen_blocks]))
 
 
 def _digest(model, frozen_blocks: int) -> str:
     from src.features.backbone import state_digest
-    from src.features.finetune import frozen_prefixes
 
     frozen = frozen_prefixes(frozen_blocks)
     return state_digest({k: v for k, v in model.state_dict().items() if k.startswith(frozen)})
@@ -68,10 +84,8 @@ def split_forward(model, frozen_blocks: int, image_size: int):
     Runtime and the rest in torch (the plain torch forward when nothing is frozen)."""
     import torch
 
-    from src.features.finetune import _to_tensor
-
     if frozen_blocks <= 0:
-        return lambda batch: model(_to_tensor(batch))
+        return lambda batch: model(to_tensor(batch))
     session = prefix_session(model, frozen_blocks, image_size)
     rest = model.blocks[frozen_blocks:]
 

@@ -130,7 +130,7 @@ def static_padding(model, image_size: int):
 
 
 # -- export --------------------------------------------------------------------------------
-def _nhwc_input(model):
+def nhwc_input(model):
     """``model`` behind a permute, so the graph takes the NHWC batches ``load_batch`` produces."""
     from torch import nn
 
@@ -154,7 +154,7 @@ def export_onnx(model, pre: Preprocessing, path: str | os.PathLike, opset: int =
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    net = _nhwc_input(static_padding(model, pre.image_size))
+    net = nhwc_input(static_padding(model, pre.image_size))
     dummy = torch.zeros(2, pre.image_size, pre.image_size, 3)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
