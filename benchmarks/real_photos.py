@@ -191,11 +191,11 @@ def label_pool(data: Path, picks: list[str], truth: dict[str, str]) -> None:
         os.replace(data / rel, dst)
 
 
-def suggested(data: Path, models: Path, store: Path, n: int) -> list[str]:
-    """The ``n`` pool images ``labeling.py suggest`` names for the run in ``models`` (its defaults)."""
+def suggested(data: Path, models: Path, store: Path, n: int, strategy: str = "typical") -> list[str]:
+    """The ``n`` pool images ``labeling.py suggest --strategy STRATEGY`` names for the run in ``models``."""
     from src.curation import suggest
 
-    return [r["path"] for r in suggest(data, models, n, store=store)["suggestions"]]
+    return [r["path"] for r in suggest(data, models, n, strategy=strategy, store=store)["suggestions"]]
 
 
 def random_picks(truth: dict[str, str], n: int, seed: int) -> list[str]:
@@ -216,10 +216,10 @@ def relabeled_run(work: Path, tag: str, how: str, picks: list[str], truth: dict[
 
 
 def suggest_vs_random(work: Path, tag: str, draw: int, truth: dict[str, str], budget: int, store: Path,
-                      runtime: str, options: dict | None = None) -> dict:
+                      runtime: str, options: dict | None = None, strategy: str = "typical") -> dict:
     """Suggest's picks and random picks, ``budget`` per class, each labeled and trained on: their figures."""
     n = budget * sum(1 for c in (work / tag / "train").iterdir() if c.is_dir())
-    picks = {"suggest": suggested(work / tag, work / f"models-{tag}", store, n),
+    picks = {"suggest": suggested(work / tag, work / f"models-{tag}", store, n, strategy),
              "random": random_picks(truth, n, seed=draw)}
     out = {"suggest_budget": budget, "suggest_images": len(picks["suggest"]), "random_images": len(picks["random"]),
            "suggest_random_overlap": len(set(picks["suggest"]) & set(picks["random"]))}
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suggest", type=int, metavar="BUDGET",
                    help="also label BUDGET pool images per class chosen by suggest, and as many random ones, and "
                         "retrain on each (suggest vs random on val/)")
+    p.add_argument("--strategy", default="typical", help="suggest's strategy for --suggest (default typical)")
     p.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="a training option other than its default, e.g. pseudo_finetune_epochs=1 (repeatable)")
     a = p.parse_args(argv)
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             print("  ".join(_fmt(r.get(c)) for c in cols), flush=True)
             if a.suggest and truth:
                 r.update(suggest_vs_random(a.work, _tag(kk, d, a.iconic), d, truth, a.suggest, a.work / "store",
-                                           a.runtime, a.set))
+                                           a.runtime, a.set, a.strategy))
                 print(f"  suggest {a.suggest} per class ({r['suggest_images']} images): first run "
                       f"{r['picked_test']:.3f}, suggest {r['suggest_test']:.3f}, random {r['random_test']:.3f} "
                       f"(gain {r['suggest_gain']:+.1f} points; {r['suggest_random_overlap']} images in both)",

@@ -1,7 +1,7 @@
 """The labeling loop: suggest pool images to label, apply labels (a person's or pseudo-labels),
 and find labeled images whose class folder is probably wrong.
 
-    python src/labeling.py suggest --data-dir D --models-dir models --budget 40 [--strategy diverse]
+    python src/labeling.py suggest --data-dir D --models-dir models --budget 40 [--strategy typical]
     python src/labeling.py apply --data-dir D --labels labeled.csv [--dry-run] [--new-classes]
     python src/labeling.py apply --data-dir D --labels models/pseudo_labels.csv   # the rows training recommends
     python src/labeling.py issues --data-dir D [--models-dir models]
@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("suggest", parents=[common], help="pool images whose labels would help most")
     p.add_argument("--models-dir", "--models_dir", default="models", help="training outputs for this dataset")
     p.add_argument("--budget", type=int, required=True, help="how many images to suggest")
-    p.add_argument("--strategy", choices=("diverse", "margin", "random"), default="diverse",
-                   help="diverse: least sure per feature cluster (default); margin: least sure; random")
+    p.add_argument("--strategy", choices=("typical", "diverse", "margin", "random"), default="typical",
+                   help="typical: the most typical image of each feature cluster no label covers yet (default); "
+                        "diverse: the least sure per cluster; margin: the least sure; random")
     p.add_argument("--out", default=None, help="folder for suggestions.csv/.html (default MODELS_DIR/labeling)")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("apply", parents=[common], help="move labeled pool images into train/<label>/")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import make_image_folder
 from PIL import Image
@@ -64,7 +65,7 @@ def suggest(capsys, ws, *extra):
                "--store", str(ws / "s"), *extra)
 
 
-@pytest.mark.parametrize("strategy", ["diverse", "margin", "random"])
+@pytest.mark.parametrize("strategy", ["diverse", "margin", "typical", "random"])
 def test_suggest_writes_csv_and_self_contained_html(ws, capsys, strategy):
     code, out, err = suggest(capsys, ws, "--budget", "3", "--strategy", strategy, "--json")
     assert code == 0, err
@@ -84,6 +85,29 @@ def test_suggest_margin_puts_the_least_sure_first(ws, capsys):
     code, out, _ = suggest(capsys, ws, "--budget", "6", "--strategy", "margin", "--json", "--out", str(ws / "o"))
     rows = json.loads(out)
     assert code == 0 and len(rows) == 6 and (ws / "o" / "suggestions.csv").exists()
+
+
+def test_typical_picks_the_densest_image_of_what_no_label_covers_first():
+    """Two groups of pool images, the labeled ones all in the first: the first pick comes from the second
+    group, strays are never picked, and one pick from one group is its densest image."""
+    from src.curation.suggest import select
+
+    rng = np.random.default_rng(0)
+    a = np.array([1.0, 0.0, 0.0]) + 0.05 * rng.normal(size=(30, 3))
+    b = np.array([0.0, 1.0, 0.0]) + 0.05 * rng.normal(size=(30, 3))
+    b[0] = [0.0, 1.0, 0.0]                       # the centre of the second group
+    b[1] = [0.3, 1.0, 0.3]                       # a stray of it
+    pool = np.vstack([a, b])
+    labeled = np.array([1.0, 0.0, 0.0]) + 0.05 * rng.normal(size=(4, 3))
+    proba = np.full((len(pool), 2), 0.5)
+    picks = select(pool, proba, 3, "typical", seed=0, labeled=labeled)
+    assert len(set(picks.tolist())) == 3 and 30 <= picks[0] < 60  # the uncovered group first
+    assert 31 not in picks.tolist()              # a stray is never typical
+    one = select(b, proba[:30], 1, "typical", seed=0, labeled=np.zeros((0, 3)))
+    z = b / np.linalg.norm(b, axis=1, keepdims=True)
+    near = np.sort(np.linalg.norm(z[:, None] - z[None], axis=2), axis=1)[:, 1:21].mean(1)
+    assert one.tolist() == [int(np.argmin(near))] and near[31 - 30] > np.median(near)  # the densest image
+    assert (select(pool, proba, 3, "typical", seed=0, labeled=labeled) == picks).all()  # seeded
 
 
 def test_suggest_random_is_seeded(ws, capsys):
