@@ -17,9 +17,10 @@ from src.learning.calibration import (
 
 
 def test_wilson_lower_bound():
-    assert wilson_lower(20, 20) == pytest.approx(20 / 21)  # z = 1: n / (n + 1) for a perfect score
+    assert wilson_lower(20, 20, z=1.0) == pytest.approx(20 / 21)  # z = 1: n / (n + 1) for a perfect score
+    assert wilson_lower(60, 60) == pytest.approx(60 / (60 + 1.645 ** 2))  # the default: one-sided 95 %
     assert wilson_lower(0, 0) == 0.0
-    assert wilson_lower(19, 20) < 0.95 < wilson_lower(20, 20)  # one miss in 20 cannot show 95 %
+    assert wilson_lower(50, 50) < 0.95 < wilson_lower(60, 60)  # 50 of 50 right cannot show 95 %, 60 of 60 can
 
 
 def test_overconfident_labels_are_brought_down_and_not_recommended():
@@ -58,7 +59,8 @@ def test_too_few_or_uniform_rows_leave_the_confidence_as_it_is():
     assert fit_calibration(np.full(50, 0.9), np.ones(50, dtype=bool)) == Calibration(rows=50)
     assert np.allclose(Calibration()(conf), conf)
     assert acceptance_threshold(np.full(MIN_ROWS - 1, 0.99), np.ones(MIN_ROWS - 1, dtype=bool)) is None
-    assert acceptance_threshold(np.full(30, 0.99), np.ones(30, dtype=bool)) == 0.5  # 30 of 30 at every threshold
+    assert acceptance_threshold(np.full(30, 0.99), np.ones(30, dtype=bool)) is None  # 30 of 30 cannot show 95 %
+    assert acceptance_threshold(np.full(60, 0.99), np.ones(60, dtype=bool)) == 0.5  # 60 of 60 at every threshold
 
 
 def test_reliability_table_and_ece():
