@@ -110,6 +110,18 @@ def test_typical_picks_the_densest_image_of_what_no_label_covers_first():
     assert (select(pool, proba, 3, "typical", seed=0, labeled=labeled) == picks).all()  # seeded
 
 
+def test_typical_measures_large_clusters_on_a_sample(monkeypatch):
+    """Clusters larger than MAX_REFERENCE are measured against a seeded sample (memory stays bounded)."""
+    from src.curation import suggest as sg
+
+    monkeypatch.setattr(sg, "MAX_REFERENCE", 5)
+    rng = np.random.default_rng(1)
+    pool = rng.normal(size=(200, 8))
+    picks = sg.typical(pool, pool[:0], 4, seed=0)
+    assert len(set(picks.tolist())) == 4 and picks.min() >= 0 and picks.max() < 200
+    assert (sg.typical(pool, pool[:0], 4, seed=0) == picks).all()
+
+
 def test_suggest_random_is_seeded(ws, capsys):
     a = json.loads(suggest(capsys, ws, "--budget", "2", "--strategy", "random", "--json")[1])
     b = json.loads(suggest(capsys, ws, "--budget", "2", "--strategy", "random", "--json")[1])

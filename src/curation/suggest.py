@@ -32,6 +32,7 @@ from src.curation.sheet import contact_sheet
 log = logging.getLogger(__name__)
 STRATEGIES = ("diverse", "margin", "typical", "random")
 CSV_NAME, HTML_NAME = "suggestions.csv", "suggestions.html"
+MAX_REFERENCE = 2000  # images of a cluster its typicality is measured against (memory: 2,000² distances)
 
 
 def load_trained_model(models_dir: Path, store: Store):
@@ -108,18 +109,26 @@ def typical(X: np.ndarray, labeled: np.ndarray, budget: int, seed: int = 0, neig
     covered = np.bincount(clusters[:len(labeled)], minlength=k)
     pool_clusters, Zp = clusters[len(labeled):], Z[len(labeled):]
     members = [np.flatnonzero(pool_clusters == c) for c in range(k)]
+    free_left = np.array([len(m) for m in members])
+    rng = np.random.default_rng(seed)
     picks: list[int] = []
     taken = np.zeros(len(X), dtype=bool)
     while len(picks) < budget:
-        left = [c for c in range(k) if (~taken[members[c]]).any()]
-        c = min(left, key=lambda c: (covered[c], -len(members[c])))
+        order = np.lexsort((-np.array([len(m) for m in members]), covered))  # fewest labeled, then largest
+        c = int(next(c for c in order if free_left[c]))
         idx = members[c]
         free = idx[~taken[idx]]
-        D = np.linalg.norm(Zp[idx][:, None, :] - Zp[free][None, :, :], axis=2)  # cluster × free candidates
-        D = np.sort(D, axis=0)[1:1 + neighbours] if len(idx) > 1 else np.ones((1, len(free)))
-        best = int(free[np.argmin(D.mean(axis=0))])
+        # typicality on at most MAX_REFERENCE images of the cluster (unit vectors: distance² = 2 − 2 cos)
+        ref = idx if len(idx) <= MAX_REFERENCE else rng.choice(idx, MAX_REFERENCE, replace=False)
+        cand = free if len(free) <= MAX_REFERENCE else rng.choice(free, MAX_REFERENCE, replace=False)
+        D = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * Zp[ref] @ Zp[cand].T))
+        D[ref[:, None] == cand[None, :]] = np.inf  # an image is not its own neighbour
+        near = np.sort(D, axis=0)[:min(neighbours, max(1, len(ref) - 1))]
+        score = np.where(np.isfinite(near), near, 0.0).mean(axis=0) if len(ref) > 1 else np.zeros(len(cand))
+        best = int(cand[np.argmin(score)])
         picks.append(best)
         taken[best] = True
+        free_left[c] -= 1
         covered[c] += 1
     return np.asarray(picks)
 
