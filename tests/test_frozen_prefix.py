@@ -59,3 +59,16 @@ def test_one_session_per_weights_and_size_and_other_sizes_refused(monkeypatch):
     assert frozen_prefix.prefix_session(model, 3, 32) is not a       # other weights: another export
     with pytest.raises(ValueError, match="32-px"):
         frozen_prefix.split_forward(model, 3, 32)(np.zeros((1, 48, 48, 3), np.float32))
+
+
+def test_without_onnx_runtime_the_frozen_blocks_stay_in_torch(monkeypatch, caplog):
+    def broken(*_):
+        raise RuntimeError("no ONNX Runtime here")
+
+    monkeypatch.setattr(frozen_prefix, "prefix_session", broken)
+    batch = np.zeros((1, 32, 32, 3), np.float32)
+    model = _model(3)
+    with caplog.at_level("WARNING"):
+        out = frozen_prefix.split_forward(model, 3, 32)(batch)
+    torch.testing.assert_close(out, model(to_tensor(batch)))
+    assert "stay in torch" in caplog.text

@@ -12,10 +12,13 @@ So a training step runs the prefix here, exported once per process and weights, 
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import warnings
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _SESSIONS: dict[tuple[str, int, int], object] = {}  # (prefix weights digest, blocks, image size) → session
 _LOCK = threading.Lock()
@@ -86,7 +89,11 @@ def split_forward(model, frozen_blocks: int, image_size: int):
 
     if frozen_blocks <= 0:
         return lambda batch: model(to_tensor(batch))
-    session = prefix_session(model, frozen_blocks, image_size)
+    try:
+        session = prefix_session(model, frozen_blocks, image_size)
+    except Exception as e:  # noqa: BLE001 — the torch forward computes the same, only slower
+        log.warning("the frozen blocks stay in torch (%s: %s)", type(e).__name__, e)
+        return lambda batch: model(to_tensor(batch))
     rest = model.blocks[frozen_blocks:]
 
     def forward(batch: np.ndarray):
