@@ -41,9 +41,10 @@ def train_with_wandb(*, epoch_callback=None, **options: Any) -> dict[str, Any]:
 
     Keyword options are :class:`~src.training.config.TrainConfig`'s fields, with the same
     defaults (the signature ``help()`` shows): ``labeled_ratio``, ``algorithms`` (a name or a list),
-    ``fine_tune_epochs``, ``fine_tune_lr``, ``fine_tune_frozen_blocks``, ``n_neighbors``, ``run_name``, ``data_dir``, ``models_dir``,
-    ``seed``, ``wandb_mode``, ``store``, ``group``, ``tags``, ``batch_size``, ``image_size``, ``progress``,
-    ``runtime``, ``dataset_name``, ``shift_dir``. ``epoch_callback(epoch, val_accuracy)`` follows fine-tuning.
+    ``fine_tune_epochs``, ``fine_tune_lr``, ``fine_tune_frozen_blocks``, ``n_neighbors``, ``run_name``,
+    ``data_dir``, ``models_dir``, ``seed``, ``wandb_mode``, ``store``, ``group``, ``tags``, ``batch_size``,
+    ``image_size``, ``progress``, ``runtime``, ``dataset_name``, ``shift_dir``.
+    ``epoch_callback(epoch, val_accuracy)`` follows fine-tuning.
     """
     _check_options(options)
     return run_training(TrainConfig.from_options(**options), epoch_callback=epoch_callback)

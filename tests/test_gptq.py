@@ -92,7 +92,8 @@ def _explicit_moments(model, batch, convs):
     acts = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(names, {"x": batch})
     out = {}
     for (node, kind), x in zip(convs, acts):
-        (kh, kw), (sh, sw), n = gptq._grid(node, x.shape[2:], gptq._kernels(model, convs)[node.name])
+        kh, kw = gptq._weight_dims(model, convs)[node.name][2:4]
+        (sh, sw), n = gptq._grid(node, x.shape[2:], (kh, kw))
         top, left, bottom, right = gptq._attrs(node).get("pads", [0, 0, 0, 0])
         x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
         rows = range(0, x.shape[2] - kh + 1, sh)

@@ -109,12 +109,13 @@ def typical(X: np.ndarray, labeled: np.ndarray, budget: int, seed: int = 0, neig
     covered = np.bincount(clusters[:len(labeled)], minlength=k)
     pool_clusters, Zp = clusters[len(labeled):], Z[len(labeled):]
     members = [np.flatnonzero(pool_clusters == c) for c in range(k)]
-    free_left = np.array([len(m) for m in members])
+    sizes = np.array([len(m) for m in members])
+    free_left = sizes.copy()
     rng = np.random.default_rng(seed)
     picks: list[int] = []
     taken = np.zeros(len(X), dtype=bool)
     while len(picks) < budget:
-        order = np.lexsort((-np.array([len(m) for m in members]), covered))  # fewest labeled, then largest
+        order = np.lexsort((-sizes, covered))  # fewest labeled, then largest
         c = int(next(c for c in order if free_left[c]))
         idx = members[c]
         free = idx[~taken[idx]]

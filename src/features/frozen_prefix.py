@@ -87,13 +87,16 @@ def split_forward(model, frozen_blocks: int, image_size: int):
     Runtime and the rest in torch (the plain torch forward when nothing is frozen)."""
     import torch
 
+    def plain(batch: np.ndarray):
+        return model(to_tensor(batch))
+
     if frozen_blocks <= 0:
-        return lambda batch: model(to_tensor(batch))
+        return plain
     try:
         session = prefix_session(model, frozen_blocks, image_size)
     except Exception as e:  # noqa: BLE001 — the torch forward computes the same, only slower
         log.warning("the frozen blocks stay in torch (%s: %s)", type(e).__name__, e)
-        return lambda batch: model(to_tensor(batch))
+        return plain
     rest = model.blocks[frozen_blocks:]
 
     def forward(batch: np.ndarray):

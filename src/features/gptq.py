@@ -79,10 +79,10 @@ def input_moments(model, batch: np.ndarray, convs: list[tuple[Any, str]], input_
     are computed inside the network (:func:`_moment_probe`), so a pass returns matrices, not activations;
     they are summed in float64.
     """
-    kernels = _kernels(model, convs)
+    dims = _weight_dims(model, convs)
     sizes = _input_sizes(model, batch[:1], convs, input_name)
-    session, outputs = _moment_probe(model, convs, sizes, kernels)
-    per_image = {node.name: _grid(node, sizes[node.input[0]], kernels[node.name])[2] for node, _ in convs}
+    session, outputs = _moment_probe(model, convs, sizes, dims)
+    per_image = {node.name: _grid(node, sizes[node.input[0]], dims[node.name][2:4])[1] for node, _ in convs}
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     for start in range(0, len(batch), CHUNK):
@@ -93,10 +93,10 @@ def input_moments(model, batch: np.ndarray, convs: list[tuple[Any, str]], input_
     return {name: sums[name] / max(1, counts[name]) for name in sums}
 
 
-def _kernels(model, convs: list[tuple[Any, str]]) -> dict[str, tuple[int, int]]:
-    """(kh, kw) of each convolution, from its weight's dims."""
+def _weight_dims(model, convs: list[tuple[Any, str]]) -> dict[str, tuple[int, ...]]:
+    """(out, in per group, kh, kw) of each convolution's weight, by convolution name."""
     dims = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    return {node.name: dims[node.input[1]][2:4] for node, _ in convs}
+    return {node.name: dims[node.input[1]] for node, _ in convs}
 
 
 def _session(model):
@@ -120,20 +120,20 @@ def _input_sizes(model, image: np.ndarray, convs: list[tuple[Any, str]], input_n
     return {n: tuple(a.shape[2:]) for n, a in zip(wanted, _session(probe).run(wanted, {input_name: image}))}
 
 
-def _grid(node, size: tuple[int, int], k: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int], int]:
-    """(kernel, stride of the position grid, positions per image) of a convolution with input ``size`` and
-    kernel ``k``: the grid keeps every ``step``-th output position, at most :data:`MAX_SIDE` per side."""
+def _grid(node, size: tuple[int, int], k: tuple[int, ...]) -> tuple[tuple[int, int], int]:
+    """(stride of the position grid, positions per image) of a convolution with input ``size`` and kernel
+    ``k``: the grid keeps every ``step``-th output position, at most :data:`MAX_SIDE` per side."""
     a = _attrs(node)
     sh, sw = a.get("strides", [1, 1])
     top, left, bottom, right = a.get("pads", [0, 0, 0, 0])
     out_h, out_w = (size[0] + top + bottom - k[0]) // sh + 1, (size[1] + left + right - k[1]) // sw + 1
     step = (sh * -(-out_h // MAX_SIDE), sw * -(-out_w // MAX_SIDE))
     rows, cols = (size[0] + top + bottom - k[0]) // step[0] + 1, (size[1] + left + right - k[1]) // step[1] + 1
-    return k, step, rows * cols
+    return step, rows * cols
 
 
 def _moment_probe(model, convs: list[tuple[Any, str]], sizes: dict[str, tuple[int, int]],
-                  kernels: dict[str, tuple[int, int]]):
+                  dims: dict[str, tuple[int, ...]]):
     """(session, output names): ``model`` extended with each convolution's input moment on a chunk, summed
     over its images and grid positions. Pointwise: the input sliced to the grid, (C, n) times its transpose.
     Depthwise: a grouped convolution with one-hot kernels lays each channel's k×k patches at the grid
@@ -152,9 +152,9 @@ def _moment_probe(model, convs: list[tuple[Any, str]], sizes: dict[str, tuple[in
 
     outputs = []
     for i, (node, kind) in enumerate(convs):
-        k, step, _ = _grid(node, sizes[node.input[0]], kernels[node.name])
-        dims = next(w for w in g.initializer if w.name == node.input[1]).dims
-        channels = int(dims[0] if kind == "depthwise" else dims[1])  # the input's channels
+        k = dims[node.name][2:4]
+        step, _ = _grid(node, sizes[node.input[0]], k)
+        channels = int(dims[node.name][0 if kind == "depthwise" else 1])  # the input's channels
         t, x = f"gptq_{i}", node.input[0]
         if kind == "pointwise":
             g.node.extend([
