@@ -238,13 +238,14 @@ def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | 
     """Static per-channel QDQ quantisation of a float32 export (written atomically, metadata kept).
 
     Calibrated on ``batch`` (NHWC, default :func:`calibration_batch`): weights rounded by GPTQ on it
-    (:mod:`src.features.gptq`), then activation ranges averaged over its batches. ``ranges_path`` and
-    ``rounding_path`` receive the record, or, when the ranges exist and no batch is given, are read
-    instead of calibrating (the same record, the same model; no rounding file: nearest rounding).
+    (:mod:`src.features.gptq`), then activation ranges averaged over its batches (:mod:`src.features.int8_ranges`).
+    ``ranges_path`` and ``rounding_path`` receive the record, or, when the ranges exist and no batch is given, are
+    read instead of calibrating (the same record, the same model; no rounding file: nearest rounding).
     """
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from src.features.int8_ranges import write_activation_ranges
 
     path = Path(path)
     reuse = batch is None and ranges_path is not None and Path(ranges_path).is_file()
@@ -253,15 +254,9 @@ def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | 
     if not reuse and ranges_path is not None:
         Path(ranges_path).unlink(missing_ok=True)  # ORT would read stale ranges instead of calibrating
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter([{INPUT_NAME: batch[i:i + 16]} for i in range(0, len(batch), 16)])
-
-        def get_next(self):
-            return next(self._it, None)
-
     tag = f".{path.name}.{os.getpid()}"
     prepped, tmp = path.with_name(tag + ".pre.tmp"), path.with_name(tag + ".tmp")
+    ranges = Path(ranges_path) if ranges_path is not None else path.with_name(tag + ".ranges.tmp")
     try:
         chatter = io.StringIO()  # the calibrator print()s its progress: keep stdout clean for --json
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
@@ -269,16 +264,17 @@ def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | 
             quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
             exclude = _first_convs(prepped, FLOAT_CONVS)
             gptq.round_file(prepped, None if reuse else batch, INPUT_NAME, set(exclude), rounding_path)
-            quantize_static(str(prepped), str(tmp), None if reuse else Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            if not reuse:
+                write_activation_ranges(prepped, batch, INPUT_NAME, ranges)
+            quantize_static(str(prepped), str(tmp), None, quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude or None,
-                            extra_options={"CalibMovingAverage": True},
-                            calibration_cache_path=str(ranges_path) if ranges_path is not None else None)
+                            calibration_cache_path=str(ranges))
         log.debug("quantiser output: %s", chatter.getvalue().strip())
         _publish(tmp, pre, path)
     finally:
-        prepped.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
+        for leftover in (prepped, tmp) + (() if ranges_path is not None else (ranges,)):
+            leftover.unlink(missing_ok=True)
     return path
 
 
