@@ -21,7 +21,7 @@ Measured on real photos at 3 labels per class (Grocery Store Dataset, 243 labele
 batch-averaged ranges 0.9924 / 0.9894 / 0.9943 (feature SQNR to float32 22.9 / 21.0 / 23.6 → 30.1 / 29.9 /
 29.5 dB), and in training the guard accepted int8 in all three. 128 images rather than 64 (measured before
 the ranges were averaged): agreement 0.9936 / 0.9947 / 0.9951 against 0.9898 / 0.9928 / 0.9905, at the same
-SQNR, so the gain is within the agreement's noise but never a loss. Quantisation takes 7.2–7.8 s on 2 cores
+SQNR, so the gain is within the agreement's noise but never a loss. Quantisation takes 5.9–6.4 s on 2 cores
 at 224 px (2.4 s with nearest rounding on 64 images).
 """
 

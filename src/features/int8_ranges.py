@@ -4,7 +4,7 @@ ONNX Runtime's calibrator adds a ReduceMin and a ReduceMax after every tensor th
 quantise, runs the batches through and averages each batch's minimum and maximum (``CalibMovingAverage``).
 It runs that graph with every graph optimisation off; the same graph with them on (NCHWc convolutions,
 the reductions keep every tensor they read) gives the same ranges within float32 rounding (relative
-difference ≤ 2e-7 on real photos) in half the time (benchmarks/README.md, T11). The calibrator's own
+difference ≤ 2e-7 on real photos) in 60 % of the time (benchmarks/README.md, T11). The calibrator's own
 classes select the tensors and build the graph, so the ranges name exactly the tensors
 ``quantize_static`` looks up in the file written here (its ``calibration_cache_path``).
 """
