@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pseudo-labels-per-epoch", "--pseudo_labels_per_epoch", type=int,
                    default=d.pseudo_labels_per_epoch,
                    help=f"pseudo-labeled images one round epoch draws (default {d.pseudo_labels_per_epoch})")
+    g.add_argument("--pseudo-finetune-image-size", "--pseudo_finetune_image_size", type=int,
+                   default=d.pseudo_finetune_image_size, metavar="PX",
+                   help="pixels the round trains at; its held-out images and the extractor stay at --image-size "
+                        "(default 0: 5/7 of --image-size, 160 at 224)")
     g.add_argument("--fine-tune-lr", "--fine_tune_lr", type=float, default=d.fine_tune_lr,
                    help=f"learning rate of the fine-tunes (AdamW) (default {d.fine_tune_lr:g})")
     g.add_argument("--fine-tune-frozen-blocks", "--fine_tune_frozen_blocks", type=int,
@@ -175,6 +179,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         progress=show_progress(args), runtime=args.runtime, shift_dir=args.shift_dir,
         pseudo_finetune_epochs=args.pseudo_finetune_epochs, pseudo_labels_per_class=args.pseudo_labels_per_class,
         pseudo_labels_per_epoch=args.pseudo_labels_per_epoch,
+        pseudo_finetune_image_size=args.pseudo_finetune_image_size,
     )
 
 

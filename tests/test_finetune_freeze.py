@@ -27,6 +27,32 @@ def test_key_changes_with_the_frozen_blocks():
     assert a == finetune_key(["d1", "d2"], [0, 1], FineTuneSpec(1, 1e-3, 0, pre, frozen_blocks=3))
 
 
+def test_key_changes_with_the_training_size_only_when_it_differs():
+    pre = Preprocessing.for_size(64)
+    a = finetune_key(["d1"], [0], FineTuneSpec(1, 1e-3, 0, pre))
+    assert a == finetune_key(["d1"], [0], FineTuneSpec(1, 1e-3, 0, pre, train_size=64))  # old keys stay valid
+    assert a != finetune_key(["d1"], [0], FineTuneSpec(1, 1e-3, 0, pre, train_size=48))
+    assert FineTuneSpec(1, 1e-3, 0, pre, train_size=48).train_pre() == Preprocessing.for_size(48)
+
+
+def test_training_batches_at_a_smaller_size_and_held_out_images_at_the_extractors(tmp_path, monkeypatch):
+    from src.features import finetune
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(8):
+        paths.append(tmp_path / f"{i}.jpg")
+        Image.fromarray(rng.integers(0, 255, (60, 60, 3), dtype=np.uint8)).save(paths[-1])
+    shapes, real_predict = [], finetune._predict
+    monkeypatch.setattr(finetune._Images, "batch", lambda self, idx, r, pre, real=finetune._Images.batch:
+                        shapes.append(pre.image_size) or real(self, idx, r, pre))
+    monkeypatch.setattr(finetune, "_predict", lambda fwd, px, pre, **k: shapes.append(("held-out", px.shape[1]))
+                        or real_predict(fwd, px, pre, **k))
+    spec = FineTuneSpec(2, 1e-3, 0, Preprocessing.for_size(48), batch_size=4, train_size=32)
+    _, result = fine_tune(paths, np.array([0, 1] * 4), np.arange(6), np.arange(6, 8), 2, spec, progress=False)
+    assert shapes == [32, 32, ("held-out", 48)] * 2 and result.best_val_accuracy is not None
+
+
 @pytest.mark.parametrize("frozen_blocks", [3, 0])
 def test_only_the_unfrozen_layers_move(tmp_path, frozen_blocks):
     rng = np.random.default_rng(0)

@@ -320,7 +320,7 @@ def test_only_pseudo_labeled_images_get_strong_augmentation(tmp_path, strong, mo
     with finetune._Images(paths[:2], np.array([0, 1]), Preprocessing.for_size(16), extra) as images:
         rng = random.Random(0)
         drawn = images.draw(rng)
-        images.batch([0, 1] + drawn, rng)
+        images.batch([0, 1] + drawn, rng, images.pre)
     assert seen == ["light", "light"] + ["strong" if strong else "light"] * 2
 
 
@@ -354,3 +354,37 @@ def test_the_rounds_pseudo_label_knobs_come_from_the_config(tmp_path, tiny, monk
                "--wandb-mode", "disabled", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "pseudo_labels_per_epoch must be >= 1" in err[0]
+
+
+def test_the_round_trains_at_its_own_image_size(tmp_path, tiny, monkeypatch, capsys):
+    """The round's batches are at pseudo_finetune_image_size (0: 5/7 of image_size), its held-out images and
+    the extractor at image_size; the first fine-tune trains at image_size. The size is recorded, and a size
+    outside [32, image_size] is one line, exit 2."""
+    from src.features import finetune
+    from src.train_with_wandb import build_parser, config_from_args, main
+
+    sizes = []  # (pseudo-labeled images in the batch?, pixels) of every training batch
+    real_batch = finetune._Images.batch
+
+    def batch(self, idx, rng, pre):
+        out = real_batch(self, idx, rng, pre)
+        sizes.append((self.extra is not None, out.shape[1]))
+        return out
+
+    monkeypatch.setattr(finetune._Images, "batch", batch)
+    r = _train(tmp_path, tiny, image_size=64)
+    first, round_ = {px for extra, px in sizes if not extra}, {px for extra, px in sizes if extra}
+    assert first == {64} and round_ == {48}  # 64 * 5/7 on a 16-pixel step
+    assert r["extractor"]["pseudo_label_round"]["image_size"] == 48
+    sizes.clear()
+    r = _train(tmp_path / "b", tiny, image_size=64, pseudo_finetune_image_size=40)
+    assert {px for extra, px in sizes if extra} == {40} and r["config"]["pseudo_finetune_image_size"] == 40
+    cfg = config_from_args(build_parser().parse_args(["--pseudo-finetune-image-size", "96"]))
+    assert cfg.validated().round_image_size() == 96 and config_from_args(build_parser().parse_args([])) \
+        .validated().round_image_size() == 160
+    capsys.readouterr()
+    for bad in ("16", "300"):
+        rc = main(["--data-dir", str(tiny), "--pseudo-finetune-image-size", bad, "--store", str(tmp_path / "s"),
+                   "--wandb-mode", "disabled", "--no-progress"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "pseudo_finetune_image_size must be 0 or in [32" in err[0], err

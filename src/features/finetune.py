@@ -138,6 +138,11 @@ class FineTuneSpec:
     pre: Preprocessing
     batch_size: int = 16
     frozen_blocks: int = FROZEN_BLOCKS
+    train_size: int | None = None  # the pixels training batches have (None: pre's); held-out images are at pre's
+
+    def train_pre(self) -> Preprocessing:
+        """The transform of the training batches: ``pre`` at :attr:`train_size`."""
+        return self.pre if self.train_size in (None, self.pre.image_size) else Preprocessing.for_size(self.train_size)
 
 
 def freeze_early(model, frozen_blocks: int) -> list:
@@ -157,8 +162,11 @@ def finetune_key(paths_digests: Sequence[str], labels: Sequence[int], spec: Fine
         h.update(f"{d}:{y}\n".encode())
     for d in sorted(held_out):
         h.update(f"held:{d}\n".encode())
-    h.update(json.dumps({"epochs": spec.epochs, "lr": spec.lr, "seed": spec.seed, "pre": spec.pre.key(),
-                         "bs": spec.batch_size, "recipe": 1, "frozen_blocks": spec.frozen_blocks}).encode())
+    own = {"epochs": spec.epochs, "lr": spec.lr, "seed": spec.seed, "pre": spec.pre.key(), "bs": spec.batch_size,
+           "recipe": 1, "frozen_blocks": spec.frozen_blocks}
+    if spec.train_pre() is not spec.pre:  # keys of fine-tunes at the extraction size stay as they were
+        own["train_size"] = spec.train_size
+    h.update(json.dumps(own).encode())
     return h.hexdigest()
 
 
@@ -245,11 +253,12 @@ class _Images:
         self.decode(drawn)
         return drawn
 
-    def batch(self, idx, rng: random.Random) -> np.ndarray:
-        """Augmented inputs: the light augmentation, the strong one for pseudo-labeled images when asked."""
+    def batch(self, idx, rng: random.Random, pre: Preprocessing) -> np.ndarray:
+        """Augmented inputs under ``pre``: the light augmentation, the strong one for pseudo-labeled images
+        when asked."""
         strong = self.extra is not None and self.extra.strong
         return np.stack([(_strong_augment if strong and i >= self.n_labeled else _augment)(
-            self.decoded[i], self.pre, rng) for i in idx])
+            self.decoded[i], pre, rng) for i in idx])
 
 
 def _train(model, opt, sched, images: _Images, fit_idx, val_idx, spec: FineTuneSpec, result: FineTuneResult,
@@ -259,6 +268,8 @@ def _train(model, opt, sched, images: _Images, fit_idx, val_idx, spec: FineTuneS
 
     epochs, pre, batch_size, labels = spec.epochs, spec.pre, spec.batch_size, images.labels
     forward = split_forward(model, spec.frozen_blocks, pre.image_size)  # the frozen blocks in ONNX Runtime
+    train_pre = spec.train_pre()
+    train_forward = forward if train_pre is pre else split_forward(model, spec.frozen_blocks, train_pre.image_size)
     # held-out inputs kept as uint8 pixels (a quarter of float32) and scored in batches: one forward pass
     # over every held-out image at once held activations of gigabytes at a few hundred images
     val_px = np.stack([pre.pixels(images.decoded[i]) for i in val_idx]) if len(val_idx) else None
@@ -274,7 +285,8 @@ def _train(model, opt, sched, images: _Images, fit_idx, val_idx, spec: FineTuneS
                               desc=f"fine-tune epoch {epoch}/{epochs}", leave=False):
             idx = order[s:s + batch_size]
             y = torch.as_tensor(labels[idx])
-            loss = torch.nn.functional.cross_entropy(forward(images.batch(idx, rng)), y, label_smoothing=0.1)
+            loss = torch.nn.functional.cross_entropy(train_forward(images.batch(idx, rng, train_pre)), y,
+                                                     label_smoothing=0.1)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -28,7 +28,8 @@ ALGORITHM_NAMES = tuple(sorted(ALGORITHMS))
 SWEEP_KEYS = ("labeled_ratio", "algorithm", "algorithms", "n_neighbors", "fine_tune_epochs", "fine_tune_lr", "seed",
               "pseudo_finetune_epochs", "pseudo_labels_per_class", "fine_tune_frozen_blocks")
 INT_FIELDS = ("fine_tune_epochs", "n_neighbors", "batch_size", "image_size", "seed", "pseudo_finetune_epochs",
-              "pseudo_labels_per_class", "pseudo_labels_per_epoch", "fine_tune_frozen_blocks")
+              "pseudo_labels_per_class", "pseudo_labels_per_epoch", "fine_tune_frozen_blocks",
+              "pseudo_finetune_image_size")
 MAX_IMAGE_SIZE = 1024
 # Every label a user gives is used: hiding some (``labeled_ratio`` < 1) simulates scarce labels on a fully
 # labeled folder, and only when asked for; the unlabeled/ pool is what makes training semi-supervised.
@@ -65,6 +66,9 @@ class TrainConfig:
     # class, and how many of them one epoch draws (all of them at these defaults up to 20 classes).
     pseudo_labels_per_class: int = 60
     pseudo_labels_per_epoch: int = 1200
+    # The pixels the round trains at (its held-out images and the extractor stay at image_size); 0: 5/7 of
+    # image_size, 160 at 224 — half the pixels, the same accuracy on real photos (benchmarks/README.md, P10).
+    pseudo_finetune_image_size: int = 0
 
     @classmethod
     def from_options(cls, **options: Any) -> "TrainConfig":
@@ -129,11 +133,21 @@ class TrainConfig:
         if not 32 <= self.image_size <= MAX_IMAGE_SIZE:
             raise ConfigError(f"image_size must be in [32, {MAX_IMAGE_SIZE}], got {self.image_size}",
                               hint="EfficientNet-Lite0 was trained at 224")
+        if self.pseudo_finetune_image_size and not 32 <= self.pseudo_finetune_image_size <= self.image_size:
+            raise ConfigError(f"pseudo_finetune_image_size must be 0 or in [32, image_size {self.image_size}], "
+                              f"got {self.pseudo_finetune_image_size}", hint="0 trains the round at 5/7 of image_size")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {quote(self.runtime)}")
         if self.shift_dir is not None:
             check_split_dir(self.shift_dir, SHIFT_DIR)  # before the dataset is generated or scanned
         return self
+
+    def round_image_size(self) -> int:
+        """The pixels the pseudo-label round trains at: :attr:`pseudo_finetune_image_size`, or for 0 5/7 of
+        ``image_size`` on a 16-pixel step (160 at 224), at least 32."""
+        if self.pseudo_finetune_image_size:
+            return self.pseudo_finetune_image_size
+        return min(self.image_size, max(32, round(self.image_size * 5 / 7 / 16) * 16))
 
     def resolved(self, has_pool: bool) -> "TrainConfig":
         """The config with ``labeled_ratio`` decided (an explicit value is kept; ``None`` uses every label,

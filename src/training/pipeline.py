@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -189,7 +190,8 @@ def pseudo_label_round(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, hol
     def featurize(candidate: Path) -> np.ndarray:  # the candidate's training + pool features, judged by refine
         return _train_features(cfg, ds, float32_extractor(cfg, candidate, store)[0], FeatureCache(store))[0]
 
-    r = refine_extractor(ds, mask, X1, path, key, ft, finetune_spec(cfg), cfg.pseudo_finetune_epochs,
+    spec = replace(finetune_spec(cfg), train_size=cfg.round_image_size())  # the round's batches at fewer pixels
+    r = refine_extractor(ds, mask, X1, path, key, ft, spec, cfg.pseudo_finetune_epochs,
                          cfg.n_neighbors, holdout, store, featurize, cfg.pseudo_labels_per_class,
                          cfg.pseudo_labels_per_epoch, progress=cfg.progress)
     tracker.log({f"refine/{k}": (int(v) if isinstance(v, bool) else v) for k, v in r.record().items()

@@ -81,6 +81,7 @@ class Refinement:
     finetune_heldout_accuracy: float | None = None  # the round's own classification head, best epoch
     seconds: float = 0.0
     cached: bool = False
+    image_size: int | None = None   # the pixels the round trained at (its held-out images: the extractor's)
     history: list[dict] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
@@ -189,7 +190,7 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Pa
     rows, labels = select_pseudo_labels(views, X, y_sel, per_class)
     keep = ~np.isin(rows, lab_idx[val_pos])  # never train on a judge, even under its pseudo-label
     rows, labels = rows[keep], labels[keep]
-    r.ran, r.pseudo_labels = True, int(len(rows))
+    r.ran, r.pseudo_labels, r.image_size = True, int(len(rows)), spec.train_pre().image_size
     truth_rows = rows[rows < n_train]
     if len(truth_rows):
         r.pseudo_label_accuracy = float((labels[rows < n_train] == ds.train.labels[truth_rows]).mean())
@@ -212,7 +213,8 @@ def refine_extractor(ds: ImageDataset, mask: np.ndarray, X: np.ndarray, path: Pa
         extra = PseudoLabeled([all_paths[i] for i in rows], labels, per_epoch, strong=True)
         model, result = fine_tune(paths, ds.train.labels[lab_idx], fit_pos, val_pos, len(ds.classes), round_spec,
                                   progress=progress, start=path, extra=extra)
-        save_extractor(model, second, spec.pre, meta={"pseudo_finetune_epochs": epochs, "pseudo_labels": len(rows)})
+        meta = {"pseudo_finetune_epochs": epochs, "pseudo_labels": len(rows), "train_size": r.image_size}
+        save_extractor(model, second, spec.pre, meta=meta)
         cache.put(key, second, weights_digest(model), result)
     r.history, r.finetune_heldout_accuracy = result.history, result.best_val_accuracy
     X2 = featurize(second)
