@@ -187,12 +187,17 @@ class Tracker:
             self.run.log({key: wandb.Table(columns=columns, data=rows)})
 
     def image_table(self, key: str, columns: list[str], rows: list[list[Any]], image_col: int) -> None:
-        """A table whose ``image_col`` holds image paths (or PIL images), logged as ``wandb.Image``."""
+        """A table whose ``image_col`` holds image paths (copied as they are) or PIL images (RGB and grey ones
+        stored as JPEG: PNG-encoding 112 photos of 256 px took 1.7 s of a training, JPEG 0.03 s)."""
         if self.run:
             import wandb
 
-            data = [[wandb.Image(str(c) if isinstance(c, (str, os.PathLike)) else c) if i == image_col else c
-                     for i, c in enumerate(r)] for r in rows]
+            def image(c):
+                if isinstance(c, (str, os.PathLike)):
+                    return wandb.Image(str(c))
+                return wandb.Image(c, file_type="jpg" if getattr(c, "mode", None) in ("RGB", "L") else None)
+
+            data = [[image(c) if i == image_col else c for i, c in enumerate(r)] for r in rows]
             self.run.log({key: wandb.Table(columns=columns, data=data)})
 
     def image(self, key: str, path: str | os.PathLike, caption: str | None = None) -> None:
