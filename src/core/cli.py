@@ -7,7 +7,9 @@ bad input becomes one line on stderr (no traceback unless ``-v``) and a non-zero
 from __future__ import annotations
 
 import argparse
+import atexit
 import errno
+import gc
 import json
 import logging
 import os
@@ -166,6 +168,17 @@ def speak_flags(text: str, params: Iterable[str], parser: argparse.ArgumentParse
     return text
 
 
+def _skip_final_collection() -> None:
+    """At exit, leave the objects alive to the operating system instead of the garbage collector: with torch,
+    timm and W&B loaded, the interpreter's final collections took about 2 s of every command after its last
+    line (2-core machine; a bare `import timm` exits in 3.2 s instead of 5.2 s). Files and runs are closed by
+    then (the commands close their own; W&B's exit handlers run before this one)."""
+    gc.freeze()
+
+
+_exit_hook: list[bool] = []
+
+
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
             command: Callable[[argparse.Namespace], int | None],
             normalize: Callable[[list[str]], list[str]] | None = None,
@@ -175,6 +188,9 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     An error's ``params`` are printed as this parser's flags (:func:`speak_flags`; ``flags`` for the
     parameters whose flag has another name)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not _exit_hook:  # registered before any run W&B opens, so that W&B's own exit handlers run first
+        atexit.register(_skip_final_collection)
+        _exit_hook.append(True)
     if normalize:
         argv = normalize(argv)
     _one_line_errors(parser)
