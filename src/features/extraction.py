@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from src.features.backbone import NUM_FEATURES, Preprocessing
+from src.features.pixel_cache import active
 from src.core.images import load_image
 from src.core.ownership import EXTRACTOR, MENTION, Keep, Owner, Pruning, has_table
 from src.core.store import Store, sha256_file
@@ -34,10 +35,14 @@ def load_batch(paths: Sequence, pre: Preprocessing, pool: ThreadPoolExecutor, pi
     """Decode and preprocess ``paths`` (files, PIL images or arrays) in parallel → float32 NHWC batch
     (``pixels=True``: the uint8 pixels before normalisation, for extractors that normalise themselves)."""
     draft = pre.resize
-    prep = pre.pixels if pixels else pre
+    cache, key = active(), pre.key()
+
+    def decode(p):
+        return pre.pixels(load_image(p, draft_size=draft))
 
     def one(p):
-        return prep(load_image(p, draft_size=draft))
+        px = decode(p) if cache is None else cache.pixels(p, key, lambda: decode(p))
+        return px if pixels else pre.normalise(px)
 
     return np.stack(list(pool.map(one, paths)))
 

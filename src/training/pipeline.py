@@ -30,6 +30,7 @@ from src.data.dataset import ImageDataset, image_dataset
 from src.data.splits import holdout_split, labeled_split
 from src.features.backbone import Preprocessing, save_extractor
 from src.features.extraction import FeatureCache, cached_features
+from src.features.pixel_cache import pixel_cache
 from src.features.finetune import (
     ExtractorCache,
     FineTuneSpec,
@@ -226,7 +227,10 @@ def run_training(cfg: TrainConfig, epoch_callback: EpochCallback | None = None) 
         tracker = Tracker("train", cfg.tracked(), mode=cfg.wandb_mode, name=cfg.run_name, group=cfg.group,
                           tags=cfg.tags)
         try:
-            results = _train(cfg, ds, store, out, tracker, epoch_callback, shift)
+            with pixel_cache() as pixels:  # each image decoded once per size, not once per stage
+                results = _train(cfg, ds, store, out, tracker, epoch_callback, shift)
+            log.debug("decoded pixels: %d reused, %d decoded, %.0f MB kept", pixels.hits, pixels.misses,
+                      pixels.bytes / 2 ** 20)
         except BaseException:
             tracker.finish(exit_code=1)
             raise
