@@ -174,6 +174,32 @@ def test_int8_is_a_separate_quantised_export_with_its_own_key(saved, store, imag
     assert load_runtime(path, digest, runtime="onnx-int8", store=store).path == q.path
 
 
+def test_files_of_a_killed_export_or_quantisation_are_removed_by_the_next(saved, store):
+    """A process killed while exporting or quantising leaves its temporary files beside the output (the
+    float32 export and the int8 model are ~13 MB each); the next export removes those of dead processes."""
+    import subprocess
+    import sys
+
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        path, digest = saved["perturbed"]
+        fp, q = onnx_cache_path(store, digest, SIZE), onnx_cache_path(store, digest, SIZE, int8=True)
+        fp.parent.mkdir(parents=True, exist_ok=True)
+        dead = [fp.with_name(f".{fp.name}.{done.pid}.tmp")] + [
+            q.with_name(f".{q.name}.{done.pid}{s}") for s in (".pre.tmp", ".tmp", ".ranges.tmp")]
+        alive = [q.with_name(f".{q.name}.{sleeper.pid}.pre.tmp"), q.with_name(f".{q.name}.{done.pid}.other")]
+        for f in dead + alive:
+            f.write_bytes(b"half")
+        load_runtime(path, digest, runtime="onnx-int8", store=store)
+        assert [f.name for f in dead if f.exists()] == []
+        assert all(f.exists() for f in alive)  # a live process's file and names that are not ours stay
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_int8_calibration_is_fixed():
     pre = Preprocessing.for_size(SIZE)
     a, b = onnx_runtime.calibration_batch(pre, 8), onnx_runtime.calibration_batch(pre, 8)

@@ -187,10 +187,12 @@ def clean_stale_temps(folder: str | os.PathLike) -> int:
     return removed
 
 
-def clean_pid_siblings(path: str | os.PathLike, marker: str) -> int:
-    """Remove ``.NAME{marker}PID`` siblings of ``path`` whose process is gone (a killed generation)."""
+def clean_pid_siblings(path: str | os.PathLike, marker: str, suffixes: tuple[str, ...] = ("",)) -> int:
+    """Remove ``.NAME{marker}PID{suffix}`` siblings of ``path`` (one of ``suffixes``) whose process is gone
+    (a killed generation or export)."""
     path = Path(path)
-    pattern = re.compile(rf"^\.{re.escape(path.name)}{re.escape(marker)}(\d+)$")
+    ends = "|".join(re.escape(s) for s in suffixes)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}{re.escape(marker)}(\d+)(?:{ends})$")
     removed = 0
     try:
         siblings = list(path.parent.iterdir())

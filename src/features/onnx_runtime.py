@@ -31,6 +31,7 @@ import numpy as np
 
 from src.features import gptq
 from src.features.backbone import NUM_FEATURES, Preprocessing
+from src.core.paths import clean_pid_siblings
 from src.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ INT8_RECIPE = "int8-qdq-minmax-gptq-v3"  # part of the int8 feature key: change 
 # The stem and the first depthwise convolution (112 px) stay float32: quantising them cost the most fidelity
 # (all-int8: 98.9 % agreement on 1,200 generated images, these two float32: 99.4 %) for 8–14 % of int8 speed.
 FLOAT_CONVS = 2
+QUANTIZE_TEMP = (".pre.tmp", ".tmp", ".ranges.tmp")  # quantize_int8's files beside its output, before the rename
 # Pixel batches per ORT call: the stem's output is 1.6 MB per 224-px image; 8 stay near the caches (measured).
 PIXEL_CHUNK = 8
 CALIBRATION_IMAGES = 64  # the generic variant's synthetic set (training calibrates on its own images)
@@ -156,6 +158,7 @@ def export_onnx(model, pre: Preprocessing, path: str | os.PathLike, opset: int =
     path.parent.mkdir(parents=True, exist_ok=True)
     net = nhwc_input(static_padding(model, pre.image_size))
     dummy = torch.zeros(2, pre.image_size, pre.image_size, 3)
+    clean_pid_siblings(path, ".", (".tmp",))  # a killed export's half file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with warnings.catch_warnings():
@@ -254,6 +257,7 @@ def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | 
     if not reuse and ranges_path is not None:
         Path(ranges_path).unlink(missing_ok=True)  # ORT would read stale ranges instead of calibrating
 
+    clean_pid_siblings(path, ".", QUANTIZE_TEMP)  # a killed quantisation's files (the model is ~13 MB)
     tag = f".{path.name}.{os.getpid()}"
     prepped, tmp = path.with_name(tag + ".pre.tmp"), path.with_name(tag + ".tmp")
     ranges = Path(ranges_path) if ranges_path is not None else path.with_name(tag + ".ranges.tmp")
