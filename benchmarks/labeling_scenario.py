@@ -6,7 +6,7 @@ unlabeled pool of ``--pool`` images whose true classes are known (``synth --pool
 1. train (one command) → test accuracy of the best algorithm vs the labeled-only baseline,
    and the accuracy of ``models/pseudo_labels.csv`` against the truth (all rows, and the
    rows at confidence >= ``--min-confidence`` with their coverage);
-2. ``suggest --budget B`` (diverse) vs ``--strategy random``: the suggested images get their
+2. ``suggest --budget B`` (``--strategy``, suggest's default) vs ``--strategy random``: the suggested images get their
    true labels (a simulated person), ``apply``, retrain → test accuracy of each;
 3. ``issues``: ``--planted`` labeled images moved to a wrong class folder among
    ``--issues-images``; how many are in its top 2×planted.
@@ -111,12 +111,20 @@ def run_seed(seed: int, a) -> dict:
     out["train_seconds"] = round(time.perf_counter() - t0, 1)
     if a.budget:
         out["budget"] = a.budget
-        for strategy in ("diverse", "random"):
+        for strategy in (a.strategy, "random"):
             out[f"test_accuracy_after_{strategy}"] = _label_round(work, work, store, truth, strategy, a)
     if a.planted:
         out["issues"] = _issues(work, store, seed, a)
     print(json.dumps(out), file=sys.stderr)
     return out
+
+
+def _default_strategy() -> str:
+    import inspect
+
+    from src.curation import suggest
+
+    return inspect.signature(suggest).parameters["strategy"].default
 
 
 def main() -> None:
@@ -131,6 +139,7 @@ def main() -> None:
     p.add_argument("--train-seed", type=int, default=42)
     p.add_argument("--min-confidence", type=float, nargs="+", default=[0.9, 0.99, 0.999])
     p.add_argument("--budget", type=int, default=40)
+    p.add_argument("--strategy", default=_default_strategy(), help="suggest's strategy (default: suggest's own)")
     p.add_argument("--issues-images", type=int, default=800)
     p.add_argument("--planted", type=int, default=12)
     p.add_argument("--work", default="/tmp/labeling_scenario")
