@@ -259,8 +259,8 @@ def quantize_int8(fp32_path: str | os.PathLike, pre: Preprocessing, path: str | 
 
     clean_pid_siblings(path, ".", QUANTIZE_TEMP)  # a killed quantisation's files (the model is ~13 MB)
     tag = f".{path.name}.{os.getpid()}"
-    prepped, tmp = path.with_name(tag + ".pre.tmp"), path.with_name(tag + ".tmp")
-    ranges = Path(ranges_path) if ranges_path is not None else path.with_name(tag + ".ranges.tmp")
+    prepped, tmp, scratch_ranges = (path.with_name(tag + end) for end in QUANTIZE_TEMP)
+    ranges = Path(ranges_path) if ranges_path is not None else scratch_ranges
     try:
         chatter = io.StringIO()  # the calibrator print()s its progress: keep stdout clean for --json
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
