@@ -119,14 +119,6 @@ def run_seed(seed: int, a) -> dict:
     return out
 
 
-def _default_strategy() -> str:
-    import inspect
-
-    from src.curation import suggest
-
-    return inspect.signature(suggest).parameters["strategy"].default
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -139,7 +131,9 @@ def main() -> None:
     p.add_argument("--train-seed", type=int, default=42)
     p.add_argument("--min-confidence", type=float, nargs="+", default=[0.9, 0.99, 0.999])
     p.add_argument("--budget", type=int, default=40)
-    p.add_argument("--strategy", default=_default_strategy(), help="suggest's strategy (default: suggest's own)")
+    from src.curation.suggest import DEFAULT_STRATEGY
+
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY, help="suggest's strategy (default: suggest's own)")
     p.add_argument("--issues-images", type=int, default=800)
     p.add_argument("--planted", type=int, default=12)
     p.add_argument("--work", default="/tmp/labeling_scenario")

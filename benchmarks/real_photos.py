@@ -42,6 +42,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from src.curation.suggest import DEFAULT_STRATEGY  # noqa: E402  (after the path above)
+
 CONFIDENCES = (0.5, 0.7, 0.9, 0.95, 0.99)
 
 
@@ -191,7 +193,7 @@ def label_pool(data: Path, picks: list[str], truth: dict[str, str]) -> None:
         os.replace(data / rel, dst)
 
 
-def suggested(data: Path, models: Path, store: Path, n: int, strategy: str = "typical") -> list[str]:
+def suggested(data: Path, models: Path, store: Path, n: int, strategy: str = DEFAULT_STRATEGY) -> list[str]:
     """The ``n`` pool images ``labeling.py suggest --strategy STRATEGY`` names for the run in ``models``."""
     from src.curation import suggest
 
@@ -216,7 +218,7 @@ def relabeled_run(work: Path, tag: str, how: str, picks: list[str], truth: dict[
 
 
 def suggest_vs_random(work: Path, tag: str, draw: int, truth: dict[str, str], budget: int, store: Path,
-                      runtime: str, options: dict | None = None, strategy: str = "typical") -> dict:
+                      runtime: str, options: dict | None = None, strategy: str = DEFAULT_STRATEGY) -> dict:
     """Suggest's picks and random picks, ``budget`` per class, each labeled and trained on: their figures."""
     n = budget * sum(1 for c in (work / tag / "train").iterdir() if c.is_dir())
     picks = {"suggest": suggested(work / tag, work / f"models-{tag}", store, n, strategy),
@@ -258,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suggest", type=int, metavar="BUDGET",
                    help="also label BUDGET pool images per class chosen by suggest, and as many random ones, and "
                         "retrain on each (suggest vs random on val/)")
-    p.add_argument("--strategy", default="typical", help="suggest's strategy for --suggest (default typical)")
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY,
+                   help=f"suggest's strategy for --suggest (default {DEFAULT_STRATEGY})")
     p.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="a training option other than its default, e.g. pseudo_finetune_epochs=1 (repeatable)")
     a = p.parse_args(argv)

@@ -140,3 +140,14 @@ def test_serve_options_keep_their_old_import_path():
     from src.serving.server import ServeOptions as old
 
     assert old is ServeOptions
+
+
+def test_labeling_cli_default_strategy_is_suggests():
+    """labeling.py spells its strategy choices itself (it imports the library lazily, so `--help` is instant);
+    its default must still be the library's."""
+    from src.curation.suggest import DEFAULT_STRATEGY, STRATEGIES
+    from src.labeling import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.choices and "suggest" in a.choices)
+    strategy = next(a for a in sub.choices["suggest"]._actions if a.dest == "strategy")
+    assert strategy.default == DEFAULT_STRATEGY and sorted(strategy.choices) == sorted(STRATEGIES)

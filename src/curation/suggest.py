@@ -31,6 +31,7 @@ from src.curation.sheet import contact_sheet
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("diverse", "margin", "typical", "random")
+DEFAULT_STRATEGY = "typical"  # the most typical image of each uncovered cluster (D33)
 CSV_NAME, HTML_NAME = "suggestions.csv", "suggestions.html"
 MAX_REFERENCE = 2000  # images of a cluster its typicality is measured against (memory: 2,000² distances)
 
@@ -135,7 +136,7 @@ def typical(X: np.ndarray, labeled: np.ndarray, budget: int, seed: int = 0, neig
 
 
 def suggest(data_dir: str | os.PathLike, models_dir: str | os.PathLike = "models", budget: int = 50,
-            strategy: str = "typical", out: str | os.PathLike | None = None, store=None,
+            strategy: str = DEFAULT_STRATEGY, out: str | os.PathLike | None = None, store=None,
             seed: int = 0) -> dict[str, Any]:
     """Pick ``budget`` pool images and write ``suggestions.csv`` and ``suggestions.html`` into ``out``."""
     if strategy not in STRATEGIES:
