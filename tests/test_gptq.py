@@ -93,7 +93,7 @@ def _explicit_moments(model, batch, convs):
     out = {}
     for (node, kind), x in zip(convs, acts):
         kh, kw = gptq._weight_dims(model, convs)[node.name][2:4]
-        (sh, sw), n = gptq._grid(node, x.shape[2:], (kh, kw))
+        (sh, sw), n = gptq._grid(node, x.shape[2:], (kh, kw), kind)
         top, left, bottom, right = gptq._attrs(node).get("pads", [0, 0, 0, 0])
         x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
         rows = range(0, x.shape[2] - kh + 1, sh)
@@ -113,6 +113,7 @@ def _explicit_moments(model, batch, convs):
 def test_moments_measured_inside_the_network_equal_the_activations_own(tiny, monkeypatch, max_side):
     model, batch = tiny
     monkeypatch.setattr(gptq, "MAX_SIDE", max_side)  # 3: a strided grid of positions (16-px layers), 14: all
+    monkeypatch.setattr(gptq, "DEPTHWISE_SIDE", 17 - max_side)  # depthwise layers on the other grid
     monkeypatch.setattr(gptq, "CHUNK", 6)             # chunks of unequal size are summed and averaged right
     convs = gptq.rounded_convs(model)
     got, want = gptq.input_moments(model, batch, convs, "x"), _explicit_moments(model, batch, convs)

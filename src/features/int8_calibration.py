@@ -44,7 +44,7 @@ from src.features.onnx_runtime import INT8_RECIPE, OrtExtractor, cached_onnx, en
 log = logging.getLogger(__name__)
 
 CALIBRATION_IMAGES = 128  # the last layers' input statistics need them (measured above)
-CALIBRATION_RECIPE = f"{INT8_RECIPE}:user-images-v2"
+CALIBRATION_RECIPE = f"{INT8_RECIPE}:user-images-v3"  # v3: depthwise moments on a 7 × 7 grid
 
 
 def calibration_sample(labels: np.ndarray, labeled: np.ndarray, n: int = CALIBRATION_IMAGES,
