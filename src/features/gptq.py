@@ -38,7 +38,8 @@ DEPTHWISE_SIDE = 7  # a depthwise row has 9 or 25 weights: 7 × 7 positions meas
                     # (real photos, 3 draws: SQNR 29.23 / 28.94 / 29.10 dB either way, agreement 99.47 / 99.43 / 99.43 %
                     # vs 99.47 / 99.32 / 99.32 %) in three quarters of the time (benchmarks/README.md, T14)
 CHUNK = 8          # images per pass when measuring the layers' inputs
-BLOCK = 128        # columns per lazy batch update in round_rows
+BLOCK = 32         # columns per lazy batch update in round_rows (same integers at any size; 32 the fastest here:
+                   # 0.62 s for Lite0's 47 layers against 0.72 at 128, in column-contiguous layout, T14)
 RECORD_VERSION = 1
 
 
@@ -215,9 +216,9 @@ def round_rows(rows: np.ndarray, moments: np.ndarray, damp: float = DAMP) -> np.
     columns, and the block's errors move every later column in one matrix product (GPTQ's lazy batch
     update: the same arithmetic, reordered).
     """
-    W = rows.astype(np.float64).copy()
-    out, cols = W.shape
-    s = _scales(W)
+    W = rows.astype(np.float64).T.copy()           # (cols, out): each column contiguous, as the loop reads it
+    cols, out = W.shape
+    s = _scales(rows.astype(np.float64))
     H = np.array(moments, dtype=np.float64)
     shared = H.ndim == 2
     H = H[None] if shared else H.copy()
@@ -225,28 +226,29 @@ def round_rows(rows: np.ndarray, moments: np.ndarray, damp: float = DAMP) -> np.
     perm = None
     if shared:  # pointwise: the inputs with the most energy first (for depthwise rows of 9 or 25 it did not pay)
         perm = np.argsort(-H[0, diag, diag], kind="stable")
-        H, W = H[:, perm][:, :, perm], W[:, perm]
+        H, W = H[:, perm][:, :, perm], W[perm]
     dead = H[:, diag, diag] <= 0                  # inputs that were always zero: nothing to compensate with
     H[:, diag, diag] = np.where(dead, 1.0, H[:, diag, diag])
     H[:, diag, diag] += damp * H[:, diag, diag].mean(1, keepdims=True)
     U = np.linalg.cholesky(np.linalg.inv(H)).transpose(0, 2, 1)  # upper factor of H⁻¹
-    keep_col = np.abs(W).argmax(1)
-    keep_val = W[np.arange(out), keep_col].copy()
+    keep_col = np.abs(W).argmax(0)
+    keep_val = W[keep_col, np.arange(out)].copy()
     anchored = [np.flatnonzero(keep_col == i) for i in range(cols)]
-    Q = np.zeros((out, cols), dtype=np.int8)
+    Q = np.zeros((cols, out), dtype=np.int8)
     for b0 in range(0, cols, BLOCK):
         b1 = min(b0 + BLOCK, cols)
-        errs = np.zeros((out, b1 - b0))
+        errs = np.zeros((b1 - b0, out))
         for i in range(b0, b1):
-            W[anchored[i], i] = keep_val[anchored[i]]  # the grid's anchor never moves: no error to spread
-            q = np.clip(np.round(W[:, i] / s), -127, 127)
-            Q[:, i] = q
-            err = (W[:, i] - q * s) / U[:, i, i]
-            errs[:, i - b0] = err
+            W[i, anchored[i]] = keep_val[anchored[i]]  # the grid's anchor never moves: no error to spread
+            q = np.clip(np.round(W[i] / s), -127, 127)
+            Q[i] = q
+            err = (W[i] - q * s) / (U[0, i, i] if shared else U[:, i, i])
+            errs[i - b0] = err
             if i + 1 < b1:
-                W[:, i + 1:b1] -= np.outer(err, U[0, i, i + 1:b1]) if shared else err[:, None] * U[:, i, i + 1:b1]
+                W[i + 1:b1] -= U[0, i, i + 1:b1, None] * err if shared else (err[:, None] * U[:, i, i + 1:b1]).T
         if b1 < cols:
-            W[:, b1:] -= errs @ U[0, b0:b1, b1:] if shared else np.einsum("ob,obc->oc", errs, U[:, b0:b1, b1:])
+            W[b1:] -= U[0, b0:b1, b1:].T @ errs if shared else np.einsum("bo,obc->co", errs, U[:, b0:b1, b1:])
+    Q = Q.T
     return Q if perm is None else Q[:, np.argsort(perm)]
 
 
