@@ -9,6 +9,10 @@
    temporary folder with a fresh store, W&B disabled: wall time and the stages the results record
    (fine-tune, the pseudo-label round, the int8 guard, the fits), and fine-tuning throughput as a share of
    the limit (images trained per second, the per-epoch held-out pass and decoding included).
+3. **Where that training's time goes**, by what the main thread was doing (each region's own time, nested
+   regions subtracted): decoding and augmenting training images, the frozen blocks (ONNX Runtime), the
+   trained blocks' forward and loss, backward, the optimizer step, the held-out scoring of each epoch, the
+   extractors' forward passes, the int8 quantisation, the fits; the rest is versioning, I/O and outputs.
 
     .venv/bin/python benchmarks/training_profile.py [--iters 20] [--batch 16] [--frozen-blocks 3] [--json]
 
@@ -18,11 +22,13 @@ Run it on a quiet machine; compare the ratio, not absolute figures, across machi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,27 +74,103 @@ def training_limit(batch: int, iters: int, frozen_blocks: int, n_classes: int = 
             "threads": torch.get_num_threads(), "frozen_blocks": frozen_blocks}
 
 
+class _Clock:
+    """Each wrapped region's own wall time on the main thread: the time of regions nested in it is subtracted."""
+
+    def __init__(self):
+        self.own: dict[str, float] = {}
+        self._nested: list[float] = []
+        self._undo: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner, name: str, region: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            if threading.current_thread() is not threading.main_thread():
+                return original(*args, **kwargs)
+            self._nested.append(0.0)
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent = time.perf_counter() - t0
+                inner = self._nested.pop()
+                self.own[region] = self.own.get(region, 0.0) + spent - inner
+                if self._nested:
+                    self._nested[-1] += spent
+        self._undo.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    def restore(self) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+        self._undo.clear()
+
+
+def _clocked_training() -> _Clock:
+    """A clock on the functions a training spends its main thread in (patched where they are looked up)."""
+    import torch
+
+    from src.features import extraction, finetune, frozen_prefix, int8_calibration, onnx_runtime
+
+    clock = _Clock()
+    clock.wrap(finetune._Images, "decode", "decode training images")
+    clock.wrap(finetune._Images, "batch", "augment training batches")
+    clock.wrap(finetune, "_train", "trained blocks forward + loss (torch)")
+    clock.wrap(finetune, "_predict", "held-out scoring per epoch (torch part)")
+    clock.wrap(torch.Tensor, "backward", "backward")
+    clock.wrap(torch.optim.AdamW, "step", "optimizer step")
+    make_session = frozen_prefix.prefix_session
+
+    class _TimedSession:  # the frozen blocks' session, its runs clocked
+        def __init__(self, session):
+            self._session = session
+
+        def run(self, *args, **kwargs):
+            return self._session.run(*args, **kwargs)
+
+    def timed_session(*args, **kwargs):
+        return _TimedSession(make_session(*args, **kwargs))
+
+    clock.wrap(_TimedSession, "run", "frozen blocks forward (ONNX Runtime)")
+    clock._undo.append((frozen_prefix, "prefix_session", make_session))
+    frozen_prefix.prefix_session = timed_session
+    clock.wrap(frozen_prefix, "prefix_session", "frozen blocks export")
+    clock.wrap(onnx_runtime.OrtExtractor, "__call__", "extractors' forward passes")
+    clock.wrap(extraction.TorchExtractor, "__call__", "extractors' forward passes")
+    clock.wrap(int8_calibration, "quantize_int8", "int8 quantisation (GPTQ, ranges, quantiser)")
+    return clock
+
+
 def default_training(frozen_blocks: int) -> dict:
     from src.train_with_wandb import train_with_wandb
     from src.training.pipeline import SAMPLE_DIR
 
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        shutil.copytree(SAMPLE_DIR, data)
-        t0 = time.perf_counter()
-        r = train_with_wandb(data_dir=data, models_dir=Path(tmp) / "models", store=Path(tmp) / "store",
-                             wandb_mode="disabled", progress=False, fine_tune_frozen_blocks=frozen_blocks)
-        wall = time.perf_counter() - t0
+    clock = _clocked_training()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "data"
+            shutil.copytree(SAMPLE_DIR, data)
+            t0 = time.perf_counter()
+            r = train_with_wandb(data_dir=data, models_dir=Path(tmp) / "models", store=Path(tmp) / "store",
+                                 wandb_mode="disabled", progress=False, fine_tune_frozen_blocks=frozen_blocks)
+            wall = time.perf_counter() - t0
+    finally:
+        clock.restore()
     ft, rnd, guard = r["extractor"]["fine_tune"], r["extractor"]["pseudo_label_round"], r["extractor"]["int8_guard"]
     n_fit = r["dataset"]["labeled_samples"] - r["summary"]["val_images"]
     fits = sum(m["fit_seconds"] for m in r["algorithms"].values()) + r["baseline"]["fit_seconds"]
     stages = {"fine_tune": ft["seconds"], "pseudo_label_round": rnd.get("seconds") or 0.0,
               "int8_guard": guard.get("seconds") or 0.0, "fits": fits}
     stages["rest (decode, extraction, versioning, outputs)"] = wall - sum(stages.values())
+    regions = dict(sorted(clock.own.items(), key=lambda kv: -kv[1]))
+    regions["fits (from the results)"] = fits
+    regions["the rest: versioning, decoding for extraction, I/O, outputs"] = wall - sum(regions.values())
     return {"wall_s": wall, "stages_s": stages, "fine_tune_images": n_fit * ft["epochs"],
             "fine_tune_images_per_s": n_fit * ft["epochs"] / ft["seconds"],
             "round_pseudo_labels": rnd.get("pseudo_labels"), "round_kept": rnd.get("kept"),
-            "precision": r["extractor"]["precision"]}
+            "precision": r["extractor"]["precision"], "main_thread_s": regions}
 
 
 def main() -> None:
@@ -119,6 +201,9 @@ def main() -> None:
     print(f"default training on the shipped sample: {tr['wall_s']:.1f} s ({tr['precision']})")
     for k, v in tr["stages_s"].items():
         print(f"  {k:<48} {v:6.1f} s  {v / tr['wall_s']:5.1%}")
+    print("where the main thread spent it (each region's own time):")
+    for k, v in tr["main_thread_s"].items():
+        print(f"  {k:<62} {v:6.2f} s  {v / tr['wall_s']:5.1%}")
     print(f"fine-tuning: {tr['fine_tune_images']} images in {tr['stages_s']['fine_tune']:.1f} s = "
           f"{tr['fine_tune_images_per_s']:.1f} img/s, {out['fine_tune_share_of_limit']:.0%} of the limit; "
           f"round: {tr['round_pseudo_labels']} pseudo-labels, kept {tr['round_kept']}; load {out['load']:.1f}")
