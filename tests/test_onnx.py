@@ -246,6 +246,38 @@ def test_auto_falls_back_to_torch_with_a_warning(saved, store, monkeypatch, capl
         load_runtime(*saved["pretrained"], runtime="onnx", store=store)
 
 
+def test_the_pretrained_backbone_runs_in_onnx_runtime_where_its_export_pays(store, images, monkeypatch):
+    from src.core.leases import working
+    from src.features.backbone import pretrained_weights_path
+    from src.features.runtimes import ONNX_PRETRAINED_FROM, pretrained_extractor
+
+    monkeypatch.delenv("MLOPS_RUNTIME", raising=False)
+    pre = Preprocessing.for_size(SIZE)
+    torch_ext = pretrained_extractor(pre)  # no store: torch, as before
+    few = pretrained_extractor(pre, store, images=ONNX_PRETRAINED_FROM - 1)
+    assert isinstance(torch_ext, TorchExtractor) and isinstance(few, TorchExtractor)  # the export would not pay
+    with working(store):
+        many = pretrained_extractor(pre, store, images=ONNX_PRETRAINED_FROM)
+    assert isinstance(many, OrtExtractor) and many.key == torch_ext.key  # float32 either way: one cache
+    export = onnx_cache_path(store, sha256_file(pretrained_weights_path()), SIZE)
+    assert export.is_file()
+    np.testing.assert_allclose(extract(many, images, progress=False), extract(torch_ext, images, progress=False),
+                               rtol=TOL, atol=TOL)
+    with working(store):
+        assert isinstance(pretrained_extractor(pre, store, images=0), OrtExtractor)  # exported once: always used
+    assert isinstance(pretrained_extractor(pre, store, images=10**6, runtime="torch"), TorchExtractor)
+
+
+def test_the_pretrained_backbone_stays_in_torch_when_its_export_fails(store, monkeypatch, caplog):
+    from src.core.leases import working
+    from src.features.runtimes import pretrained_extractor
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with working(store), caplog.at_level(logging.WARNING, logger="src.features.runtimes"):
+        ext = pretrained_extractor(Preprocessing.for_size(SIZE), store, images=10**6)
+    assert isinstance(ext, TorchExtractor) and "stays in torch" in caplog.text and "boom" in caplog.text
+
+
 def test_auto_does_not_mask_a_bad_extractor_file(tmp_path, store):
     bad = tmp_path / "feature_extractor.pth"
     bad.write_bytes(b"not a model")

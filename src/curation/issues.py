@@ -45,20 +45,6 @@ def _unfinetuned_extractor(models_dir: Path, store: Store):
     return load_runtime(path, sha256_file(path), store=store)
 
 
-def pretrained_extractor(image_size: int = DEFAULT_IMAGE_SIZE):
-    """ImageNet EfficientNet-Lite0 features (no fine-tuning), keyed for the feature cache."""
-    from src.features.backbone import (
-        Preprocessing,
-        create_model,
-        pretrained_weights_path,
-    )
-    from src.features.extraction import TorchExtractor
-
-    pre = Preprocessing.for_size(image_size)
-    key = f"pretrained:{sha256_file(pretrained_weights_path())[:16]}:{pre.key()}"
-    return TorchExtractor(create_model(num_classes=0, pretrained=True), pre, key=key)
-
-
 def out_of_fold_probabilities(X: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0) -> np.ndarray:
     """Class probabilities for each row from a model fitted on the other folds."""
     from sklearn.decomposition import PCA
@@ -83,7 +69,9 @@ def find_issues(data_dir: str | os.PathLike, models_dir: str | os.PathLike | Non
     from cleanlab.rank import get_label_quality_scores
 
     from src.data.dataset import image_dataset
+    from src.features.backbone import Preprocessing
     from src.features.extraction import FeatureCache, cached_features
+    from src.features.runtimes import pretrained_extractor
 
     root = data_root(data_dir)
     st = Store.of(store)
@@ -94,7 +82,8 @@ def find_issues(data_dir: str | os.PathLike, models_dir: str | os.PathLike | Non
         small = ds.classes[int(counts.argmin())]
         raise DataError(f"class {small!r} has {counts.min()} labeled image(s); finding label issues needs at least "
                         "2 per class and 2 classes", hint="label more images of it first")
-    extractor = (_unfinetuned_extractor(Path(models_dir), st) if models_dir else None) or pretrained_extractor(image_size)
+    extractor = (_unfinetuned_extractor(Path(models_dir), st) if models_dir else None) or \
+        pretrained_extractor(Preprocessing.for_size(image_size), st, len(ds.train.paths))
     X, _ = cached_features(extractor, ds.train.paths, ds.train.digests, FeatureCache(st), 32, False,
                            "train features")
     proba = out_of_fold_probabilities(X, y, n_classes, seed)

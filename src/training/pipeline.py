@@ -120,9 +120,10 @@ def labeled_holdout(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, store:
     if cfg.fine_tune_epochs > 0 and (np.bincount(labels) >= 3).any():  # below 3 labels nothing is held out
         from src.features.runtimes import pretrained_extractor
 
-        X, _ = cached_features(pretrained_extractor(Preprocessing.for_size(cfg.image_size)),
-                               [ds.train.paths[i] for i in lab_photos], [ds.train.digests[i] for i in lab_photos],
-                               FeatureCache(store), cfg.batch_size, cfg.progress, "near-duplicate check")
+        pretrained = pretrained_extractor(Preprocessing.for_size(cfg.image_size), store, len(lab_photos), cfg.runtime)
+        X, _ = cached_features(pretrained, [ds.train.paths[i] for i in lab_photos],
+                               [ds.train.digests[i] for i in lab_photos], FeatureCache(store), cfg.batch_size,
+                               cfg.progress, "near-duplicate check")
         groups = near_duplicate_groups(X)
         _log_near_duplicates(groups, tracker)
     fit, val = holdout_split(labels, cfg.val_fraction, cfg.seed, groups)
