@@ -256,6 +256,9 @@ def test_the_pretrained_backbone_runs_in_onnx_runtime_where_its_export_pays(stor
     torch_ext = pretrained_extractor(pre)  # no store: torch, as before
     few = pretrained_extractor(pre, store, images=ONNX_PRETRAINED_FROM - 1)
     assert isinstance(torch_ext, TorchExtractor) and isinstance(few, TorchExtractor)  # the export would not pay
+    with monkeypatch.context() as m:
+        m.setattr(Store, "writable", property(lambda self: False))
+        assert isinstance(pretrained_extractor(pre, store, images=10**6), TorchExtractor)  # nowhere to export to
     with working(store):
         many = pretrained_extractor(pre, store, images=ONNX_PRETRAINED_FROM)
     assert isinstance(many, OrtExtractor) and many.key == torch_ext.key  # float32 either way: one cache

@@ -65,7 +65,7 @@ def pretrained_extractor(preprocessing, store: Store | None = None, images: int 
         from src.features.onnx_runtime import OrtExtractor, export_onnx, onnx_cache_path
 
         path = onnx_cache_path(store, digest, preprocessing.image_size)
-        if path.is_file() or images >= ONNX_PRETRAINED_FROM:
+        if path.is_file() or (images >= ONNX_PRETRAINED_FROM and store.writable):  # a read-only store: torch
             leases.hold_for_work(store, HELD_EXTRACTOR, digest)  # gc keeps the export while this job uses it
             try:
                 if not path.is_file():
