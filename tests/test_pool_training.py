@@ -171,3 +171,19 @@ def test_training_says_what_the_store_takes(tmp_path, capsys):
     assert res["store"]["root"] == str((tmp_path / "s").resolve()) and 0 < res["store"]["bytes"] <= on_disk
     line = format_training_summary(res).splitlines()[-1]
     assert line.startswith(f"store:   {res['store']['root']}, ") and "housekeeping.py du" in line
+
+
+def test_pseudo_labels_are_calibrated_on_every_labeled_photo_not_only_the_held_out_ones(capsys, tmp_path,
+                                                                                        monkeypatch):
+    import shutil
+
+    import src.training.pipeline as pipeline
+
+    folds, real = [], pipeline.every_labeled_folds
+    monkeypatch.setattr(pipeline, "every_labeled_folds", lambda *args: folds.append(real(*args)) or folds[-1])
+    data = shutil.copytree(pipeline.SAMPLE_DIR, tmp_path / "photos")  # real photos: few near-duplicates
+    res, _ = train(capsys, tmp_path, data, "--fine-tune-epochs", "1", "--pseudo-finetune-epochs", "0",
+                   "--image-size", "64", "--runtime", "onnx")
+    scored = int((folds[-1] >= 0).sum())  # every labeled photo the folds hold out once (catalogue shots never)
+    assert res["pseudo_labels"]["calibration"]["held_out_images"] == scored
+    assert scored > 2 * res["summary"]["val_images"] > 0  # not only the fine-tune's held-out photos

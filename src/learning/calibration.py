@@ -4,7 +4,8 @@ The confidence a model gives a pool image (label spreading's label confidence, o
 probability) is not a probability of being right: on real photos at 3 labels per class self-training's
 median confidence was ~0.99 while it was ~53 % right. Validation scores labeled images treated as
 unlabeled (:class:`~src.learning.validation.Validation`: the confidence the fit gave each held-out image
-and whether its label was right) — the same kind of images as the pool, so:
+and whether its label was right; training passes every labeled photo, each from the fold that hid it,
+:func:`~src.training.pseudo_labels.calibration_of`) — the same kind of images as the pool, so:
 
 - :func:`fit_calibration`: a monotone map from raw confidence to the probability of being right
   (logistic on the confidence's logit, two parameters: stable on the few dozen held-out images a small

@@ -96,10 +96,10 @@ def format_training_summary(results: dict[str, Any]) -> str:
         out.append(f"pseudo-labels: {pl['count']} pool images ({pl['algorithm']}, median confidence "
                    f"{q.get('p50', 0):.3f}) in {results['models_dir']}/{pl['file']}")
         rec, held = pl.get("recommended_min_confidence"), (pl.get("calibration") or {}).get("held_out_images", 0)
-        out.append(f"  recommended: {pl['accepted']} with confidence >= {rec} (>= 95 % right on {held} held-out "
-                   "images); labeling.py apply --labels takes those" if rec is not None else
-                   f"  none recommended for bulk acceptance ({held} held-out images cannot show any confidence "
-                   "95 % right): label the pool with labeling.py suggest")
+        out.append(f"  recommended: {pl['accepted']} with confidence >= {rec} (>= 95 % right on {held} labeled "
+                   "images, each scored without its label); labeling.py apply --labels takes those" if rec is not None
+                   else f"  none recommended for bulk acceptance ({held} labeled images, each scored without its "
+                   "label, cannot show any confidence 95 % right): label the pool with labeling.py suggest")
     if results["run"].get("dir"):
         out.append(f"W&B run ({results['run']['mode']}): {results['run']['dir']}")
     if results.get("store"):

@@ -100,6 +100,12 @@ def fit_and_evaluate(name: str, s: TrainState) -> tuple[Any, dict[str, Any]]:
     return model, m
 
 
+def calibration_validation(name: str, s: TrainState):
+    """``name`` (fitted on the shipped features) scored on every labeled photo by fits that hid its fold's labels
+    (:attr:`TrainState.calibration_folds`): each photo labeled as a pool image is, the pseudo-labels' evidence."""
+    return validate(_fitter(name, s), s.X, s.y_partial, s.calibration_folds)
+
+
 def log_metrics(name: str, m: dict[str, Any], s: TrainState) -> None:
     """Everything W&B shows per algorithm; the baseline gets its scalars only."""
     tr = s.tracker

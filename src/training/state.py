@@ -40,6 +40,7 @@ class TrainState:
     code_version: str | None = None  # the source commit, read once per run (bundles and results agree)
     # Which labeled rows validation scores (fold >= 0; learning/validation.py) and what it measured per algorithm.
     val_folds: np.ndarray | None = None
+    calibration_folds: np.ndarray | None = None  # what the pool's pseudo-labels are calibrated on (every labeled photo)
     validations: dict[str, Any] = field(default_factory=dict)
 
     @property
