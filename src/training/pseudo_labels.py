@@ -32,7 +32,7 @@ def calibration_of(s: TrainState, algorithm: str) -> tuple[Calibration, PseudoLa
     as a pool image is (:func:`~src.training.fitting.calibration_validation`, 3 folds, near-identical photos
     together); without those folds, on the model's validation. The fine-tune's held-out photos alone (a fifth
     of the labeled ones) were too few to recommend anything at 10 labels per class on real photos, where every
-    labeled photo recommended minimums whose pool labels were 96.4–99.3 % right (P15)."""
+    labeled photo recommended minimums in 6 draws of 6, whose pool labels were 95.6–99.3 % right (P15)."""
     from src.training.fitting import calibration_validation
 
     v = calibration_validation(algorithm, s) if s.calibration_folds is not None else s.validations.get(algorithm)
