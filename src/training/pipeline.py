@@ -280,13 +280,14 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
     tracker.log({"timing/fine_tune_seconds": ft.seconds, "training/fine_tune_epochs": cfg.fine_tune_epochs,
                  "training/fine_tune_cached": int(ft.cached)})
     X, Xt = _features(cfg, ds, extractor, store, tracker)
+    every_labeled = every_labeled_folds(cfg, ds, mask, X)
     state = TrainState(cfg=cfg, ds=ds, X=X, Xt=Xt, mask=np.concatenate([mask, np.zeros(n_pool, dtype=bool)]),
                        ext_digest=ext_digest, version=version, tracker=tracker, models_dir=out_dir,
                        pre=extractor.preprocessing, precision=precision, int8_guard=choice.guard,
                        int8_calibration=choice.calibration, baseline_features=baseline_features,
                        shift=shift_features(cfg, shift, extractor, store, tracker), code_version=code_version(),
-                       val_folds=validation_folds(cfg, ds, mask, X, holdout),
-                       calibration_folds=every_labeled_folds(cfg, ds, mask, X))
+                       val_folds=validation_folds(cfg, ds, mask, X, holdout, every_labeled),
+                       calibration_folds=every_labeled)
     per_algo = {name: run_algorithm(name, state) for name in cfg.algorithms}
     baseline = run_algorithm(BASELINE, state)
     summary = run_summary(state, per_algo, baseline)
@@ -311,14 +312,14 @@ def _train(cfg: TrainConfig, ds: ImageDataset, store: Store, out_dir: Path, trac
 
 
 def validation_folds(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, X: np.ndarray,
-                     holdout: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+                     holdout: tuple[np.ndarray, np.ndarray], every: np.ndarray | None = None) -> np.ndarray:
     """The labeled rows validation scores (learning/validation.py): the fine-tune's held-out images
     (``holdout``, from :func:`labeled_holdout`; none with 1-2 labels per class) when the backbone trained on
     the labeled ones, else 3-fold cross-validation over every labeled image, near-identical photos (on the
-    features ``X``) in one fold."""
+    features ``X``) in one fold (``every``, :func:`every_labeled_folds`, where the caller has them)."""
     if cfg.fine_tune_epochs > 0:
         return holdout_folds(len(X), np.flatnonzero(mask)[holdout[1]])
-    return every_labeled_folds(cfg, ds, mask, X)
+    return every if every is not None else every_labeled_folds(cfg, ds, mask, X)
 
 
 def every_labeled_folds(cfg: TrainConfig, ds: ImageDataset, mask: np.ndarray, X: np.ndarray) -> np.ndarray:
