@@ -99,8 +99,12 @@ class _Clock:
                 self.own[region] = self.own.get(region, 0.0) + spent - inner
                 if self._nested:
                     self._nested[-1] += spent
-        self._undo.append((owner, name, original))
-        setattr(owner, name, timed)
+        self.patch(owner, name, timed)
+
+    def patch(self, owner, name: str, value) -> None:
+        """Set ``owner.name`` to ``value`` until :meth:`restore`."""
+        self._undo.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
 
     def restore(self) -> None:
         for owner, name, original in reversed(self._undo):
@@ -134,8 +138,7 @@ def _clocked_training() -> _Clock:
         return _TimedSession(make_session(*args, **kwargs))
 
     clock.wrap(_TimedSession, "run", "frozen blocks forward (ONNX Runtime)")
-    clock._undo.append((frozen_prefix, "prefix_session", make_session))
-    frozen_prefix.prefix_session = timed_session
+    clock.patch(frozen_prefix, "prefix_session", timed_session)
     clock.wrap(frozen_prefix, "prefix_session", "frozen blocks export")
     clock.wrap(onnx_runtime.OrtExtractor, "__call__", "extractors' forward passes")
     clock.wrap(extraction.TorchExtractor, "__call__", "extractors' forward passes")
