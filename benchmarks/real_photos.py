@@ -16,7 +16,7 @@ second copy (``<tag>-random``) with as many pool images picked at random (seeded
 draw and per k: the ``val/`` accuracy of the first run, of each retraining, and suggest's gain over random
 in points (mean, min, and on how many draws suggest won).
 
-    python benchmarks/real_photos.py [--source ../shared/datasets/grocery-store] [--k 1 3 5 10 all] [--draws 3]
+    python benchmarks/real_photos.py [--source ../shared/datasets/grocery-store] [--k 1 3 5 10 all] [--draws 3] [--first-draw 0]
         [--work /tmp/real-photos] [--json out.json] [--iconic] [--suggest BUDGET]
 
     python benchmarks/real_photos.py --k 2 --draws 3 --suggest 2   # issue #28: suggest vs random at 2 per class
@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the Grocery Store Dataset folder (train.txt, val.txt, classes.csv)")
     p.add_argument("--k", nargs="+", default=["1", "3", "5", "10", "all"], help="labels per class: integers and/or 'all'")
     p.add_argument("--draws", type=int, default=3, help="seeded draws per k (default 3)")
+    p.add_argument("--first-draw", type=int, default=0, metavar="N",
+                   help="the draws' seeds start at N (default 0): --first-draw 6 --draws 3 runs draws 6-8")
     p.add_argument("--work", type=Path, default=Path("/tmp/real-photos"), help="dataset copies, models, store")
     p.add_argument("--runtime", default="auto", help="feature extraction runtime (default auto, as training)")
     p.add_argument("--json", type=Path, help="also write every run's figures here")
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     print("  ".join(cols), flush=True)
     for k in a.k:
         kk = None if k == "all" else int(k)
-        for d in range(1 if kk is None else a.draws):
+        for d in range(a.first_draw, a.first_draw + (1 if kk is None else a.draws)):
             r, truth = one_run(a.source, a.work, kk, d, a.work / "store", a.runtime, a.iconic, a.set)
             runs.append(r)
             print("  ".join(_fmt(r.get(c)) for c in cols), flush=True)

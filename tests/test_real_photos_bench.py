@@ -69,3 +69,19 @@ def test_set_options_reach_the_training_config(bench, monkeypatch, tmp_path):
     assert seen["cfg"].pseudo_finetune_epochs == 1 and seen["cfg"].seed == 2
     with pytest.raises(TypeError, match="unknown training option"):
         bench._train(tmp_path, tmp_path / "m", tmp_path / "s", 2, "auto", {"pseudo_finetune_epoch": 1})
+
+
+def test_first_draw_starts_the_seeds_there(bench, monkeypatch, tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.txt").write_text("")
+    seen = []
+
+    def one_run(source, work, k, draw, *rest):
+        seen.append((k, draw))
+        return {"k": k or "all", "draw": draw, "picked_test": 0.5, "baseline_test": 0.4, "val_estimate": None,
+                "seconds": 1.0}, {}
+
+    monkeypatch.setattr(bench, "one_run", one_run)
+    assert bench.main(["--source", str(tmp_path / "src"), "--work", str(tmp_path / "w"), "--k", "3", "all",
+                       "--draws", "2", "--first-draw", "6"]) == 0
+    assert seen == [(3, 6), (3, 7), (None, 6)]
