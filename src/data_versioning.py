@@ -13,9 +13,14 @@ version; ``find_or_create_version`` is what training calls to pin its input data
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if not __package__:  # `python CHECKOUT/src/x.py` runs CHECKOUT's package, not the one the venv installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import logging
-from pathlib import Path
 
 from src.core.errors import ConfigError
 from src.core.paths import DEFAULT_DATA_DIR as DATA_DIR

@@ -15,6 +15,12 @@ The work lives in :mod:`src.registry` (:mod:`src.registry.api`); this script par
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if not __package__:  # `python CHECKOUT/src/x.py` runs CHECKOUT's package, not the one the venv installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 from typing import Any, Sequence
 

@@ -7,6 +7,12 @@ The page is built by :mod:`src.reporting.html` (``build_report``); this script p
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if not __package__:  # `python CHECKOUT/src/x.py` runs CHECKOUT's package, not the one the venv installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 from typing import Sequence
 

@@ -12,6 +12,12 @@ The rules live in :mod:`src.hpo.wandb_schema` (W&B's), :mod:`src.hpo.space` (loa
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if not __package__:  # `python CHECKOUT/src/x.py` runs CHECKOUT's package, not the one the venv installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 from typing import Any, Mapping, Sequence
 

@@ -9,6 +9,12 @@ The work lives in :mod:`src.hpo` (study storage, agents, status); this script pa
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if not __package__:  # `python CHECKOUT/src/x.py` runs CHECKOUT's package, not the one the venv installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import logging
 from typing import Sequence
