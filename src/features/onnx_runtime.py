@@ -10,9 +10,9 @@ written once) loads without torch.
 ``int8=True`` gives a quantised variant (static per-channel QDQ, weights rounded by GPTQ
 (:mod:`src.features.gptq`), the first :data:`FLOAT_CONVS` convolutions float32, min-max ranges averaged
 over batches of a fixed synthetic set, so it depends only on the extractor): about twice as fast on CPUs
-with int8 dot products, its own cache key and ``<digest>-<size>-int8-v3.onnx`` file (the recipe's version).
-It serves ``--runtime onnx-int8`` for models without a calibration of their own; training calibrates on
-the user's images (:mod:`src.features.int8_calibration`).
+with int8 dot products, its own cache key and ``<digest>-<size>-int8-v3.onnx`` file (the recipe's version), run
+as :mod:`~src.features.int8_kernels` says. It serves ``--runtime onnx-int8`` for models without a calibration
+of their own; training calibrates on the user's images (:mod:`src.features.int8_calibration`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 
 from src.features import gptq
 from src.features.backbone import NUM_FEATURES, Preprocessing
+from src.features.int8_kernels import runnable
 from src.core.paths import clean_pid_siblings
 from src.core.store import Store
 
@@ -366,12 +367,11 @@ class OrtExtractor:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if not spin:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(runnable(model), opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         if batch.dtype == np.uint8:
-            if self._pixel_session is None:  # batch extraction: decode threads share the cores, so ORT's idle
-                # threads sleep instead of spinning (single images keep the spinning float session's latency)
+            if self._pixel_session is None:  # batches share the cores with decoding: idle ORT threads sleep
                 self._pixel_session = self._session(pixel_input_model(self.path, self.preprocessing), spin=False)
             x, step = np.ascontiguousarray(batch), PIXEL_CHUNK
             return np.concatenate([self._pixel_session.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + step]})[0]
