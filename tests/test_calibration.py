@@ -71,3 +71,59 @@ def test_reliability_table_and_ece():
     assert r["bins"][1]["accuracy"] == 0.75
     assert r["ece"] == pytest.approx((2 * 0.15 + 4 * 0.2) / 6)
     assert reliability(np.zeros(0), np.zeros(0, dtype=bool)) == {"ece": None, "bins": []}
+
+
+def test_support_is_the_committees_mean_confidence_in_the_shipped_label():
+    from src.learning.calibration import support
+
+    shipped = np.array([0, 1, 2])
+    own = (shipped, np.array([1.0, 0.99, 0.9]))
+    other = (np.array([0, 2, 2]), np.array([0.8, 0.7, 0.6]))  # disagrees on row 1: backs it with nothing
+    np.testing.assert_allclose(support(shipped, [own, other]), [0.9, 0.495, 0.75])
+    np.testing.assert_allclose(support(shipped, [own]), own[1])  # alone: its own confidence
+    assert support(shipped, []).tolist() == [0, 0, 0]
+
+
+def test_pool_rows_calibrate_the_committees_support_and_keep_the_models_own_confidence(tmp_path):
+    from types import SimpleNamespace
+
+    from src.learning.calibration import Calibration
+    from src.training.pseudo_labels import pool_rows
+
+    paths = [tmp_path / "unlabeled" / f"{i}.jpg" for i in range(3)]
+    s = SimpleNamespace(ds=SimpleNamespace(root=tmp_path, classes=["a", "b", "c"], pool=SimpleNamespace(paths=paths)),
+                        pool_predictions={"self_training": (np.array([0, 1, 2]), np.array([0.99, 0.98, 0.9])),
+                                          "label_spreading": (np.array([0, 2, 2]), np.array([0.8, 0.7, 0.6]))})
+    cal = Calibration(slope=1.0, intercept=0.0)  # the identity: the support itself
+    rows = pool_rows(s, "self_training", cal, 0.85, ["self_training", "label_spreading"])
+    assert [r[2] for r in rows] == [0.895, 0.49, 0.75] and [r[4] for r in rows] == [0.99, 0.98, 0.9]
+    assert [r[5] for r in rows] == [1, 0, 0] and [r[0] for r in rows] == ["unlabeled/0.jpg", "unlabeled/1.jpg",
+                                                                          "unlabeled/2.jpg"]
+    assert [r[2] for r in pool_rows(s, "self_training", cal, None)] == [0.99, 0.98, 0.9]  # alone: its own
+
+
+def test_the_committee_is_the_shipped_model_and_label_spreading_where_it_labeled_the_pool():
+    from types import SimpleNamespace
+
+    from src.training.pseudo_labels import committee
+
+    both = SimpleNamespace(pool_predictions={"self_training": None, "label_spreading": None, "label_propagation": None})
+    assert committee(both, "self_training") == ["self_training", "label_spreading"]
+    assert committee(both, "baseline") == ["baseline", "label_spreading"]
+    assert committee(both, "label_spreading") == ["label_spreading"]
+    assert committee(SimpleNamespace(pool_predictions={"self_training": None}), "self_training") == ["self_training"]
+
+
+def test_right_answers_on_photos_the_extractor_trained_on_count_at_the_unseen_ones_rate():
+    from src.learning.calibration import acceptance_threshold, evidence_discount
+
+    conf = np.full(200, 0.99)
+    right = np.ones(200, dtype=bool)
+    unbiased = np.zeros(200, dtype=bool)
+    unbiased[:40] = True
+    right[:4] = False  # the unseen photos: 90 % right; the trained-on ones: all right
+    assert evidence_discount(right, unbiased) == 0.9
+    assert acceptance_threshold(conf, right) == 0.5  # all rows at face value: 196 of 200, from the lowest minimum
+    assert acceptance_threshold(conf, right, unbiased=unbiased) is None  # 36 + 0.9 * 160 = 180 of 200
+    assert evidence_discount(right, None) == evidence_discount(right, np.ones(200, dtype=bool)) == 1.0
+    assert evidence_discount(~right, unbiased) == 1.0  # the unseen ones better: never counted up

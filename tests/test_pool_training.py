@@ -181,9 +181,19 @@ def test_pseudo_labels_are_calibrated_on_every_labeled_photo_not_only_the_held_o
 
     folds, real = [], pipeline.every_labeled_folds
     monkeypatch.setattr(pipeline, "every_labeled_folds", lambda *args: folds.append(real(*args)) or folds[-1])
+    import src.training.pseudo_labels as pl
+
+    unbiased, calibrate = [], pl.calibrate_pseudo_labels
+    monkeypatch.setattr(pl, "calibrate_pseudo_labels", lambda c, r, u: unbiased.append(u) or calibrate(c, r, u))
     data = shutil.copytree(pipeline.SAMPLE_DIR, tmp_path / "photos")  # real photos: few near-duplicates
     res, _ = train(capsys, tmp_path, data, "--fine-tune-epochs", "1", "--pseudo-finetune-epochs", "0",
                    "--image-size", "64", "--runtime", "onnx")
     scored = int((folds[-1] >= 0).sum())  # every labeled photo the folds hold out once (catalogue shots never)
     assert res["pseudo_labels"]["calibration"]["held_out_images"] == scored
     assert scored > 2 * res["summary"]["val_images"] > 0  # not only the fine-tune's held-out photos
+    best = res["summary"]["best_algorithm"]  # calibrated: its own and label spreading's support for its labels
+    assert res["pseudo_labels"]["calibration"]["committee"] == [best, *(["label_spreading"] if best != "label_spreading"
+                                                                        else [])]
+    # the photos the fine-tune held out are the ones whose evidence is taken at face value (D44)
+    assert int(unbiased[-1].sum()) == res["summary"]["val_images"] and len(unbiased[-1]) == scored
+    assert 0 < res["pseudo_labels"]["calibration"]["evidence_discount"] <= 1

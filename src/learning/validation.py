@@ -74,6 +74,7 @@ class Validation:
     p_true: np.ndarray
     assigned_confidence: np.ndarray | None = None
     assigned_right: np.ndarray | None = None
+    assigned: np.ndarray | None = None  # the label itself (what other models' agreement is judged against)
 
     @property
     def n(self) -> int:
@@ -96,7 +97,7 @@ def validate(fit: Callable[[np.ndarray, np.ndarray], object], X: np.ndarray, y_p
     unlabeled rows ``-1``. ``p_true`` is the probability the model gave the true label (0 for a class
     it never saw), from which the log-loss separates algorithms whose accuracy ties.
     """
-    rows_all, right_all, p_all, conf_all, aright_all = [], [], [], [], []
+    rows_all, right_all, p_all, conf_all, aright_all, assigned_all = [], [], [], [], [], []
     for f in np.unique(folds[folds >= 0]):
         held = folds == f
         model = fit(X, np.where(held, UNLABELED, y_partial))
@@ -112,13 +113,15 @@ def validate(fit: Callable[[np.ndarray, np.ndarray], object], X: np.ndarray, y_p
         p_all.append(p_true)
         conf_all.append(np.asarray(conf, dtype=np.float64))
         aright_all.append(assigned == truth)
+        assigned_all.append(np.asarray(assigned))
     if not rows_all:
         return Validation(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0), np.zeros(0),
-                          np.zeros(0, dtype=bool))
+                          np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64))
     rows = np.concatenate(rows_all)
     order = np.argsort(rows, kind="stable")
     return Validation(rows[order], np.concatenate(right_all)[order], np.concatenate(p_all)[order],
-                      np.concatenate(conf_all)[order], np.concatenate(aright_all)[order])
+                      np.concatenate(conf_all)[order], np.concatenate(aright_all)[order],
+                      np.concatenate(assigned_all)[order])
 
 
 def held_out_count(y_partial: np.ndarray, k: int = DEFAULT_FOLDS) -> int:
