@@ -161,6 +161,21 @@ def test_the_pool_model_ships_only_where_validation_shows_it_better(algo, base, 
     assert not beats_baseline(_v([]), _v([]))[0]  # nothing validated: the baseline ships
 
 
+def test_a_tie_ships_the_pool_model_only_on_a_log_loss_lower_beyond_its_noise():
+    from src.learning.validation import Validation
+    from src.training.results import beats_baseline
+
+    right = np.array([1, 1, 0, 0, 1, 0], dtype=bool)
+    base = Validation(np.arange(6), right, np.array([0.5, 0.6, 0.3, 0.2, 0.7, 0.4]))
+    noise = Validation(np.arange(6), right, base.p_true * np.array([1.2, 0.85, 1.1, 0.9, 1.1, 0.95]))
+    assert noise.log_loss < base.log_loss  # lower on average, by less than the images disagree: no evidence
+    assert beats_baseline(noise, base) == (False, 0, 0)
+    steady = Validation(np.arange(6), right, base.p_true * np.array([1.2, 1.1, 1.3, 1.2, 1.1, 1.25]))
+    assert beats_baseline(steady, base) == (True, 0, 0)
+    one = Validation(np.arange(1), right[:1], np.array([0.9]))
+    assert beats_baseline(one, Validation(np.arange(1), right[:1], np.array([0.5])))[0] is False  # one image
+
+
 def test_summary_names_the_baseline_when_validation_cannot_show_the_pool_helping():
     from src.training.results import summarize
 
