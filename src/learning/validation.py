@@ -24,6 +24,7 @@ import numpy as np
 from src.learning.semi_supervised import UNLABELED, assigned_labels
 
 DEFAULT_FOLDS = 3
+P_FLOOR = 1e-6  # probabilities below it count as it in a log-loss: a class the fit never saw costs -log(1e-6)
 
 
 def labeled_folds(y_partial: np.ndarray, k: int = DEFAULT_FOLDS, seed: int = 0,
@@ -86,7 +87,12 @@ class Validation:
 
     @property
     def log_loss(self) -> float | None:
-        return float(-np.log(np.maximum(self.p_true, 1e-6)).mean()) if self.n else None
+        return float(image_losses(self.p_true).mean()) if self.n else None
+
+
+def image_losses(p_true: np.ndarray) -> np.ndarray:
+    """Each image's log-loss, ``-log p(true label)``, the probability floored at :data:`P_FLOOR`."""
+    return -np.log(np.maximum(np.asarray(p_true, dtype=np.float64), P_FLOOR))
 
 
 def validate(fit: Callable[[np.ndarray, np.ndarray], object], X: np.ndarray, y_partial: np.ndarray,

@@ -54,6 +54,7 @@ from src.features.finetune import (
     weights_digest,
 )
 from src.learning.semi_supervised import UNLABELED, fit_semi_supervised
+from src.learning.validation import image_losses
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +116,15 @@ def select_pseudo_labels(views: tuple, X: np.ndarray, y_partial: np.ndarray, per
 def heldout_scores(views: tuple, X: np.ndarray, rows: np.ndarray, truth: np.ndarray
                    ) -> tuple[float, float, np.ndarray]:
     """(accuracy, log-loss, right) on ``X[rows]``: accuracy and log-loss are each the mean over
-    ``views`` (probabilities floored at 1e-6); ``right`` is one row per view, True where it was right."""
+    ``views`` (:func:`~src.learning.validation.image_losses`); ``right`` is one row per view, True where it was
+    right."""
     right, losses = [], []
     for model in views:
         proba = model.predict_proba(X[rows])
         col = {c: i for i, c in enumerate(model.classes_)}
         p_true = np.array([proba[i, col[t]] if t in col else 0.0 for i, t in enumerate(truth)])
         right.append(model.classes_[proba.argmax(1)] == truth)
-        losses.append(float(-np.log(np.maximum(p_true, 1e-6)).mean()))
+        losses.append(float(image_losses(p_true).mean()))
     right_arr = np.asarray(right, dtype=bool)
     return float(right_arr.mean()), float(np.mean(losses)), right_arr
 

@@ -9,7 +9,7 @@ from src.core.paths import EXTRACTOR_FILE
 from src.features.finetune import FineTuneResult
 import numpy as np
 
-from src.learning.validation import Validation, standard_error
+from src.learning.validation import Validation, image_losses, standard_error
 from src.training.fitting import SHIFT_KEY
 from src.training.state import TrainState
 
@@ -41,7 +41,7 @@ def beats_baseline(algo: Validation | None, baseline: Validation | None) -> tupl
 
 
 def _clearly_lower_loss(algo: Validation, baseline: Validation) -> bool:
-    d = np.log(np.maximum(baseline.p_true, 1e-6)) - np.log(np.maximum(algo.p_true, 1e-6))  # per image, as log_loss
+    d = image_losses(algo.p_true) - image_losses(baseline.p_true)
     se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.inf
     return bool(d.mean() < -se)
 
