@@ -103,9 +103,10 @@ def fit_and_evaluate(name: str, s: TrainState) -> tuple[Any, dict[str, Any]]:
 def calibration_validation(name: str, s: TrainState):
     """``name`` (fitted on the shipped features) scored on every labeled photo by fits that hid its fold's labels
     (:attr:`TrainState.calibration_folds`): each photo labeled as a pool image is, the pseudo-labels' evidence.
-    Without fine-tuning validation used these very folds on these features: its scores are reused."""
-    if s.calibration_folds is s.val_folds and name in s.validations:
-        return s.validations[name]
+    Without fine-tuning validation used these very folds on these features: its scores are reused; without
+    calibration folds, validation's are the evidence (None where ``name`` was not validated)."""
+    if s.calibration_folds is None or (s.calibration_folds is s.val_folds and name in s.validations):
+        return s.validations.get(name)
     return validate(_fitter(name, s), s.X, s.y_partial, s.calibration_folds)
 
 

@@ -48,7 +48,7 @@ def calibration_of(s: TrainState, algorithm: str) -> tuple[Calibration, PseudoLa
     from src.training.fitting import calibration_validation
 
     names = committee(s, algorithm)
-    vs = {n: calibration_validation(n, s) if s.calibration_folds is not None else s.validations.get(n) for n in names}
+    vs = {n: calibration_validation(n, s) for n in names}
     v = vs[algorithm]
     if v is None or v.assigned is None:
         return Calibration(), PseudoLabelCalibration()
